@@ -1,0 +1,27 @@
+//! `bloat`: misbehaves by returning a huge output; the host must reject it.
+
+use serde::Deserialize;
+use wasm_orch_sdk::{Agent, Context, Error};
+
+#[derive(Deserialize)]
+struct Params {
+    #[serde(default = "default_mib")]
+    mib: usize,
+}
+
+fn default_mib() -> usize {
+    8
+}
+
+struct Bloat;
+
+impl Agent for Bloat {
+    type Params = Params;
+    type Output = String;
+
+    fn run(cx: Context<Params>) -> Result<String, Error> {
+        Ok("x".repeat(cx.params.mib << 20))
+    }
+}
+
+wasm_orch_sdk::export!(Bloat);

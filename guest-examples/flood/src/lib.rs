@@ -1,0 +1,34 @@
+//! `flood`: misbehaves by calling the status interface in a tight loop (progress, logs and
+//! partial results); the host must keep its event stream bounded.
+
+use serde::Deserialize;
+use wasm_orch_sdk::{Agent, Context, Error, status};
+
+#[derive(Deserialize)]
+struct Params {
+    #[serde(default = "default_iterations")]
+    iterations: u64,
+}
+
+fn default_iterations() -> u64 {
+    200_000
+}
+
+struct Flood;
+
+impl Agent for Flood {
+    type Params = Params;
+    type Output = u64;
+
+    fn run(cx: Context<Params>) -> Result<u64, Error> {
+        let n = cx.params.iterations;
+        for i in 0..n {
+            status::progress(i as f32 / n as f32, "flooding");
+            status::info(format!("flood line {i}"));
+            status::partial(&i);
+        }
+        Ok(n)
+    }
+}
+
+wasm_orch_sdk::export!(Flood);

@@ -1,0 +1,414 @@
+//! The typed events of a run. Their JSON form names follow the source documents:
+//! `agent.plan.created`, `agent.task.status.updated`, `agent.run.completed`, and so on.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// One thing that happened in a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the run's stream: 1, 2, 3, ... with no gaps.
+    pub seq: u64,
+    /// The run this event belongs to.
+    pub run_id: String,
+    /// When the host emitted it.
+    pub at: Timestamp,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The run was validated and is about to start.
+    #[serde(rename = "agent.plan.created")]
+    PlanCreated(PlanCreated),
+    /// A task changed state (pending, ready, running, or a final outcome).
+    #[serde(rename = "agent.task.status.updated")]
+    TaskStatus(TaskStatusUpdated),
+    /// A running guest reported progress.
+    #[serde(rename = "agent.task.progress")]
+    Progress(TaskProgress),
+    /// A running guest published a partial result.
+    #[serde(rename = "agent.task.partial")]
+    Partial(TaskPartial),
+    /// A guest wrote a log line (through `status.log`, stdout or stderr), or the host did
+    /// about a task.
+    #[serde(rename = "agent.task.log")]
+    Log(TaskLog),
+    /// The run ended.
+    #[serde(rename = "agent.run.completed")]
+    RunCompleted(RunCompleted),
+}
+
+/// The plan a run starts with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanCreated {
+    pub workflow: String,
+    pub tenant: String,
+    pub max_concurrency: usize,
+    pub tasks: Vec<PlannedTask>,
+}
+
+/// One task of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedTask {
+    pub node: String,
+    pub agent: String,
+    pub depends_on: Vec<String>,
+    pub priority: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutex: Option<String>,
+    pub critical: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// Which task (and which attempt of it) an event is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRef {
+    pub node: String,
+    /// The task's isolated execution path, `<workflow>.<node>`.
+    pub branch: String,
+    pub agent: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+}
+
+/// A task's state changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStatusUpdated {
+    #[serde(flatten)]
+    pub task: TaskRef,
+    pub status: TaskStatus,
+    /// When the attempt started running (final states only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// When the attempt ended (final states only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// How long the attempt ran, in milliseconds (final states only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// How long the task waited between ready and running, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_ms: Option<f64>,
+    /// Fuel the attempt used (final states only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel_used: Option<u64>,
+    /// The most linear memory the attempt held, in bytes (final states only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_peak: Option<u64>,
+    /// Why the task did not succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TaskError>,
+}
+
+/// Progress of a running task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskProgress {
+    #[serde(flatten)]
+    pub task: TaskRef,
+    /// Between 0 and 1.
+    pub fraction: f32,
+    pub message: String,
+    /// How many earlier updates this one replaces (the host coalesces rapid updates).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub coalesced: u64,
+}
+
+/// A partial result of a running task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskPartial {
+    #[serde(flatten)]
+    pub task: TaskRef,
+    /// 1 for the task's first partial result.
+    pub index: u32,
+    pub data: serde_json::Value,
+}
+
+/// A log line of a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskLog {
+    #[serde(flatten)]
+    pub task: TaskRef,
+    pub level: LogLevel,
+    pub stream: LogStream,
+    pub message: String,
+}
+
+/// The end of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunCompleted {
+    pub workflow: String,
+    pub status: RunStatus,
+    pub duration_ms: f64,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub cancelled: usize,
+}
+
+/// The state of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum TaskStatus {
+    /// Waiting for the tasks it depends on.
+    Pending,
+    /// Ready to run, waiting for a free slot (or its mutex).
+    Ready,
+    /// Running in a sandbox.
+    Running,
+    /// Returned an output.
+    Succeeded,
+    /// Returned an error, or the host could not run it.
+    Failed,
+    /// Ran past its wall-clock limit.
+    TimedOut,
+    /// Used all its fuel.
+    OutOfFuel,
+    /// Was denied memory beyond its limit and could not go on.
+    MemoryExceeded,
+    /// Trapped (a panic, an `unreachable`, an invalid memory access, ...).
+    Trapped,
+    /// Returned an output the host refused (too large, or not JSON).
+    OutputRejected,
+    /// Stopped because the run was cancelled.
+    Cancelled,
+    /// Not run, because a task it depends on did not succeed.
+    Skipped,
+}
+
+impl TaskStatus {
+    /// Whether the task is finished (succeeded or not).
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Pending | Self::Ready | Self::Running)
+    }
+
+    /// The kebab-case name used in events and results.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Ready => "ready",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed-out",
+            Self::OutOfFuel => "out-of-fuel",
+            Self::MemoryExceeded => "memory-exceeded",
+            Self::Trapped => "trapped",
+            Self::OutputRejected => "output-rejected",
+            Self::Cancelled => "cancelled",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The outcome of a whole run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum RunStatus {
+    /// Every critical task succeeded.
+    Succeeded,
+    /// A critical task did not succeed.
+    Failed,
+    /// The run was cancelled before it finished.
+    Cancelled,
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        })
+    }
+}
+
+/// Why a task did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl TaskError {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.as_str(), self.message)
+    }
+}
+
+/// The kind of a [`TaskError`]: what retry policies and dashboards branch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The agent said its input is wrong.
+    InvalidInput,
+    /// The agent said its work failed.
+    Failed,
+    /// The agent said something it needs is unavailable.
+    Unavailable,
+    /// The guest trapped.
+    Trap,
+    /// The guest used all its fuel.
+    OutOfFuel,
+    /// The guest ran past its wall-clock limit.
+    Timeout,
+    /// The guest was denied memory beyond its limit.
+    MemoryLimit,
+    /// The output was larger than the agent's `max_output`.
+    OutputTooLarge,
+    /// The output was not valid JSON.
+    OutputNotJson,
+    /// The host could not run the task (instantiation, sandbox set-up).
+    Host,
+    /// The run was cancelled.
+    Cancelled,
+    /// A task this one depends on did not succeed.
+    Dependency,
+}
+
+impl ErrorKind {
+    /// The kebab-case name used in events and results.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidInput => "invalid-input",
+            Self::Failed => "failed",
+            Self::Unavailable => "unavailable",
+            Self::Trap => "trap",
+            Self::OutOfFuel => "out-of-fuel",
+            Self::Timeout => "timeout",
+            Self::MemoryLimit => "memory-limit",
+            Self::OutputTooLarge => "output-too-large",
+            Self::OutputNotJson => "output-not-json",
+            Self::Host => "host",
+            Self::Cancelled => "cancelled",
+            Self::Dependency => "dependency",
+        }
+    }
+}
+
+/// Severity of a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Where a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    /// The guest's `status.log` calls.
+    Guest,
+    /// The guest's standard output.
+    Stdout,
+    /// The guest's standard error.
+    Stderr,
+    /// The host, about the task (for example, dropped log lines).
+    Host,
+}
+
+/// A point in time, serialized as RFC 3339 with microseconds (`2026-11-22T10:00:00.123456Z`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub SystemTime);
+
+impl Timestamp {
+    /// Now.
+    pub fn now() -> Self {
+        Self(SystemTime::now())
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_rfc3339_micros(self.0))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_rfc3339(&text)
+            .map(Self)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_through_json_with_their_source_names() {
+        let event = Event {
+            seq: 7,
+            run_id: "r1".into(),
+            at: Timestamp::now(),
+            kind: EventKind::TaskStatus(TaskStatusUpdated {
+                task: TaskRef {
+                    node: "left".into(),
+                    branch: "calc.left".into(),
+                    agent: "add".into(),
+                    attempt: 1,
+                },
+                status: TaskStatus::OutOfFuel,
+                started_at: None,
+                finished_at: None,
+                latency_ms: Some(1.5),
+                queued_ms: None,
+                fuel_used: Some(42),
+                memory_peak: None,
+                error: Some(TaskError::new(ErrorKind::OutOfFuel, "all fuel used")),
+            }),
+        };
+        let json = serde_json::to_value(&event).expect("serializes");
+        assert_eq!(json["event"], "agent.task.status.updated");
+        assert_eq!(json["status"], "out-of-fuel");
+        assert_eq!(json["node"], "left");
+        assert_eq!(json["error"]["kind"], "out-of-fuel");
+        assert!(json.get("started_at").is_none());
+        let back: Event = serde_json::from_value(json).expect("deserializes");
+        // Timestamps keep microseconds only.
+        assert_eq!(back.kind, event.kind);
+        assert_eq!(back.seq, 7);
+    }
+}

@@ -1,0 +1,224 @@
+//! The `wasm-orch` command line: argument parsing and one module per command.
+//!
+//! Only this module prints. Exit codes: 0 every task succeeded, 1 a task failed, 2 usage or
+//! invalid input (nothing ran), 130 cancelled.
+
+mod format;
+mod graph;
+mod inspect;
+mod run;
+mod summary;
+mod validate;
+mod view;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::{Error, Runtime, RuntimeBuilder};
+
+/// Run workflows of sandboxed WebAssembly sub-agents.
+#[derive(Debug, Parser)]
+#[command(name = "wasm-orch", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    /// More diagnostics from the host on stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a workflow: live view on a terminal, plain lines in a pipe, a summary at the end.
+    Run(RunArgs),
+    /// Check a workflow without running it (components are compiled and checked too).
+    Validate(ValidateArgs),
+    /// Print a workflow's task graph.
+    Graph(GraphArgs),
+    /// Show a component's WIT world and whether it implements `sub-agent`.
+    Inspect(InspectArgs),
+}
+
+/// Where the runtime keeps things.
+#[derive(Debug, clap::Args)]
+struct RuntimeArgs {
+    /// Directory for run files (tasks' working directories). [default: $WASM_ORCH_STATE_DIR or .wasm-orch]
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+
+    /// Directory for compiled components. [default: $WASM_ORCH_CACHE_DIR or ~/.cache/wasm-orch]
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+
+    /// Do not cache compiled components on disk.
+    #[arg(long, conflicts_with = "cache_dir")]
+    no_cache: bool,
+}
+
+impl RuntimeArgs {
+    fn build(&self) -> Result<Runtime, Error> {
+        let mut builder: RuntimeBuilder = Runtime::builder();
+        if let Some(dir) = &self.state_dir {
+            builder = builder.state_dir(dir);
+        }
+        if let Some(dir) = &self.cache_dir {
+            builder = builder.cache_dir(dir);
+        }
+        if self.no_cache {
+            builder = builder.without_disk_cache();
+        }
+        builder.build()
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The workflow file (TOML).
+    file: PathBuf,
+
+    /// Also write the results JSON here (`-`: stdout). It is always written to the run's
+    /// directory.
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+
+    /// Also write every event as JSON lines here (`-`: stdout). They are always written to the
+    /// run's directory.
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
+
+    /// Set a workflow parameter (declared in its [params]); repeatable.
+    #[arg(long = "param", short = 'p', value_name = "KEY=VALUE", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+
+    /// Override the workflow's max_concurrency.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_concurrency: Option<u32>,
+
+    /// Print plain lines even on a terminal.
+    #[arg(long)]
+    plain: bool,
+
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct ValidateArgs {
+    /// The workflow file (TOML).
+    file: PathBuf,
+
+    /// Set a workflow parameter (declared in its [params]); repeatable.
+    #[arg(long = "param", short = 'p', value_name = "KEY=VALUE", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct GraphArgs {
+    /// The workflow file (TOML).
+    file: PathBuf,
+
+    /// Graph syntax.
+    #[arg(long, short, value_enum, default_value = "dot")]
+    format: Format,
+
+    /// Set a workflow parameter (declared in its [params]); repeatable.
+    #[arg(long = "param", short = 'p', value_name = "KEY=VALUE", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Dot,
+    Mermaid,
+}
+
+#[derive(Debug, clap::Args)]
+struct InspectArgs {
+    /// The component file (.wasm).
+    component: PathBuf,
+
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("`{text}` is not KEY=VALUE")),
+    }
+}
+
+/// Exit code: every task succeeded.
+const SUCCESS: u8 = 0;
+/// Exit code: a task failed.
+const TASK_FAILED: u8 = 1;
+/// Exit code: usage or invalid input; nothing ran.
+const INVALID: u8 = 2;
+/// Exit code: cancelled (Ctrl-C).
+const CANCELLED: u8 = 130;
+
+/// Runs the command line and returns the process's exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("wasm-orch")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(INVALID);
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run::run(args).await,
+            Command::Validate(args) => validate::validate(args).await,
+            Command::Graph(args) => graph::graph(args),
+            Command::Inspect(args) => inspect::inspect(args).await,
+        }
+    });
+    ExitCode::from(code)
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Prints an error with its causes; returns the exit code for it (nothing ran).
+fn report_error(error: &Error) -> u8 {
+    match error {
+        Error::InvalidWorkflow(diagnostics) => eprintln!("{diagnostics}"),
+        other => {
+            eprintln!("error: {other}");
+            let mut source = std::error::Error::source(other);
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+        }
+    }
+    INVALID
+}

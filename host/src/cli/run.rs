@@ -1,0 +1,148 @@
+//! `wasm-orch run`: run a workflow, show it, write its results and events, exit with its
+//! outcome.
+
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::format::{self, Style};
+use super::{CANCELLED, INVALID, RunArgs, SUCCESS, TASK_FAILED, report_error, summary, view};
+use crate::{Event, EventStream, RunOptions, RunReport, RunStatus, Workflow};
+
+pub(super) async fn run(args: RunArgs) -> u8 {
+    if is_stdout(args.output.as_deref()) && is_stdout(args.events.as_deref()) {
+        eprintln!("error: --output and --events cannot both be `-` (stdout)");
+        return INVALID;
+    }
+    let workflow = match Workflow::from_file_with_params(&args.file, &args.params) {
+        Ok(w) => w,
+        Err(e) => return report_error(&e),
+    };
+    let runtime = match args.runtime.build() {
+        Ok(r) => r,
+        Err(e) => return report_error(&e),
+    };
+    let mut options = RunOptions::new();
+    if let Some(n) = args.max_concurrency {
+        options = options.max_concurrency(n as usize);
+    }
+    let run = match runtime.start(&workflow, options).await {
+        Ok(run) => run,
+        Err(e) => return report_error(&e),
+    };
+
+    // Ctrl-C once: cancel (running guests stop promptly). Twice: leave now.
+    let cancel = run.cancel_handle();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\ncancelling the run (Ctrl-C again to quit at once)");
+            cancel.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprint!("\x1b[?25h");
+                std::process::exit(i32::from(CANCELLED));
+            }
+        }
+    });
+
+    let journal_path = run.directory().join("events.jsonl");
+    let mut journal_targets = vec![journal_path];
+    if let Some(path) = &args.events {
+        journal_targets.push(path.clone());
+    }
+    let journal = tokio::task::spawn_blocking({
+        let events = run.events();
+        move || write_events(events, &journal_targets)
+    });
+    let live = !args.plain && std::io::stderr().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb");
+    let shown = tokio::spawn(view::show(run.events(), live, false));
+
+    let report = match run.wait().await {
+        Ok(report) => report,
+        Err(e) => return report_error(&e),
+    };
+    let _ = shown.await;
+    match journal.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("warning: events were not all written: {e}"),
+        Err(e) => eprintln!("warning: the events writer failed: {e}"),
+    }
+    let results_path = report.directory.join("results.json");
+    let mut result_targets = vec![results_path.clone()];
+    if let Some(path) = &args.output {
+        result_targets.push(path.clone());
+    }
+    for target in &result_targets {
+        if let Err(e) = write_results(&report, target) {
+            eprintln!("warning: could not write results to `{}`: {e}", target.display());
+        }
+    }
+    let (width, _) = format::terminal_size();
+    eprint!("\n{}", summary::render(&report, Style::for_stderr(), width));
+    eprintln!("results: {}", results_path.display());
+    match report.status {
+        RunStatus::Succeeded => SUCCESS,
+        RunStatus::Cancelled => CANCELLED,
+        _ => TASK_FAILED,
+    }
+}
+
+fn is_stdout(path: Option<&Path>) -> bool {
+    path.is_some_and(|p| p == Path::new("-"))
+}
+
+fn open(path: &Path) -> std::io::Result<Box<dyn Write + Send>> {
+    if path == Path::new("-") {
+        return Ok(Box::new(std::io::stdout()));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    Ok(Box::new(BufWriter::new(File::create(path)?)))
+}
+
+/// Writes every event as a JSON line to each target, as they come (stdout is flushed per
+/// line so a pipe sees events live).
+fn write_events(mut events: EventStream, targets: &[PathBuf]) -> std::io::Result<()> {
+    let mut writers = targets
+        .iter()
+        .map(|t| Ok((t == Path::new("-"), open(t)?)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    while let Some(event) = events.blocking_next() {
+        let line = json_line(&event)?;
+        for (live, w) in &mut writers {
+            w.write_all(&line)?;
+            if *live {
+                w.flush()?;
+            }
+        }
+    }
+    for (_, w) in &mut writers {
+        w.flush()?;
+    }
+    Ok(())
+}
+
+fn json_line(event: &Arc<Event>) -> std::io::Result<Vec<u8>> {
+    let mut line = serde_json::to_vec(event.as_ref())?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// Writes the results document: atomically for a file (a temporary file, then a rename).
+fn write_results(report: &RunReport, target: &Path) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(report)?;
+    if target == Path::new("-") {
+        let mut out = std::io::stdout().lock();
+        out.write_all(&json)?;
+        out.write_all(b"\n")?;
+        return out.flush();
+    }
+    let tmp = target.with_extension("json.tmp");
+    let mut w = open(&tmp)?;
+    w.write_all(&json)?;
+    w.write_all(b"\n")?;
+    w.flush()?;
+    drop(w);
+    std::fs::rename(&tmp, target)
+}

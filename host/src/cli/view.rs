@@ -1,0 +1,288 @@
+//! What `run` shows while the workflow runs, on stderr: a live board of tasks with progress
+//! bars on a terminal, or one plain line per event in a pipe.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::format::{self, Style};
+use crate::{Event, EventKind, EventStream, LogLevel, TaskStatus};
+
+/// Shows events until the stream ends.
+pub(super) async fn show(mut events: EventStream, live: bool, verbose: bool) {
+    if live {
+        let mut board = Board::new(Style::for_stderr());
+        let mut ticker = tokio::time::interval(Duration::from_millis(100));
+        eprint!("\x1b[?25l");
+        loop {
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(event) => board.apply(&event),
+                    None => break,
+                },
+                _ = ticker.tick() => board.draw(),
+            }
+        }
+        board.draw();
+        eprint!("\x1b[?25h");
+    } else {
+        let mut lines = Lines::new(Style::for_stderr(), verbose);
+        while let Some(event) = events.next().await {
+            lines.print(&event);
+        }
+    }
+}
+
+struct Row {
+    node: String,
+    agent: String,
+    status: TaskStatus,
+    fraction: Option<f32>,
+    message: String,
+    since: Option<Instant>,
+    latency_ms: Option<f64>,
+}
+
+/// The live view: a header, one row per task (the most interesting ones when they do not all
+/// fit), redrawn in place ten times a second.
+struct Board {
+    style: Style,
+    title: String,
+    started: Instant,
+    rows: Vec<Row>,
+    index: HashMap<String, usize>,
+    drawn: usize,
+    tick: usize,
+}
+
+impl Board {
+    fn new(style: Style) -> Self {
+        Self {
+            style,
+            title: String::new(),
+            started: Instant::now(),
+            rows: Vec::new(),
+            index: HashMap::new(),
+            drawn: 0,
+            tick: 0,
+        }
+    }
+
+    fn row(&mut self, node: &str) -> Option<&mut Row> {
+        let i = *self.index.get(node)?;
+        self.rows.get_mut(i)
+    }
+
+    fn apply(&mut self, event: &Event) {
+        match &event.kind {
+            EventKind::PlanCreated(plan) => {
+                self.title = format!("{} · run {}", plan.workflow, event.run_id);
+                for t in &plan.tasks {
+                    self.index.insert(t.node.clone(), self.rows.len());
+                    self.rows.push(Row {
+                        node: t.node.clone(),
+                        agent: t.agent.clone(),
+                        status: TaskStatus::Pending,
+                        fraction: None,
+                        message: String::new(),
+                        since: None,
+                        latency_ms: None,
+                    });
+                }
+            }
+            EventKind::TaskStatus(update) => {
+                if let Some(row) = self.row(&update.task.node) {
+                    row.status = update.status;
+                    if update.status == TaskStatus::Running {
+                        row.since = Some(Instant::now());
+                    }
+                    if update.status == TaskStatus::Succeeded {
+                        row.fraction = Some(1.0);
+                    }
+                    row.latency_ms = update.latency_ms;
+                    if let Some(error) = &update.error {
+                        row.message = error.message.clone();
+                    }
+                }
+            }
+            EventKind::Progress(p) => {
+                if let Some(row) = self.row(&p.task.node) {
+                    row.fraction = Some(p.fraction);
+                    row.message.clone_from(&p.message);
+                }
+            }
+            EventKind::Partial(p) => {
+                if let Some(row) = self.row(&p.task.node) {
+                    row.message = format!("partial #{}: {}", p.index, p.data);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn draw(&mut self) {
+        self.tick += 1;
+        let (width, height) = format::terminal_size();
+        let s = self.style;
+        let mut counts: Vec<(TaskStatus, usize)> = Vec::new();
+        for row in &self.rows {
+            match counts.iter_mut().find(|(st, _)| *st == row.status) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((row.status, 1)),
+            }
+        }
+        counts.sort();
+        let summary: Vec<String> = counts
+            .iter()
+            .map(|(st, n)| format!("{n} {}", s.status(*st)))
+            .collect();
+        let elapsed = format::duration_ms(self.started.elapsed().as_secs_f64() * 1000.0);
+        let mut lines = vec![format!(
+            "{}  {}  {}",
+            s.bold(&format::fit(&self.title, width.saturating_sub(30))),
+            s.dim(&elapsed),
+            summary.join(" · ")
+        )];
+        let room = height.saturating_sub(3).clamp(3, 40);
+        let shown = self.pick(room);
+        let node_w = shown.iter().map(|&i| self.rows[i].node.chars().count()).max().unwrap_or(4).clamp(4, 28);
+        let agent_w = shown.iter().map(|&i| self.rows[i].agent.chars().count()).max().unwrap_or(4).clamp(4, 16);
+        for &i in &shown {
+            let r = &self.rows[i];
+            let time = match (r.latency_ms, r.since) {
+                (Some(ms), _) => format::duration_ms(ms),
+                (None, Some(since)) if r.status == TaskStatus::Running => {
+                    format::duration_ms(since.elapsed().as_secs_f64() * 1000.0)
+                }
+                _ => String::new(),
+            };
+            let bar = match r.fraction {
+                Some(f) => format!("{} {:>3.0}%", format::bar(f, 10), f * 100.0),
+                None => " ".repeat(15),
+            };
+            let fixed = 2 + 2 + node_w + 1 + agent_w + 1 + 15 + 1 + 9 + 1 + 15 + 1;
+            let message = format::fit(&r.message, width.saturating_sub(fixed).max(8));
+            let status = format!("{:<15}", r.status.as_str());
+            lines.push(format!(
+                "  {} {:<node_w$} {:<agent_w$} {} {:>9} {} {}",
+                format::symbol(r.status, self.tick),
+                format::fit(&r.node, node_w),
+                format::fit(&r.agent, agent_w),
+                s.status(r.status).replace(r.status.as_str(), &status),
+                time,
+                bar,
+                s.dim(&message)
+            ));
+        }
+        if shown.len() < self.rows.len() {
+            lines.push(s.dim(&format!("  … and {} more tasks", self.rows.len() - shown.len())));
+        }
+        let mut out = String::new();
+        if self.drawn > 0 {
+            out.push_str(&format!("\x1b[{}A", self.drawn));
+        }
+        for line in &lines {
+            out.push_str("\x1b[2K");
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push_str("\x1b[J");
+        self.drawn = lines.len();
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(out.as_bytes());
+        let _ = err.flush();
+    }
+
+    /// The rows to show when at most `room` fit: running first, then failures, then what is
+    /// ready, done or pending; shown in file order.
+    fn pick(&self, room: usize) -> Vec<usize> {
+        if self.rows.len() <= room {
+            return (0..self.rows.len()).collect();
+        }
+        let rank = |st: TaskStatus| match st {
+            TaskStatus::Running => 0,
+            TaskStatus::Ready => 2,
+            TaskStatus::Succeeded => 3,
+            TaskStatus::Pending => 4,
+            TaskStatus::Skipped | TaskStatus::Cancelled => 5,
+            _ => 1,
+        };
+        let mut order: Vec<usize> = (0..self.rows.len()).collect();
+        order.sort_by_key(|&i| (rank(self.rows[i].status), i));
+        order.truncate(room.saturating_sub(1));
+        order.sort_unstable();
+        order
+    }
+}
+
+/// Plain mode: one line per event that matters, timestamped from the start of the run.
+struct Lines {
+    style: Style,
+    verbose: bool,
+    start: Option<SystemTime>,
+    node_w: usize,
+}
+
+impl Lines {
+    fn new(style: Style, verbose: bool) -> Self {
+        Self {
+            style,
+            verbose,
+            start: None,
+            node_w: 8,
+        }
+    }
+
+    fn print(&mut self, event: &Event) {
+        let start = *self.start.get_or_insert(event.at.0);
+        let t = event.at.0.duration_since(start).unwrap_or_default().as_secs_f64();
+        let s = self.style;
+        let stamp = s.dim(&format!("{t:>9.3}s"));
+        let w = self.node_w;
+        let line = match &event.kind {
+            EventKind::PlanCreated(plan) => {
+                self.node_w = plan.tasks.iter().map(|t| t.node.len()).max().unwrap_or(8).clamp(4, 28);
+                format!(
+                    "{stamp} plan {}: {} tasks, max_concurrency {}, run {}",
+                    plan.workflow,
+                    plan.tasks.len(),
+                    plan.max_concurrency,
+                    event.run_id
+                )
+            }
+            EventKind::TaskStatus(u) => {
+                let mut line = format!("{stamp} {:<w$} {}", u.task.node, s.status(u.status));
+                if let Some(ms) = u.latency_ms {
+                    line.push_str(&format!(" in {}", format::duration_ms(ms)));
+                }
+                if let Some(fuel) = u.fuel_used {
+                    line.push_str(&format!(", fuel {}", format::count(fuel)));
+                }
+                if let Some(e) = &u.error {
+                    line.push_str(&format!(": {}", e.message));
+                }
+                line
+            }
+            EventKind::Progress(p) => format!(
+                "{stamp} {:<w$} {:>3.0}% {}",
+                p.task.node,
+                p.fraction * 100.0,
+                p.message
+            ),
+            EventKind::Partial(p) => format!(
+                "{stamp} {:<w$} partial #{}: {}",
+                p.task.node,
+                p.index,
+                format::fit(&p.data.to_string(), 100)
+            ),
+            EventKind::Log(l) if self.verbose || l.level >= LogLevel::Warn => format!(
+                "{stamp} {:<w$} {} {}",
+                l.task.node,
+                s.dim(&format!("[{:?} {:?}]", l.level, l.stream).to_lowercase()),
+                l.message
+            ),
+            _ => return,
+        };
+        eprintln!("{line}");
+    }
+}

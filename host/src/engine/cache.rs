@@ -1,0 +1,165 @@
+//! Components compiled once: cached in memory by content digest for the life of the process,
+//! and on disk (`<cache dir>/<engine hash>/<sha256>.cwasm`) so that a second run does not
+//! recompile.
+//!
+//! The disk cache is written atomically (temporary file, then rename). A cache file that
+//! cannot be loaded (corrupt, or from another wasmtime) is recompiled and replaced.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+
+use super::bindings::SubAgentPre;
+use super::state::TaskState;
+
+/// Where a loaded component came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum CacheSource {
+    /// Compiled from the `.wasm` file by this process.
+    Compiled,
+    /// Loaded from the on-disk cache: no compilation.
+    DiskCache,
+    /// Already loaded by this process.
+    Memory,
+}
+
+/// A component ready to instantiate: compiled, linked and checked against `sub-agent`.
+pub(crate) struct LoadedAgent {
+    pub(crate) digest: String,
+    pub(crate) pre: SubAgentPre<TaskState>,
+}
+
+/// Why a component could not be loaded.
+#[derive(Debug)]
+pub(crate) enum LoadError {
+    Read(std::io::Error),
+    /// Not a component, or invalid.
+    Compile(String),
+    /// Imports something the host does not provide.
+    Link(String),
+    /// Does not export the `agent` interface.
+    NotSubAgent(String),
+}
+
+pub(crate) struct ComponentCache {
+    dir: Option<PathBuf>,
+    loaded: Mutex<HashMap<String, Arc<LoadedAgent>>>,
+}
+
+impl ComponentCache {
+    /// `dir`: where compiled components are kept on disk (`None`: memory only).
+    pub(crate) fn new(engine: &wasmtime::Engine, dir: Option<PathBuf>) -> Self {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let dir = dir.map(|d| d.join(format!("{:016x}", hasher.finish())));
+        Self {
+            dir,
+            loaded: Mutex::default(),
+        }
+    }
+
+    /// Loads the component at `path`. Blocking: compiles when not cached.
+    pub(crate) fn load(
+        &self,
+        engine: &wasmtime::Engine,
+        linker: &Linker<TaskState>,
+        path: &Path,
+    ) -> Result<(Arc<LoadedAgent>, CacheSource, Duration), LoadError> {
+        let started = Instant::now();
+        let bytes = std::fs::read(path).map_err(LoadError::Read)?;
+        let digest = hex(&Sha256::digest(&bytes));
+        if let Some(agent) = self.lock().get(&digest) {
+            return Ok((Arc::clone(agent), CacheSource::Memory, started.elapsed()));
+        }
+        let (component, source) = self.compile(engine, &bytes, &digest)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre = SubAgentPre::new(pre).map_err(|e| LoadError::NotSubAgent(format!("{e:#}")))?;
+        let agent = Arc::new(LoadedAgent {
+            digest: digest.clone(),
+            pre,
+        });
+        self.lock().insert(digest, Arc::clone(&agent));
+        Ok((agent, source, started.elapsed()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<LoadedAgent>>> {
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn compile(
+        &self,
+        engine: &wasmtime::Engine,
+        bytes: &[u8],
+        digest: &str,
+    ) -> Result<(Component, CacheSource), LoadError> {
+        let cached = self.dir.as_ref().map(|d| d.join(format!("{digest}.cwasm")));
+        if let Some(file) = cached.as_ref().filter(|f| f.is_file()) {
+            // SAFETY: the file is one this cache wrote with `Component::serialize` for an
+            // engine with the same compatibility hash (the directory name), under a name that is
+            // the digest of its source. Wasmtime still checks its header and version. The cache
+            // directory must be writable only by the user running wasm-orch.
+            #[allow(unsafe_code)]
+            let loaded = unsafe { Component::deserialize_file(engine, file) };
+            match loaded {
+                Ok(component) => return Ok((component, CacheSource::DiskCache)),
+                Err(e) => tracing::warn!(file = %file.display(), "recompiling a cached component that does not load: {e:#}"),
+            }
+        }
+        let component = Component::new(engine, bytes).map_err(|e| {
+            LoadError::Compile(if is_core_module(bytes) {
+                "this is a core WebAssembly module, not a component; build it for the \
+                 wasm32-wasip2 target (or wrap it with `wasm-tools component new`)"
+                    .to_owned()
+            } else {
+                format!("{e:#}")
+            })
+        })?;
+        if let Some(file) = cached {
+            if let Err(e) = store(&component, &file) {
+                tracing::warn!(file = %file.display(), "could not cache a compiled component: {e:#}");
+            }
+        }
+        Ok((component, CacheSource::Compiled))
+    }
+}
+
+fn store(component: &Component, file: &Path) -> anyhow::Result<()> {
+    let bytes = component.serialize()?;
+    let dir = file
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("no parent directory"))?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = tempfile_in(dir)?;
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, file)?;
+    Ok(())
+}
+
+/// A unique temporary name in `dir` (same file system, so the rename is atomic).
+fn tempfile_in(dir: &Path) -> std::io::Result<PathBuf> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(dir.join(format!(".tmp-{}-{n}", std::process::id())))
+}
+
+fn is_core_module(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"\0asm\x01\0\0\0")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}

@@ -1,0 +1,309 @@
+//! One attempt of one task in a fresh store: set up the sandbox and limits, instantiate, call
+//! `run`, and turn however it ended into an [`Attempt`].
+//!
+//! Limits, in the order they can bite:
+//! - memory: the limiter denies growth past the agent's limit;
+//! - fuel: set on the store; out of fuel is a trap, detected by type;
+//! - wall-clock: the epoch callback traps a running guest past its deadline, and a tokio
+//!   deadline drops a guest parked in a host call (a tool) — both end as `timed-out`;
+//! - cancellation: the future is dropped at once, on the next epoch tick at the latest;
+//! - output size: checked on return.
+//!
+//! Fuel used is the difference, read even after a trap. The store is dropped at the end and
+//! never reused.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::value::RawValue;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::bindings::{AgentError, Task, TaskInput, Upstream};
+use super::cache::LoadedAgent;
+use super::limiter::MemoryLimiter;
+use super::sandbox::{WorkDir, wasi_ctx};
+use super::state::{SharedEmitter, TaskState, lock};
+use super::tools::ToolAccess;
+use super::Engine;
+use crate::blackboard::Blackboard;
+use crate::bus::{ErrorKind, TaskEmitter, TaskError, TaskStatus, Timestamp};
+use crate::scheduler::{Attempt, Job};
+use crate::workflow::{Limits, format_size};
+
+/// Everything an attempt needs besides the job itself.
+pub(crate) struct Setup {
+    pub(crate) agent: Arc<LoadedAgent>,
+    pub(crate) limits: Limits,
+    pub(crate) tenant: String,
+    pub(crate) run_id: String,
+    pub(crate) emitter: TaskEmitter,
+    pub(crate) blackboard: Arc<Blackboard>,
+    pub(crate) tools: ToolAccess,
+    pub(crate) work_dir: WorkDir,
+}
+
+/// The error the epoch callback raises when a guest runs past its deadline.
+#[derive(Debug)]
+struct DeadlineExceeded;
+
+impl std::fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("wall-clock deadline exceeded")
+    }
+}
+
+impl std::error::Error for DeadlineExceeded {}
+
+/// How the call ended, before classification.
+enum Ended {
+    Returned(wasmtime::Result<Result<String, AgentError>>),
+    TimedOut,
+    Cancelled,
+}
+
+impl Engine {
+    pub(crate) async fn execute(&self, job: Job, setup: Setup) -> Attempt {
+        let Setup {
+            agent,
+            limits,
+            tenant,
+            run_id,
+            emitter,
+            blackboard,
+            tools,
+            work_dir,
+        } = setup;
+        let events: SharedEmitter = Arc::new(Mutex::new(emitter));
+        let started_at = Timestamp::now();
+        let started = Instant::now();
+        let deadline = started + limits.timeout;
+
+        let permit = tokio::select! {
+            biased;
+            () = job.cancel.cancelled() => None,
+            permit = self.instances.acquire() => permit.ok(),
+        };
+        let Some(_permit) = permit else {
+            return Attempt::not_run(TaskStatus::Cancelled, ErrorKind::Cancelled, "the run was cancelled".into());
+        };
+
+        let wasi = match wasi_ctx(&work_dir, &events) {
+            Ok(wasi) => wasi,
+            Err(e) => {
+                return Attempt::not_run(
+                    TaskStatus::Failed,
+                    ErrorKind::Host,
+                    format!("could not set up the task's sandbox: {e:#}"),
+                );
+            }
+        };
+        let mut store = Store::new(
+            &self.engine,
+            TaskState {
+                wasi,
+                table: ResourceTable::new(),
+                limiter: MemoryLimiter::new(limits.memory),
+                events: Arc::clone(&events),
+                blackboard,
+                tools,
+                deadline,
+            },
+        );
+        store.limiter(|s| &mut s.limiter);
+        if let Err(e) = store.set_fuel(limits.fuel) {
+            return Attempt::not_run(TaskStatus::Failed, ErrorKind::Host, format!("could not set fuel: {e:#}"));
+        }
+        // Every epoch tick: publish coalesced progress, then trap past the deadline or yield
+        // to tokio (so other tasks run, and a cancelled task is dropped promptly).
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|cx| {
+            let state = cx.data();
+            lock(&state.events).flush();
+            if Instant::now() >= state.deadline {
+                return Err(wasmtime::Error::new(DeadlineExceeded));
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+
+        let input = TaskInput {
+            task: Task {
+                run_id,
+                node: job.task_ref.node.clone(),
+                branch: job.task_ref.branch.clone(),
+                attempt: job.task_ref.attempt,
+                tenant,
+            },
+            params: job.params,
+            upstream: job
+                .upstream
+                .into_iter()
+                .map(|(node, output)| Upstream {
+                    node,
+                    output: output.get().to_owned(),
+                })
+                .collect(),
+        };
+
+        let ended = {
+            let call = async {
+                let instance = agent.pre.instantiate_async(&mut store).await?;
+                instance
+                    .wasm_orch_agent_agent()
+                    .call_run(&mut store, &input)
+                    .await
+            };
+            tokio::select! {
+                biased;
+                () = job.cancel.cancelled() => Ended::Cancelled,
+                result = tokio::time::timeout_at(deadline.into(), call) => match result {
+                    Ok(returned) => Ended::Returned(returned),
+                    Err(_) => Ended::TimedOut,
+                },
+            }
+        };
+
+        let latency = started.elapsed();
+        let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let limiter = &store.data().limiter;
+        let (status, output, error) = classify(ended, &limits, limiter, &events);
+        let memory_peak = limiter.peak();
+        lock(&events).finish();
+        drop(store);
+        drop(work_dir);
+        Attempt {
+            status,
+            output,
+            error,
+            started_at,
+            finished_at: Timestamp::now(),
+            latency,
+            fuel_used,
+            memory_peak,
+        }
+    }
+}
+
+type Classified = (TaskStatus, Option<Arc<RawValue>>, Option<TaskError>);
+
+fn classify(ended: Ended, limits: &Limits, limiter: &MemoryLimiter, events: &SharedEmitter) -> Classified {
+    let fail = |status, kind, message: String| (status, None, Some(TaskError::new(kind, message)));
+    let memory_exceeded = |requested: u64| {
+        fail(
+            TaskStatus::MemoryExceeded,
+            ErrorKind::MemoryLimit,
+            format!(
+                "denied memory: the guest asked for {} in all, over its limit of {}",
+                format_size(requested),
+                format_size(limiter.limit())
+            ),
+        )
+    };
+    let timed_out = || {
+        fail(
+            TaskStatus::TimedOut,
+            ErrorKind::Timeout,
+            format!("ran past its time limit of {}", humantime::format_duration(limits.timeout)),
+        )
+    };
+    match ended {
+        Ended::Cancelled => fail(TaskStatus::Cancelled, ErrorKind::Cancelled, "the run was cancelled".into()),
+        Ended::TimedOut => timed_out(),
+        Ended::Returned(Ok(Ok(output))) => accept_output(output, limits),
+        Ended::Returned(Ok(Err(error))) => {
+            let (kind, message) = match error {
+                AgentError::InvalidInput(m) => (ErrorKind::InvalidInput, m),
+                AgentError::Failed(m) => (ErrorKind::Failed, m),
+                AgentError::Unavailable(m) => (ErrorKind::Unavailable, m),
+            };
+            fail(TaskStatus::Failed, kind, message)
+        }
+        Ended::Returned(Err(e)) => {
+            if e.downcast_ref::<DeadlineExceeded>().is_some() {
+                return timed_out();
+            }
+            match e.downcast_ref::<Trap>() {
+                Some(Trap::OutOfFuel) => fail(
+                    TaskStatus::OutOfFuel,
+                    ErrorKind::OutOfFuel,
+                    format!("used all of its {} fuel", limits.fuel),
+                ),
+                Some(trap) => match limiter.denied() {
+                    Some(requested) => memory_exceeded(requested),
+                    None => {
+                        let tail = lock(events).stderr_tail().to_owned();
+                        let message = match panic_message(&tail) {
+                            Some(panic) => format!("guest {panic} ({trap})"),
+                            None => format!("{trap}"),
+                        };
+                        fail(TaskStatus::Trapped, ErrorKind::Trap, message)
+                    }
+                },
+                None => match limiter.denied() {
+                    // Instantiation fails when the initial memory alone is over the limit.
+                    Some(requested) => memory_exceeded(requested),
+                    None => fail(TaskStatus::Failed, ErrorKind::Host, format!("{e:#}")),
+                },
+            }
+        }
+    }
+}
+
+fn accept_output(output: String, limits: &Limits) -> Classified {
+    let reject = |kind, message: String| {
+        (TaskStatus::OutputRejected, None, Some(TaskError::new(kind, message)))
+    };
+    if output.len() as u64 > limits.max_output {
+        return reject(
+            ErrorKind::OutputTooLarge,
+            format!(
+                "the output has {}, over the limit of {}",
+                format_size(output.len() as u64),
+                format_size(limits.max_output)
+            ),
+        );
+    }
+    match RawValue::from_string(output) {
+        Ok(raw) => (TaskStatus::Succeeded, Some(Arc::from(raw)), None),
+        Err(e) => reject(ErrorKind::OutputNotJson, format!("the output is not JSON: {e}")),
+    }
+}
+
+/// `panicked at src/lib.rs:3:5: message` from what a Rust guest printed on stderr.
+fn panic_message(stderr: &str) -> Option<String> {
+    let start = stderr.rfind("panicked at ")?;
+    let mut lines = stderr[start..].lines();
+    let location = lines.next()?.trim_end_matches(':');
+    let message: Vec<&str> = lines.take_while(|l| !l.starts_with("note: ")).collect();
+    Some(format!("{location}: {}", message.join("\n").trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_messages_are_read_from_stderr() {
+        let stderr = "some output\nthread '<unnamed>' panicked at crash/src/lib.rs:28:9:\nboom \
+                      goes the agent\nnote: run with `RUST_BACKTRACE=1` environment variable\n";
+        assert_eq!(
+            panic_message(stderr).as_deref(),
+            Some("panicked at crash/src/lib.rs:28:9: boom goes the agent")
+        );
+        assert_eq!(panic_message("nothing to see"), None);
+    }
+
+    #[test]
+    fn outputs_over_the_limit_or_not_json_are_rejected() {
+        let limits = Limits {
+            max_output: 8,
+            ..Limits::default()
+        };
+        assert_eq!(accept_output("[1,2]".into(), &limits).0, TaskStatus::Succeeded);
+        let (status, _, error) = accept_output("\"123456789\"".into(), &limits);
+        assert_eq!(status, TaskStatus::OutputRejected);
+        assert_eq!(error.map(|e| e.kind), Some(ErrorKind::OutputTooLarge));
+        let (_, _, error) = accept_output("{oops".into(), &limits);
+        assert_eq!(error.map(|e| e.kind), Some(ErrorKind::OutputNotJson));
+    }
+}

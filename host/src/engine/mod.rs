@@ -1,0 +1,287 @@
+//! The Wasm engine: compiling, caching, instantiating and running sub-agent components.
+//!
+//! Owns everything wasmtime: one `Engine` per runtime (async, fuel, epoch interruption, the
+//! pooling allocator where the machine allows it), one epoch ticker, the compile cache, the
+//! linker with WASI and the host imports, and the execution of one attempt in a fresh store.
+//! It never decides what runs when (the scheduler does) and never prints.
+
+mod bindings;
+mod blackboard;
+mod cache;
+mod exec;
+mod limiter;
+mod sandbox;
+mod state;
+mod status;
+mod tools;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+
+pub use self::cache::CacheSource;
+pub(crate) use self::cache::{LoadError, LoadedAgent};
+pub(crate) use self::sandbox::RunDir;
+use self::state::TaskState;
+pub(crate) use self::tools::ToolAccess;
+use crate::Error;
+use crate::blackboard::Blackboard;
+use crate::bus::{Bus, EmitterLimits, ErrorKind, TaskEmitter, TaskRef, TaskStatus};
+use crate::scheduler::{Attempt, Executor, Job};
+use crate::tools::{ToolCall, ToolRegistry};
+use crate::workflow::Limits;
+
+/// How the engine is built.
+#[derive(Debug, Clone)]
+pub(crate) struct EngineConfig {
+    pub(crate) cache_dir: Option<PathBuf>,
+    pub(crate) pooling: bool,
+    pub(crate) max_instances: u32,
+    pub(crate) epoch_tick: Duration,
+}
+
+pub(crate) struct Engine {
+    engine: wasmtime::Engine,
+    linker: Linker<TaskState>,
+    cache: cache::ComponentCache,
+    /// One permit per instance that may exist at once (the pool's size).
+    instances: Semaphore,
+    pooling: bool,
+    _ticker: EpochTicker,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("pooling", &self.pooling).finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    pub(crate) fn new(config: &EngineConfig) -> Result<Self, Error> {
+        let (engine, pooling) = build_engine(config)?;
+        let mut linker = Linker::new(&engine);
+        let link = |linker: &mut Linker<TaskState>| -> wasmtime::Result<()> {
+            wasmtime_wasi::p2::add_to_linker_async(linker)?;
+            status::add_to_linker(linker)?;
+            blackboard::add_to_linker(linker)?;
+            tools::add_to_linker(linker)
+        };
+        link(&mut linker).map_err(|e| Error::Setup(format!("linking host imports: {e:#}")))?;
+        Ok(Self {
+            cache: cache::ComponentCache::new(&engine, config.cache_dir.clone()),
+            linker,
+            instances: Semaphore::new(config.max_instances as usize),
+            pooling,
+            _ticker: EpochTicker::start(engine.clone(), config.epoch_tick),
+            engine,
+        })
+    }
+
+    /// Whether instances come from the pooling allocator.
+    pub(crate) fn pooling(&self) -> bool {
+        self.pooling
+    }
+
+    /// Loads (compiles or fetches from cache) the component at `path`. Blocking.
+    pub(crate) fn load(
+        &self,
+        path: &Path,
+    ) -> Result<(Arc<LoadedAgent>, CacheSource, Duration), LoadError> {
+        self.cache.load(&self.engine, &self.linker, path)
+    }
+
+    /// Calls a component's `describe` in a throwaway sandbox (no files, no tools).
+    pub(crate) async fn describe(&self, agent: &LoadedAgent) -> anyhow::Result<bindings::Info> {
+        let bus = Bus::new("inspect");
+        let task = TaskRef {
+            node: "describe".into(),
+            branch: "inspect.describe".into(),
+            agent: "inspect".into(),
+            attempt: 1,
+        };
+        let events = Arc::new(std::sync::Mutex::new(TaskEmitter::new(
+            bus,
+            task,
+            EmitterLimits::default(),
+        )));
+        let limits = Limits::default();
+        let mut store = Store::new(
+            &self.engine,
+            TaskState {
+                wasi: wasmtime_wasi::WasiCtx::builder().build(),
+                table: ResourceTable::new(),
+                limiter: limiter::MemoryLimiter::new(limits.memory),
+                events,
+                blackboard: Arc::new(Blackboard::default()),
+                tools: ToolAccess {
+                    registry: Arc::new(ToolRegistry::with_builtins()),
+                    granted: Arc::from([]),
+                    caller: ToolCall {
+                        tenant: String::new(),
+                        run_id: String::new(),
+                        node: String::new(),
+                        agent: String::new(),
+                        attempt: 0,
+                        input: serde_json::Value::Null,
+                    },
+                },
+                deadline: std::time::Instant::now() + Duration::from_secs(10),
+            },
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.set_fuel(limits.fuel)?;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|cx| {
+            if std::time::Instant::now() >= cx.data().deadline {
+                wasmtime::bail!("`describe` took more than 10 seconds");
+            }
+            Ok(wasmtime::UpdateDeadline::Yield(1))
+        });
+        let instance = agent.pre.instantiate_async(&mut store).await?;
+        Ok(instance
+            .wasm_orch_agent_agent()
+            .call_describe(&mut store)
+            .await?)
+    }
+}
+
+fn build_engine(config: &EngineConfig) -> Result<(wasmtime::Engine, bool), Error> {
+    let mut wasm = Config::new();
+    wasm.consume_fuel(true)
+        .epoch_interruption(true)
+        .wasm_component_model(true);
+    if config.pooling {
+        let n = config.max_instances;
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(8))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(4))
+            .total_stacks(n)
+            .max_memory_size(4 << 30);
+        let mut pooled = wasm.clone();
+        pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        match wasmtime::Engine::new(&pooled) {
+            Ok(engine) => return Ok((engine, true)),
+            Err(e) => tracing::warn!(
+                "the pooling allocator is not available here ({e:#}); allocating instances on demand"
+            ),
+        }
+    }
+    let engine = wasmtime::Engine::new(&wasm).map_err(|e| Error::Setup(format!("{e:#}")))?;
+    Ok((engine, false))
+}
+
+/// Increments the engine's epoch at a fixed rate, on its own thread, until dropped.
+/// Each store's deadline is relative to it, so no task's timing depends on another's.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: wasmtime::Engine, tick: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("wasm-orch-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::park_timeout(tick);
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|e| tracing::error!("could not start the epoch ticker: {e}"))
+            .ok();
+        Self { stop, thread }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// An agent of a run, ready to execute.
+#[derive(Clone)]
+pub(crate) struct RunAgent {
+    pub(crate) name: String,
+    pub(crate) loaded: Arc<LoadedAgent>,
+    pub(crate) limits: Limits,
+    pub(crate) granted: Arc<[String]>,
+}
+
+/// What the tasks of one run share.
+pub(crate) struct RunContext {
+    pub(crate) run_id: String,
+    pub(crate) tenant: String,
+    pub(crate) bus: Arc<Bus>,
+    pub(crate) blackboard: Arc<Blackboard>,
+    pub(crate) run_dir: Arc<RunDir>,
+    pub(crate) agents: Vec<RunAgent>,
+    /// The agent index of each task.
+    pub(crate) task_agents: Vec<usize>,
+    pub(crate) tools: Arc<ToolRegistry>,
+    pub(crate) emitter_limits: EmitterLimits,
+}
+
+/// The local executor: runs each attempt in a fresh sandbox of this process's engine.
+pub(crate) struct LocalExecutor {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) run: Arc<RunContext>,
+}
+
+impl Executor for LocalExecutor {
+    async fn execute(&self, job: Job) -> Attempt {
+        let run = &self.run;
+        let agent = &run.agents[run.task_agents[job.task]];
+        let work_dir = match run.run_dir.work_dir(&job.task_ref.branch) {
+            Ok(dir) => dir,
+            Err(e) => {
+                return Attempt::not_run(
+                    TaskStatus::Failed,
+                    ErrorKind::Host,
+                    format!("could not create the task's working directory: {e}"),
+                );
+            }
+        };
+        let caller = ToolCall {
+            tenant: run.tenant.clone(),
+            run_id: run.run_id.clone(),
+            node: job.task_ref.node.clone(),
+            agent: agent.name.clone(),
+            attempt: job.task_ref.attempt,
+            input: serde_json::Value::Null,
+        };
+        let setup = exec::Setup {
+            agent: Arc::clone(&agent.loaded),
+            limits: agent.limits,
+            tenant: run.tenant.clone(),
+            run_id: run.run_id.clone(),
+            emitter: TaskEmitter::new(
+                Arc::clone(&run.bus),
+                job.task_ref.clone(),
+                run.emitter_limits,
+            ),
+            blackboard: Arc::clone(&run.blackboard),
+            tools: ToolAccess {
+                registry: Arc::clone(&run.tools),
+                granted: Arc::clone(&agent.granted),
+                caller,
+            },
+            work_dir,
+        };
+        self.engine.execute(job, setup).await
+    }
+}

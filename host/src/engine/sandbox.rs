@@ -1,0 +1,161 @@
+//! The WASI sandbox of one task: its own working directory and nothing else.
+//!
+//! - one preopened directory, `<run dir>/<branch>`, created through cap-std (its name is a
+//!   validated branch, never a path from a guest); wasmtime-wasi resolves every guest path
+//!   inside it, so `..`, absolute paths and symlinks cannot leave it;
+//! - no network (TCP, UDP and name lookup off, every address refused);
+//! - no host environment variables and no arguments;
+//! - stdin empty; stdout and stderr turned into log events.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use cap_std::fs::Dir;
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
+
+use super::state::{SharedEmitter, lock};
+use crate::bus::LogStream;
+
+/// The directory of one run, under which each task gets its own working directory.
+#[derive(Debug)]
+pub(crate) struct RunDir {
+    path: PathBuf,
+    dir: Dir,
+}
+
+impl RunDir {
+    /// Creates `path` (and its parents) and opens it.
+    pub(crate) fn create(path: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(path)?;
+        let dir = Dir::open_ambient_dir(path, cap_std::ambient_authority())?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            dir,
+        })
+    }
+
+    /// A fresh working directory for a task. `branch` is a validated name (no `/`, no `..`).
+    pub(crate) fn work_dir(self: &Arc<Self>, branch: &str) -> io::Result<WorkDir> {
+        match self.dir.create_dir(branch) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        Ok(WorkDir {
+            run: Arc::clone(self),
+            name: branch.to_owned(),
+        })
+    }
+}
+
+/// A task's working directory. Removed when dropped if the task left nothing in it.
+#[derive(Debug)]
+pub(crate) struct WorkDir {
+    run: Arc<RunDir>,
+    name: String,
+}
+
+impl WorkDir {
+    pub(crate) fn path(&self) -> PathBuf {
+        self.run.path.join(&self.name)
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        // Fails (and keeps the directory) when the task wrote files there.
+        let _ = self.run.dir.remove_dir(&self.name);
+    }
+}
+
+/// Builds the WASI context of a task.
+pub(crate) fn wasi_ctx(work_dir: &WorkDir, events: &SharedEmitter) -> wasmtime::Result<WasiCtx> {
+    let mut builder = WasiCtxBuilder::new();
+    builder
+        .stdout(LogPipe::new(events.clone(), LogStream::Stdout))
+        .stderr(LogPipe::new(events.clone(), LogStream::Stderr))
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }))
+        .preopened_dir(work_dir.path(), ".", FsPerms::ReadWrite)?;
+    Ok(builder.build())
+}
+
+/// A guest's stdout or stderr: bytes written become log events, line by line.
+#[derive(Clone)]
+struct LogPipe {
+    events: SharedEmitter,
+    stream: LogStream,
+}
+
+impl LogPipe {
+    fn new(events: SharedEmitter, stream: LogStream) -> Self {
+        Self { events, stream }
+    }
+
+    fn write(&self, bytes: &[u8]) {
+        lock(&self.events).write_stream(self.stream, bytes);
+    }
+}
+
+impl IsTerminal for LogPipe {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LogPipe {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+/// How much a guest may write in one call; the emitter bounds what becomes events.
+const WRITE_BUDGET: usize = 64 << 10;
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for LogPipe {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for LogPipe {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        LogPipe::write(self, &bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(WRITE_BUDGET)
+    }
+}
+
+impl AsyncWrite for LogPipe {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.write(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

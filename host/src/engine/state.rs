@@ -1,0 +1,40 @@
+//! What a task's store holds: its WASI context, its limiter and the host state its imports
+//! see. One per task attempt, never reused.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::limiter::MemoryLimiter;
+use super::tools::ToolAccess;
+use crate::blackboard::Blackboard;
+use crate::bus::TaskEmitter;
+
+/// The emitter of a task, shared by its `status` import and its stdout/stderr pipes.
+pub(crate) type SharedEmitter = Arc<Mutex<TaskEmitter>>;
+
+pub(crate) fn lock(emitter: &SharedEmitter) -> std::sync::MutexGuard<'_, TaskEmitter> {
+    emitter.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) struct TaskState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) events: SharedEmitter,
+    pub(crate) blackboard: Arc<Blackboard>,
+    pub(crate) tools: ToolAccess,
+    /// When the attempt runs out of wall-clock time.
+    pub(crate) deadline: Instant,
+}
+
+impl WasiView for TaskState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

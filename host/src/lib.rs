@@ -1,0 +1,63 @@
+//! # wasm-orch
+//!
+//! Run workflows of sandboxed WebAssembly sub-agents: a DAG of tasks, each executed by a
+//! component that speaks the `wasm-orch:agent/sub-agent` WIT world, in parallel, with fuel,
+//! memory and time limits, live status events and one aggregated result.
+//!
+//! ```no_run
+//! use wasm_orch::{EventKind, RunOptions, Runtime, Workflow};
+//!
+//! # async fn demo() -> Result<(), wasm_orch::Error> {
+//! let runtime = Runtime::builder().build()?;
+//! let workflow = Workflow::from_file("examples/calc.toml")?;
+//! let run = runtime.start(&workflow, RunOptions::new()).await?;
+//!
+//! // Events stream while guests run: state changes, progress, partial results, logs.
+//! let mut events = run.events();
+//! tokio::spawn(async move {
+//!     while let Some(event) = events.next().await {
+//!         if let EventKind::Progress(p) = &event.kind {
+//!             println!("{} {:>3.0}% {}", p.task.node, p.fraction * 100.0, p.message);
+//!         }
+//!     }
+//! });
+//!
+//! let report = run.wait().await?;
+//! println!("{}: {:?}", report.status, report.output("product"));
+//! # Ok(()) }
+//! ```
+//!
+//! A task that fails (an error, a trap, out of fuel, too much memory, a timeout, an output too
+//! large) is an outcome in the [`RunReport`], never an `Err`: its dependents are skipped and
+//! the rest of the workflow runs on.
+//!
+//! The guest side is the `wasm-orch-sdk` crate; the `wasm-orch` binary is a thin CLI over
+//! this library.
+
+mod aggregate;
+mod blackboard;
+mod bus;
+mod engine;
+mod error;
+mod runtime;
+mod scheduler;
+mod tools;
+mod workflow;
+
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod cli;
+
+pub use crate::aggregate::{AgentReport, RunReport, TaskReport};
+pub use crate::bus::{
+    ErrorKind, Event, EventKind, EventStream, LogLevel, LogStream, PlanCreated, PlannedTask,
+    RunCompleted, RunStatus, TaskError, TaskLog, TaskPartial, TaskProgress, TaskRef, TaskStatus,
+    TaskStatusUpdated, Timestamp,
+};
+pub use crate::engine::CacheSource;
+pub use crate::error::Error;
+pub use crate::runtime::{
+    AgentInfo, CancelHandle, ComponentInfo, Run, RunOptions, Runtime, RuntimeBuilder,
+};
+pub use crate::tools::{Tool, ToolCall, ToolError, ToolFuture};
+pub use crate::workflow::{Diagnostic, Diagnostics, GraphFormat, Limits, Workflow};

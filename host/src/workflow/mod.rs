@@ -1,0 +1,195 @@
+//! Workflow files: parsing and validation into a DAG of tasks.
+//!
+//! Owns the workflow file format and every check that can be made without running anything:
+//! keys, names, limits, parameters, agents, dependencies, cycles, component files.
+//! It never compiles or runs components (the engine checks that they implement `sub-agent`).
+
+mod diagnostic;
+mod render;
+mod spec;
+mod template;
+mod units;
+mod validate;
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use petgraph::graph::DiGraph;
+use serde::{Deserialize, Serialize};
+
+pub use self::diagnostic::{Diagnostic, Diagnostics};
+pub(crate) use self::diagnostic::Source;
+pub use self::render::GraphFormat;
+pub(crate) use self::units::format_size;
+pub(crate) use self::validate::is_valid_name;
+use crate::Error;
+
+/// How many tasks run at once when the file does not say.
+pub(crate) const DEFAULT_MAX_CONCURRENCY: usize = 16;
+
+/// A validated workflow: a DAG of tasks, each run by a declared agent.
+///
+/// ```no_run
+/// # fn main() -> Result<(), wasm_orch::Error> {
+/// let workflow = wasm_orch::Workflow::from_file("examples/calc.toml")?;
+/// println!("{} has {} tasks", workflow.name(), workflow.task_ids().count());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub(crate) name: String,
+    pub(crate) description: Option<String>,
+    pub(crate) tenant: String,
+    pub(crate) max_concurrency: usize,
+    pub(crate) agents: Vec<AgentDef>,
+    /// Task `i` is node `i` of `graph`; edges run from a dependency to its dependent.
+    pub(crate) tasks: Vec<TaskDef>,
+    pub(crate) graph: DiGraph<(), ()>,
+    pub(crate) source: Arc<Source>,
+}
+
+/// Per-task resource limits of an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Fuel (roughly, WebAssembly instructions) one attempt may use.
+    pub fuel: u64,
+    /// Bytes of linear memory, summed over the instance's memories.
+    pub memory: u64,
+    /// Wall-clock time of one attempt, host calls included.
+    #[serde(with = "crate::bus::millis")]
+    pub timeout: Duration,
+    /// Bytes of the output.
+    pub max_output: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            fuel: 10_000_000_000,
+            memory: 256 << 20,
+            timeout: Duration::from_secs(60),
+            max_output: 1 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct AgentDef {
+    pub(crate) name: String,
+    pub(crate) description: Option<String>,
+    /// Absolute (or workflow-relative resolved) path of the component.
+    pub(crate) component: PathBuf,
+    pub(crate) component_span: Range<usize>,
+    pub(crate) limits: Limits,
+    /// Tools granted to the agent, with where each grant is written.
+    pub(crate) tools: Vec<(String, Range<usize>)>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct TaskDef {
+    pub(crate) id: String,
+    pub(crate) agent: usize,
+    pub(crate) description: Option<String>,
+    /// The task's parameters: a JSON object.
+    pub(crate) params: serde_json::Value,
+    /// Tasks this one depends on, in `depends_on` order (phase dependencies last).
+    pub(crate) deps: Vec<usize>,
+    pub(crate) priority: i64,
+    pub(crate) mutex: Option<String>,
+    pub(crate) critical: bool,
+    /// Tasks on the longest chain from this one to the end, itself included.
+    pub(crate) critical_path: u32,
+}
+
+impl Workflow {
+    /// Reads and validates a workflow file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
+        Self::from_file_with_params(path, &[])
+    }
+
+    /// Reads and validates a workflow file, overriding parameters declared in its `[params]`
+    /// (values are TOML literals such as `42` or `"text"`, or else plain text).
+    pub fn from_file_with_params(
+        path: impl AsRef<Path>,
+        params: &[(String, String)],
+    ) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path, params)
+    }
+
+    /// Validates workflow text. `path` names the file in messages, and relative component
+    /// paths are resolved against its directory.
+    pub fn parse(
+        text: &str,
+        path: impl AsRef<Path>,
+        params: &[(String, String)],
+    ) -> Result<Self, Error> {
+        let source = Source::new(path.as_ref(), text);
+        validate::validate(source, params).map_err(Error::InvalidWorkflow)
+    }
+
+    /// The workflow's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The workflow's description, if it has one.
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    /// The tenant its runs belong to.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// How many tasks may run at once.
+    pub fn max_concurrency(&self) -> usize {
+        self.max_concurrency
+    }
+
+    /// The file it was read from.
+    pub fn path(&self) -> &Path {
+        &self.source.path
+    }
+
+    /// Task ids, in file order (a `split` task contributes `id[0]`, `id[1]`, ...).
+    pub fn task_ids(&self) -> impl Iterator<Item = &str> {
+        self.tasks.iter().map(|t| t.id.as_str())
+    }
+
+    /// Agent names, sorted.
+    pub fn agent_names(&self) -> impl Iterator<Item = &str> {
+        self.agents.iter().map(|a| a.name.as_str())
+    }
+
+    /// The task graph in Graphviz `dot` or Mermaid syntax.
+    pub fn render(&self, format: GraphFormat) -> String {
+        render::render(self, format)
+    }
+
+    /// A problem with agent `agent`'s component, pointing at its `component = ...` line.
+    pub(crate) fn component_error(&self, agent: &AgentDef, message: String, help: &str) -> Diagnostic {
+        self.source
+            .error(agent.component_span.clone(), message)
+            .help(help)
+    }
+
+    /// A problem with the grant of `tool` to `agent`, pointing at it.
+    pub(crate) fn tool_error(&self, span: Range<usize>, message: String, help: String) -> Diagnostic {
+        self.source.error(span, message).help(help)
+    }
+
+    pub(crate) fn branch(&self, task: usize) -> String {
+        format!("{}.{}", self.name, self.tasks[task].id)
+    }
+}
+
+#[cfg(test)]
+mod tests;
