@@ -86,7 +86,12 @@ impl Blackboard {
         self.write(key, Some(expected), value)
     }
 
-    fn write(&self, key: &str, expected: Option<Option<u64>>, value: String) -> Result<u64, Refusal> {
+    fn write(
+        &self,
+        key: &str,
+        expected: Option<Option<u64>>,
+        value: String,
+    ) -> Result<u64, Refusal> {
         if key.is_empty() || key.len() > self.limits.max_key_bytes {
             return Err(Refusal::Denied(format!(
                 "keys must have 1 to {} bytes",
@@ -123,7 +128,9 @@ impl Blackboard {
         }
         let version = current.map_or(1, |e| e.version + 1);
         inner.total_bytes = total;
-        inner.entries.insert(key.to_owned(), Entry { value, version });
+        inner
+            .entries
+            .insert(key.to_owned(), Entry { value, version });
         Ok(version)
     }
 
@@ -165,10 +172,16 @@ mod tests {
         assert_eq!(bb.compare_and_swap("k", None, "1".into()), Ok(1));
         assert_eq!(
             bb.compare_and_swap("k", None, "x".into()),
-            Err(Refusal::Conflict(Some(Entry { value: "1".into(), version: 1 })))
+            Err(Refusal::Conflict(Some(Entry {
+                value: "1".into(),
+                version: 1
+            })))
         );
         assert_eq!(bb.put("k", "2".into()), Ok(2));
-        assert!(matches!(bb.compare_and_swap("k", Some(1), "3".into()), Err(Refusal::Conflict(_))));
+        assert!(matches!(
+            bb.compare_and_swap("k", Some(1), "3".into()),
+            Err(Refusal::Conflict(_))
+        ));
         assert_eq!(bb.compare_and_swap("k", Some(2), "3".into()), Ok(3));
         assert_eq!(bb.get("k").map(|e| e.value), Some("3".to_owned()));
     }
@@ -185,7 +198,10 @@ mod tests {
                             let cur = bb.get("n");
                             let n: u64 = cur.as_ref().map_or(0, |e| e.value.parse().unwrap_or(0));
                             let expected = cur.map(|e| e.version);
-                            if bb.compare_and_swap("n", expected, (n + 1).to_string()).is_ok() {
+                            if bb
+                                .compare_and_swap("n", expected, (n + 1).to_string())
+                                .is_ok()
+                            {
                                 break;
                             }
                         }
@@ -207,12 +223,21 @@ mod tests {
             max_value_bytes: 8,
             max_total_bytes: 1 << 10,
         });
-        assert!(matches!(bb.put("toolong", "v".into()), Err(Refusal::Denied(_))));
-        assert!(matches!(bb.put("k", "123456789".into()), Err(Refusal::Denied(_))));
+        assert!(matches!(
+            bb.put("toolong", "v".into()),
+            Err(Refusal::Denied(_))
+        ));
+        assert!(matches!(
+            bb.put("k", "123456789".into()),
+            Err(Refusal::Denied(_))
+        ));
         assert!(bb.put("a", "1".into()).is_ok());
         assert!(bb.put("b", "1".into()).is_ok());
         assert!(matches!(bb.put("c", "1".into()), Err(Refusal::Denied(_))));
-        assert!(bb.put("a", "2".into()).is_ok(), "rewriting a key needs no new slot");
+        assert!(
+            bb.put("a", "2".into()).is_ok(),
+            "rewriting a key needs no new slot"
+        );
         assert_eq!(bb.list_keys(""), ["a", "b"]);
     }
 }

@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use crate::aggregate::{self, AgentReport, RunReport};
 use crate::blackboard::{Blackboard, BlackboardLimits};
 use crate::bus::{
-    Bus, EmitterLimits, EventKind, EventStream, PlanCreated, PlannedTask, RunCompleted,
-    TaskStatus, Timestamp,
+    Bus, EmitterLimits, EventKind, EventStream, PlanCreated, PlannedTask, RunCompleted, TaskStatus,
+    Timestamp,
 };
 use crate::engine::{Engine, EngineConfig, LoadError, LocalExecutor, RunAgent, RunContext, RunDir};
 use crate::scheduler::{self, millis};
@@ -202,7 +202,10 @@ impl Runtime {
             .collect())
     }
 
-    async fn load_agents(&self, workflow: &Workflow) -> Result<Vec<(RunAgent, AgentReport)>, Error> {
+    async fn load_agents(
+        &self,
+        workflow: &Workflow,
+    ) -> Result<Vec<(RunAgent, AgentReport)>, Error> {
         let mut problems = Vec::new();
         let mut agents = Vec::new();
         for def in &workflow.agents {
@@ -211,7 +214,10 @@ impl Runtime {
                     let known: Vec<&str> = self.inner.tools.names().collect();
                     problems.push(workflow.tool_error(
                         span.clone(),
-                        format!("agent `{}` is granted tool `{tool}`, which this host does not have", def.name),
+                        format!(
+                            "agent `{}` is granted tool `{tool}`, which this host does not have",
+                            def.name
+                        ),
                         format!("tools of this host: {}", known.join(", ")),
                     ));
                 }
@@ -284,14 +290,16 @@ impl Runtime {
         let task_agents = workflow
             .tasks
             .iter()
-            .map(|t| index.get(workflow.agents[t.agent].name.as_str()).copied().unwrap_or(0))
+            .map(|t| {
+                index
+                    .get(workflow.agents[t.agent].name.as_str())
+                    .copied()
+                    .unwrap_or(0)
+            })
             .collect();
         let (agents, reports): (Vec<RunAgent>, Vec<AgentReport>) = loaded.into_iter().unzip();
-        let agent_reports: BTreeMap<String, AgentReport> = agents
-            .iter()
-            .map(|a| a.name.clone())
-            .zip(reports)
-            .collect();
+        let agent_reports: BTreeMap<String, AgentReport> =
+            agents.iter().map(|a| a.name.clone()).zip(reports).collect();
         let context = Arc::new(RunContext {
             run_id: run_id.clone(),
             tenant: workflow.tenant.clone(),
@@ -312,7 +320,8 @@ impl Runtime {
 
         let cancel = CancellationToken::new();
         let workflow = workflow.clone();
-        let (run_bus, run_cancel, run_dir_path) = (Arc::clone(&bus), cancel.clone(), directory.clone());
+        let (run_bus, run_cancel, run_dir_path) =
+            (Arc::clone(&bus), cancel.clone(), directory.clone());
         let run_id_for_task = run_id.clone();
         let handle = tokio::spawn(async move {
             let started_at = Timestamp::now();
@@ -388,7 +397,10 @@ impl Runtime {
                     .map_err(|e| format!("its `describe` failed: {e:#}"));
                 (agent.digest.clone(), info)
             }
-            Err(LoadError::Link(why)) => (String::new(), Err(format!("it imports what the host does not provide: {why}"))),
+            Err(LoadError::Link(why)) => (
+                String::new(),
+                Err(format!("it imports what the host does not provide: {why}")),
+            ),
             Err(LoadError::NotSubAgent(why)) => (String::new(), Err(why)),
             Err(LoadError::Compile(message)) => return Err(Error::Component { path, message }),
             Err(LoadError::Read(source)) => return Err(Error::Io { path, source }),
@@ -434,7 +446,11 @@ fn plan(workflow: &Workflow, max_concurrency: usize) -> PlanCreated {
             .map(|t| PlannedTask {
                 node: t.id.clone(),
                 agent: workflow.agents[t.agent].name.clone(),
-                depends_on: t.deps.iter().map(|&d| workflow.tasks[d].id.clone()).collect(),
+                depends_on: t
+                    .deps
+                    .iter()
+                    .map(|&d| workflow.tasks[d].id.clone())
+                    .collect(),
                 priority: t.priority,
                 mutex: t.mutex.clone(),
                 critical: t.critical,
@@ -449,12 +465,12 @@ fn new_run_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     let now = std::time::SystemTime::now();
     let stamp = humantime::format_rfc3339_seconds(now).to_string();
-    let compact: String = stamp
-        .chars()
-        .filter(char::is_ascii_digit)
-        .collect();
+    let compact: String = stamp.chars().filter(char::is_ascii_digit).collect();
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    hasher.write_u128(
+        now.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     hasher.write_u32(std::process::id());
     let (date, time) = compact.split_at(8.min(compact.len()));
     format!("{date}-{time}-{:06x}", hasher.finish() & 0xff_ffff)

@@ -114,11 +114,9 @@ const MAX_SLEEP: Duration = Duration::from_secs(3600);
 impl Tool for Sleep {
     fn call(&self, call: ToolCall) -> ToolFuture<'_> {
         Box::pin(async move {
-            let ms = call
-                .input
-                .get("ms")
-                .and_then(Json::as_u64)
-                .ok_or_else(|| ToolError::InvalidInput("expected {\"ms\": <milliseconds>}".into()))?;
+            let ms = call.input.get("ms").and_then(Json::as_u64).ok_or_else(|| {
+                ToolError::InvalidInput("expected {\"ms\": <milliseconds>}".into())
+            })?;
             let duration = Duration::from_millis(ms);
             if duration > MAX_SLEEP {
                 return Err(ToolError::InvalidInput(format!(

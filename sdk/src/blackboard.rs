@@ -87,7 +87,9 @@ pub fn list_keys(prefix: &str) -> Result<Vec<String>, Error> {
 
 fn decode<T: DeserializeOwned>(key: &str, entry: wit::Entry) -> Result<Entry<T>, Error> {
     let value = serde_json::from_str(&entry.value).map_err(|e| {
-        Error::invalid_input(format!("blackboard key `{key}` has an unexpected shape: {e}"))
+        Error::invalid_input(format!(
+            "blackboard key `{key}` has an unexpected shape: {e}"
+        ))
     })?;
     Ok(Entry {
         value,

@@ -1,1 +1,185 @@
+//! Helpers shared by the integration tests: where the guest components are, scratch
+//! directories, workflows written on the fly, runs collected with all their events.
+//!
+//! The guests are built by `cargo xtask guests` (which `cargo xtask test` runs first).
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tempfile::TempDir;
+use wasm_orch::{Event, EventKind, RunOptions, RunReport, Runtime, TaskStatus, Workflow};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The directory of built guest components (`$WASM_ORCH_GUESTS`, else `target/guests`).
+pub fn guests() -> PathBuf {
+    let dir = std::env::var_os("WASM_ORCH_GUESTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/guests"));
+    assert!(
+        dir.join("add.wasm").is_file(),
+        "guest components are missing from {}: run `cargo xtask guests` (`cargo xtask test` does)",
+        dir.display()
+    );
+    dir
+}
+
+/// The path of one built guest, e.g. `guest("add")`.
+pub fn guest(name: &str) -> PathBuf {
+    guests().join(format!("{name}.wasm"))
+}
+
+/// The CLI under test, as a `std::process::Command` (a macro: Cargo gives the binary's path
+/// to integration tests only).
+#[macro_export]
+macro_rules! cli {
+    () => {
+        ::std::process::Command::new(env!("CARGO_BIN_EXE_wasm-orch-cli"))
+    };
+}
+
+/// A compile cache shared by every test, so components compile once per test session.
+pub fn shared_cache() -> PathBuf {
+    root().join("target/test-cache")
+}
+
+/// A scratch directory holding workflow files and run state, removed when dropped.
+#[derive(Debug)]
+pub struct Scratch {
+    dir: TempDir,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Where runs keep their files.
+    pub fn state_dir(&self) -> PathBuf {
+        self.path().join("state")
+    }
+
+    /// Writes a workflow file; `{guests}` in the text becomes the guests directory.
+    pub fn workflow(&self, name: &str, toml: &str) -> PathBuf {
+        let path = self.path().join(name);
+        let text = toml.replace("{guests}", &guests().display().to_string());
+        std::fs::write(&path, text).expect("write the workflow");
+        path
+    }
+
+    /// A runtime whose runs live in this scratch directory.
+    pub fn runtime(&self) -> Runtime {
+        Runtime::builder()
+            .state_dir(self.state_dir())
+            .cache_dir(shared_cache())
+            .max_instances(100)
+            .build()
+            .expect("a runtime")
+    }
+
+    /// Validates and runs a workflow text to the end, collecting every event.
+    pub async fn run(&self, toml: &str) -> Finished {
+        let path = self.workflow("workflow.toml", toml);
+        let workflow = Workflow::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        self.run_workflow(&self.runtime(), &workflow, RunOptions::new())
+            .await
+    }
+
+    pub async fn run_workflow(
+        &self,
+        runtime: &Runtime,
+        workflow: &Workflow,
+        options: RunOptions,
+    ) -> Finished {
+        let run = runtime
+            .start(workflow, options)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut stream = run.events();
+        let report = run.wait().await.expect("the run ends");
+        let mut events = Vec::new();
+        while let Some(event) = stream.next().await {
+            events.push(event);
+        }
+        Finished { report, events }
+    }
+}
+
+/// A finished run: its report and every event it published.
+#[derive(Debug)]
+pub struct Finished {
+    pub report: RunReport,
+    pub events: Vec<Arc<Event>>,
+}
+
+impl Finished {
+    /// The final status of a task.
+    pub fn status(&self, node: &str) -> TaskStatus {
+        self.report
+            .task(node)
+            .unwrap_or_else(|| panic!("no task `{node}`"))
+            .status
+    }
+
+    /// The error message of a task, or "".
+    pub fn error(&self, node: &str) -> String {
+        self.report
+            .task(node)
+            .and_then(|t| t.error.as_ref())
+            .map(|e| e.message.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every event about a task.
+    pub fn events_of<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a Event> + 'a {
+        self.events
+            .iter()
+            .map(Arc::as_ref)
+            .filter(move |e| match &e.kind {
+                EventKind::TaskStatus(u) => u.task.node == node,
+                EventKind::Progress(p) => p.task.node == node,
+                EventKind::Partial(p) => p.task.node == node,
+                EventKind::Log(l) => l.task.node == node,
+                _ => false,
+            })
+    }
+
+    /// When a task's status event `status` was published.
+    pub fn when(&self, node: &str, status: TaskStatus) -> SystemTime {
+        self.events_of(node)
+            .find_map(|e| match &e.kind {
+                EventKind::TaskStatus(u) if u.status == status => Some(e.at.0),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("task `{node}` has no `{status}` event"))
+    }
+
+    /// The statuses a task went through, in order.
+    pub fn statuses(&self, node: &str) -> Vec<TaskStatus> {
+        self.events_of(node)
+            .filter_map(|e| match &e.kind {
+                EventKind::TaskStatus(u) => Some(u.status),
+                _ => None,
+            })
+            .collect()
+    }
+}

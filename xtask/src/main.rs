@@ -1,1 +1,362 @@
-fn main() {}
+//! Project tasks: `cargo xtask <command>`.
+//!
+//! - `guests`: build the example guests into wasm32-wasip2 components in `target/guests/`;
+//! - `demo`:   build everything, then run the demo workflows with the live view;
+//! - `test`:   every check CI runs: formatting, lints, unit and integration tests;
+//! - `bench`:  the runtime benchmarks (release build), printing a table.
+//!
+//! Guests need a Rust toolchain that can target wasm32-wasip2. `guests` uses the active
+//! toolchain when its `wasm32-wasip2` target is installed (`rustup target add wasm32-wasip2`);
+//! otherwise Debian's packaged Rust, building the standard library from source, installing
+//! those packages with apt-get when they are missing (see
+//! `docs/guest-toolchain.md`). It detects; it does not assume.
+
+use std::env;
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  guests        build the example guests into target/guests/*.wasm
+  demo [FILE]   build everything and run the demo workflows (or FILE) with the live view
+  test          formatting, lints, unit and integration tests (what CI runs)
+  bench         the runtime benchmarks (release build), printed as a table";
+
+const WASM_TARGET: &str = "wasm32-wasip2";
+/// Debian packages of the fallback toolchain (Rust with its standard library's source, the
+/// WASI libc, and a linker).
+const DEBIAN_PACKAGES: [&str; 5] = ["rustc-web", "cargo-web", "rust-web-src", "lld", "wasi-libc"];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("guests") => guests().map(|_| ()),
+        Some("demo") => demo(args.get(1).map(String::as_str)),
+        Some("test") => test(),
+        Some("bench") => bench(),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    // xtask/ is one level below the workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+fn step(what: &str) {
+    eprintln!("\n\x1b[1m==> {what}\x1b[0m");
+}
+
+/// Runs a command in the workspace root; fails if it fails.
+fn run(cmd: &mut Command) -> Result {
+    let shown = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} failed ({status})"))
+    }
+}
+
+fn output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn cargo() -> Command {
+    Command::new(env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// guests
+
+/// A toolchain that can build wasm32-wasip2 components.
+enum Toolchain {
+    /// The active toolchain has the target installed.
+    Installed,
+    /// Debian's packaged Rust, building std from source.
+    Debian { linker: PathBuf },
+}
+
+fn guests() -> Result<Vec<PathBuf>> {
+    step("building guest components (wasm32-wasip2)");
+    let toolchain = detect_toolchain()?;
+    let manifest = root().join("guest-examples/Cargo.toml");
+    let build_dir = target_dir().join("guest-build");
+    let mut cmd;
+    match &toolchain {
+        Toolchain::Installed => {
+            eprintln!("using the active toolchain's installed {WASM_TARGET} target");
+            cmd = cargo();
+            cmd.args(["build", "--release", "--target", WASM_TARGET]);
+            clean_env(&mut cmd);
+        }
+        Toolchain::Debian { linker } => {
+            eprintln!(
+                "using Debian's Rust (/usr/bin/rustc), building std for {WASM_TARGET} from source"
+            );
+            cmd = Command::new("/usr/bin/cargo");
+            clean_env(&mut cmd);
+            let path = env::var_os("PATH").unwrap_or_default();
+            let mut paths = vec![PathBuf::from("/usr/bin")];
+            paths.extend(env::split_paths(&path));
+            cmd.env("PATH", env::join_paths(paths).map_err(|e| e.to_string())?)
+                .env("RUSTC", "/usr/bin/rustc")
+                .env("RUSTC_BOOTSTRAP", "1")
+                .env("CARGO_TARGET_WASM32_WASIP2_LINKER", linker)
+                .env(
+                    "RUSTFLAGS",
+                    "-C link-self-contained=no -L /usr/lib/wasm32-wasi",
+                )
+                .args([
+                    "build",
+                    "--release",
+                    "-Z",
+                    "build-std=std,panic_abort",
+                    "--target",
+                    WASM_TARGET,
+                ]);
+        }
+    }
+    cmd.arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&build_dir);
+    run(&mut cmd)?;
+
+    let built = build_dir.join(WASM_TARGET).join("release");
+    let out = target_dir().join("guests");
+    fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
+    let mut components = Vec::new();
+    for name in guest_names()? {
+        let from = built.join(format!("{}.wasm", name.replace('-', "_")));
+        let to = out.join(format!("{name}.wasm"));
+        fs::copy(&from, &to).map_err(|e| format!("copying {}: {e}", from.display()))?;
+        components.push(to);
+    }
+    eprintln!("{} guest components in {}", components.len(), out.display());
+    Ok(components)
+}
+
+/// The guest crates: the directories of guest-examples/ with a Cargo.toml.
+fn guest_names() -> Result<Vec<String>> {
+    let dir = root().join("guest-examples");
+    let mut names: Vec<String> = fs::read_dir(&dir)
+        .map_err(|e| format!("reading {}: {e}", dir.display()))?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.path().join("Cargo.toml").is_file())
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Removes what `cargo xtask` itself was given, so the guest build is not affected by it.
+fn clean_env(cmd: &mut Command) {
+    for (key, _) in env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let cargo_internal = key.starts_with("CARGO_") && key != "CARGO_HOME";
+        if cargo_internal
+            || matches!(
+                key,
+                "RUSTFLAGS"
+                    | "RUSTDOCFLAGS"
+                    | "RUSTC"
+                    | "RUSTC_WRAPPER"
+                    | "RUSTUP_TOOLCHAIN"
+                    | "CARGO"
+            )
+        {
+            cmd.env_remove(key);
+        }
+    }
+}
+
+fn detect_toolchain() -> Result<Toolchain> {
+    if let Some(sysroot) = output("rustc", &["--print", "sysroot"])
+        && Path::new(&sysroot)
+            .join("lib/rustlib")
+            .join(WASM_TARGET)
+            .join("lib")
+            .is_dir()
+    {
+        return Ok(Toolchain::Installed);
+    }
+    eprintln!("the active toolchain has no {WASM_TARGET} target; trying Debian's packaged Rust");
+    if !debian_toolchain_present() {
+        install_debian_toolchain()?;
+    }
+    if !debian_toolchain_present() {
+        return Err(format!(
+            "no toolchain can build {WASM_TARGET} components. Either run \
+             `rustup target add {WASM_TARGET}`, or install Debian's packages: \
+             apt-get install {}",
+            DEBIAN_PACKAGES.join(" ")
+        ));
+    }
+    Ok(Toolchain::Debian {
+        linker: component_linker()?,
+    })
+}
+
+fn debian_toolchain_present() -> bool {
+    let Some(sysroot) = output("/usr/bin/rustc", &["--print", "sysroot"]) else {
+        return false;
+    };
+    Path::new(&sysroot)
+        .join("lib/rustlib/src/rust/library/std")
+        .is_dir()
+        && Path::new("/usr/bin/cargo").is_file()
+        && Path::new("/usr/lib/wasm32-wasi/libc.a").is_file()
+}
+
+fn install_debian_toolchain() -> Result {
+    if !Path::new("/usr/bin/apt-get").is_file() {
+        return Err(format!(
+            "no {WASM_TARGET} target and no apt-get: run `rustup target add {WASM_TARGET}`"
+        ));
+    }
+    let root_user = output("id", &["-u"]).is_some_and(|uid| uid == "0");
+    let sudo = !root_user && output("sudo", &["-n", "true"]).is_some();
+    if !root_user && !sudo {
+        return Err(format!(
+            "installing the guest toolchain needs root: run `sudo apt-get install {}` \
+             (or `rustup target add {WASM_TARGET}`)",
+            DEBIAN_PACKAGES.join(" ")
+        ));
+    }
+    step(&format!(
+        "installing the guest toolchain: apt-get install {}",
+        DEBIAN_PACKAGES.join(" ")
+    ));
+    let apt = |args: &[&str]| {
+        let mut cmd = if sudo {
+            let mut c = Command::new("sudo");
+            c.arg("-n").arg("apt-get");
+            c
+        } else {
+            Command::new("apt-get")
+        };
+        cmd.env("DEBIAN_FRONTEND", "noninteractive").args(args);
+        run(&mut cmd)
+    };
+    apt(&["update", "-q"])?;
+    let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
+    install.extend(DEBIAN_PACKAGES);
+    apt(&install)
+}
+
+/// `wasm-component-ld`: the copy in the active rustup toolchain, one on PATH, or one installed
+/// from crates.io.
+fn component_linker() -> Result<PathBuf> {
+    if let (Some(sysroot), Some(host)) = (output("rustc", &["--print", "sysroot"]), host_triple()) {
+        let bundled = Path::new(&sysroot)
+            .join("lib/rustlib")
+            .join(host)
+            .join("bin/wasm-component-ld");
+        if bundled.is_file() {
+            return Ok(bundled);
+        }
+    }
+    if let Some(found) = output("which", &["wasm-component-ld"]) {
+        return Ok(PathBuf::from(found));
+    }
+    step("installing wasm-component-ld from crates.io");
+    run(cargo().args(["install", "--locked", "wasm-component-ld"]))?;
+    let home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .ok_or("neither CARGO_HOME nor HOME is set")?;
+    Ok(home.join("bin/wasm-component-ld"))
+}
+
+fn host_triple() -> Option<String> {
+    output("rustc", &["-vV"])?
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+}
+
+// ---------------------------------------------------------------------------------------------
+// demo, test, bench
+
+fn demo(file: Option<&str>) -> Result {
+    guests()?;
+    step("building the wasm-orch CLI");
+    run(cargo().args(["build", "-p", "wasm-orch"]))?;
+    let cli = target_dir().join("debug/wasm-orch");
+    let workflows = match file {
+        Some(f) => vec![f.to_owned()],
+        None => vec![
+            "examples/calc.toml".to_owned(),
+            "examples/word-count.toml".to_owned(),
+        ],
+    };
+    for workflow in workflows {
+        step(&format!("wasm-orch run {workflow}"));
+        run(Command::new(&cli).arg("run").arg(&workflow))?;
+    }
+    Ok(())
+}
+
+fn test() -> Result {
+    step("formatting (cargo fmt --check)");
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo()
+        .args(["fmt", "--all", "--check", "--manifest-path"])
+        .arg(root().join("guest-examples/Cargo.toml")))?;
+    guests()?;
+    step("lints (cargo clippy -D warnings)");
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    step("unit, integration and doc tests (cargo test)");
+    run(cargo().args(["test", "--workspace"]))
+}
+
+fn bench() -> Result {
+    guests()?;
+    step("runtime benchmarks (release build)");
+    run(cargo().args(["bench", "-p", "wasm-orch-tests", "--bench", "runtime"]))
+}

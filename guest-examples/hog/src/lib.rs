@@ -26,7 +26,10 @@ impl Agent for Hog {
         loop {
             // Touch every page so the memory is really used.
             hoard.push(vec![0xA5; chunk]);
-            status::progress(0.0, format!("holding {} MiB", hoard.len() * cx.params.chunk_mib));
+            status::progress(
+                0.0,
+                format!("holding {} MiB", hoard.len() * cx.params.chunk_mib),
+            );
         }
     }
 }

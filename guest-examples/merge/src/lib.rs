@@ -52,7 +52,13 @@ impl Agent for Merge {
         top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         top.truncate(cx.params.top);
         status::progress(1.0, format!("{words} words from {} chunks", parts.len()));
-        Ok(Merged { words, distinct: counts.len(), chunks: parts.len(), top, counts })
+        Ok(Merged {
+            words,
+            distinct: counts.len(),
+            chunks: parts.len(),
+            top,
+            counts,
+        })
     }
 }
 

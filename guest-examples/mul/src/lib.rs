@@ -31,7 +31,9 @@ impl Agent for Mul {
             .chain(cx.upstream_all::<i64>()?)
             .collect();
         if factors.is_empty() {
-            return Err(Error::invalid_input("nothing to multiply: give `a`, `b` or upstream tasks"));
+            return Err(Error::invalid_input(
+                "nothing to multiply: give `a`, `b` or upstream tasks",
+            ));
         }
         let product = factors
             .into_iter()

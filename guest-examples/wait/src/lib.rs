@@ -26,7 +26,9 @@ impl Agent for Wait {
         status::progress(0.0, format!("waiting {} ms", cx.params.ms));
         tools::sleep(Duration::from_millis(cx.params.ms))?;
         status::progress(1.0, "done");
-        Ok(Waited { waited_ms: cx.params.ms })
+        Ok(Waited {
+            waited_ms: cx.params.ms,
+        })
     }
 }
 

@@ -31,12 +31,18 @@ impl Agent for WordCount {
         let mut counts = BTreeMap::new();
         let mut words = 0u64;
         for (i, line) in lines.iter().enumerate() {
-            for word in line.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+            for word in line
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+            {
                 *counts.entry(word.to_lowercase()).or_insert(0) += 1;
                 words += 1;
             }
             if i % 50 == 49 {
-                status::progress((i + 1) as f32 / lines.len() as f32, format!("{words} words"));
+                status::progress(
+                    (i + 1) as f32 / lines.len() as f32,
+                    format!("{words} words"),
+                );
             }
         }
         status::progress(1.0, format!("{words} words, {} distinct", counts.len()));

@@ -138,7 +138,11 @@ pub(crate) fn report(f: Finished<'_>) -> RunReport {
         *counts.entry(o.status).or_insert(0) += 1;
         let a = o.attempt.as_ref();
         let output = a.and_then(|a| a.output.clone());
-        let is_sink = wf.graph.neighbors(petgraph::graph::NodeIndex::new(i)).next().is_none();
+        let is_sink = wf
+            .graph
+            .neighbors(petgraph::graph::NodeIndex::new(i))
+            .next()
+            .is_none();
         if is_sink {
             outputs.insert(t.id.clone(), output.clone());
         }

@@ -313,7 +313,10 @@ mod tests {
         let EventKind::Log(note) = &events[events.len() - 1].kind else {
             panic!("no note of the drops");
         };
-        assert!(note.message.contains("45 log lines and 49 partial results were dropped"));
+        assert!(
+            note.message
+                .contains("45 log lines and 49 partial results were dropped")
+        );
     }
 
     #[test]
@@ -333,7 +336,12 @@ mod tests {
             .collect();
         assert_eq!(
             lines,
-            ["Stdout:hello", "Stdout:world", "Stderr:panicked at x: boom", "Stdout:unfinished"]
+            [
+                "Stdout:hello",
+                "Stdout:world",
+                "Stderr:panicked at x: boom",
+                "Stdout:unfinished"
+            ]
         );
     }
 }

@@ -30,5 +30,9 @@ pub(super) async fn inspect(args: InspectArgs) -> u8 {
         Err(why) => println!("sub-agent: no: {why}"),
     }
     println!("\n{}", info.wit.trim_end());
-    if info.sub_agent.is_ok() { SUCCESS } else { INVALID }
+    if info.sub_agent.is_ok() {
+        SUCCESS
+    } else {
+        INVALID
+    }
 }

@@ -54,7 +54,9 @@ pub(super) async fn run(args: RunArgs) -> u8 {
         let events = run.events();
         move || write_events(events, &journal_targets)
     });
-    let live = !args.plain && std::io::stderr().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb");
+    let live = !args.plain
+        && std::io::stderr().is_terminal()
+        && std::env::var("TERM").map_or(true, |t| t != "dumb");
     let shown = tokio::spawn(view::show(run.events(), live, false));
 
     let report = match run.wait().await {
@@ -74,7 +76,10 @@ pub(super) async fn run(args: RunArgs) -> u8 {
     }
     for target in &result_targets {
         if let Err(e) = write_results(&report, target) {
-            eprintln!("warning: could not write results to `{}`: {e}", target.display());
+            eprintln!(
+                "warning: could not write results to `{}`: {e}",
+                target.display()
+            );
         }
     }
     let (width, _) = format::terminal_size();

@@ -7,8 +7,20 @@ use crate::{RunReport, RunStatus};
 
 pub(super) fn render(report: &RunReport, style: Style, width: usize) -> String {
     let s = style;
-    let node_w = report.tasks.iter().map(|t| t.node.chars().count()).max().unwrap_or(4).clamp(4, 28);
-    let agent_w = report.tasks.iter().map(|t| t.agent.chars().count()).max().unwrap_or(5).clamp(5, 16);
+    let node_w = report
+        .tasks
+        .iter()
+        .map(|t| t.node.chars().count())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 28);
+    let agent_w = report
+        .tasks
+        .iter()
+        .map(|t| t.agent.chars().count())
+        .max()
+        .unwrap_or(5)
+        .clamp(5, 16);
     let mut out = String::new();
     let header = format!(
         "{:<node_w$}  {:<agent_w$}  {:<15}  {:>9}  {:>8}  {:>10}  OUTPUT / ERROR",
@@ -54,7 +66,11 @@ pub(super) fn render(report: &RunReport, style: Style, width: usize) -> String {
     );
     for (node, output) in &report.outputs {
         let text = output.as_ref().map_or("(none)", |o| o.get());
-        let _ = writeln!(out, "output {node}: {}", format::fit(text, width.saturating_sub(node.len() + 9).max(20)));
+        let _ = writeln!(
+            out,
+            "output {node}: {}",
+            format::fit(text, width.saturating_sub(node.len() + 9).max(20))
+        );
     }
     out
 }

@@ -145,8 +145,18 @@ impl Board {
         )];
         let room = height.saturating_sub(3).clamp(3, 40);
         let shown = self.pick(room);
-        let node_w = shown.iter().map(|&i| self.rows[i].node.chars().count()).max().unwrap_or(4).clamp(4, 28);
-        let agent_w = shown.iter().map(|&i| self.rows[i].agent.chars().count()).max().unwrap_or(4).clamp(4, 16);
+        let node_w = shown
+            .iter()
+            .map(|&i| self.rows[i].node.chars().count())
+            .max()
+            .unwrap_or(4)
+            .clamp(4, 28);
+        let agent_w = shown
+            .iter()
+            .map(|&i| self.rows[i].agent.chars().count())
+            .max()
+            .unwrap_or(4)
+            .clamp(4, 16);
         for &i in &shown {
             let r = &self.rows[i];
             let time = match (r.latency_ms, r.since) {
@@ -175,7 +185,10 @@ impl Board {
             ));
         }
         if shown.len() < self.rows.len() {
-            lines.push(s.dim(&format!("  … and {} more tasks", self.rows.len() - shown.len())));
+            lines.push(s.dim(&format!(
+                "  … and {} more tasks",
+                self.rows.len() - shown.len()
+            )));
         }
         let mut out = String::new();
         if self.drawn > 0 {
@@ -235,13 +248,24 @@ impl Lines {
 
     fn print(&mut self, event: &Event) {
         let start = *self.start.get_or_insert(event.at.0);
-        let t = event.at.0.duration_since(start).unwrap_or_default().as_secs_f64();
+        let t = event
+            .at
+            .0
+            .duration_since(start)
+            .unwrap_or_default()
+            .as_secs_f64();
         let s = self.style;
         let stamp = s.dim(&format!("{t:>9.3}s"));
         let w = self.node_w;
         let line = match &event.kind {
             EventKind::PlanCreated(plan) => {
-                self.node_w = plan.tasks.iter().map(|t| t.node.len()).max().unwrap_or(8).clamp(4, 28);
+                self.node_w = plan
+                    .tasks
+                    .iter()
+                    .map(|t| t.node.len())
+                    .max()
+                    .unwrap_or(8)
+                    .clamp(4, 28);
                 format!(
                     "{stamp} plan {}: {} tasks, max_concurrency {}, run {}",
                     plan.workflow,

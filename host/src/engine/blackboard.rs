@@ -41,7 +41,11 @@ impl wit::Host for BlackboardView<'_> {
         Ok(Ok(self.0.get(&key).map(entry)))
     }
 
-    fn put(&mut self, key: String, value: String) -> wasmtime::Result<Result<u64, wit::BlackboardError>> {
+    fn put(
+        &mut self,
+        key: String,
+        value: String,
+    ) -> wasmtime::Result<Result<u64, wit::BlackboardError>> {
         Ok(self.0.put(&key, value).map_err(refusal))
     }
 
@@ -51,7 +55,10 @@ impl wit::Host for BlackboardView<'_> {
         expected: Option<u64>,
         value: String,
     ) -> wasmtime::Result<Result<u64, wit::BlackboardError>> {
-        Ok(self.0.compare_and_swap(&key, expected, value).map_err(refusal))
+        Ok(self
+            .0
+            .compare_and_swap(&key, expected, value)
+            .map_err(refusal))
     }
 
     fn list_keys(

@@ -113,7 +113,9 @@ impl ComponentCache {
             let loaded = unsafe { Component::deserialize_file(engine, file) };
             match loaded {
                 Ok(component) => return Ok((component, CacheSource::DiskCache)),
-                Err(e) => tracing::warn!(file = %file.display(), "recompiling a cached component that does not load: {e:#}"),
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), "recompiling a cached component that does not load: {e:#}")
+                }
             }
         }
         let component = Component::new(engine, bytes).map_err(|e| {

@@ -19,13 +19,13 @@ use serde_json::value::RawValue;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
+use super::Engine;
 use super::bindings::{AgentError, Task, TaskInput, Upstream};
 use super::cache::LoadedAgent;
 use super::limiter::MemoryLimiter;
 use super::sandbox::{WorkDir, wasi_ctx};
 use super::state::{SharedEmitter, TaskState, lock};
 use super::tools::ToolAccess;
-use super::Engine;
 use crate::blackboard::Blackboard;
 use crate::bus::{ErrorKind, TaskEmitter, TaskError, TaskStatus, Timestamp};
 use crate::scheduler::{Attempt, Job};
@@ -85,7 +85,11 @@ impl Engine {
             permit = self.instances.acquire() => permit.ok(),
         };
         let Some(_permit) = permit else {
-            return Attempt::not_run(TaskStatus::Cancelled, ErrorKind::Cancelled, "the run was cancelled".into());
+            return Attempt::not_run(
+                TaskStatus::Cancelled,
+                ErrorKind::Cancelled,
+                "the run was cancelled".into(),
+            );
         };
 
         let wasi = match wasi_ctx(&work_dir, &events) {
@@ -112,7 +116,11 @@ impl Engine {
         );
         store.limiter(|s| &mut s.limiter);
         if let Err(e) = store.set_fuel(limits.fuel) {
-            return Attempt::not_run(TaskStatus::Failed, ErrorKind::Host, format!("could not set fuel: {e:#}"));
+            return Attempt::not_run(
+                TaskStatus::Failed,
+                ErrorKind::Host,
+                format!("could not set fuel: {e:#}"),
+            );
         }
         // Every epoch tick: publish coalesced progress, then trap past the deadline or yield
         // to tokio (so other tasks run, and a cancelled task is dropped promptly).
@@ -186,7 +194,12 @@ impl Engine {
 
 type Classified = (TaskStatus, Option<Arc<RawValue>>, Option<TaskError>);
 
-fn classify(ended: Ended, limits: &Limits, limiter: &MemoryLimiter, events: &SharedEmitter) -> Classified {
+fn classify(
+    ended: Ended,
+    limits: &Limits,
+    limiter: &MemoryLimiter,
+    events: &SharedEmitter,
+) -> Classified {
     let fail = |status, kind, message: String| (status, None, Some(TaskError::new(kind, message)));
     let memory_exceeded = |requested: u64| {
         fail(
@@ -203,11 +216,18 @@ fn classify(ended: Ended, limits: &Limits, limiter: &MemoryLimiter, events: &Sha
         fail(
             TaskStatus::TimedOut,
             ErrorKind::Timeout,
-            format!("ran past its time limit of {}", humantime::format_duration(limits.timeout)),
+            format!(
+                "ran past its time limit of {}",
+                humantime::format_duration(limits.timeout)
+            ),
         )
     };
     match ended {
-        Ended::Cancelled => fail(TaskStatus::Cancelled, ErrorKind::Cancelled, "the run was cancelled".into()),
+        Ended::Cancelled => fail(
+            TaskStatus::Cancelled,
+            ErrorKind::Cancelled,
+            "the run was cancelled".into(),
+        ),
         Ended::TimedOut => timed_out(),
         Ended::Returned(Ok(Ok(output))) => accept_output(output, limits),
         Ended::Returned(Ok(Err(error))) => {
@@ -251,7 +271,11 @@ fn classify(ended: Ended, limits: &Limits, limiter: &MemoryLimiter, events: &Sha
 
 fn accept_output(output: String, limits: &Limits) -> Classified {
     let reject = |kind, message: String| {
-        (TaskStatus::OutputRejected, None, Some(TaskError::new(kind, message)))
+        (
+            TaskStatus::OutputRejected,
+            None,
+            Some(TaskError::new(kind, message)),
+        )
     };
     if output.len() as u64 > limits.max_output {
         return reject(
@@ -265,7 +289,10 @@ fn accept_output(output: String, limits: &Limits) -> Classified {
     }
     match RawValue::from_string(output) {
         Ok(raw) => (TaskStatus::Succeeded, Some(Arc::from(raw)), None),
-        Err(e) => reject(ErrorKind::OutputNotJson, format!("the output is not JSON: {e}")),
+        Err(e) => reject(
+            ErrorKind::OutputNotJson,
+            format!("the output is not JSON: {e}"),
+        ),
     }
 }
 
@@ -299,7 +326,10 @@ mod tests {
             max_output: 8,
             ..Limits::default()
         };
-        assert_eq!(accept_output("[1,2]".into(), &limits).0, TaskStatus::Succeeded);
+        assert_eq!(
+            accept_output("[1,2]".into(), &limits).0,
+            TaskStatus::Succeeded
+        );
         let (status, _, error) = accept_output("\"123456789\"".into(), &limits);
         assert_eq!(status, TaskStatus::OutputRejected);
         assert_eq!(error.map(|e| e.kind), Some(ErrorKind::OutputTooLarge));

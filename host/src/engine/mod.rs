@@ -58,7 +58,9 @@ pub(crate) struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("pooling", &self.pooling).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("pooling", &self.pooling)
+            .finish_non_exhaustive()
     }
 }
 

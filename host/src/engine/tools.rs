@@ -37,7 +37,9 @@ impl wit::Host for ToolsView<'_> {
     ) -> wasmtime::Result<Result<String, wit::ToolError>> {
         let access = self.0;
         let Some(tool) = access.registry.get(&name) else {
-            return Ok(Err(wit::ToolError::NotFound(format!("no tool named `{name}`"))));
+            return Ok(Err(wit::ToolError::NotFound(format!(
+                "no tool named `{name}`"
+            ))));
         };
         if !access.granted.iter().any(|g| *g == name) {
             return Ok(Err(wit::ToolError::Denied(format!(
@@ -47,7 +49,11 @@ impl wit::Host for ToolsView<'_> {
         }
         let input = match serde_json::from_str(&input) {
             Ok(input) => input,
-            Err(e) => return Ok(Err(wit::ToolError::InvalidInput(format!("input is not JSON: {e}")))),
+            Err(e) => {
+                return Ok(Err(wit::ToolError::InvalidInput(format!(
+                    "input is not JSON: {e}"
+                ))));
+            }
         };
         let call = ToolCall {
             input,

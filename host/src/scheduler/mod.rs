@@ -51,7 +51,6 @@ pub(crate) async fn run<E: Executor>(
     let max_concurrency = max_concurrency.max(1);
     let mut running: JoinSet<Attempt> = JoinSet::new();
     let mut running_tasks: HashMap<tokio::task::Id, usize> = HashMap::new();
-    let mut cancelled = false;
 
     for task in 0..workflow.tasks.len() {
         s.publish(task, TaskStatus::Pending, None);
@@ -62,7 +61,7 @@ pub(crate) async fn run<E: Executor>(
         }
     }
     loop {
-        while !cancelled && running.len() < max_concurrency {
+        while !s.cancelled && running.len() < max_concurrency {
             let Some(task) = s.next_ready() else { break };
             let job = s.start(task, cancel);
             let executor = Arc::clone(&executor);
@@ -74,7 +73,7 @@ pub(crate) async fn run<E: Executor>(
         }
         tokio::select! {
             biased;
-            () = cancel.cancelled(), if !cancelled => cancelled = true,
+            () = cancel.cancelled(), if !s.cancelled => s.cancelled = true,
             Some(joined) = running.join_next_with_id() => {
                 let (id, attempt) = match joined {
                     Ok((id, attempt)) => (id, attempt),
@@ -85,7 +84,7 @@ pub(crate) async fn run<E: Executor>(
                     )),
                 };
                 if let Some(task) = running_tasks.remove(&id) {
-                    s.finish(task, attempt, cancelled);
+                    s.finish(task, attempt);
                 }
             }
         }
@@ -116,6 +115,8 @@ struct Scheduler<'a> {
     outcomes: Vec<Option<TaskOutcome>>,
     queue: ReadyQueue,
     held: HashSet<String>,
+    /// Once set, nothing more starts; what has not run ends as cancelled.
+    cancelled: bool,
 }
 
 impl<'a> Scheduler<'a> {
@@ -132,6 +133,7 @@ impl<'a> Scheduler<'a> {
             outcomes: vec![None; n],
             queue: ReadyQueue::default(),
             held: HashSet::new(),
+            cancelled: false,
         }
     }
 
@@ -161,8 +163,7 @@ impl<'a> Scheduler<'a> {
 
     fn next_ready(&mut self) -> Option<usize> {
         let tasks = &self.workflow.tasks;
-        self.queue
-            .pop(|t| tasks[t].mutex.as_deref(), &self.held)
+        self.queue.pop(|t| tasks[t].mutex.as_deref(), &self.held)
     }
 
     /// Marks `task` running and builds its job.
@@ -191,7 +192,7 @@ impl<'a> Scheduler<'a> {
         }
     }
 
-    fn finish(&mut self, task: usize, attempt: Attempt, cancelled: bool) {
+    fn finish(&mut self, task: usize, attempt: Attempt) {
         let t = &self.workflow.tasks[task];
         if let Some(m) = &t.mutex {
             self.held.remove(m);
@@ -220,13 +221,14 @@ impl<'a> Scheduler<'a> {
         if status == TaskStatus::Succeeded {
             for next in self.dependents(task) {
                 self.remaining[next] -= 1;
-                if self.remaining[next] == 0 && !cancelled {
+                if self.remaining[next] == 0 && !self.cancelled {
                     self.make_ready(next);
                 }
             }
-        } else {
+        } else if !self.cancelled && status != TaskStatus::Cancelled {
             self.skip_dependents(task, status);
         }
+        // Otherwise the run is being cancelled: dependents end as cancelled, not skipped.
     }
 
     fn dependents(&self, task: usize) -> Vec<usize> {

@@ -38,7 +38,9 @@ impl ReadyQueue {
         while let Some(key) = self.heap.pop() {
             let task = key.order.0;
             match mutex_of(task) {
-                Some(m) if held.contains(m) => self.parked.entry(m.to_owned()).or_default().push(key),
+                Some(m) if held.contains(m) => {
+                    self.parked.entry(m.to_owned()).or_default().push(key)
+                }
                 _ => return Some(task),
             }
         }

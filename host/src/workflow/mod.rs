@@ -19,8 +19,8 @@ use std::time::Duration;
 use petgraph::graph::DiGraph;
 use serde::{Deserialize, Serialize};
 
-pub use self::diagnostic::{Diagnostic, Diagnostics};
 pub(crate) use self::diagnostic::Source;
+pub use self::diagnostic::{Diagnostic, Diagnostics};
 pub use self::render::GraphFormat;
 pub(crate) use self::units::format_size;
 pub(crate) use self::validate::is_valid_name;
@@ -175,14 +175,24 @@ impl Workflow {
     }
 
     /// A problem with agent `agent`'s component, pointing at its `component = ...` line.
-    pub(crate) fn component_error(&self, agent: &AgentDef, message: String, help: &str) -> Diagnostic {
+    pub(crate) fn component_error(
+        &self,
+        agent: &AgentDef,
+        message: String,
+        help: &str,
+    ) -> Diagnostic {
         self.source
             .error(agent.component_span.clone(), message)
             .help(help)
     }
 
     /// A problem with the grant of `tool` to `agent`, pointing at it.
-    pub(crate) fn tool_error(&self, span: Range<usize>, message: String, help: String) -> Diagnostic {
+    pub(crate) fn tool_error(
+        &self,
+        span: Range<usize>,
+        message: String,
+        help: String,
+    ) -> Diagnostic {
         self.source.error(span, message).help(help)
     }
 

@@ -40,7 +40,11 @@ fn dot(workflow: &Workflow) -> String {
         escape(&workflow.name)
     );
     for (i, t) in workflow.tasks.iter().enumerate() {
-        let style = if t.critical { "" } else { ", style=\"rounded,dashed\"" };
+        let style = if t.critical {
+            ""
+        } else {
+            ", style=\"rounded,dashed\""
+        };
         let (id, second) = label(workflow, i);
         let _ = writeln!(
             out,

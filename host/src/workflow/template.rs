@@ -107,7 +107,10 @@ mod tests {
             substitute_str("hello ${who}, ${n} times", &params()),
             Ok("hello world, 3 times".to_owned())
         );
-        assert_eq!(substitute_str("cost: $5 $${n}", &params()), Ok("cost: $5 ${n}".to_owned()));
+        assert_eq!(
+            substitute_str("cost: $5 $${n}", &params()),
+            Ok("cost: $5 ${n}".to_owned())
+        );
     }
 
     #[test]
@@ -119,8 +122,8 @@ mod tests {
 
     #[test]
     fn tables_and_arrays_are_walked() {
-        let value: toml::Table = toml::from_str("x = { list = [\"${n}\", 2], s = \"${who}!\" }")
-            .expect("valid toml");
+        let value: toml::Table =
+            toml::from_str("x = { list = [\"${n}\", 2], s = \"${who}!\" }").expect("valid toml");
         let json = substitute(&value["x"], &params()).expect("substitutes");
         assert_eq!(json, serde_json::json!({ "list": [3, 2], "s": "world!" }));
     }

@@ -111,7 +111,10 @@ impl Validator {
             Some(m) => {
                 self.err(
                     m.span(),
-                    format!("max_concurrency must be between 1 and 100000, not {}", m.get_ref()),
+                    format!(
+                        "max_concurrency must be between 1 and 100000, not {}",
+                        m.get_ref()
+                    ),
                     "set how many tasks may run at once, e.g. `max_concurrency = 8`",
                 );
                 1
@@ -209,7 +212,10 @@ impl Validator {
         if let Some(timeout) = &spec.timeout {
             let parsed = match timeout.get_ref() {
                 toml::Value::String(s) => parse_duration(s),
-                other => Err(format!("a timeout is a string with a unit, not a {}", other.type_str())),
+                other => Err(format!(
+                    "a timeout is a string with a unit, not a {}",
+                    other.type_str()
+                )),
             };
             match parsed {
                 Ok(d) if d > Duration::ZERO && d <= Duration::from_secs(7 * 24 * 3600) => {
@@ -243,12 +249,19 @@ impl Validator {
                 u64::try_from(*i).map_err(|_| "a size cannot be negative".to_owned())
             }
             toml::Value::String(s) => parse_size(s),
-            other => Err(format!("a size is a number of bytes or a string, not a {}", other.type_str())),
+            other => Err(format!(
+                "a size is a number of bytes or a string, not a {}",
+                other.type_str()
+            )),
         };
         match parsed {
             Ok(n) => Some(n),
             Err(e) => {
-                self.err(value.span(), e, "write a size like \"64MiB\" or a number of bytes");
+                self.err(
+                    value.span(),
+                    e,
+                    "write a size like \"64MiB\" or a number of bytes",
+                );
                 None
             }
         }
@@ -282,7 +295,9 @@ impl Validator {
                 };
                 self.errors.push(
                     self.source
-                        .error_in_file(format!("--param `{name}` is not a parameter of this workflow"))
+                        .error_in_file(format!(
+                            "--param `{name}` is not a parameter of this workflow"
+                        ))
                         .help(help),
                 );
                 continue;
@@ -317,7 +332,11 @@ impl Validator {
             let mut tools = Vec::new();
             for tool in &agent.tools {
                 if tools.iter().any(|(t, _): &(String, _)| t == tool.get_ref()) {
-                    self.err(tool.span(), format!("tool `{}` is listed twice", tool.get_ref()), "list each tool once");
+                    self.err(
+                        tool.span(),
+                        format!("tool `{}` is listed twice", tool.get_ref()),
+                        "list each tool once",
+                    );
                 }
                 tools.push((tool.get_ref().clone(), tool.span()));
             }
@@ -341,7 +360,11 @@ impl Validator {
         for (i, phase) in spec.phases.iter().enumerate() {
             self.check_name(&phase.name, "phase name");
             if phase.tasks.is_empty() {
-                self.err(phase.name.span(), format!("phase `{}` has no tasks", phase.name.get_ref()), "add [[phases.tasks]] to it or remove it");
+                self.err(
+                    phase.name.span(),
+                    format!("phase `{}` has no tasks", phase.name.get_ref()),
+                    "add [[phases.tasks]] to it or remove it",
+                );
             }
             for task in &phase.tasks {
                 self.expand(task, Some(i), params, &mut drafts);
@@ -374,7 +397,11 @@ impl Validator {
         let priority = match &task.priority {
             Some(p) if (-1_000_000..=1_000_000).contains(p.get_ref()) => *p.get_ref(),
             Some(p) => {
-                self.err(p.span(), "priority must be between -1000000 and 1000000", "higher runs first; the default is 0");
+                self.err(
+                    p.span(),
+                    "priority must be between -1000000 and 1000000",
+                    "higher runs first; the default is 0",
+                );
                 0
             }
             None => 0,
@@ -396,10 +423,18 @@ impl Validator {
             description: task.description.clone(),
         };
         let Some(split) = &task.split else {
-            out.push(draft(task.id.get_ref().clone(), task.id.span(), Json::Object(with)));
+            out.push(draft(
+                task.id.get_ref().clone(),
+                task.id.span(),
+                Json::Object(with),
+            ));
             return;
         };
-        let into = split.get_ref().into.clone().unwrap_or_else(|| "text".to_owned());
+        let into = split
+            .get_ref()
+            .into
+            .clone()
+            .unwrap_or_else(|| "text".to_owned());
         if with.contains_key(&into) {
             self.err(
                 split.span(),
@@ -474,7 +509,11 @@ impl Validator {
             }
             seen_groups.insert(&d.group, d.id_span.clone());
             if index.insert(&d.id, i).is_some() {
-                self.err(d.id_span.clone(), format!("duplicate task id `{}`", d.id), "give each task its own id");
+                self.err(
+                    d.id_span.clone(),
+                    format!("duplicate task id `{}`", d.id),
+                    "give each task its own id",
+                );
             }
             groups.entry(&d.group).or_default().push(i);
         }
@@ -520,13 +559,31 @@ impl Validator {
                 None => {
                     let names: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
                     let help = match closest(d.agent.get_ref(), &names) {
-                        Some(near) => format!("did you mean `{near}`? Or declare [agents.{}] with its component", d.agent.get_ref()),
-                        None if names.is_empty() => format!("declare it: [agents.{}] with `component = \"path/to/agent.wasm\"`", d.agent.get_ref()),
-                        None => format!("declared agents: {}; or declare [agents.{}]", names.join(", "), d.agent.get_ref()),
+                        Some(near) => format!(
+                            "did you mean `{near}`? Or declare [agents.{}] with its component",
+                            d.agent.get_ref()
+                        ),
+                        None if names.is_empty() => format!(
+                            "declare it: [agents.{}] with `component = \"path/to/agent.wasm\"`",
+                            d.agent.get_ref()
+                        ),
+                        None => format!(
+                            "declared agents: {}; or declare [agents.{}]",
+                            names.join(", "),
+                            d.agent.get_ref()
+                        ),
                     };
                     // Report once per written task, not once per split part.
                     if drafts[..i].iter().all(|p| p.group != d.group) {
-                        self.err(d.agent.span(), format!("task `{}` uses unknown agent `{}`", d.group, d.agent.get_ref()), help);
+                        self.err(
+                            d.agent.span(),
+                            format!(
+                                "task `{}` uses unknown agent `{}`",
+                                d.group,
+                                d.agent.get_ref()
+                            ),
+                            help,
+                        );
                     }
                     0
                 }
@@ -554,7 +611,15 @@ impl Validator {
                             None => "name the id of another task in this file".to_owned(),
                         };
                         if drafts[..i].iter().all(|p| p.group != d.group) {
-                            self.err(dep.span(), format!("task `{}` depends on unknown task `{}`", d.group, dep.get_ref()), help);
+                            self.err(
+                                dep.span(),
+                                format!(
+                                    "task `{}` depends on unknown task `{}`",
+                                    d.group,
+                                    dep.get_ref()
+                                ),
+                                help,
+                            );
                         }
                     }
                 }
@@ -601,16 +666,19 @@ impl Validator {
             if !cyclic {
                 continue;
             }
+            // Edges run from a dependency to its dependent; show the cycle as a chain of
+            // "depends on" (a → b: a depends on b), from its first task in file order.
             let cycle = find_cycle(&graph, &scc);
-            // Show the cycle as a chain of "depends on": a → b means a depends on b.
-            let mut shown: Vec<&str> = cycle.iter().rev().map(|&n| tasks[n].0.id.as_str()).collect();
+            let mut chain = vec![cycle[0]];
+            chain.extend(cycle[1..].iter().rev());
+            let mut shown: Vec<&str> = chain.iter().map(|&n| tasks[n].0.id.as_str()).collect();
             shown.push(shown[0]);
-            let (from, to) = (cycle[cycle.len() - 1], cycle[0]);
-            let (task, spans) = &tasks[to];
+            let (task, spans) = &tasks[chain[0]];
+            let depends_on = chain.get(1).copied().unwrap_or(chain[0]);
             let span = task
                 .deps
                 .iter()
-                .position(|&d| d == from)
+                .position(|&d| d == depends_on)
                 .map(|p| spans[p].clone())
                 .unwrap_or(0..0);
             self.err(
@@ -623,7 +691,8 @@ impl Validator {
     }
 }
 
-/// A cycle within one strongly connected component, as nodes in edge order.
+/// A cycle within one strongly connected component, as nodes in edge order, starting at its
+/// lowest-numbered node.
 fn find_cycle(graph: &DiGraph<(), ()>, scc: &[NodeIndex]) -> Vec<usize> {
     let members: HashSet<NodeIndex> = scc.iter().copied().collect();
     let start = scc.iter().copied().min().unwrap_or(scc[0]);
@@ -747,7 +816,10 @@ mod tests {
             let words: usize = pieces.iter().map(|p| p.split_whitespace().count()).sum();
             assert_eq!(words, 10, "a word was cut with {parts} parts: {pieces:?}");
         }
-        assert_eq!(split_text("héllo wörld ünïcode", 3).concat(), "héllo wörld ünïcode");
+        assert_eq!(
+            split_text("héllo wörld ünïcode", 3).concat(),
+            "héllo wörld ünïcode"
+        );
     }
 
     #[test]

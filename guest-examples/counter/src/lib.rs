@@ -1,0 +1,32 @@
+//! `counter`: increments the blackboard key `key` `times` times, each with a read and a
+//! compare-and-swap, so concurrent counters never lose an update.
+
+use serde::Deserialize;
+use wasm_orch_sdk::{Agent, Context, Error, blackboard, status};
+
+#[derive(Deserialize)]
+struct Params {
+    key: String,
+    times: u64,
+}
+
+struct Counter;
+
+impl Agent for Counter {
+    type Params = Params;
+    type Output = u64;
+    const CAPABILITIES: &'static [&'static str] = &["blackboard.count"];
+
+    fn run(cx: Context<Params>) -> Result<u64, Error> {
+        let mut last = 0;
+        for i in 0..cx.params.times {
+            last = blackboard::update(&cx.params.key, |n: Option<u64>| n.unwrap_or(0) + 1)?.value;
+            if i % 100 == 99 {
+                status::progress((i + 1) as f32 / cx.params.times as f32, format!("{last}"));
+            }
+        }
+        Ok(last)
+    }
+}
+
+wasm_orch_sdk::export!(Counter);

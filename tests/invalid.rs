@@ -1,0 +1,214 @@
+//! Invalid workflows are refused before anything runs: the CLI exits 2 with an error that
+//! names the file, the line and the fix, and no run directory is created.
+
+use std::path::Path;
+use std::process::Output;
+
+use wasm_orch_tests::{Scratch, cli, guest, shared_cache};
+
+fn run_cli(scratch: &Scratch, file: &Path) -> Output {
+    cli!()
+        .arg("run")
+        .arg(file)
+        .arg("--state-dir")
+        .arg(scratch.state_dir())
+        .arg("--cache-dir")
+        .arg(shared_cache())
+        .output()
+        .expect("the CLI runs")
+}
+
+/// Runs an invalid workflow; checks exit code 2, that nothing ran, and returns stderr.
+fn refused(toml: &str) -> (String, String) {
+    let scratch = Scratch::new();
+    let file = scratch.workflow("flow.toml", toml);
+    let out = run_cli(&scratch, &file);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        !scratch.state_dir().join("tenants").exists(),
+        "a run was started"
+    );
+    (stderr, file.display().to_string())
+}
+
+const AGENTS: &str = r#"[workflow]
+name = "flow"
+
+[agents.add]
+component = "{guests}/add.wasm"
+"#;
+
+#[test]
+fn a_cycle_exits_2_with_its_path_and_line() {
+    let (stderr, file) = refused(&format!(
+        "{AGENTS}
+[[tasks]]
+id = \"a\"
+agent = \"add\"
+depends_on = [\"c\"]
+
+[[tasks]]
+id = \"b\"
+agent = \"add\"
+depends_on = [\"a\"]
+
+[[tasks]]
+id = \"c\"
+agent = \"add\"
+depends_on = [\"b\"]
+"
+    ));
+    assert!(
+        stderr.contains("dependency cycle: a → c → b → a"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("{file}:10:")), "{stderr}");
+    assert!(stderr.contains("help: "), "{stderr}");
+}
+
+#[test]
+fn an_unknown_agent_exits_2_with_its_line() {
+    let (stderr, file) = refused(&format!(
+        "{AGENTS}\n[[tasks]]\nid = \"t\"\nagent = \"ad\"\n"
+    ));
+    assert!(stderr.contains("unknown agent `ad`"), "{stderr}");
+    assert!(stderr.contains(&format!("{file}:9:9")), "{stderr}");
+    assert!(stderr.contains("did you mean `add`"), "{stderr}");
+}
+
+#[test]
+fn a_missing_component_file_exits_2_with_its_line() {
+    let (stderr, file) = refused(
+        "[workflow]\nname = \"flow\"\n[agents.x]\ncomponent = \"nowhere/x.wasm\"\n[[tasks]]\nid = \"t\"\nagent = \"x\"\n",
+    );
+    assert!(
+        stderr.contains("nowhere/x.wasm") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("{file}:4:13")), "{stderr}");
+}
+
+#[test]
+fn a_duplicate_task_id_exits_2_with_its_line() {
+    let (stderr, file) = refused(&format!(
+        "{AGENTS}\n[[tasks]]\nid = \"t\"\nagent = \"add\"\n\n[[tasks]]\nid = \"t\"\nagent = \"add\"\n"
+    ));
+    assert!(stderr.contains("duplicate task id `t`"), "{stderr}");
+    assert!(stderr.contains(&format!("{file}:12:6")), "{stderr}");
+    assert!(stderr.contains("first used on line 8"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_key_exits_2_with_its_line() {
+    let (stderr, file) = refused(&format!(
+        "{AGENTS}\n[[tasks]]\nid = \"t\"\nagent = \"add\"\nprio = 3\n"
+    ));
+    assert!(stderr.contains("unknown field `prio`"), "{stderr}");
+    assert!(stderr.contains(&format!("{file}:10:1")), "{stderr}");
+}
+
+#[test]
+fn a_file_that_is_not_a_component_exits_2() {
+    let scratch = Scratch::new();
+    std::fs::write(scratch.path().join("junk.wasm"), b"not wasm at all").expect("write");
+    let file = scratch.workflow(
+        "flow.toml",
+        "[workflow]\nname = \"flow\"\n[agents.x]\ncomponent = \"junk.wasm\"\n[[tasks]]\nid = \"t\"\nagent = \"x\"\n",
+    );
+    let out = run_cli(&scratch, &file);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is not a valid component"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:4:13", file.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_component_that_is_not_a_sub_agent_exits_2() {
+    let scratch = Scratch::new();
+    // The smallest valid component: it exports nothing, so it is not a sub-agent.
+    std::fs::write(scratch.path().join("empty.wasm"), b"\0asm\x0d\0\x01\0").expect("write");
+    let file = scratch.workflow(
+        "flow.toml",
+        "[workflow]\nname = \"flow\"\n[agents.x]\ncomponent = \"empty.wasm\"\n[[tasks]]\nid = \"t\"\nagent = \"x\"\n",
+    );
+    let out = run_cli(&scratch, &file);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("does not implement `wasm-orch:agent/sub-agent`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("wasm_orch_sdk::export!"), "{stderr}");
+}
+
+#[test]
+fn a_core_module_is_told_apart_from_a_component() {
+    let scratch = Scratch::new();
+    std::fs::write(scratch.path().join("core.wasm"), b"\0asm\x01\0\0\0").expect("write");
+    let file = scratch.workflow(
+        "flow.toml",
+        "[workflow]\nname = \"flow\"\n[agents.x]\ncomponent = \"core.wasm\"\n[[tasks]]\nid = \"t\"\nagent = \"x\"\n",
+    );
+    let out = run_cli(&scratch, &file);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("core WebAssembly module, not a component"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_ungranted_unknown_tool_exits_2() {
+    let (stderr, _) = refused(&format!(
+        "{AGENTS}tools = [\"telepathy\"]\n[[tasks]]\nid = \"t\"\nagent = \"add\"\n"
+    ));
+    assert!(stderr.contains("tool `telepathy`"), "{stderr}");
+    assert!(stderr.contains("tools of this host: sleep"), "{stderr}");
+}
+
+#[test]
+fn validate_reports_the_same_problems_and_accepts_good_files() {
+    let scratch = Scratch::new();
+    let bad = scratch.workflow(
+        "bad.toml",
+        &format!("{AGENTS}\n[[tasks]]\nid = \"t\"\nagent = \"nope\"\n"),
+    );
+    let out = cli!()
+        .arg("validate")
+        .arg(&bad)
+        .arg("--cache-dir")
+        .arg(shared_cache())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown agent `nope`"));
+
+    assert!(guest("add").is_file());
+    let good = scratch.workflow(
+        "good.toml",
+        &format!("{AGENTS}\n[[tasks]]\nid = \"t\"\nagent = \"add\"\n"),
+    );
+    let out = cli!()
+        .arg("validate")
+        .arg(&good)
+        .arg("--cache-dir")
+        .arg(shared_cache())
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("is valid: 1 tasks, 1 agents (add)"),
+        "{stdout}"
+    );
+}
