@@ -111,6 +111,48 @@ with = {{ write = "note.txt", read = ["../sandbox.one/note.txt"] }}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_without_workdir_has_no_filesystem_at_all() {
+    let scratch = Scratch::new();
+    let done = scratch
+        .run(
+            r#"
+[workflow]
+name = "nofs"
+[agents.probe]
+component = "{guests}/probe.wasm"
+workdir = false
+[[tasks]]
+id = "p"
+agent = "probe"
+with = { write = "note.txt", read = ["note.txt", "/etc/passwd"] }
+"#,
+        )
+        .await;
+    assert_eq!(
+        done.status("p"),
+        TaskStatus::Succeeded,
+        "{}",
+        done.error("p")
+    );
+    let output = done.report.output("p").expect("output");
+    assert!(
+        output["write"].get("Err").is_some(),
+        "it wrote a file: {output}"
+    );
+    assert!(read_results(&output).iter().all(|(_, r)| r.is_err()));
+    assert!(
+        !scratch
+            .state_dir()
+            .join("tenants/default/runs")
+            .read_dir()
+            .is_ok_and(|mut runs| {
+                runs.any(|run| run.is_ok_and(|r| r.path().join("nofs.p").exists()))
+            }),
+        "a working directory was created"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_has_no_network() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
     listener.set_nonblocking(true).expect("nonblocking");

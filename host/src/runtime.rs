@@ -244,6 +244,7 @@ impl Runtime {
                             loaded,
                             limits: def.limits,
                             granted: granted.into(),
+                            workdir: def.workdir,
                         },
                         report,
                     ));
@@ -300,12 +301,13 @@ impl Runtime {
         let (agents, reports): (Vec<RunAgent>, Vec<AgentReport>) = loaded.into_iter().unzip();
         let agent_reports: BTreeMap<String, AgentReport> =
             agents.iter().map(|a| a.name.clone()).zip(reports).collect();
+        let run_dir = Arc::new(run_dir);
         let context = Arc::new(RunContext {
             run_id: run_id.clone(),
             tenant: workflow.tenant.clone(),
             bus: Arc::clone(&bus),
             blackboard: Arc::clone(&blackboard),
-            run_dir: Arc::new(run_dir),
+            run_dir: Arc::clone(&run_dir),
             agents,
             task_agents,
             tools: Arc::clone(&self.inner.tools),
@@ -328,6 +330,7 @@ impl Runtime {
             let started = Instant::now();
             let outcomes: Vec<TaskOutcome> =
                 scheduler::run(&workflow, max_concurrency, executor, &run_bus, &run_cancel).await;
+            let _ = tokio::task::spawn_blocking(move || run_dir.remove_empty_dirs()).await;
             let report = aggregate::report(aggregate::Finished {
                 workflow: &workflow,
                 run_id: run_id_for_task,

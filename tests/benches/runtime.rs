@@ -1,1 +1,191 @@
-fn main() {}
+//! Runtime benchmarks, printed as a table (`cargo xtask bench`):
+//!
+//! 1. per-task overhead: `noop` tasks run one at a time; the time from one task's start to the
+//!    next one's is the whole cycle (dispatch, sandbox, instantiate, run, drop, events);
+//! 2. scheduling rate: DAGs of 1k and 10k `noop` tasks, as a chain and as a wide fan-out;
+//! 3. parallel speedup: 50 `wait` agents of 200 ms, all at once against one at a time.
+//!
+//! Everything is measured through the public API with real components, on the machine's
+//! cores; nothing here is an assertion.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant, SystemTime};
+
+use wasm_orch::{EventKind, RunOptions, RunReport, Runtime, TaskStatus, Workflow};
+use wasm_orch_tests::{guest, shared_cache};
+
+fn main() {
+    let scratch = tempfile::tempdir().expect("a temporary directory");
+    let runtime = Runtime::builder()
+        .state_dir(scratch.path().join("state"))
+        .cache_dir(shared_cache())
+        .build()
+        .expect("a runtime");
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("wasm-orch runtime benchmarks");
+    println!(
+        "({cpus} CPUs, pooling allocator: {}, release build)\n",
+        if runtime.uses_pooling() { "yes" } else { "no" }
+    );
+    tokio.block_on(async {
+        per_task_overhead(&runtime, scratch.path()).await;
+        scheduling_rate(&runtime, scratch.path()).await;
+        speedup(&runtime, scratch.path()).await;
+    });
+}
+
+/// `n` tasks of `agent`; task `i` depends on task `i - 1` when `chain`. `workdir`: whether
+/// each task gets its own working directory (a `mkdir` per task).
+fn workflow(
+    dir: &std::path::Path,
+    agent: &str,
+    n: usize,
+    chain: bool,
+    with: &str,
+    workdir: bool,
+) -> Workflow {
+    let mut toml = format!(
+        "[workflow]\nname = \"bench\"\nmax_concurrency = 16\n\
+         [agents.{agent}]\ncomponent = \"{}\"\ntools = [\"sleep\"]\nworkdir = {workdir}\n",
+        guest(agent).display()
+    );
+    for i in 0..n {
+        let _ = write!(
+            toml,
+            "[[tasks]]\nid = \"t{i}\"\nagent = \"{agent}\"\nwith = {with}\n"
+        );
+        if chain && i > 0 {
+            let _ = writeln!(toml, "depends_on = [\"t{}\"]", i - 1);
+        }
+    }
+    let path = dir.join(format!("{agent}-{n}-{chain}-{workdir}.toml"));
+    std::fs::write(&path, toml).expect("write");
+    Workflow::from_file(&path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn run(
+    runtime: &Runtime,
+    workflow: &Workflow,
+    max: usize,
+) -> (RunReport, Vec<SystemTime>, Duration) {
+    let started = Instant::now();
+    let run = runtime
+        .start(workflow, RunOptions::new().max_concurrency(max))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut events = run.events();
+    let report = run.wait().await.expect("the run ends");
+    let wall = started.elapsed();
+    let mut starts = Vec::new();
+    while let Some(event) = events.next().await {
+        if let EventKind::TaskStatus(u) = &event.kind
+            && u.status == TaskStatus::Running
+        {
+            starts.push(event.at.0);
+        }
+    }
+    let failed = report
+        .tasks
+        .iter()
+        .filter(|t| t.status != TaskStatus::Succeeded)
+        .count();
+    assert_eq!(failed, 0, "benchmark tasks failed");
+    (report, starts, wall)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or(f64::NAN)
+}
+
+fn micros(ms: f64) -> String {
+    format!("{:>7.1} µs", ms * 1000.0)
+}
+
+async fn per_task_overhead(runtime: &Runtime, dir: &std::path::Path) {
+    for workdir in [false, true] {
+        overhead(runtime, dir, workdir).await;
+    }
+}
+
+async fn overhead(runtime: &Runtime, dir: &std::path::Path, workdir: bool) {
+    const N: usize = 2_000;
+    let wf = workflow(dir, "noop", N, false, "{}", workdir);
+    run(runtime, &wf, 1).await; // warm up: compile, fill the pool
+    let (report, starts, wall) = run(runtime, &wf, 1).await;
+    let mut cycle: Vec<f64> = starts
+        .windows(2)
+        .filter_map(|w| w[1].duration_since(w[0]).ok())
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .collect();
+    cycle.sort_by(f64::total_cmp);
+    let mut inside: Vec<f64> = report.tasks.iter().filter_map(|t| t.latency_ms).collect();
+    inside.sort_by(f64::total_cmp);
+    let files = if workdir {
+        "each with its own working directory (workdir = true, the default)"
+    } else {
+        "without a filesystem (workdir = false)"
+    };
+    println!("per-task overhead: {N} `noop` tasks, one at a time, {files}");
+    println!("  {:<58} {:>10} {:>10} {:>10}", "", "median", "p90", "p99");
+    println!(
+        "  {:<58} {} {} {}",
+        "whole cycle: dispatch, sandbox, instantiate, run, drop",
+        micros(percentile(&cycle, 0.5)),
+        micros(percentile(&cycle, 0.9)),
+        micros(percentile(&cycle, 0.99))
+    );
+    println!(
+        "  {:<58} {} {} {}",
+        "in the executor: sandbox, instantiate, run",
+        micros(percentile(&inside, 0.5)),
+        micros(percentile(&inside, 0.9)),
+        micros(percentile(&inside, 0.99))
+    );
+    println!(
+        "  throughput: {:.0} tasks/s\n",
+        N as f64 / wall.as_secs_f64()
+    );
+}
+
+async fn scheduling_rate(runtime: &Runtime, dir: &std::path::Path) {
+    println!("scheduling rate: DAGs of `noop` tasks (max_concurrency 16, workdir = false)");
+    println!(
+        "  {:<9} {:>7} {:>12} {:>12} {:>12}",
+        "shape", "tasks", "validate", "run", "tasks/s"
+    );
+    for n in [1_000, 10_000] {
+        for (shape, chain) in [("chain", true), ("fan-out", false)] {
+            let validating = Instant::now();
+            let wf = workflow(dir, "noop", n, chain, "{}", false);
+            let validate = validating.elapsed();
+            let (_, _, wall) = run(runtime, &wf, 16).await;
+            println!(
+                "  {:<9} {:>7} {:>9.1} ms {:>9.1} ms {:>12.0}",
+                shape,
+                n,
+                validate.as_secs_f64() * 1000.0,
+                wall.as_secs_f64() * 1000.0,
+                n as f64 / wall.as_secs_f64()
+            );
+        }
+    }
+    println!();
+}
+
+async fn speedup(runtime: &Runtime, dir: &std::path::Path) {
+    let wf = workflow(dir, "wait", 50, false, "{ ms = 200 }", true);
+    let (_, _, parallel) = run(runtime, &wf, 50).await;
+    let (_, _, serial) = run(runtime, &wf, 1).await;
+    println!("parallel speedup: 50 `wait` agents of 200 ms");
+    println!("  max_concurrency 1:  {:>8.2} s", serial.as_secs_f64());
+    println!("  max_concurrency 50: {:>8.3} s", parallel.as_secs_f64());
+    println!(
+        "  speedup:            {:>8.1}×",
+        serial.as_secs_f64() / parallel.as_secs_f64()
+    );
+}

@@ -127,10 +127,10 @@ impl ComponentCache {
                 format!("{e:#}")
             })
         })?;
-        if let Some(file) = cached {
-            if let Err(e) = store(&component, &file) {
-                tracing::warn!(file = %file.display(), "could not cache a compiled component: {e:#}");
-            }
+        if let Some(file) = cached
+            && let Err(e) = store(&component, &file)
+        {
+            tracing::warn!(file = %file.display(), "could not cache a compiled component: {e:#}");
         }
         Ok((component, CacheSource::Compiled))
     }

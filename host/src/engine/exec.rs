@@ -40,7 +40,8 @@ pub(crate) struct Setup {
     pub(crate) emitter: TaskEmitter,
     pub(crate) blackboard: Arc<Blackboard>,
     pub(crate) tools: ToolAccess,
-    pub(crate) work_dir: WorkDir,
+    /// The task's working directory; none when its agent has no filesystem.
+    pub(crate) work_dir: Option<WorkDir>,
 }
 
 /// The error the epoch callback raises when a guest runs past its deadline.
@@ -92,7 +93,7 @@ impl Engine {
             );
         };
 
-        let wasi = match wasi_ctx(&work_dir, &events) {
+        let wasi = match wasi_ctx(work_dir.as_ref(), &events) {
             Ok(wasi) => wasi,
             Err(e) => {
                 return Attempt::not_run(

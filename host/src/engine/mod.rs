@@ -222,6 +222,7 @@ pub(crate) struct RunAgent {
     pub(crate) loaded: Arc<LoadedAgent>,
     pub(crate) limits: Limits,
     pub(crate) granted: Arc<[String]>,
+    pub(crate) workdir: bool,
 }
 
 /// What the tasks of one run share.
@@ -248,7 +249,11 @@ impl Executor for LocalExecutor {
     async fn execute(&self, job: Job) -> Attempt {
         let run = &self.run;
         let agent = &run.agents[run.task_agents[job.task]];
-        let work_dir = match run.run_dir.work_dir(&job.task_ref.branch) {
+        let work_dir = match agent
+            .workdir
+            .then(|| run.run_dir.work_dir(&job.task_ref.branch))
+            .transpose()
+        {
             Ok(dir) => dir,
             Err(e) => {
                 return Attempt::not_run(

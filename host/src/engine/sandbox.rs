@@ -55,7 +55,24 @@ impl RunDir {
     }
 }
 
-/// A task's working directory. Removed when dropped if the task left nothing in it.
+impl RunDir {
+    /// Removes the working directories that tasks left empty. Called once, when the run
+    /// ends: removing each as its task ends would put an `rmdir` (which locks the parent
+    /// directory against the next task's `mkdir`) on every task's path.
+    pub(crate) fn remove_empty_dirs(&self) {
+        let Ok(entries) = self.dir.entries() else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                // Fails, and keeps the directory, when a task wrote files there.
+                let _ = self.dir.remove_dir(entry.file_name());
+            }
+        }
+    }
+}
+
+/// A task's working directory.
 #[derive(Debug)]
 pub(crate) struct WorkDir {
     run: Arc<RunDir>,
@@ -68,15 +85,12 @@ impl WorkDir {
     }
 }
 
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        // Fails (and keeps the directory) when the task wrote files there.
-        let _ = self.run.dir.remove_dir(&self.name);
-    }
-}
-
-/// Builds the WASI context of a task.
-pub(crate) fn wasi_ctx(work_dir: &WorkDir, events: &SharedEmitter) -> wasmtime::Result<WasiCtx> {
+/// Builds the WASI context of a task: with its working directory as the only preopened
+/// directory, or with no filesystem at all.
+pub(crate) fn wasi_ctx(
+    work_dir: Option<&WorkDir>,
+    events: &SharedEmitter,
+) -> wasmtime::Result<WasiCtx> {
     let mut builder = WasiCtxBuilder::new();
     builder
         .stdout(LogPipe::new(events.clone(), LogStream::Stdout))
@@ -84,8 +98,10 @@ pub(crate) fn wasi_ctx(work_dir: &WorkDir, events: &SharedEmitter) -> wasmtime::
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
-        .socket_addr_check(|_, _| Box::pin(async { false }))
-        .preopened_dir(work_dir.path(), ".", FsPerms::ReadWrite)?;
+        .socket_addr_check(|_, _| Box::pin(async { false }));
+    if let Some(dir) = work_dir {
+        builder.preopened_dir(dir.path(), ".", FsPerms::ReadWrite)?;
+    }
     Ok(builder.build())
 }
 

@@ -41,7 +41,7 @@ impl wit::Host for ToolsView<'_> {
                 "no tool named `{name}`"
             ))));
         };
-        if !access.granted.iter().any(|g| *g == name) {
+        if !access.granted.contains(&name) {
             return Ok(Err(wit::ToolError::Denied(format!(
                 "agent `{}` is not granted tool `{name}`",
                 access.caller.agent

@@ -85,6 +85,8 @@ pub(crate) struct AgentDef {
     pub(crate) limits: Limits,
     /// Tools granted to the agent, with where each grant is written.
     pub(crate) tools: Vec<(String, Range<usize>)>,
+    /// Whether each task gets its own working directory; without one it has no filesystem.
+    pub(crate) workdir: bool,
 }
 
 #[derive(Debug, Clone)]

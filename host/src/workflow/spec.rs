@@ -48,6 +48,8 @@ pub(crate) struct AgentSpec {
     pub(crate) description: Option<String>,
     #[serde(default)]
     pub(crate) tools: Vec<Spanned<String>>,
+    /// Whether each task gets its own working directory (default: yes).
+    pub(crate) workdir: Option<bool>,
     // The limits are listed here rather than flattened: serde cannot combine `flatten` with
     // `deny_unknown_fields`.
     pub(crate) fuel: Option<Spanned<i64>>,

@@ -347,6 +347,7 @@ impl Validator {
                 component_span: agent.component.span(),
                 limits,
                 tools,
+                workdir: agent.workdir.unwrap_or(true),
             });
         }
         agents
