@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use wasm_orch::{RunOptions, RunStatus, TaskStatus, Workflow};
-use wasm_orch_tests::{Scratch, cli, shared_cache};
+use wasm_orch_tests::{Scratch, cli};
 
 const LONG: &str = r#"
 [workflow]
@@ -84,14 +84,8 @@ async fn cancelling_a_run_stops_running_guests_and_ends_every_task_cancelled() {
 fn ctrl_c_cancels_the_cli_run_which_exits_130() {
     let scratch = Scratch::new();
     let path = scratch.workflow("long.toml", LONG);
-    let mut child = cli!()
-        .arg("run")
-        .arg(&path)
-        .args(["--output", "-"])
-        .arg("--state-dir")
-        .arg(scratch.state_dir())
-        .arg("--cache-dir")
-        .arg(shared_cache())
+    let mut child = scratch
+        .dirs(cli!().arg("run").arg(&path).args(["--output", "-"]))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

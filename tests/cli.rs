@@ -14,15 +14,14 @@ fn calc() -> PathBuf {
 fn run_exits_0_writes_results_and_streams_events_as_json_lines() {
     let scratch = Scratch::new();
     let results = scratch.path().join("out/results.json");
-    let out = cli!()
-        .arg("run")
-        .arg(calc())
-        .args(["--events", "-", "--output"])
-        .arg(&results)
-        .arg("--state-dir")
-        .arg(scratch.state_dir())
-        .arg("--cache-dir")
-        .arg(shared_cache())
+    let out = scratch
+        .dirs(
+            cli!()
+                .arg("run")
+                .arg(calc())
+                .args(["--events", "-", "--output"])
+                .arg(&results),
+        )
         .output()
         .expect("runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -89,14 +88,8 @@ id = "boom"
 agent = "crash"
 "#,
     );
-    let out = cli!()
-        .arg("run")
-        .arg(&file)
-        .args(["--output", "-"])
-        .arg("--state-dir")
-        .arg(scratch.state_dir())
-        .arg("--cache-dir")
-        .arg(shared_cache())
+    let out = scratch
+        .dirs(cli!().arg("run").arg(&file).args(["--output", "-"]))
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(1));
@@ -123,14 +116,13 @@ with = { a = "${a}", b = 1 }
 "#,
     );
     let run = |param: &str| {
-        cli!()
-            .arg("run")
-            .arg(&file)
-            .args(["--param", param, "--output", "-"])
-            .arg("--state-dir")
-            .arg(scratch.state_dir())
-            .arg("--cache-dir")
-            .arg(shared_cache())
+        scratch
+            .dirs(
+                cli!()
+                    .arg("run")
+                    .arg(&file)
+                    .args(["--param", param, "--output", "-"]),
+            )
             .output()
             .expect("runs")
     };

@@ -4,16 +4,11 @@
 use std::path::Path;
 use std::process::Output;
 
-use wasm_orch_tests::{Scratch, cli, guest, shared_cache};
+use wasm_orch_tests::{Scratch, cli, guest};
 
 fn run_cli(scratch: &Scratch, file: &Path) -> Output {
-    cli!()
-        .arg("run")
-        .arg(file)
-        .arg("--state-dir")
-        .arg(scratch.state_dir())
-        .arg("--cache-dir")
-        .arg(shared_cache())
+    scratch
+        .dirs(cli!().arg("run").arg(file))
         .output()
         .expect("the CLI runs")
 }
@@ -108,36 +103,35 @@ fn an_unknown_key_exits_2_with_its_line() {
     assert!(stderr.contains(&format!("{file}:10:1")), "{stderr}");
 }
 
-#[test]
-fn a_file_that_is_not_a_component_exits_2() {
+/// Runs a workflow whose one agent's component file holds `bytes`; checks exit code 2 and
+/// that the error points at the `component` line; returns stderr.
+fn component_refused(bytes: &[u8]) -> String {
     let scratch = Scratch::new();
-    std::fs::write(scratch.path().join("junk.wasm"), b"not wasm at all").expect("write");
+    std::fs::write(scratch.path().join("x.wasm"), bytes).expect("write");
     let file = scratch.workflow(
         "flow.toml",
-        "[workflow]\nname = \"flow\"\n[agents.x]\ncomponent = \"junk.wasm\"\n[[tasks]]\nid = \"t\"\nagent = \"x\"\n",
+        "[workflow]\nname = \"flow\"\n[agents.x]\ncomponent = \"x.wasm\"\n[[tasks]]\nid = \"t\"\nagent = \"x\"\n",
     );
     let out = run_cli(&scratch, &file);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("is not a valid component"), "{stderr}");
     assert!(
         stderr.contains(&format!("{}:4:13", file.display())),
         "{stderr}"
     );
+    stderr
+}
+
+#[test]
+fn a_file_that_is_not_a_component_exits_2() {
+    let stderr = component_refused(b"not wasm at all");
+    assert!(stderr.contains("is not a valid component"), "{stderr}");
 }
 
 #[test]
 fn a_component_that_is_not_a_sub_agent_exits_2() {
-    let scratch = Scratch::new();
     // The smallest valid component: it exports nothing, so it is not a sub-agent.
-    std::fs::write(scratch.path().join("empty.wasm"), b"\0asm\x0d\0\x01\0").expect("write");
-    let file = scratch.workflow(
-        "flow.toml",
-        "[workflow]\nname = \"flow\"\n[agents.x]\ncomponent = \"empty.wasm\"\n[[tasks]]\nid = \"t\"\nagent = \"x\"\n",
-    );
-    let out = run_cli(&scratch, &file);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = component_refused(b"\0asm\x0d\0\x01\0");
     assert!(
         stderr.contains("does not implement `wasm-orch:agent/sub-agent`"),
         "{stderr}"
@@ -147,15 +141,7 @@ fn a_component_that_is_not_a_sub_agent_exits_2() {
 
 #[test]
 fn a_core_module_is_told_apart_from_a_component() {
-    let scratch = Scratch::new();
-    std::fs::write(scratch.path().join("core.wasm"), b"\0asm\x01\0\0\0").expect("write");
-    let file = scratch.workflow(
-        "flow.toml",
-        "[workflow]\nname = \"flow\"\n[agents.x]\ncomponent = \"core.wasm\"\n[[tasks]]\nid = \"t\"\nagent = \"x\"\n",
-    );
-    let out = run_cli(&scratch, &file);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = component_refused(b"\0asm\x01\0\0\0");
     assert!(
         stderr.contains("core WebAssembly module, not a component"),
         "{stderr}"
@@ -178,11 +164,8 @@ fn validate_reports_the_same_problems_and_accepts_good_files() {
         "bad.toml",
         &format!("{AGENTS}\n[[tasks]]\nid = \"t\"\nagent = \"nope\"\n"),
     );
-    let out = cli!()
-        .arg("validate")
-        .arg(&bad)
-        .arg("--cache-dir")
-        .arg(shared_cache())
+    let out = scratch
+        .dirs(cli!().arg("validate").arg(&bad))
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
@@ -193,11 +176,8 @@ fn validate_reports_the_same_problems_and_accepts_good_files() {
         "good.toml",
         &format!("{AGENTS}\n[[tasks]]\nid = \"t\"\nagent = \"add\"\n"),
     );
-    let out = cli!()
-        .arg("validate")
-        .arg(&good)
-        .arg("--cache-dir")
-        .arg(shared_cache())
+    let out = scratch
+        .dirs(cli!().arg("validate").arg(&good))
         .output()
         .expect("runs");
     let stdout = String::from_utf8_lossy(&out.stdout);

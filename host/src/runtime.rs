@@ -283,21 +283,8 @@ impl Runtime {
         })?;
         let bus = Bus::new(run_id.clone());
         let blackboard = Arc::new(Blackboard::new(BlackboardLimits::default()));
-        let index: BTreeMap<&str, usize> = loaded
-            .iter()
-            .enumerate()
-            .map(|(i, (a, _))| (a.name.as_str(), i))
-            .collect();
-        let task_agents = workflow
-            .tasks
-            .iter()
-            .map(|t| {
-                index
-                    .get(workflow.agents[t.agent].name.as_str())
-                    .copied()
-                    .unwrap_or(0)
-            })
-            .collect();
+        // `load_agents` keeps the workflow's order, so a task's agent index is the same here.
+        let task_agents = workflow.tasks.iter().map(|t| t.agent).collect();
         let (agents, reports): (Vec<RunAgent>, Vec<AgentReport>) = loaded.into_iter().unzip();
         let agent_reports: BTreeMap<String, AgentReport> =
             agents.iter().map(|a| a.name.clone()).zip(reports).collect();

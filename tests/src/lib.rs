@@ -4,6 +4,7 @@
 //! The guests are built by `cargo xtask guests` (which `cargo xtask test` runs first).
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -84,6 +85,14 @@ impl Scratch {
         let text = toml.replace("{guests}", &guests().display().to_string());
         std::fs::write(&path, text).expect("write the workflow");
         path
+    }
+
+    /// Points a CLI command at this scratch directory's state and the shared compile cache.
+    pub fn dirs<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        cmd.arg("--state-dir")
+            .arg(self.state_dir())
+            .arg("--cache-dir")
+            .arg(shared_cache())
     }
 
     /// A runtime whose runs live in this scratch directory.

@@ -64,10 +64,8 @@ pub(super) async fn run(args: RunArgs) -> u8 {
         Err(e) => return report_error(&e),
     };
     let _ = shown.await;
-    match journal.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => eprintln!("warning: events were not all written: {e}"),
-        Err(e) => eprintln!("warning: the events writer failed: {e}"),
+    if let Err(e) = journal.await {
+        eprintln!("warning: the events writer failed: {e}");
     }
     let results_path = report.directory.join("results.json");
     let mut result_targets = vec![results_path.clone()];
@@ -107,31 +105,53 @@ fn open(path: &Path) -> std::io::Result<Box<dyn Write + Send>> {
 }
 
 /// Writes every event as a JSON line to each target, as they come (stdout is flushed per
-/// line so a pipe sees events live).
-fn write_events(mut events: EventStream, targets: &[PathBuf]) -> std::io::Result<()> {
-    let mut writers = targets
-        .iter()
-        .map(|t| Ok((t == Path::new("-"), open(t)?)))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    while let Some(event) = events.blocking_next() {
-        let line = json_line(&event)?;
-        for (live, w) in &mut writers {
-            w.write_all(&line)?;
-            if *live {
-                w.flush()?;
-            }
+/// line so a pipe sees events live). A target that fails is reported and dropped; the others
+/// go on, so a closed pipe never costs the run's own journal.
+fn write_events(mut events: EventStream, targets: &[PathBuf]) {
+    let mut writers: Vec<(&PathBuf, Box<dyn Write + Send>)> = Vec::new();
+    for target in targets {
+        match open(target) {
+            Ok(w) => writers.push((target, w)),
+            Err(e) => eprintln!(
+                "warning: cannot write events to `{}`: {e}",
+                target.display()
+            ),
         }
     }
-    for (_, w) in &mut writers {
-        w.flush()?;
+    while let Some(event) = events.blocking_next() {
+        let line = json_line(&event);
+        writers.retain_mut(|(target, w)| {
+            let live = target.as_path() == Path::new("-");
+            match w
+                .write_all(&line)
+                .and_then(|()| if live { w.flush() } else { Ok(()) })
+            {
+                Ok(()) => true,
+                Err(e) => {
+                    eprintln!(
+                        "warning: stopped writing events to `{}`: {e}",
+                        target.display()
+                    );
+                    false
+                }
+            }
+        });
     }
-    Ok(())
+    for (target, w) in &mut writers {
+        if let Err(e) = w.flush() {
+            eprintln!(
+                "warning: events to `{}` may be incomplete: {e}",
+                target.display()
+            );
+        }
+    }
 }
 
-fn json_line(event: &Arc<Event>) -> std::io::Result<Vec<u8>> {
-    let mut line = serde_json::to_vec(event.as_ref())?;
+fn json_line(event: &Arc<Event>) -> Vec<u8> {
+    // Events are plain data: serializing one cannot fail.
+    let mut line = serde_json::to_vec(event.as_ref()).unwrap_or_default();
     line.push(b'\n');
-    Ok(line)
+    line
 }
 
 /// Writes the results document: atomically for a file (a temporary file, then a rename).

@@ -142,17 +142,14 @@ fn store(component: &Component, file: &Path) -> anyhow::Result<()> {
         .parent()
         .ok_or_else(|| anyhow::anyhow!("no parent directory"))?;
     std::fs::create_dir_all(dir)?;
-    let tmp = tempfile_in(dir)?;
+    // A name unique to this process and call, in the same directory: the rename is atomic,
+    // and concurrent writers (other runtimes, other processes) never see a partial file.
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".tmp-{}-{n}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, file)?;
     Ok(())
-}
-
-/// A unique temporary name in `dir` (same file system, so the rename is atomic).
-fn tempfile_in(dir: &Path) -> std::io::Result<PathBuf> {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Ok(dir.join(format!(".tmp-{}-{n}", std::process::id())))
 }
 
 fn is_core_module(bytes: &[u8]) -> bool {

@@ -311,8 +311,11 @@ impl Validator {
         let mut agents = Vec::new();
         for (name, agent) in &spec.agents {
             self.check_name(name, "agent name");
-            let path = self.base_dir.join(agent.component.get_ref());
-            if !path.is_file() {
+            let mut path = self.base_dir.join(agent.component.get_ref());
+            if path.is_file() {
+                // Reports and messages show the real path, not `examples/../target/...`.
+                path = std::fs::canonicalize(&path).unwrap_or(path);
+            } else {
                 let why = if path.exists() {
                     "is not a file"
                 } else {
