@@ -37,8 +37,11 @@
 mod aggregate;
 mod blackboard;
 mod bus;
+mod config;
 mod engine;
 mod error;
+mod govern;
+mod policy;
 mod runtime;
 mod scheduler;
 mod tools;
@@ -48,14 +51,20 @@ mod workflow;
 #[doc(hidden)]
 pub mod cli;
 
-pub use crate::aggregate::{AgentReport, RunReport, TaskReport};
+pub use crate::aggregate::{
+    AgentReport, AgentUsage, AttemptReport, DiagnosisReport, FuelUse, Lag, Parallelism, RunMetrics,
+    RunReport, TaskReport,
+};
 pub use crate::bus::{
-    ErrorKind, Event, EventKind, EventStream, LogLevel, LogStream, PlanCreated, PlannedTask,
-    RunCompleted, RunStatus, TaskError, TaskLog, TaskPartial, TaskProgress, TaskRef, TaskStatus,
-    TaskStatusUpdated, Timestamp,
+    ErrorKind, Event, EventKind, EventStream, LastProgress, LogLevel, LogStream, PlanCreated,
+    PlannedTask, RunCompleted, RunPaused, RunResumed, RunStatus, TaskBlocked, TaskError,
+    TaskHandoff, TaskLog, TaskPartial, TaskProgress, TaskRef, TaskStatus, TaskStatusUpdated,
+    Timestamp,
 };
 pub use crate::engine::CacheSource;
 pub use crate::error::Error;
+pub use crate::govern::{AgentScore, Budget, FuelRate};
+pub use crate::policy::{ErrorBudget, OnBlocked, OnErrorBudget, Policy, RetryPolicy};
 pub use crate::runtime::{
     AgentInfo, CancelHandle, ComponentInfo, Run, RunOptions, Runtime, RuntimeBuilder,
 };

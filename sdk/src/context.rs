@@ -1,9 +1,9 @@
-//! What a task receives: its parameters, where it runs, and the outputs of its upstream tasks.
+//! What a task receives: its parameters, where it runs, and how its upstream tasks ended.
 
 use serde::de::DeserializeOwned;
 
 use crate::Error;
-use crate::wit::wasm_orch::agent::types;
+use crate::wit::wasm_orch::agent::types::{self, UpstreamOutcome};
 
 /// Where a task runs. Set by the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +20,30 @@ pub struct Task {
     pub tenant: String,
 }
 
-/// The input of one task: typed parameters plus upstream outputs.
+/// Why an upstream task produced no output.
+///
+/// A task sees failures only when the workflow says it runs on upstream failure
+/// (`on_upstream_failure = "run"`); otherwise it is skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamFailure {
+    /// Its final status: `failed`, `trapped`, `timed-out`, ...
+    pub status: String,
+    /// The kind of error: `failed`, `unavailable`, `trap`, `timeout`, ...
+    pub kind: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// An upstream task and how it ended: its output, or why there is none.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream<T> {
+    /// The upstream task's node id.
+    pub node: String,
+    /// Its output, or its failure.
+    pub outcome: Result<T, UpstreamFailure>,
+}
+
+/// The input of one task: typed parameters plus upstream outcomes.
 #[derive(Debug)]
 pub struct Context<P> {
     /// The task's parameters, from `with` in the workflow file.
@@ -52,35 +75,69 @@ impl<P> Context<P> {
 
     /// The output of the upstream task `node`, deserialized.
     ///
-    /// Fails with `invalid-input` if this task does not depend on `node` or its output does
-    /// not have the expected shape.
+    /// Fails with `invalid-input` if this task does not depend on `node`, if `node` failed,
+    /// or if its output does not have the expected shape.
     pub fn upstream<T: DeserializeOwned>(&self, node: &str) -> Result<T, Error> {
         let up = self
             .upstream
             .iter()
             .find(|u| u.node == node)
             .ok_or_else(|| Error::invalid_input(format!("no upstream task named `{node}`")))?;
-        decode(up)
+        output(up)
     }
 
-    /// Every upstream output, in `depends_on` order, deserialized as `T`.
+    /// Every upstream output, in `depends_on` order, deserialized as `T`. Fails if any upstream
+    /// task failed: use [`Context::upstream_outcomes`] to handle failures.
     pub fn upstream_all<T: DeserializeOwned>(&self) -> Result<Vec<T>, Error> {
-        self.upstream.iter().map(decode).collect()
+        self.upstream.iter().map(output).collect()
     }
 
-    /// Upstream node ids and their raw JSON outputs, in `depends_on` order.
-    pub fn upstream_raw(&self) -> impl Iterator<Item = (&str, &str)> {
+    /// Every upstream task with its output (deserialized as `T`) or its failure, in
+    /// `depends_on` order. An output of the wrong shape is an error.
+    pub fn upstream_outcomes<T: DeserializeOwned>(&self) -> Result<Vec<Upstream<T>>, Error> {
         self.upstream
             .iter()
-            .map(|u| (u.node.as_str(), u.output.as_str()))
+            .map(|up| {
+                let outcome = match &up.outcome {
+                    UpstreamOutcome::Output(_) => Ok(output(up)?),
+                    UpstreamOutcome::Failed(f) => Err(UpstreamFailure {
+                        status: f.status.clone(),
+                        kind: f.kind.clone(),
+                        message: f.message.clone(),
+                    }),
+                };
+                Ok(Upstream {
+                    node: up.node.clone(),
+                    outcome,
+                })
+            })
+            .collect()
+    }
+
+    /// Upstream node ids and their raw JSON outputs (`None` for a failed one), in
+    /// `depends_on` order.
+    pub fn upstream_raw(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.upstream.iter().map(|u| {
+            let output = match &u.outcome {
+                UpstreamOutcome::Output(json) => Some(json.as_str()),
+                UpstreamOutcome::Failed(_) => None,
+            };
+            (u.node.as_str(), output)
+        })
     }
 }
 
-fn decode<T: DeserializeOwned>(up: &types::Upstream) -> Result<T, Error> {
-    serde_json::from_str(&up.output).map_err(|e| {
-        Error::invalid_input(format!(
-            "output of upstream task `{}` has an unexpected shape: {e}",
-            up.node
-        ))
-    })
+fn output<T: DeserializeOwned>(up: &types::Upstream) -> Result<T, Error> {
+    match &up.outcome {
+        UpstreamOutcome::Output(json) => serde_json::from_str(json).map_err(|e| {
+            Error::invalid_input(format!(
+                "output of upstream task `{}` has an unexpected shape: {e}",
+                up.node
+            ))
+        }),
+        UpstreamOutcome::Failed(f) => Err(Error::invalid_input(format!(
+            "upstream task `{}` ended {}: {}",
+            up.node, f.status, f.message
+        ))),
+    }
 }

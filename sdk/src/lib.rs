@@ -65,7 +65,7 @@ mod export;
 pub mod status;
 pub mod tools;
 
-pub use context::{Context, Task};
+pub use context::{Context, Task, Upstream, UpstreamFailure};
 pub use error::{Error, ErrorKind};
 pub use export::Agent;
 

@@ -13,8 +13,9 @@ use serde_json::value::RawValue;
 
 use crate::bus::{RunStatus, TaskError, TaskStatus, Timestamp};
 use crate::engine::CacheSource;
-use crate::scheduler::{TaskOutcome, millis};
-use crate::workflow::{Limits, Workflow};
+use crate::govern::{AgentScore, Budget};
+use crate::scheduler::{self, millis};
+use crate::workflow::{Limits, Target, Workflow};
 
 /// Everything a run produced.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,6 +38,13 @@ pub struct RunReport {
     pub agents: BTreeMap<String, AgentReport>,
     /// The run's blackboard at the end: key → `{ value, version }`.
     pub blackboard: BTreeMap<String, serde_json::Value>,
+    /// Diagnoses of blocked tasks by the diagnostic agent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnoses: Vec<DiagnosisReport>,
+    /// The run's budget (within its tenant's).
+    #[serde(default, skip_serializing_if = "budget_is_unlimited")]
+    pub budget: Budget,
+    pub metrics: RunMetrics,
     /// How many tasks ended in each state.
     pub counts: BTreeMap<TaskStatus, usize>,
     /// How many events the run published.
@@ -50,7 +58,11 @@ pub struct RunReport {
 #[non_exhaustive]
 pub struct TaskReport {
     pub node: String,
+    /// The agent of its last attempt (or the agent it would have run on).
     pub agent: String,
+    /// The capability it asked for, if it named one instead of an agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
     pub status: TaskStatus,
     pub critical: bool,
     pub depends_on: Vec<String>,
@@ -74,6 +86,131 @@ pub struct TaskReport {
     pub fuel_used: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_peak: Option<u64>,
+    /// Every attempt, first to last (more than one when it was retried).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<AttemptReport>,
+}
+
+/// One attempt of a task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AttemptReport {
+    pub attempt: u32,
+    pub agent: String,
+    pub status: TaskStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TaskError>,
+    pub started_at: Timestamp,
+    pub latency_ms: f64,
+    pub fuel_used: u64,
+}
+
+/// A diagnostic agent's answer about a blocked task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DiagnosisReport {
+    /// The blocked task and its attempt.
+    pub node: String,
+    pub attempt: u32,
+    /// The diagnostic agent.
+    pub agent: String,
+    pub status: TaskStatus,
+    /// The handoff report it was given.
+    pub report: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<Arc<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TaskError>,
+}
+
+/// What the run measured (names after the source documents' metrics).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RunMetrics {
+    /// `agent.task.parallelism`: tasks running at once, over time.
+    pub parallelism: Parallelism,
+    /// Attempts started.
+    pub attempts: u64,
+    /// `agent.task.repeat_total`: attempts beyond a task's first (retries, reassignments).
+    pub repeat_total: u64,
+    /// `agent.task.blocked_total`: times a running task was found silent past its stall
+    /// timeout.
+    pub blocked_total: u64,
+    /// Attempts that did not succeed (cancelled ones aside).
+    pub failures: u64,
+    /// `agent.statebus.lag_ms`: from an event's publication to its receipt by a subscriber.
+    pub statebus_lag_ms: Lag,
+    /// `agent.result.generation_latency`: from the last task's end to the aggregated result.
+    pub result_generation_latency_ms: f64,
+    /// Fuel burned by this run, and by its tenant in this runtime so far.
+    pub fuel: FuelUse,
+    /// Per agent: attempts, time busy, utilisation, learned score.
+    pub agents: BTreeMap<String, AgentUsage>,
+}
+
+/// Tasks running at once.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Parallelism {
+    pub max: usize,
+    /// Averaged over the run's duration.
+    pub mean: f64,
+    /// `[milliseconds since the start, tasks running from then on]`.
+    pub timeline: Vec<(f64, usize)>,
+}
+
+/// Latency percentiles, in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Lag {
+    pub samples: usize,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Lag {
+    pub(crate) fn from_samples(mut samples: Vec<f64>) -> Self {
+        samples.sort_by(f64::total_cmp);
+        let at = |p: f64| {
+            samples
+                .get(((samples.len().saturating_sub(1)) as f64 * p).round() as usize)
+                .copied()
+                .unwrap_or(0.0)
+        };
+        Self {
+            samples: samples.len(),
+            p50: at(0.5),
+            p99: at(0.99),
+            max: samples.last().copied().unwrap_or(0.0),
+        }
+    }
+}
+
+/// Fuel of a run and of its tenant.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FuelUse {
+    pub run: u64,
+    pub tenant: String,
+    /// Everything the tenant burned in this runtime so far.
+    pub tenant_total: u64,
+}
+
+/// How an agent was used in the run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentUsage {
+    pub attempts: u64,
+    pub succeeded: u64,
+    /// Time its attempts ran, summed.
+    pub busy_ms: f64,
+    /// Busy time over what it could have run (the run's duration times the tasks it may run
+    /// at once).
+    pub utilisation: f64,
+    /// What the runtime has learned of it (moving averages, across runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<AgentScore>,
+}
+
+fn budget_is_unlimited(b: &Budget) -> bool {
+    b.is_unlimited()
 }
 
 /// An agent of the run.
@@ -109,35 +246,43 @@ impl RunReport {
 pub(crate) struct Finished<'a> {
     pub(crate) workflow: &'a Workflow,
     pub(crate) run_id: String,
-    pub(crate) outcomes: Vec<TaskOutcome>,
+    pub(crate) run: scheduler::Finished,
+    pub(crate) agent_names: Vec<String>,
     pub(crate) cancelled: bool,
     pub(crate) started_at: Timestamp,
     pub(crate) duration: std::time::Duration,
     pub(crate) agents: BTreeMap<String, AgentReport>,
     pub(crate) blackboard: BTreeMap<String, serde_json::Value>,
+    pub(crate) budget: Budget,
+    pub(crate) metrics: RunMetrics,
     pub(crate) events: u64,
     pub(crate) directory: PathBuf,
 }
 
 pub(crate) fn report(f: Finished<'_>) -> RunReport {
     let wf = f.workflow;
+    let outcomes = f.run.tasks;
     let all_critical_succeeded = wf
         .tasks
         .iter()
-        .zip(&f.outcomes)
+        .zip(&outcomes)
         .all(|(t, o)| !t.critical || o.status == TaskStatus::Succeeded);
     let status = match (all_critical_succeeded, f.cancelled) {
         (true, _) => RunStatus::Succeeded,
         (false, true) => RunStatus::Cancelled,
         (false, false) => RunStatus::Failed,
     };
+    let name = |agent: usize| f.agent_names.get(agent).cloned().unwrap_or_default();
     let mut counts = BTreeMap::new();
     let mut outputs = BTreeMap::new();
     let mut tasks = Vec::with_capacity(wf.tasks.len());
-    for (i, (t, o)) in wf.tasks.iter().zip(f.outcomes).enumerate() {
+    for (i, (t, o)) in wf.tasks.iter().zip(outcomes).enumerate() {
         *counts.entry(o.status).or_insert(0) += 1;
-        let a = o.attempt.as_ref();
-        let output = a.and_then(|a| a.output.clone());
+        let last = o.attempts.last();
+        let a = last.map(|(_, a)| a);
+        let output = a
+            .and_then(|a| a.output.clone())
+            .filter(|_| o.status == TaskStatus::Succeeded);
         let is_sink = wf
             .graph
             .neighbors(petgraph::graph::NodeIndex::new(i))
@@ -146,13 +291,33 @@ pub(crate) fn report(f: Finished<'_>) -> RunReport {
         if is_sink {
             outputs.insert(t.id.clone(), output.clone());
         }
+        let (agent, capability) = match (&t.target, last) {
+            (_, Some((agent, _))) => (name(*agent), capability_of(&t.target)),
+            (Target::Agent(agent), None) => (name(*agent), None),
+            (Target::Capability { name: cap, .. }, None) => (String::new(), Some(cap.clone())),
+        };
+        let history = o
+            .attempts
+            .iter()
+            .enumerate()
+            .map(|(n, (agent, a))| AttemptReport {
+                attempt: n as u32 + 1,
+                agent: name(*agent),
+                status: a.status,
+                error: a.error.clone(),
+                started_at: a.started_at,
+                latency_ms: millis(a.latency),
+                fuel_used: a.fuel_used,
+            })
+            .collect();
         tasks.push(TaskReport {
             node: t.id.clone(),
-            agent: wf.agents[t.agent].name.clone(),
+            agent,
+            capability,
             status: o.status,
             critical: t.critical,
             depends_on: t.deps.iter().map(|&d| wf.tasks[d].id.clone()).collect(),
-            attempts: o.attempts,
+            attempts: o.attempts.len() as u32,
             output,
             error: o.error,
             started_at: a.map(|a| a.started_at),
@@ -161,8 +326,23 @@ pub(crate) fn report(f: Finished<'_>) -> RunReport {
             queued_ms: o.queued.map(millis),
             fuel_used: a.map(|a| a.fuel_used),
             memory_peak: a.map(|a| a.memory_peak),
+            history,
         });
     }
+    let diagnoses = f
+        .run
+        .diagnoses
+        .into_iter()
+        .map(|d| DiagnosisReport {
+            node: d.node,
+            attempt: d.attempt,
+            agent: d.agent,
+            status: d.attempt_result.status,
+            report: d.report,
+            diagnosis: d.attempt_result.output,
+            error: d.attempt_result.error,
+        })
+        .collect();
     RunReport {
         run_id: f.run_id,
         workflow: wf.name.clone(),
@@ -175,8 +355,18 @@ pub(crate) fn report(f: Finished<'_>) -> RunReport {
         tasks,
         agents: f.agents,
         blackboard: f.blackboard,
+        diagnoses,
+        budget: f.budget,
+        metrics: f.metrics,
         counts,
         events: f.events,
         directory: f.directory,
+    }
+}
+
+fn capability_of(target: &Target) -> Option<String> {
+    match target {
+        Target::Capability { name, .. } => Some(name.clone()),
+        Target::Agent(_) => None,
     }
 }

@@ -6,8 +6,9 @@
 //! - logs and partial results: a count per attempt; the rest is dropped and counted;
 //! - every message and partial result has a size cap.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::{Bus, EventKind, LogLevel, LogStream, TaskLog, TaskPartial, TaskProgress, TaskRef};
 
@@ -41,6 +42,43 @@ impl Default for EmitterLimits {
     }
 }
 
+/// When a running attempt last reported progress, and what: how the scheduler tells a blocked
+/// task from a busy one.
+#[derive(Debug)]
+pub(crate) struct Heartbeat {
+    started: Instant,
+    /// Milliseconds after `started` of the last progress report (0: none yet).
+    last_ms: AtomicU64,
+    last: Mutex<Option<(f32, String)>>,
+}
+
+impl Heartbeat {
+    pub(crate) fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            last: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn beat(&self, fraction: f32, message: &str) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms.max(1), Ordering::Relaxed);
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((fraction, message.to_owned()));
+    }
+
+    /// How long since the last progress report (or since the attempt started).
+    pub(crate) fn silent_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+
+    /// The last progress reported, if any.
+    pub(crate) fn last(&self) -> Option<(f32, String)> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// How much an attempt emitted and how much was dropped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct EmitterStats {
@@ -66,6 +104,7 @@ pub(crate) struct TaskEmitter {
     lines: [String; 2],
     /// The end of stderr, kept to explain a trap (a panic message goes there).
     stderr_tail: String,
+    heartbeat: Option<Arc<Heartbeat>>,
 }
 
 const STDERR_TAIL_BYTES: usize = 4 << 10;
@@ -83,7 +122,14 @@ impl TaskEmitter {
             coalesced: 0,
             lines: Default::default(),
             stderr_tail: String::new(),
+            heartbeat: None,
         }
+    }
+
+    /// Records every progress report (coalesced or not) on `heartbeat`.
+    pub(crate) fn with_heartbeat(mut self, heartbeat: Arc<Heartbeat>) -> Self {
+        self.heartbeat = Some(heartbeat);
+        self
     }
 
     pub(crate) fn progress(&mut self, fraction: f32, message: &str) {
@@ -93,6 +139,9 @@ impl TaskEmitter {
             0.0
         };
         let message = truncate(message, self.limits.max_message_bytes);
+        if let Some(heartbeat) = &self.heartbeat {
+            heartbeat.beat(fraction, message);
+        }
         if self.pending.is_some() {
             self.coalesced += 1;
         }

@@ -41,9 +41,78 @@ pub enum EventKind {
     /// about a task.
     #[serde(rename = "agent.task.log")]
     Log(TaskLog),
+    /// A running task reported no progress for its stall timeout.
+    #[serde(rename = "agent.task.blocked")]
+    TaskBlocked(TaskBlocked),
+    /// A blocked task was handed to a diagnostic agent, which answered.
+    #[serde(rename = "agent.task.handoff")]
+    TaskHandoff(TaskHandoff),
+    /// The run's error budget ran out: it starts no more tasks (for a while, or at all).
+    #[serde(rename = "agent.run.paused")]
+    RunPaused(RunPaused),
+    /// A paused run starts tasks again.
+    #[serde(rename = "agent.run.resumed")]
+    RunResumed(RunResumed),
+    /// The run's metrics, published as it ends.
+    #[serde(rename = "agent.run.metrics")]
+    RunMetrics(crate::aggregate::RunMetrics),
     /// The run ended.
     #[serde(rename = "agent.run.completed")]
     RunCompleted(RunCompleted),
+}
+
+/// A task that stopped reporting progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskBlocked {
+    #[serde(flatten)]
+    pub task: TaskRef,
+    /// How long it has been silent.
+    pub stalled_ms: f64,
+    pub stall_timeout_ms: f64,
+    /// The last progress it reported, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_progress: Option<LastProgress>,
+    /// What the policy does about it.
+    pub action: crate::policy::OnBlocked,
+}
+
+/// A progress report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastProgress {
+    pub fraction: f32,
+    pub message: String,
+}
+
+/// The answer of a diagnostic agent to a handoff report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskHandoff {
+    /// The blocked task.
+    #[serde(flatten)]
+    pub task: TaskRef,
+    /// The diagnostic agent.
+    pub diagnostic_agent: String,
+    /// How the diagnosis ended, and its output.
+    pub status: TaskStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TaskError>,
+}
+
+/// A run's error budget ran out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunPaused {
+    pub failures: u32,
+    pub finished: u32,
+    pub action: crate::policy::OnErrorBudget,
+    /// What went wrong, for whoever takes over: the failures, the blackboard.
+    pub handoff: serde_json::Value,
+}
+
+/// A paused run goes on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResumed {
+    pub paused_ms: f64,
 }
 
 /// The plan a run starts with.
@@ -52,6 +121,9 @@ pub struct PlanCreated {
     pub workflow: String,
     pub tenant: String,
     pub max_concurrency: usize,
+    /// The run's budget, within its tenant's.
+    #[serde(default)]
+    pub budget: crate::govern::Budget,
     pub tasks: Vec<PlannedTask>,
 }
 
@@ -104,9 +176,12 @@ pub struct TaskStatusUpdated {
     /// The most linear memory the attempt held, in bytes (final states only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_peak: Option<u64>,
-    /// Why the task did not succeed.
+    /// Why the task (or this attempt) did not succeed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<TaskError>,
+    /// For `retrying`: the delay before the next attempt, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_ms: Option<f64>,
 }
 
 /// Progress of a running task.
@@ -165,6 +240,8 @@ pub enum TaskStatus {
     Ready,
     /// Running in a sandbox.
     Running,
+    /// An attempt failed; another follows after a delay.
+    Retrying,
     /// Returned an output.
     Succeeded,
     /// Returned an error, or the host could not run it.
@@ -183,12 +260,19 @@ pub enum TaskStatus {
     Cancelled,
     /// Not run, because a task it depends on did not succeed.
     Skipped,
+    /// Reported no progress for its stall timeout, was stopped, and had no attempt left.
+    Blocked,
+    /// A tenant's or the workflow's budget (fuel or wall time) ran out.
+    BudgetExhausted,
 }
 
 impl TaskStatus {
     /// Whether the task is finished (succeeded or not).
     pub fn is_final(self) -> bool {
-        !matches!(self, Self::Pending | Self::Ready | Self::Running)
+        !matches!(
+            self,
+            Self::Pending | Self::Ready | Self::Running | Self::Retrying
+        )
     }
 
     /// The kebab-case name used in events and results.
@@ -197,6 +281,7 @@ impl TaskStatus {
             Self::Pending => "pending",
             Self::Ready => "ready",
             Self::Running => "running",
+            Self::Retrying => "retrying",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::TimedOut => "timed-out",
@@ -206,6 +291,8 @@ impl TaskStatus {
             Self::OutputRejected => "output-rejected",
             Self::Cancelled => "cancelled",
             Self::Skipped => "skipped",
+            Self::Blocked => "blocked",
+            Self::BudgetExhausted => "budget-exhausted",
         }
     }
 }
@@ -290,6 +377,12 @@ pub enum ErrorKind {
     Cancelled,
     /// A task this one depends on did not succeed.
     Dependency,
+    /// The task reported no progress for its stall timeout and was stopped.
+    Blocked,
+    /// A budget (tenant or workflow: fuel or wall time) ran out.
+    Budget,
+    /// The run's error budget ran out before the task started.
+    ErrorBudget,
 }
 
 impl ErrorKind {
@@ -308,6 +401,9 @@ impl ErrorKind {
             Self::Host => "host",
             Self::Cancelled => "cancelled",
             Self::Dependency => "dependency",
+            Self::Blocked => "blocked",
+            Self::Budget => "budget",
+            Self::ErrorBudget => "error-budget",
         }
     }
 }
@@ -398,6 +494,7 @@ mod tests {
                 fuel_used: Some(42),
                 memory_peak: None,
                 error: Some(TaskError::new(ErrorKind::OutOfFuel, "all fuel used")),
+                retry_in_ms: None,
             }),
         };
         let json = serde_json::to_value(&event).expect("serializes");

@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc;
 
-pub(crate) use self::emitter::{EmitterLimits, TaskEmitter};
+pub(crate) use self::emitter::{EmitterLimits, Heartbeat, TaskEmitter};
 pub use self::event::{
-    ErrorKind, Event, EventKind, LogLevel, LogStream, PlanCreated, PlannedTask, RunCompleted,
-    RunStatus, TaskError, TaskLog, TaskPartial, TaskProgress, TaskRef, TaskStatus,
-    TaskStatusUpdated, Timestamp,
+    ErrorKind, Event, EventKind, LastProgress, LogLevel, LogStream, PlanCreated, PlannedTask,
+    RunCompleted, RunPaused, RunResumed, RunStatus, TaskBlocked, TaskError, TaskHandoff, TaskLog,
+    TaskPartial, TaskProgress, TaskRef, TaskStatus, TaskStatusUpdated, Timestamp,
 };
 
 /// The event stream of one run.
@@ -125,6 +125,26 @@ pub(crate) mod millis {
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// (De)serializes an optional [`std::time::Duration`] as whole milliseconds.
+pub(crate) mod millis_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::millis::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
     }
 }
 

@@ -26,14 +26,19 @@ impl Style {
     }
 
     pub(super) fn status(self, status: TaskStatus) -> String {
+        self.in_status_colour(status, status.as_str())
+    }
+
+    /// `text`, in the colour of `status`.
+    pub(super) fn in_status_colour(self, status: TaskStatus, text: &str) -> String {
         let code = match status {
             TaskStatus::Succeeded => "32",
-            TaskStatus::Running => "33",
+            TaskStatus::Running | TaskStatus::Retrying => "33",
             TaskStatus::Pending | TaskStatus::Ready | TaskStatus::Skipped => "2",
             TaskStatus::Cancelled => "35",
             _ => "31",
         };
-        self.paint(code, status.as_str())
+        self.paint(code, text)
     }
 
     pub(super) fn bold(self, text: &str) -> String {
@@ -52,6 +57,7 @@ pub(super) fn symbol(status: TaskStatus, tick: usize) -> &'static str {
         TaskStatus::Pending => "·",
         TaskStatus::Ready => "○",
         TaskStatus::Running => SPINNER[tick % SPINNER.len()],
+        TaskStatus::Retrying => "↻",
         TaskStatus::Succeeded => "✔",
         TaskStatus::Skipped => "↷",
         TaskStatus::Cancelled => "⊘",

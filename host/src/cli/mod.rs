@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{Error, Runtime, RuntimeBuilder};
+use crate::{Error, Policy, Runtime, RuntimeBuilder};
 
 /// Run workflows of sandboxed WebAssembly sub-agents.
 #[derive(Debug, Parser)]
@@ -56,6 +56,11 @@ struct RuntimeArgs {
     /// Do not cache compiled components on disk.
     #[arg(long, conflicts_with = "cache_dir")]
     no_cache: bool,
+
+    /// The operator's policy file: defaults (retries, blocked tasks, error budgets) and
+    /// tenants' fuel rates, concurrency and budgets. [default: $WASM_ORCH_POLICY, if set]
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
 }
 
 impl RuntimeArgs {
@@ -69,6 +74,13 @@ impl RuntimeArgs {
         }
         if self.no_cache {
             builder = builder.without_disk_cache();
+        }
+        let policy = self
+            .policy
+            .clone()
+            .or_else(|| std::env::var_os("WASM_ORCH_POLICY").map(PathBuf::from));
+        if let Some(path) = policy {
+            builder = builder.policy(Policy::from_file(path)?);
         }
         builder.build()
     }

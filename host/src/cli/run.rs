@@ -23,6 +23,15 @@ pub(super) async fn run(args: RunArgs) -> u8 {
         Ok(r) => r,
         Err(e) => return report_error(&e),
     };
+    // Listen for Ctrl-C before anything runs: the handler must be in place when the first
+    // interrupt can come.
+    let mut interrupts = match Interrupts::listen() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: cannot listen for Ctrl-C: {e}");
+            return INVALID;
+        }
+    };
     let mut options = RunOptions::new();
     if let Some(n) = args.max_concurrency {
         options = options.max_concurrency(n as usize);
@@ -35,10 +44,10 @@ pub(super) async fn run(args: RunArgs) -> u8 {
     // Ctrl-C once: cancel (running guests stop promptly). Twice: leave now.
     let cancel = run.cancel_handle();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
+        if interrupts.next().await {
             eprintln!("\ncancelling the run (Ctrl-C again to quit at once)");
             cancel.cancel();
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if interrupts.next().await {
                 eprint!("\x1b[?25h");
                 std::process::exit(i32::from(CANCELLED));
             }
@@ -170,4 +179,27 @@ fn write_results(report: &RunReport, target: &Path) -> std::io::Result<()> {
     w.flush()?;
     drop(w);
     std::fs::rename(&tmp, target)
+}
+
+/// Ctrl-C, listened for from the moment this is created.
+struct Interrupts {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    fn listen() -> std::io::Result<Self> {
+        Ok(Self {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the next Ctrl-C; `false` if no more can come.
+    async fn next(&mut self) -> bool {
+        #[cfg(unix)]
+        return self.signal.recv().await.is_some();
+        #[cfg(not(unix))]
+        return tokio::signal::ctrl_c().await.is_ok();
+    }
 }

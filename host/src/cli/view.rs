@@ -36,6 +36,7 @@ pub(super) async fn show(mut events: EventStream, live: bool, verbose: bool) {
 struct Row {
     node: String,
     agent: String,
+    attempt: u32,
     status: TaskStatus,
     fraction: Option<f32>,
     message: String,
@@ -51,6 +52,8 @@ struct Board {
     started: Instant,
     rows: Vec<Row>,
     index: HashMap<String, usize>,
+    /// Handoffs and run-level happenings, the latest last.
+    notes: Vec<String>,
     drawn: usize,
     tick: usize,
 }
@@ -63,6 +66,7 @@ impl Board {
             started: Instant::now(),
             rows: Vec::new(),
             index: HashMap::new(),
+            notes: Vec::new(),
             drawn: 0,
             tick: 0,
         }
@@ -82,6 +86,7 @@ impl Board {
                     self.rows.push(Row {
                         node: t.node.clone(),
                         agent: t.agent.clone(),
+                        attempt: 1,
                         status: TaskStatus::Pending,
                         fraction: None,
                         message: String::new(),
@@ -99,9 +104,16 @@ impl Board {
                     if update.status == TaskStatus::Succeeded {
                         row.fraction = Some(1.0);
                     }
+                    row.agent.clone_from(&update.task.agent);
+                    row.attempt = update.task.attempt;
                     row.latency_ms = update.latency_ms;
                     if let Some(error) = &update.error {
-                        row.message = error.message.clone();
+                        row.message = match update.retry_in_ms {
+                            Some(ms) => {
+                                format!("{} — retry in {}", error.message, format::duration_ms(ms))
+                            }
+                            None => error.message.clone(),
+                        };
                     }
                 }
             }
@@ -116,6 +128,32 @@ impl Board {
                     row.message = format!("partial #{}: {}", p.index, p.data);
                 }
             }
+            EventKind::TaskBlocked(b) => {
+                if let Some(row) = self.row(&b.task.node) {
+                    row.message = format!(
+                        "BLOCKED: silent {} (policy: {})",
+                        format::duration_ms(b.stalled_ms),
+                        blocked_action(b.action)
+                    );
+                }
+            }
+            EventKind::TaskHandoff(h) => {
+                let diagnosis = h
+                    .diagnosis
+                    .as_ref()
+                    .map_or_else(String::new, |d| d.to_string());
+                self.notes.push(format!(
+                    "handoff {} → {}: {diagnosis}",
+                    h.task.node, h.diagnostic_agent
+                ));
+            }
+            EventKind::RunPaused(p) => {
+                self.notes.push(format!(
+                    "error budget exhausted after {} failures: {:?}",
+                    p.failures, p.action
+                ));
+            }
+            EventKind::RunResumed(_) => self.notes.push("run resumed".to_owned()),
             _ => {}
         }
     }
@@ -172,13 +210,18 @@ impl Board {
             };
             let fixed = 2 + 2 + node_w + 1 + agent_w + 1 + 15 + 1 + 9 + 1 + 15 + 1;
             let message = format::fit(&r.message, width.saturating_sub(fixed).max(8));
-            let status = format!("{:<15}", r.status.as_str());
+            let label = if r.attempt > 1 {
+                format!("{} #{}", r.status.as_str(), r.attempt)
+            } else {
+                r.status.as_str().to_owned()
+            };
+            let status = format!("{label:<16}");
             lines.push(format!(
                 "  {} {:<node_w$} {:<agent_w$} {} {:>9} {} {}",
                 format::symbol(r.status, self.tick),
                 format::fit(&r.node, node_w),
                 format::fit(&r.agent, agent_w),
-                s.status(r.status).replace(r.status.as_str(), &status),
+                s.in_status_colour(r.status, &status),
                 time,
                 bar,
                 s.dim(&message)
@@ -189,6 +232,12 @@ impl Board {
                 "  … and {} more tasks",
                 self.rows.len() - shown.len()
             )));
+        }
+        for note in self.notes.iter().rev().take(3).rev() {
+            lines.push(format!(
+                "  {}",
+                s.paint("36", &format::fit(note, width.saturating_sub(3)))
+            ));
         }
         let mut out = String::new();
         if self.drawn > 0 {
@@ -276,6 +325,12 @@ impl Lines {
             }
             EventKind::TaskStatus(u) => {
                 let mut line = format!("{stamp} {:<w$} {}", u.task.node, s.status(u.status));
+                if u.status == TaskStatus::Running {
+                    line.push_str(&format!(
+                        " on {} (attempt {})",
+                        u.task.agent, u.task.attempt
+                    ));
+                }
                 if let Some(ms) = u.latency_ms {
                     line.push_str(&format!(" in {}", format::duration_ms(ms)));
                 }
@@ -284,6 +339,9 @@ impl Lines {
                 }
                 if let Some(e) = &u.error {
                     line.push_str(&format!(": {}", e.message));
+                }
+                if let Some(ms) = u.retry_in_ms {
+                    line.push_str(&format!("; retry in {}", format::duration_ms(ms)));
                 }
                 line
             }
@@ -299,6 +357,33 @@ impl Lines {
                 p.index,
                 format::fit(&p.data.to_string(), 100)
             ),
+            EventKind::TaskBlocked(b) => format!(
+                "{stamp} {:<w$} {} silent for {} (stall timeout {}): {}",
+                b.task.node,
+                s.paint("31", "blocked"),
+                format::duration_ms(b.stalled_ms),
+                format::duration_ms(b.stall_timeout_ms),
+                blocked_action(b.action)
+            ),
+            EventKind::TaskHandoff(h) => format!(
+                "{stamp} {:<w$} handed off to {}: {}",
+                h.task.node,
+                h.diagnostic_agent,
+                h.diagnosis.as_ref().map_or_else(
+                    || h.error
+                        .as_ref()
+                        .map_or_else(String::new, |e| e.message.clone()),
+                    |d| format::fit(&d.to_string(), 120)
+                )
+            ),
+            EventKind::RunPaused(p) => format!(
+                "{stamp} run: error budget exhausted ({} failures of {} attempts): {:?}",
+                p.failures, p.finished, p.action
+            ),
+            EventKind::RunResumed(r) => format!(
+                "{stamp} run: resumed after {}",
+                format::duration_ms(r.paused_ms)
+            ),
             EventKind::Log(l) if self.verbose || l.level >= LogLevel::Warn => format!(
                 "{stamp} {:<w$} {} {}",
                 l.task.node,
@@ -308,5 +393,13 @@ impl Lines {
             _ => return,
         };
         eprintln!("{line}");
+    }
+}
+
+fn blocked_action(action: crate::OnBlocked) -> &'static str {
+    match action {
+        crate::OnBlocked::Report => "report",
+        crate::OnBlocked::Retry => "cancel and retry",
+        crate::OnBlocked::Diagnose => "hand off to the diagnostic agent",
     }
 }

@@ -17,4 +17,6 @@ wasmtime::component::bindgen!({
 });
 
 pub(crate) use self::exports::wasm_orch::agent::agent::Info;
-pub(crate) use self::wasm_orch::agent::types::{AgentError, Task, TaskInput, Upstream};
+pub(crate) use self::wasm_orch::agent::types::{
+    AgentError, Task, TaskInput, Upstream, UpstreamFailure, UpstreamOutcome,
+};

@@ -4,6 +4,9 @@
 //! Limits, in the order they can bite:
 //! - memory: the limiter denies growth past the agent's limit;
 //! - fuel: set on the store; out of fuel is a trap, detected by type;
+//! - fuel rates: on every epoch tick the fuel burned since the last one is drawn from the
+//!   tenant's and the agent's buckets; when one is in debt the guest sleeps (an async yield,
+//!   never a blocked thread) until it has refilled;
 //! - wall-clock: the epoch callback traps a running guest past its deadline, and a tokio
 //!   deadline drops a guest parked in a host call (a tool) — both end as `timed-out`;
 //! - cancellation: the future is dropped at once, on the next epoch tick at the latest;
@@ -20,7 +23,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::Engine;
-use super::bindings::{AgentError, Task, TaskInput, Upstream};
+use super::bindings::{AgentError, Task, TaskInput, Upstream, UpstreamFailure, UpstreamOutcome};
 use super::cache::LoadedAgent;
 use super::limiter::MemoryLimiter;
 use super::sandbox::{WorkDir, wasi_ctx};
@@ -28,13 +31,15 @@ use super::state::{SharedEmitter, TaskState, lock};
 use super::tools::ToolAccess;
 use crate::blackboard::Blackboard;
 use crate::bus::{ErrorKind, TaskEmitter, TaskError, TaskStatus, Timestamp};
-use crate::scheduler::{Attempt, Job};
+use crate::govern::FuelBucket;
+use crate::scheduler::{Attempt, Job, UpstreamResult};
 use crate::workflow::{Limits, format_size};
 
 /// Everything an attempt needs besides the job itself.
 pub(crate) struct Setup {
     pub(crate) agent: Arc<LoadedAgent>,
-    pub(crate) limits: Limits,
+    /// Fuel buckets the attempt draws from (its tenant's, its agent's).
+    pub(crate) buckets: Vec<Arc<FuelBucket>>,
     pub(crate) tenant: String,
     pub(crate) run_id: String,
     pub(crate) emitter: TaskEmitter,
@@ -65,9 +70,10 @@ enum Ended {
 
 impl Engine {
     pub(crate) async fn execute(&self, job: Job, setup: Setup) -> Attempt {
+        let limits = job.limits;
         let Setup {
             agent,
-            limits,
+            buckets,
             tenant,
             run_id,
             emitter,
@@ -113,6 +119,8 @@ impl Engine {
                 blackboard,
                 tools,
                 deadline,
+                buckets,
+                fuel_seen: limits.fuel,
             },
         );
         store.limiter(|s| &mut s.limiter);
@@ -123,16 +131,28 @@ impl Engine {
                 format!("could not set fuel: {e:#}"),
             );
         }
-        // Every epoch tick: publish coalesced progress, then trap past the deadline or yield
-        // to tokio (so other tasks run, and a cancelled task is dropped promptly).
+        // Every epoch tick: publish coalesced progress; trap past the deadline; draw the fuel
+        // burned from the buckets and sleep off a debt; otherwise yield to tokio (so other
+        // tasks run, and a cancelled task is dropped promptly).
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|cx| {
-            let state = cx.data();
+        store.epoch_deadline_callback(|mut cx| {
+            let left = cx.get_fuel()?;
+            let state = cx.data_mut();
             lock(&state.events).flush();
-            if Instant::now() >= state.deadline {
+            let now = Instant::now();
+            if now >= state.deadline {
                 return Err(wasmtime::Error::new(DeadlineExceeded));
             }
-            Ok(UpdateDeadline::Yield(1))
+            match state.draw(left) {
+                Some(wait) => {
+                    let until = (now + wait).min(state.deadline);
+                    Ok(UpdateDeadline::YieldCustom(
+                        1,
+                        Box::pin(tokio::time::sleep_until(until.into())),
+                    ))
+                }
+                None => Ok(UpdateDeadline::Yield(1)),
+            }
         });
 
         let input = TaskInput {
@@ -147,9 +167,20 @@ impl Engine {
             upstream: job
                 .upstream
                 .into_iter()
-                .map(|(node, output)| Upstream {
+                .map(|(node, result)| Upstream {
                     node,
-                    output: output.get().to_owned(),
+                    outcome: match result {
+                        UpstreamResult::Output(output) => {
+                            UpstreamOutcome::Output(output.get().to_owned())
+                        }
+                        UpstreamResult::Failed { status, error } => {
+                            UpstreamOutcome::Failed(UpstreamFailure {
+                                status: status.as_str().to_owned(),
+                                kind: error.kind.as_str().to_owned(),
+                                message: error.message,
+                            })
+                        }
+                    },
                 })
                 .collect(),
         };
@@ -173,7 +204,10 @@ impl Engine {
         };
 
         let latency = started.elapsed();
-        let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let left = store.get_fuel().unwrap_or(0);
+        let fuel_used = limits.fuel.saturating_sub(left);
+        // The fuel burned since the last tick counts against the rates too.
+        store.data_mut().draw(left);
         let limiter = &store.data().limiter;
         let (status, output, error) = classify(ended, &limits, limiter, &events);
         let memory_peak = limiter.peak();

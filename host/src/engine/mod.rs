@@ -33,6 +33,7 @@ pub(crate) use self::tools::ToolAccess;
 use crate::Error;
 use crate::blackboard::Blackboard;
 use crate::bus::{Bus, EmitterLimits, ErrorKind, TaskEmitter, TaskRef, TaskStatus};
+use crate::govern::FuelBucket;
 use crate::scheduler::{Attempt, Executor, Job};
 use crate::tools::{ToolCall, ToolRegistry};
 use crate::workflow::Limits;
@@ -134,6 +135,8 @@ impl Engine {
                     },
                 },
                 deadline: std::time::Instant::now() + Duration::from_secs(10),
+                buckets: Vec::new(),
+                fuel_seen: limits.fuel,
             },
         );
         store.limiter(|s| &mut s.limiter);
@@ -220,9 +223,10 @@ impl Drop for EpochTicker {
 pub(crate) struct RunAgent {
     pub(crate) name: String,
     pub(crate) loaded: Arc<LoadedAgent>,
-    pub(crate) limits: Limits,
     pub(crate) granted: Arc<[String]>,
     pub(crate) workdir: bool,
+    /// The agent's own fuel rate, shared by every run of the runtime.
+    pub(crate) bucket: Option<Arc<FuelBucket>>,
 }
 
 /// What the tasks of one run share.
@@ -233,8 +237,8 @@ pub(crate) struct RunContext {
     pub(crate) blackboard: Arc<Blackboard>,
     pub(crate) run_dir: Arc<RunDir>,
     pub(crate) agents: Vec<RunAgent>,
-    /// The agent index of each task.
-    pub(crate) task_agents: Vec<usize>,
+    /// The tenant's fuel rate, shared by all its runs.
+    pub(crate) tenant_bucket: Option<Arc<FuelBucket>>,
     pub(crate) tools: Arc<ToolRegistry>,
     pub(crate) emitter_limits: EmitterLimits,
 }
@@ -248,7 +252,7 @@ pub(crate) struct LocalExecutor {
 impl Executor for LocalExecutor {
     async fn execute(&self, job: Job) -> Attempt {
         let run = &self.run;
-        let agent = &run.agents[run.task_agents[job.task]];
+        let agent = &run.agents[job.agent];
         let work_dir = match agent
             .workdir
             .then(|| run.run_dir.work_dir(&job.task_ref.branch))
@@ -273,14 +277,20 @@ impl Executor for LocalExecutor {
         };
         let setup = exec::Setup {
             agent: Arc::clone(&agent.loaded),
-            limits: agent.limits,
+            buckets: run
+                .tenant_bucket
+                .iter()
+                .chain(agent.bucket.iter())
+                .cloned()
+                .collect(),
             tenant: run.tenant.clone(),
             run_id: run.run_id.clone(),
             emitter: TaskEmitter::new(
                 Arc::clone(&run.bus),
                 job.task_ref.clone(),
                 run.emitter_limits,
-            ),
+            )
+            .with_heartbeat(Arc::clone(&job.heartbeat)),
             blackboard: Arc::clone(&run.blackboard),
             tools: ToolAccess {
                 registry: Arc::clone(&run.tools),

@@ -11,6 +11,7 @@ use super::limiter::MemoryLimiter;
 use super::tools::ToolAccess;
 use crate::blackboard::Blackboard;
 use crate::bus::TaskEmitter;
+use crate::govern::FuelBucket;
 
 /// The emitter of a task, shared by its `status` import and its stdout/stderr pipes.
 pub(crate) type SharedEmitter = Arc<Mutex<TaskEmitter>>;
@@ -28,6 +29,22 @@ pub(crate) struct TaskState {
     pub(crate) tools: ToolAccess,
     /// When the attempt runs out of wall-clock time.
     pub(crate) deadline: Instant,
+    /// Fuel buckets to draw from (tenant, agent), and the fuel left at the last draw.
+    pub(crate) buckets: Vec<Arc<FuelBucket>>,
+    pub(crate) fuel_seen: u64,
+}
+
+impl TaskState {
+    /// Draws the fuel burned since the last draw (the store now has `left`) from every
+    /// bucket; returns how long to sleep off the largest debt, if any.
+    pub(crate) fn draw(&mut self, left: u64) -> Option<std::time::Duration> {
+        let burned = self.fuel_seen.saturating_sub(left);
+        self.fuel_seen = left;
+        if burned == 0 {
+            return None;
+        }
+        self.buckets.iter().filter_map(|b| b.draw(burned)).max()
+    }
 }
 
 impl WasiView for TaskState {

@@ -8,20 +8,36 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{ErrorKind, TaskError, TaskRef, TaskStatus, Timestamp};
+use crate::bus::{ErrorKind, Heartbeat, TaskError, TaskRef, TaskStatus, Timestamp};
+use crate::workflow::Limits;
 
-/// One attempt of one task, as handed to an executor.
+/// One attempt of one task (or a diagnosis of one), as handed to an executor.
 #[derive(Debug)]
 pub(crate) struct Job {
-    /// Index of the task in the workflow.
-    pub(crate) task: usize,
     pub(crate) task_ref: TaskRef,
+    /// The agent that runs it (an index in the run's agents).
+    pub(crate) agent: usize,
+    /// Its limits: the agent's, cut to what the budgets have left.
+    pub(crate) limits: Limits,
+    /// Where the attempt's progress reports are recorded.
+    pub(crate) heartbeat: Arc<Heartbeat>,
     /// The task's parameters, JSON text.
     pub(crate) params: String,
-    /// Outputs of the tasks it depends on, in `depends_on` order.
-    pub(crate) upstream: Vec<(String, Arc<RawValue>)>,
+    /// How the tasks it depends on ended, in `depends_on` order.
+    pub(crate) upstream: Vec<(String, UpstreamResult)>,
     /// Cancelled when the run is: the executor must then end the attempt promptly.
     pub(crate) cancel: CancellationToken,
+}
+
+/// How an upstream task ended, as given to its dependents.
+#[derive(Debug, Clone)]
+pub(crate) enum UpstreamResult {
+    Output(Arc<RawValue>),
+    /// Given only to tasks that run on upstream failure.
+    Failed {
+        status: TaskStatus,
+        error: TaskError,
+    },
 }
 
 /// How one attempt ended.

@@ -1,67 +1,104 @@
 //! The scheduler with a fake executor: concurrency, mutexes, priorities, all-settled failure
-//! handling, cancellation and upstream outputs, without any Wasm.
+//! handling, retries and reassignment, capability assignment, budgets, error budgets, blocked
+//! tasks and cancellation, without any Wasm.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+
+use serde_json::value::RawValue;
 
 use super::*;
 use crate::bus::Timestamp;
+use crate::govern::TenantLimits;
+use crate::policy::RetryOverride;
 
-/// What the fake does with a task: sleep this long, then end with this status.
+/// What the fake does with a task: sleep, then end with a status.
 #[derive(Clone, Copy)]
-struct Plan {
-    sleep: Duration,
+struct Behaviour {
+    sleep_ms: u64,
     status: TaskStatus,
+    kind: ErrorKind,
+    /// Fail this many first attempts with `kind`, then succeed.
+    fail_first: u32,
+    /// Report progress every 20 ms while sleeping.
+    progress: bool,
 }
 
-/// Runs no Wasm: sleeps, records what ran when, and ends each task as planned. Outputs the
-/// task's node id followed by its upstream outputs, so data flow can be checked.
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self {
+            sleep_ms: 1,
+            status: TaskStatus::Succeeded,
+            kind: ErrorKind::Failed,
+            fail_first: 0,
+            progress: false,
+        }
+    }
+}
+
+/// Runs no Wasm: sleeps, records what ran when and where, and ends as told (per task, or
+/// per agent for agents listed in `broken_agents`). Outputs `[node, [upstream...]]`.
 #[derive(Default)]
 struct Fake {
-    plans: HashMap<String, Plan>,
-    default_sleep: Duration,
+    tasks: HashMap<String, Behaviour>,
+    default: Behaviour,
+    broken_agents: Vec<String>,
     running: AtomicUsize,
     max_running: AtomicUsize,
     /// Per mutex name: how many of its tasks run now, and the most ever at once.
     mutexes: Mutex<HashMap<String, (usize, usize)>>,
     mutex_of: HashMap<String, String>,
-    starts: Mutex<Vec<String>>,
+    /// (node, agent, attempt), in start order.
+    starts: Mutex<Vec<(String, String, u32)>>,
+    /// Fuel each attempt reports it used.
+    fuel: u64,
 }
 
 impl Fake {
     fn new(sleep_ms: u64) -> Self {
         Self {
-            default_sleep: Duration::from_millis(sleep_ms),
+            default: Behaviour {
+                sleep_ms,
+                ..Behaviour::default()
+            },
             ..Self::default()
         }
     }
 
-    fn plan(mut self, node: &str, sleep_ms: u64, status: TaskStatus) -> Self {
-        self.plans.insert(
-            node.to_owned(),
-            Plan {
-                sleep: Duration::from_millis(sleep_ms),
-                status,
-            },
-        );
+    fn task(mut self, node: &str, behaviour: Behaviour) -> Self {
+        self.tasks.insert(node.to_owned(), behaviour);
         self
     }
 
     fn starts(&self) -> Vec<String> {
-        self.starts.lock().expect("lock").clone()
+        self.starts
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(n, _, _)| n.clone())
+            .collect()
+    }
+
+    fn agents_used(&self) -> Vec<String> {
+        self.starts
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(_, a, _)| a.clone())
+            .collect()
     }
 }
 
 impl Executor for Fake {
     async fn execute(&self, job: Job) -> Attempt {
         let node = job.task_ref.node.clone();
-        let plan = self.plans.get(&node).copied().unwrap_or(Plan {
-            sleep: self.default_sleep,
-            status: TaskStatus::Succeeded,
-        });
-        self.starts.lock().expect("lock").push(node.clone());
+        let b = self.tasks.get(&node).copied().unwrap_or(self.default);
+        self.starts.lock().expect("lock").push((
+            node.clone(),
+            job.task_ref.agent.clone(),
+            job.task_ref.attempt,
+        ));
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_running.fetch_max(now, Ordering::SeqCst);
         if let Some(m) = self.mutex_of.get(&node) {
@@ -70,8 +107,17 @@ impl Executor for Fake {
             entry.0 += 1;
             entry.1 = entry.1.max(entry.0);
         }
+        let work = async {
+            let end = Instant::now() + Duration::from_millis(b.sleep_ms);
+            while Instant::now() < end {
+                if b.progress {
+                    job.heartbeat.beat(0.5, "working");
+                }
+                tokio::time::sleep(Duration::from_millis(20).min(end - Instant::now())).await;
+            }
+        };
         let cancelled = tokio::select! {
-            () = tokio::time::sleep(plan.sleep) => false,
+            () = work => false,
             () = job.cancel.cancelled() => true,
         };
         if let Some(m) = self.mutex_of.get(&node) {
@@ -86,24 +132,29 @@ impl Executor for Fake {
         let upstream: Vec<String> = job
             .upstream
             .iter()
-            .map(|(_, o)| o.get().to_owned())
+            .map(|(_, o)| match o {
+                UpstreamResult::Output(o) => o.get().to_owned(),
+                UpstreamResult::Failed { status, .. } => format!("failed:{status}"),
+            })
             .collect();
-        let output = serde_json::json!([node, upstream]).to_string();
+        let broken = self.broken_agents.contains(&job.task_ref.agent);
         let status = if cancelled {
             TaskStatus::Cancelled
+        } else if broken || job.task_ref.attempt <= b.fail_first {
+            TaskStatus::Failed
         } else {
-            plan.status
+            b.status
         };
+        let output = serde_json::json!([node, upstream]).to_string();
         Attempt {
             status,
             output: (status == TaskStatus::Succeeded)
                 .then(|| Arc::from(RawValue::from_string(output).expect("json"))),
-            error: (status != TaskStatus::Succeeded)
-                .then(|| TaskError::new(ErrorKind::Failed, "planned")),
+            error: (status != TaskStatus::Succeeded).then(|| TaskError::new(b.kind, "as planned")),
             started_at: Timestamp::now(),
             finished_at: Timestamp::now(),
-            latency: plan.sleep,
-            fuel_used: 0,
+            latency: Duration::from_millis(b.sleep_ms),
+            fuel_used: self.fuel.min(job.limits.fuel),
             memory_peak: 0,
         }
     }
@@ -112,7 +163,13 @@ impl Executor for Fake {
 fn workflow(body: &str) -> Workflow {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("a.wasm"), b"").expect("write");
-    let text = format!("[workflow]\nname = \"w\"\n[agents.a]\ncomponent = \"a.wasm\"\n{body}");
+    let has_agents = body.contains("[agents.");
+    let agents = if has_agents {
+        ""
+    } else {
+        "[agents.a]\ncomponent = \"a.wasm\"\n"
+    };
+    let text = format!("[workflow]\nname = \"w\"\n{agents}{body}");
     Workflow::parse(&text, dir.path().join("w.toml"), &[]).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -122,27 +179,122 @@ fn tasks(n: usize, extra: impl Fn(usize) -> String) -> String {
         .collect()
 }
 
-async fn run_with(wf: &Workflow, max: usize, fake: Arc<Fake>) -> (Vec<TaskOutcome>, Arc<Bus>) {
-    let bus = Bus::new("test");
-    let outcomes = run(wf, max, fake, &bus, &CancellationToken::new()).await;
-    bus.close();
-    (outcomes, bus)
+/// Everything a test run needs besides the workflow and the fake.
+struct Harness {
+    governor: Governor,
+    tenant_limits: TenantLimits,
+    max: usize,
+    budget: Budget,
+    error_budget: Option<ErrorBudget>,
+    stall: Option<StallPolicy>,
+    retry: Option<RetryOverride>,
+    cancel_after: Option<Duration>,
 }
 
-fn statuses(outcomes: &[TaskOutcome]) -> Vec<TaskStatus> {
-    outcomes.iter().map(|o| o.status).collect()
+impl Harness {
+    fn new(max: usize) -> Self {
+        Self {
+            governor: Governor::new(HashMap::new()),
+            tenant_limits: TenantLimits::default(),
+            max,
+            budget: Budget::default(),
+            error_budget: None,
+            stall: None,
+            retry: None,
+            cancel_after: None,
+        }
+    }
+
+    async fn run(self, wf: &Workflow, fake: Arc<Fake>) -> (Finished, Arc<Bus>) {
+        let governor = Governor::new(HashMap::from([(
+            wf.tenant.clone(),
+            self.tenant_limits.clone(),
+        )]));
+        let governor = if self.tenant_limits == TenantLimits::default() {
+            self.governor
+        } else {
+            governor
+        };
+        let agents = wf
+            .agents
+            .iter()
+            .map(|a| AgentPlan {
+                name: a.name.clone(),
+                key: format!("{}@test", a.name),
+                limits: a.limits,
+                max_concurrency: a.max_concurrency,
+            })
+            .collect();
+        let tasks = wf
+            .tasks
+            .iter()
+            .map(|t| TaskPlan {
+                retry: t
+                    .retry
+                    .over(self.retry.clone().unwrap_or_default().over(RetryPolicy {
+                        backoff: Duration::from_millis(10),
+                        ..RetryPolicy::default()
+                    })),
+                stall: self.stall.clone(),
+                diagnostic_agent: None,
+            })
+            .collect();
+        let plan = Plan {
+            workflow: wf,
+            run_id: "run".into(),
+            max_concurrency: self.max,
+            agents,
+            tasks,
+            error_budget: self.error_budget,
+            budget: self.budget,
+        };
+        let bus = Bus::new("run");
+        let cancel = CancellationToken::new();
+        if let Some(after) = self.cancel_after {
+            let trigger = cancel.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                trigger.cancel();
+            });
+        }
+        let blackboard = Blackboard::default();
+        let shared = Shared {
+            governor: &governor,
+            tenant: governor.tenant(&wf.tenant),
+            bus: &bus,
+            blackboard: &blackboard,
+            cancel: &cancel,
+        };
+        let finished = run(plan, fake, shared).await;
+        bus.close();
+        (finished, bus)
+    }
+}
+
+fn statuses(finished: &Finished) -> Vec<TaskStatus> {
+    finished.tasks.iter().map(|o| o.status).collect()
+}
+
+async fn events(bus: &Bus) -> Vec<Arc<crate::bus::Event>> {
+    let mut stream = bus.subscribe();
+    let mut all = Vec::new();
+    while let Some(e) = stream.next().await {
+        all.push(e);
+    }
+    all
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_ready_task_runs_at_once_up_to_max_concurrency() {
     let wf = workflow(&tasks(12, |_| String::new()));
     let fake = Arc::new(Fake::new(50));
-    let (outcomes, _) = run_with(&wf, 12, fake.clone()).await;
-    assert!(outcomes.iter().all(|o| o.status == TaskStatus::Succeeded));
+    let (done, _) = Harness::new(12).run(&wf, fake.clone()).await;
+    assert!(done.tasks.iter().all(|o| o.status == TaskStatus::Succeeded));
     assert_eq!(fake.max_running.load(Ordering::SeqCst), 12);
+    assert_eq!(done.meter.attempts, 12);
 
     let fake = Arc::new(Fake::new(20));
-    run_with(&wf, 3, fake.clone()).await;
+    Harness::new(3).run(&wf, fake.clone()).await;
     assert_eq!(fake.max_running.load(Ordering::SeqCst), 3);
 }
 
@@ -158,8 +310,8 @@ async fn tasks_of_one_mutex_never_overlap_while_others_run() {
     let mut fake = Fake::new(30);
     fake.mutex_of = (0..4).map(|i| (format!("t{i}"), "db".to_owned())).collect();
     let fake = Arc::new(fake);
-    let (outcomes, _) = run_with(&wf, 8, fake.clone()).await;
-    assert!(outcomes.iter().all(|o| o.status == TaskStatus::Succeeded));
+    let (done, _) = Harness::new(8).run(&wf, fake.clone()).await;
+    assert!(done.tasks.iter().all(|o| o.status == TaskStatus::Succeeded));
     let most = fake.mutexes.lock().expect("lock")["db"].1;
     assert_eq!(most, 1, "two `db` tasks overlapped");
     assert!(
@@ -169,8 +321,20 @@ async fn tasks_of_one_mutex_never_overlap_while_others_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutex_group_may_have_a_larger_capacity() {
+    let wf = workflow(&format!(
+        "[mutexes]\ndb = 2\n{}",
+        tasks(6, |_| "mutex = \"db\"".into())
+    ));
+    let mut fake = Fake::new(30);
+    fake.mutex_of = (0..6).map(|i| (format!("t{i}"), "db".to_owned())).collect();
+    let fake = Arc::new(fake);
+    Harness::new(6).run(&wf, fake.clone()).await;
+    assert_eq!(fake.mutexes.lock().expect("lock")["db"].1, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn higher_priority_first_then_the_longer_critical_path() {
-    // t0 is a short branch; t1 heads a chain of three; t2 has the highest priority.
     let wf = workflow(
         r#"
 [[tasks]]
@@ -194,7 +358,7 @@ priority = 10
 "#,
     );
     let fake = Arc::new(Fake::new(1));
-    run_with(&wf, 1, fake.clone()).await;
+    Harness::new(1).run(&wf, fake.clone()).await;
     // After t1, its successor t1b has the longest chain left, so it goes before t0; then t0
     // and t1c tie (priority 0, one task left each) and file order decides.
     assert_eq!(fake.starts(), ["t2", "t1", "t1b", "t0", "t1c"]);
@@ -224,14 +388,19 @@ agent = "a"
 depends_on = ["other"]
 "#,
     );
-    let fake = Arc::new(Fake::new(5).plan("bad", 1, TaskStatus::Trapped));
-    let (outcomes, bus) = run_with(&wf, 4, fake.clone()).await;
+    let trapped = Behaviour {
+        status: TaskStatus::Trapped,
+        kind: ErrorKind::Trap,
+        ..Behaviour::default()
+    };
+    let fake = Arc::new(Fake::new(5).task("bad", trapped));
+    let (done, bus) = Harness::new(4).run(&wf, fake.clone()).await;
     use TaskStatus::*;
     assert_eq!(
-        statuses(&outcomes),
+        statuses(&done),
         [Trapped, Skipped, Skipped, Succeeded, Succeeded]
     );
-    let error = outcomes[2].error.as_ref().expect("a reason");
+    let error = done.tasks[2].error.as_ref().expect("a reason");
     assert_eq!(error.kind, ErrorKind::Dependency);
     assert!(
         error.message.contains("`bad`") && error.message.contains("trapped"),
@@ -240,16 +409,50 @@ depends_on = ["other"]
     );
     assert!(!fake.starts().contains(&"child".to_owned()));
     // Every task's last status event is its outcome.
-    let mut stream = bus.subscribe();
     let mut last: HashMap<String, TaskStatus> = HashMap::new();
-    while let Some(e) = stream.next().await {
+    for e in events(&bus).await {
         if let EventKind::TaskStatus(u) = &e.kind {
             last.insert(u.task.node.clone(), u.status);
         }
     }
-    for (task, outcome) in wf.tasks.iter().zip(&outcomes) {
+    for (task, outcome) in wf.tasks.iter().zip(&done.tasks) {
         assert_eq!(last[&task.id], outcome.status, "{}", task.id);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependent_may_run_on_a_failure_and_get_it_as_input() {
+    let wf = workflow(
+        r#"
+[[tasks]]
+id = "optional"
+agent = "a"
+critical = false
+[[tasks]]
+id = "fine"
+agent = "a"
+[[tasks]]
+id = "report"
+agent = "a"
+depends_on = ["optional", "fine"]
+on_upstream_failure = "run"
+"#,
+    );
+    let failing = Behaviour {
+        status: TaskStatus::Failed,
+        ..Behaviour::default()
+    };
+    let (done, _) = Harness::new(4)
+        .run(&wf, Arc::new(Fake::new(1).task("optional", failing)))
+        .await;
+    use TaskStatus::*;
+    assert_eq!(statuses(&done), [Failed, Succeeded, Succeeded]);
+    let output = done.tasks[2].attempts[0].1.output.clone().expect("output");
+    let value: serde_json::Value = serde_json::from_str(output.get()).expect("json");
+    assert_eq!(
+        value,
+        serde_json::json!(["report", ["failed:failed", "[\"fine\",[]]"]])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,12 +471,8 @@ agent = "a"
 depends_on = ["y", "x"]
 "#,
     );
-    let (outcomes, _) = run_with(&wf, 4, Arc::new(Fake::new(1))).await;
-    let output = outcomes[2]
-        .attempt
-        .as_ref()
-        .and_then(|a| a.output.clone())
-        .expect("output");
+    let (done, _) = Harness::new(4).run(&wf, Arc::new(Fake::new(1))).await;
+    let output = done.tasks[2].attempts[0].1.output.clone().expect("output");
     let value: serde_json::Value = serde_json::from_str(output.get()).expect("json");
     assert_eq!(
         value,
@@ -291,11 +490,365 @@ async fn a_chain_runs_strictly_in_order() {
         }
     }));
     let fake = Arc::new(Fake::new(0));
-    let (outcomes, _) = run_with(&wf, 8, fake.clone()).await;
-    assert!(outcomes.iter().all(|o| o.status == TaskStatus::Succeeded));
+    let (done, _) = Harness::new(8).run(&wf, fake.clone()).await;
+    assert!(done.tasks.iter().all(|o| o.status == TaskStatus::Succeeded));
     let expected: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
     assert_eq!(fake.starts(), expected);
     assert_eq!(fake.max_running.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_back_off_exponentially_and_stop_at_max_attempts() {
+    let wf = workflow(
+        r#"
+[[tasks]]
+id = "flaky"
+agent = "a"
+retry = { max_attempts = 4, backoff = "40ms", jitter = 0.0 }
+[[tasks]]
+id = "hopeless"
+agent = "a"
+retry = { max_attempts = 2, backoff = "10ms", on = ["unavailable"] }
+[[tasks]]
+id = "wrong"
+agent = "a"
+retry = { max_attempts = 5, backoff = "10ms" }
+"#,
+    );
+    let fake = Fake::new(1)
+        .task(
+            "flaky",
+            Behaviour {
+                fail_first: 2,
+                kind: ErrorKind::Unavailable,
+                ..Behaviour::default()
+            },
+        )
+        .task(
+            "hopeless",
+            Behaviour {
+                status: TaskStatus::Failed,
+                kind: ErrorKind::Unavailable,
+                ..Behaviour::default()
+            },
+        )
+        .task(
+            "wrong",
+            Behaviour {
+                status: TaskStatus::Failed,
+                kind: ErrorKind::InvalidInput,
+                ..Behaviour::default()
+            },
+        );
+    let (done, bus) = Harness::new(4).run(&wf, Arc::new(fake)).await;
+    use TaskStatus::*;
+    assert_eq!(statuses(&done), [Succeeded, Failed, Failed]);
+    let attempts: Vec<usize> = done.tasks.iter().map(|t| t.attempts.len()).collect();
+    assert_eq!(attempts, [3, 2, 1], "invalid-input is never retried");
+    assert_eq!(done.meter.repeats, 3);
+
+    // Attempts are events: `retrying` with the delay, then `ready` and `running` again.
+    let flaky: Vec<(TaskStatus, u32, Option<f64>, std::time::SystemTime)> = events(&bus)
+        .await
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::TaskStatus(u) if u.task.node == "flaky" => {
+                Some((u.status, u.task.attempt, u.retry_in_ms, e.at.0))
+            }
+            _ => None,
+        })
+        .collect();
+    let retries: Vec<(u32, f64)> = flaky
+        .iter()
+        .filter(|(s, ..)| *s == Retrying)
+        .map(|(_, a, d, _)| (*a, d.unwrap_or(0.0)))
+        .collect();
+    assert_eq!(
+        retries,
+        [(1, 40.0), (2, 80.0)],
+        "exponential backoff without jitter"
+    );
+    let running: Vec<u32> = flaky
+        .iter()
+        .filter(|(s, ..)| *s == Running)
+        .map(|(_, a, ..)| *a)
+        .collect();
+    assert_eq!(running, [1, 2, 3]);
+    // The delay really passed between an attempt's end and the next start.
+    let at = |status, attempt| {
+        flaky
+            .iter()
+            .find(|(s, a, ..)| *s == status && *a == attempt)
+            .map(|(.., t)| *t)
+    };
+    let waited = at(Running, 3)
+        .zip(at(Retrying, 2))
+        .and_then(|(r, f)| r.duration_since(f).ok());
+    assert!(
+        waited.is_some_and(|w| w >= Duration::from_millis(75)),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capability_task_is_retried_on_another_agent() {
+    let wf = workflow(
+        r#"
+[agents.broken]
+component = "a.wasm"
+capabilities = ["math.add"]
+[agents.good]
+component = "a.wasm"
+capabilities = ["math.add"]
+
+[[tasks]]
+id = "sum"
+capability = "math.add"
+retry = { max_attempts = 3, backoff = "5ms" }
+"#,
+    );
+    let mut fake = Fake::new(1);
+    fake.broken_agents = vec!["broken".into()];
+    let fake = Arc::new(fake);
+    let (done, _) = Harness::new(2).run(&wf, fake.clone()).await;
+    assert_eq!(statuses(&done), [TaskStatus::Succeeded]);
+    assert_eq!(
+        fake.agents_used(),
+        ["broken", "good"],
+        "the retry went elsewhere"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_equal_tasks_on_three_agents_of_concurrency_one_go_four_three_three() {
+    let agents: String = ["x", "y", "z"]
+        .iter()
+        .map(|n| format!("[agents.{n}]\ncomponent = \"a.wasm\"\ncapabilities = [\"work\"]\nmax_concurrency = 1\n"))
+        .collect();
+    let body: String = (0..10)
+        .map(|i| format!("[[tasks]]\nid = \"t{i}\"\ncapability = \"work\"\n"))
+        .collect();
+    let wf = workflow(&format!("{agents}{body}"));
+    let fake = Arc::new(Fake::new(30));
+    let (done, _) = Harness::new(10).run(&wf, fake.clone()).await;
+    assert!(done.tasks.iter().all(|o| o.status == TaskStatus::Succeeded));
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for agent in fake.agents_used() {
+        *counts.entry(agent).or_default() += 1;
+    }
+    let mut spread: Vec<usize> = counts.values().copied().collect();
+    spread.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(spread, [4, 3, 3], "{counts:?}");
+    assert_eq!(
+        fake.max_running.load(Ordering::SeqCst),
+        3,
+        "one at a time per agent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_fuel_budget_ends_the_remaining_tasks_as_exhausted() {
+    let wf = workflow(&tasks(5, |i| {
+        if i > 0 {
+            format!("depends_on = [\"t{}\"]", i - 1)
+        } else {
+            String::new()
+        }
+    }));
+    let mut fake = Fake::new(1);
+    fake.fuel = 400;
+    let mut h = Harness::new(1);
+    h.budget = Budget {
+        fuel: Some(1_000),
+        ..Budget::default()
+    };
+    let (done, _) = h.run(&wf, Arc::new(fake)).await;
+    use TaskStatus::*;
+    // 400 + 400 used, then 200 left: the third task gets only 200, uses it all, and is out of
+    // budget; the rest are skipped as its dependents.
+    assert_eq!(
+        statuses(&done),
+        [Succeeded, Succeeded, Succeeded, BudgetExhausted, Skipped]
+    );
+    let error = done.tasks[3].error.as_ref().expect("reason");
+    assert_eq!(error.kind, ErrorKind::Budget);
+    assert!(
+        error.message.contains("fuel budget of 1000 is exhausted"),
+        "{}",
+        error.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_concurrency_limit_holds_across_tasks() {
+    let wf = workflow(&tasks(8, |_| String::new()));
+    let fake = Arc::new(Fake::new(20));
+    let mut h = Harness::new(8);
+    h.tenant_limits = TenantLimits {
+        max_concurrency: Some(2),
+        ..TenantLimits::default()
+    };
+    let (done, _) = h.run(&wf, fake.clone()).await;
+    assert!(done.tasks.iter().all(|o| o.status == TaskStatus::Succeeded));
+    assert_eq!(fake.max_running.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_error_budget_stops_new_dispatches() {
+    let wf = workflow(&tasks(10, |_| String::new()));
+    let fake = Fake::new(5)
+        .task(
+            "t0",
+            Behaviour {
+                status: TaskStatus::Failed,
+                ..Behaviour::default()
+            },
+        )
+        .task(
+            "t1",
+            Behaviour {
+                status: TaskStatus::Failed,
+                ..Behaviour::default()
+            },
+        );
+    let fake = Arc::new(fake);
+    let mut h = Harness::new(1);
+    h.error_budget = Some(ErrorBudget {
+        max_failures: Some(2),
+        max_failure_rate: None,
+        min_attempts: 1,
+        action: OnErrorBudget::Stop,
+    });
+    let (done, bus) = h.run(&wf, fake.clone()).await;
+    assert_eq!(
+        fake.starts(),
+        ["t0", "t1"],
+        "nothing started after the second failure"
+    );
+    assert!(done.tasks[2..].iter().all(|t| {
+        t.status == TaskStatus::Cancelled
+            && t.error
+                .as_ref()
+                .is_some_and(|e| e.kind == ErrorKind::ErrorBudget)
+    }));
+    let paused = events(&bus).await.iter().find_map(|e| match &e.kind {
+        EventKind::RunPaused(p) => Some(p.clone()),
+        _ => None,
+    });
+    let paused = paused.expect("an agent.run.paused event");
+    assert_eq!(paused.failures, 2);
+    assert_eq!(paused.handoff["summary"]["total_errors"], 2);
+    assert_eq!(
+        paused.handoff["summary"]["affected_tasks"],
+        serde_json::json!(["t0", "t1"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_run_resumes_after_the_pause() {
+    let wf = workflow(&tasks(4, |_| String::new()));
+    let fake = Arc::new(Fake::new(1).task(
+        "t0",
+        Behaviour {
+            status: TaskStatus::Failed,
+            ..Behaviour::default()
+        },
+    ));
+    let mut h = Harness::new(1);
+    h.error_budget = Some(ErrorBudget {
+        max_failures: Some(1),
+        max_failure_rate: None,
+        min_attempts: 1,
+        action: OnErrorBudget::Pause {
+            resume_after: Duration::from_millis(150),
+        },
+    });
+    let (done, bus) = h.run(&wf, fake.clone()).await;
+    use TaskStatus::*;
+    assert_eq!(statuses(&done), [Failed, Succeeded, Succeeded, Succeeded]);
+    let all = events(&bus).await;
+    let paused_at = all
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::RunPaused(_)))
+        .map(|e| e.at.0);
+    let resumed = all
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::RunResumed(_)))
+        .map(|e| e.at.0);
+    let gap = paused_at
+        .zip(resumed)
+        .and_then(|(p, r)| r.duration_since(p).ok());
+    assert!(
+        gap.is_some_and(|g| g >= Duration::from_millis(140)),
+        "{gap:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_task_is_reported_blocked_and_retried_while_a_busy_one_is_not() {
+    let wf = workflow(
+        r#"
+[[tasks]]
+id = "stuck"
+agent = "a"
+retry = { max_attempts = 2, backoff = "1ms" }
+[[tasks]]
+id = "busy"
+agent = "a"
+"#,
+    );
+    let fake = Fake::new(1)
+        .task(
+            "stuck",
+            Behaviour {
+                sleep_ms: 60_000,
+                ..Behaviour::default()
+            },
+        )
+        .task(
+            "busy",
+            Behaviour {
+                sleep_ms: 900,
+                progress: true,
+                ..Behaviour::default()
+            },
+        );
+    let mut h = Harness::new(4);
+    h.stall = Some(StallPolicy {
+        timeout: Duration::from_millis(300),
+        action: OnBlocked::Retry,
+    });
+    let started = Instant::now();
+    let (done, bus) = h.run(&wf, Arc::new(fake)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the stuck task was not stopped"
+    );
+    assert_eq!(
+        statuses(&done),
+        [TaskStatus::Blocked, TaskStatus::Succeeded]
+    );
+    assert_eq!(
+        done.tasks[0].attempts.len(),
+        2,
+        "blocked, retried, blocked again"
+    );
+    assert_eq!(done.meter.blocked, 2);
+    let blocked: Vec<(String, f64)> = events(&bus)
+        .await
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::TaskBlocked(b) => Some((b.task.node.clone(), b.stalled_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(blocked.len(), 2);
+    assert!(
+        blocked
+            .iter()
+            .all(|(node, ms)| node == "stuck" && (300.0..1_300.0).contains(ms)),
+        "{blocked:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,28 +861,21 @@ async fn cancelling_ends_running_and_waiting_tasks_as_cancelled() {
         }
     }));
     let fake = Arc::new(Fake::new(60_000));
-    let bus = Bus::new("test");
-    let cancel = CancellationToken::new();
-    let trigger = cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        trigger.cancel();
-    });
-    let started = std::time::Instant::now();
-    let outcomes = run(&wf, 8, fake.clone(), &bus, &cancel).await;
+    let mut h = Harness::new(8);
+    h.cancel_after = Some(Duration::from_millis(100));
+    let started = Instant::now();
+    let (done, _) = h.run(&wf, fake.clone()).await;
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "cancellation did not stop the tasks"
     );
     assert!(
-        outcomes.iter().all(|o| o.status == TaskStatus::Cancelled),
+        done.tasks.iter().all(|o| o.status == TaskStatus::Cancelled),
         "{:?}",
-        statuses(&outcomes)
+        statuses(&done)
     );
-    assert_eq!(
-        outcomes.iter().map(|o| o.attempts).collect::<Vec<_>>(),
-        [1, 1, 1, 0, 0, 0]
-    );
+    let attempts: Vec<usize> = done.tasks.iter().map(|t| t.attempts.len()).collect();
+    assert_eq!(attempts, [1, 1, 1, 0, 0, 0]);
     assert_eq!(fake.starts().len(), 3, "nothing new starts after a cancel");
 }
 
@@ -342,10 +888,9 @@ async fn every_task_goes_pending_ready_running_then_final() {
             String::new()
         }
     }));
-    let (_, bus) = run_with(&wf, 2, Arc::new(Fake::new(1))).await;
-    let mut stream = bus.subscribe();
+    let (_, bus) = Harness::new(2).run(&wf, Arc::new(Fake::new(1))).await;
     let mut seen: HashMap<String, Vec<TaskStatus>> = HashMap::new();
-    while let Some(e) = stream.next().await {
+    for e in events(&bus).await {
         if let EventKind::TaskStatus(u) = &e.kind {
             seen.entry(u.task.node.clone()).or_default().push(u.status);
         }

@@ -4,11 +4,10 @@
 //! keys, names, limits, parameters, agents, dependencies, cycles, component files.
 //! It never compiles or runs components (the engine checks that they implement `sub-agent`).
 
-mod diagnostic;
+mod agents;
 mod render;
 mod spec;
 mod template;
-mod units;
 mod validate;
 
 use std::ops::Range;
@@ -19,12 +18,13 @@ use std::time::Duration;
 use petgraph::graph::DiGraph;
 use serde::{Deserialize, Serialize};
 
-pub(crate) use self::diagnostic::Source;
-pub use self::diagnostic::{Diagnostic, Diagnostics};
 pub use self::render::GraphFormat;
-pub(crate) use self::units::format_size;
-pub(crate) use self::validate::is_valid_name;
 use crate::Error;
+pub(crate) use crate::config::is_valid_name;
+pub use crate::config::{Diagnostic, Diagnostics};
+pub(crate) use crate::config::{Source, format_size};
+use crate::govern::{Budget, FuelRate};
+use crate::policy::{ErrorBudget, OnUpstreamFailure, RetryOverride, StallOverride};
 
 /// How many tasks run at once when the file does not say.
 pub(crate) const DEFAULT_MAX_CONCURRENCY: usize = 16;
@@ -47,6 +47,13 @@ pub struct Workflow {
     /// Task `i` is node `i` of `graph`; edges run from a dependency to its dependent.
     pub(crate) tasks: Vec<TaskDef>,
     pub(crate) graph: DiGraph<(), ()>,
+    /// Mutex groups with a capacity other than 1.
+    pub(crate) mutexes: std::collections::HashMap<String, usize>,
+    pub(crate) retry: RetryOverride,
+    pub(crate) stall: StallOverride,
+    pub(crate) error_budget: Option<ErrorBudget>,
+    /// The run's budget, as written (the tenant's may cut it further).
+    pub(crate) budget: Budget,
     pub(crate) source: Arc<Source>,
 }
 
@@ -79,20 +86,49 @@ impl Default for Limits {
 pub(crate) struct AgentDef {
     pub(crate) name: String,
     pub(crate) description: Option<String>,
-    /// Absolute (or workflow-relative resolved) path of the component.
+    /// The component's path, canonical when it exists.
     pub(crate) component: PathBuf,
+    /// Where `component = ...` is written (in the workflow or its registry).
     pub(crate) component_span: Range<usize>,
+    pub(crate) source: Arc<Source>,
     pub(crate) limits: Limits,
     /// Tools granted to the agent, with where each grant is written.
     pub(crate) tools: Vec<(String, Range<usize>)>,
     /// Whether each task gets its own working directory; without one it has no filesystem.
     pub(crate) workdir: bool,
+    pub(crate) capabilities: Vec<String>,
+    /// Tenants allowed to use it; `None`: all.
+    pub(crate) tenants: Option<Vec<String>>,
+    /// How many of its tasks may run at once, runtime-wide.
+    pub(crate) max_concurrency: Option<usize>,
+    pub(crate) fuel_rate: Option<FuelRate>,
+    pub(crate) retry: RetryOverride,
+}
+
+/// What runs a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// This agent.
+    Agent(usize),
+    /// One of these agents (those with the capability that the tenant may use), chosen at
+    /// each attempt.
+    Capability { name: String, agents: Vec<usize> },
+}
+
+impl Target {
+    /// The agents that may run the task.
+    pub(crate) fn agents(&self) -> &[usize] {
+        match self {
+            Self::Agent(a) => std::slice::from_ref(a),
+            Self::Capability { agents, .. } => agents,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct TaskDef {
     pub(crate) id: String,
-    pub(crate) agent: usize,
+    pub(crate) target: Target,
     pub(crate) description: Option<String>,
     /// The task's parameters: a JSON object.
     pub(crate) params: serde_json::Value,
@@ -103,6 +139,9 @@ pub(crate) struct TaskDef {
     pub(crate) critical: bool,
     /// Tasks on the longest chain from this one to the end, itself included.
     pub(crate) critical_path: u32,
+    pub(crate) retry: RetryOverride,
+    pub(crate) stall: StallOverride,
+    pub(crate) on_upstream_failure: OnUpstreamFailure,
 }
 
 impl Workflow {
@@ -176,26 +215,31 @@ impl Workflow {
         render::render(self, format)
     }
 
-    /// A problem with agent `agent`'s component, pointing at its `component = ...` line.
-    pub(crate) fn component_error(
-        &self,
-        agent: &AgentDef,
-        message: String,
-        help: &str,
-    ) -> Diagnostic {
-        self.source
+    /// A problem with an agent's component, pointing at its `component = ...` line (in the
+    /// workflow or its registry).
+    pub(crate) fn component_error(agent: &AgentDef, message: String, help: &str) -> Diagnostic {
+        agent
+            .source
             .error(agent.component_span.clone(), message)
             .help(help)
     }
 
-    /// A problem with the grant of `tool` to `agent`, pointing at it.
+    /// A problem with a tool granted to an agent, pointing at the grant.
     pub(crate) fn tool_error(
-        &self,
+        agent: &AgentDef,
         span: Range<usize>,
         message: String,
         help: String,
     ) -> Diagnostic {
-        self.source.error(span, message).help(help)
+        agent.source.error(span, message).help(help)
+    }
+
+    /// What runs task `task`, for people: `add`, or `capability math.add`.
+    pub(crate) fn target_label(&self, task: usize) -> String {
+        match &self.tasks[task].target {
+            Target::Agent(a) => self.agents[*a].name.clone(),
+            Target::Capability { name, .. } => format!("capability {name}"),
+        }
     }
 
     pub(crate) fn branch(&self, task: usize) -> String {

@@ -24,7 +24,7 @@ pub(super) fn render(workflow: &Workflow, format: GraphFormat) -> String {
 /// The two lines of a task's label: its id, then its agent and scheduling hints.
 fn label(workflow: &Workflow, task: usize) -> (String, String) {
     let t = &workflow.tasks[task];
-    let mut second = workflow.agents[t.agent].name.clone();
+    let mut second = workflow.target_label(task);
     if t.priority != 0 {
         let _ = write!(second, " p{}", t.priority);
     }

@@ -1,4 +1,5 @@
-//! The workflow file as written: TOML deserialized with spans, before any validation.
+//! Workflow and agent-registry files as written: TOML deserialized with spans, before any
+//! validation.
 //!
 //! Every table denies unknown keys, so a typo is an error that points at the key.
 
@@ -6,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::policy::{BudgetSpec, ErrorBudgetSpec, RetrySpec};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -15,6 +18,9 @@ pub(crate) struct FileSpec {
     pub(crate) params: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
     #[serde(default)]
     pub(crate) agents: BTreeMap<Spanned<String>, AgentSpec>,
+    /// Mutex groups and how many of their tasks may run at once (default 1).
+    #[serde(default)]
+    pub(crate) mutexes: BTreeMap<Spanned<String>, Spanned<i64>>,
     #[serde(default)]
     pub(crate) tasks: Vec<TaskSpec>,
     #[serde(default)]
@@ -28,7 +34,17 @@ pub(crate) struct WorkflowSpec {
     pub(crate) description: Option<String>,
     pub(crate) tenant: Option<Spanned<String>>,
     pub(crate) max_concurrency: Option<Spanned<i64>>,
+    /// Limits for every agent of this file.
     pub(crate) defaults: Option<LimitsSpec>,
+    /// An agent registry file, relative to this one.
+    pub(crate) registry: Option<Spanned<String>>,
+    /// The run's budget (never more than its tenant's).
+    pub(crate) budget: Option<BudgetSpec>,
+    pub(crate) retry: Option<RetrySpec>,
+    pub(crate) stall_timeout: Option<Spanned<toml::Value>>,
+    pub(crate) on_blocked: Option<Spanned<String>>,
+    pub(crate) diagnostic_agent: Option<Spanned<String>>,
+    pub(crate) error_budget: Option<ErrorBudgetSpec>,
 }
 
 /// Limits that `[workflow.defaults]` sets for every agent.
@@ -41,15 +57,34 @@ pub(crate) struct LimitsSpec {
     pub(crate) max_output: Option<Spanned<toml::Value>>,
 }
 
+/// An agent registry file: `[agents.NAME]` tables.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RegistrySpec {
+    #[serde(default)]
+    pub(crate) agents: BTreeMap<Spanned<String>, AgentSpec>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AgentSpec {
     pub(crate) component: Spanned<String>,
     pub(crate) description: Option<String>,
+    /// What the agent can do, e.g. `math.add`: tasks may ask for a capability.
+    #[serde(default)]
+    pub(crate) capabilities: Vec<Spanned<String>>,
+    /// Tenants allowed to use the agent (registry files only; default: all).
+    pub(crate) tenants: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     pub(crate) tools: Vec<Spanned<String>>,
     /// Whether each task gets its own working directory (default: yes).
     pub(crate) workdir: Option<bool>,
+    /// How many of its tasks may run at once, across every run of the runtime.
+    pub(crate) max_concurrency: Option<Spanned<i64>>,
+    /// Fuel per second for all its tasks together, and the burst above it.
+    pub(crate) fuel_rate: Option<Spanned<i64>>,
+    pub(crate) fuel_burst: Option<Spanned<i64>>,
+    pub(crate) retry: Option<RetrySpec>,
     // The limits are listed here rather than flattened: serde cannot combine `flatten` with
     // `deny_unknown_fields`.
     pub(crate) fuel: Option<Spanned<i64>>,
@@ -73,7 +108,10 @@ impl AgentSpec {
 #[serde(deny_unknown_fields)]
 pub(crate) struct TaskSpec {
     pub(crate) id: Spanned<String>,
-    pub(crate) agent: Spanned<String>,
+    /// The agent that runs it...
+    pub(crate) agent: Option<Spanned<String>>,
+    /// ... or a capability: the runtime picks an agent that has it.
+    pub(crate) capability: Option<Spanned<String>>,
     pub(crate) description: Option<String>,
     #[serde(default)]
     pub(crate) with: BTreeMap<String, Spanned<toml::Value>>,
@@ -83,6 +121,12 @@ pub(crate) struct TaskSpec {
     pub(crate) mutex: Option<Spanned<String>>,
     pub(crate) critical: Option<bool>,
     pub(crate) split: Option<Spanned<SplitSpec>>,
+    pub(crate) retry: Option<RetrySpec>,
+    pub(crate) stall_timeout: Option<Spanned<toml::Value>>,
+    pub(crate) on_blocked: Option<Spanned<String>>,
+    pub(crate) diagnostic_agent: Option<Spanned<String>>,
+    /// `skip` (default) or `run`: what this task does when a task it depends on fails.
+    pub(crate) on_upstream_failure: Option<Spanned<String>>,
 }
 
 /// Fan a task out over the parts of a text file: one task per part.

@@ -1,22 +1,23 @@
 //! Turns a parsed workflow file into a validated [`Workflow`]: a petgraph DAG of tasks with
-//! resolved agents, limits and parameters. Collects every problem instead of stopping at one.
+//! resolved agents (inline or from a registry), limits, parameters and failure handling.
+//! Collects every problem instead of stopping at the first.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::Value as Json;
 use toml::Spanned;
 
-use super::diagnostic::{Diagnostic, Diagnostics, Source};
-use super::spec::{FileSpec, LimitsSpec, TaskSpec};
+use super::agents::{self, limits};
+use super::spec::{FileSpec, TaskSpec};
 use super::template::{Params, substitute, substitute_str};
-use super::units::{parse_duration, parse_size};
-use super::{AgentDef, Limits, TaskDef, Workflow};
+use super::{AgentDef, Limits, Target, TaskDef, Workflow};
+use crate::config::{Checker, Diagnostics, Source, parse_toml};
+use crate::policy::{self, OnUpstreamFailure, RetryOverride, StallOverride};
 
 /// The most tasks a file may expand to (splits included).
 const MAX_TASKS: usize = 100_000;
@@ -29,136 +30,133 @@ pub(crate) fn validate(
     source: Arc<Source>,
     overrides: &[(String, String)],
 ) -> Result<Workflow, Diagnostics> {
-    let spec: FileSpec = match toml::from_str(&source.text) {
-        Ok(spec) => spec,
-        Err(e) => return Err(Diagnostics(vec![toml_error(&source, &e)])),
-    };
+    let spec: FileSpec = parse_toml(&source)?;
     let mut v = Validator {
-        source: source.clone(),
         base_dir: source
             .path
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default(),
-        errors: Vec::new(),
+        c: Checker::new(source),
     };
     let workflow = v.workflow(spec, overrides);
-    if v.errors.is_empty() {
-        workflow.ok_or_else(|| Diagnostics(Vec::new()))
-    } else {
-        v.errors.sort_by_key(|d| (d.line(), d.column()));
-        Err(Diagnostics(v.errors))
-    }
+    v.c.finish()?;
+    workflow.ok_or_else(|| Diagnostics(Vec::new()))
 }
 
-fn toml_error(source: &Source, e: &toml::de::Error) -> Diagnostic {
-    let message = e.message().trim().to_owned();
-    let help = if message.starts_with("unknown field") {
-        "remove the key or fix its spelling (the message lists the keys allowed here)"
-    } else if message.starts_with("missing field") {
-        "add the missing key to this table"
-    } else {
-        "fix the TOML syntax at this place"
-    };
-    match e.span() {
-        Some(span) => source.error(span, message).help(help),
-        None => source.error_in_file(message).help(help),
-    }
-}
-
-/// A task after `split` expansion, before dependencies are resolved.
-struct Draft {
+/// A task after `split` expansion, before its agent and dependencies are resolved.
+struct Draft<'s> {
     id: String,
     id_span: Range<usize>,
     /// The id written in the file: dependents naming it depend on every part of a split.
     group: String,
-    agent: Spanned<String>,
+    spec: &'s TaskSpec,
     params: Json,
-    depends_on: Vec<Spanned<String>>,
     phase: Option<usize>,
     priority: i64,
-    mutex: Option<String>,
-    critical: bool,
-    description: Option<String>,
 }
 
 struct Validator {
-    source: Arc<Source>,
+    c: Checker,
     base_dir: PathBuf,
-    errors: Vec<Diagnostic>,
 }
 
 impl Validator {
-    fn err(&mut self, span: Range<usize>, message: impl Into<String>, help: impl Into<String>) {
-        let d = self.source.error(span, message).help(help);
-        self.errors.push(d);
-    }
-
     fn workflow(&mut self, spec: FileSpec, overrides: &[(String, String)]) -> Option<Workflow> {
         let section_span = spec.workflow.span();
         let section = spec.workflow.get_ref();
+        let c = &mut self.c;
         let name = section.name.get_ref().clone();
-        self.check_name(&section.name, "workflow name");
+        c.name(&section.name, "workflow name");
         let tenant = match &section.tenant {
             Some(t) => {
-                self.check_name(t, "tenant");
+                c.name(t, "tenant");
                 t.get_ref().clone()
             }
             None => "default".to_owned(),
         };
         let max_concurrency = match &section.max_concurrency {
-            Some(m) if (1..=100_000).contains(m.get_ref()) => *m.get_ref() as usize,
-            Some(m) => {
-                self.err(
-                    m.span(),
-                    format!(
-                        "max_concurrency must be between 1 and 100000, not {}",
-                        m.get_ref()
-                    ),
-                    "set how many tasks may run at once, e.g. `max_concurrency = 8`",
-                );
-                1
-            }
+            Some(m) => c.int(m, 1..=100_000, "max_concurrency").unwrap_or(1) as usize,
             None => super::DEFAULT_MAX_CONCURRENCY,
         };
         let defaults = match &section.defaults {
-            Some(d) => self.limits(d, Limits::default()),
+            Some(d) => limits(c, d, Limits::default()),
             None => Limits::default(),
         };
+        let retry = section
+            .retry
+            .as_ref()
+            .map(|r| policy::retry(c, r))
+            .unwrap_or_default();
+        let stall = policy::stall(
+            c,
+            section.stall_timeout.as_ref(),
+            section.on_blocked.as_ref(),
+            section.diagnostic_agent.as_ref(),
+        );
+        let error_budget = section
+            .error_budget
+            .as_ref()
+            .and_then(|e| policy::error_budget(c, e));
+        let budget = section
+            .budget
+            .as_ref()
+            .map(|b| policy::budget(c, b))
+            .unwrap_or_default();
+        let mut mutexes = HashMap::new();
+        for (m, capacity) in &spec.mutexes {
+            c.name(m, "mutex name");
+            let n = c
+                .int(capacity, 1..=100_000, "a mutex group's capacity")
+                .unwrap_or(1);
+            mutexes.insert(m.get_ref().clone(), n as usize);
+        }
 
         let params = self.params(&spec.params, overrides);
-        let agents = self.agents(&spec, defaults);
+        let agents = self.agents(&spec, section.registry.as_ref(), defaults);
         let drafts = self.drafts(&spec, &params);
-        if drafts.is_empty() && self.errors.is_empty() {
-            self.err(
+        if drafts.is_empty() && self.c.errors.is_empty() {
+            self.c.err(
                 section_span,
                 "the workflow has no tasks",
                 "add at least one [[tasks]] table (or [[phases]] with tasks)",
             );
         }
         if drafts.len() > MAX_TASKS {
-            self.errors.push(
-                self.source
-                    .error_in_file(format!(
-                        "the workflow expands to {} tasks, more than the limit of {MAX_TASKS}",
-                        drafts.len()
-                    ))
-                    .help("use fewer or smaller splits"),
+            self.c.err_in_file(
+                format!(
+                    "the workflow expands to {} tasks, more than the limit of {MAX_TASKS}",
+                    drafts.len()
+                ),
+                "use fewer or smaller splits",
             );
             return None;
         }
         for d in &drafts {
             let branch = format!("{name}.{}", d.id);
             if RESERVED_BRANCHES.contains(&branch.as_str()) {
-                self.err(
+                self.c.err(
                     d.id_span.clone(),
-                    format!("task `{}` would have the branch `{branch}`, a name the run's own files use", d.id),
+                    format!(
+                        "task `{}` would have the branch `{branch}`, a name the run's own files use",
+                        d.id
+                    ),
                     "rename the task or the workflow",
                 );
             }
         }
-        let tasks = self.tasks(drafts, &agents, &spec);
-        if !self.errors.is_empty() {
+        let tasks = self.tasks(&drafts, &agents, &spec, &tenant);
+        if let Some(agent) = &stall.diagnostic_agent
+            && !agents.iter().any(|a| &a.name == agent)
+            && let Some(span) = section.diagnostic_agent.as_ref().map(Spanned::span)
+        {
+            self.c.err(
+                span,
+                format!("diagnostic agent `{agent}` is not an agent of this workflow"),
+                "declare it, or name one that is",
+            );
+        }
+        if !self.c.errors.is_empty() {
             return None;
         }
         let graph = self.graph(&tasks)?;
@@ -172,99 +170,13 @@ impl Validator {
             agents,
             tasks,
             graph,
-            source: self.source.clone(),
+            mutexes,
+            retry,
+            stall,
+            error_budget,
+            budget,
+            source: Arc::clone(&self.c.source),
         })
-    }
-
-    fn check_name(&mut self, name: &Spanned<String>, what: &str) {
-        if !is_valid_name(name.get_ref()) {
-            self.err(
-                name.span(),
-                format!("`{}` is not a valid {what}", name.get_ref()),
-                "use 1 to 128 letters, digits, `_`, `-` or `.`, starting with a letter, digit or `_`",
-            );
-        }
-    }
-
-    fn limits(&mut self, spec: &LimitsSpec, base: Limits) -> Limits {
-        let mut limits = base;
-        if let Some(fuel) = &spec.fuel {
-            match u64::try_from(*fuel.get_ref()) {
-                Ok(f) if f > 0 => limits.fuel = f,
-                _ => self.err(
-                    fuel.span(),
-                    format!("fuel must be a positive number, not {}", fuel.get_ref()),
-                    "give the fuel budget of one task, e.g. `fuel = 50_000_000`",
-                ),
-            }
-        }
-        if let Some(memory) = &spec.memory {
-            match self.size(memory) {
-                Some(m) if (64 << 10..=4 << 30).contains(&m) => limits.memory = m,
-                Some(m) => self.err(
-                    memory.span(),
-                    format!("memory must be between 64KiB and 4GiB, not {m} bytes"),
-                    "give the most memory one task may use, e.g. `memory = \"64MiB\"`",
-                ),
-                None => {}
-            }
-        }
-        if let Some(timeout) = &spec.timeout {
-            let parsed = match timeout.get_ref() {
-                toml::Value::String(s) => parse_duration(s),
-                other => Err(format!(
-                    "a timeout is a string with a unit, not a {}",
-                    other.type_str()
-                )),
-            };
-            match parsed {
-                Ok(d) if d > Duration::ZERO && d <= Duration::from_secs(7 * 24 * 3600) => {
-                    limits.timeout = d;
-                }
-                Ok(_) => self.err(
-                    timeout.span(),
-                    "timeout must be more than zero and at most 7 days",
-                    "give the wall-clock limit of one task, e.g. `timeout = \"30s\"`",
-                ),
-                Err(e) => self.err(timeout.span(), e, "write it like `timeout = \"5s\"`"),
-            }
-        }
-        if let Some(out) = &spec.max_output {
-            match self.size(out) {
-                Some(m) if (1..=1 << 30).contains(&m) => limits.max_output = m,
-                Some(m) => self.err(
-                    out.span(),
-                    format!("max_output must be between 1 byte and 1GiB, not {m} bytes"),
-                    "give the largest output a task may return, e.g. `max_output = \"1MiB\"`",
-                ),
-                None => {}
-            }
-        }
-        limits
-    }
-
-    fn size(&mut self, value: &Spanned<toml::Value>) -> Option<u64> {
-        let parsed = match value.get_ref() {
-            toml::Value::Integer(i) => {
-                u64::try_from(*i).map_err(|_| "a size cannot be negative".to_owned())
-            }
-            toml::Value::String(s) => parse_size(s),
-            other => Err(format!(
-                "a size is a number of bytes or a string, not a {}",
-                other.type_str()
-            )),
-        };
-        match parsed {
-            Ok(n) => Some(n),
-            Err(e) => {
-                self.err(
-                    value.span(),
-                    e,
-                    "write a size like \"64MiB\" or a number of bytes",
-                );
-                None
-            }
-        }
     }
 
     fn params(
@@ -274,12 +186,14 @@ impl Validator {
     ) -> Params {
         let mut params = Params::new();
         for (name, value) in declared {
-            self.check_name(name, "parameter name");
+            self.c.name(name, "parameter name");
             match substitute(value.get_ref(), &Params::new()) {
                 Ok(v) => {
                     params.insert(name.get_ref().clone(), v);
                 }
-                Err(e) => self.err(value.span(), e, "parameter defaults cannot use `${...}`"),
+                Err(e) => self
+                    .c
+                    .err(value.span(), e, "parameter defaults cannot use `${...}`"),
             }
         }
         for (name, text) in overrides {
@@ -293,12 +207,9 @@ impl Validator {
                         declared.join(", ")
                     )
                 };
-                self.errors.push(
-                    self.source
-                        .error_in_file(format!(
-                            "--param `{name}` is not a parameter of this workflow"
-                        ))
-                        .help(help),
+                self.c.err_in_file(
+                    format!("--param `{name}` is not a parameter of this workflow"),
+                    help,
                 );
                 continue;
             }
@@ -307,64 +218,44 @@ impl Validator {
         params
     }
 
-    fn agents(&mut self, spec: &FileSpec, defaults: Limits) -> Vec<AgentDef> {
-        let mut agents = Vec::new();
-        for (name, agent) in &spec.agents {
-            self.check_name(name, "agent name");
-            let mut path = self.base_dir.join(agent.component.get_ref());
-            if path.is_file() {
-                // Reports and messages show the real path, not `examples/../target/...`.
-                path = std::fs::canonicalize(&path).unwrap_or(path);
-            } else {
-                let why = if path.exists() {
-                    "is not a file"
-                } else {
-                    "does not exist"
-                };
-                self.err(
-                    agent.component.span(),
-                    format!(
-                        "component file `{}` of agent `{}` {why}",
-                        path.display(),
-                        name.get_ref()
-                    ),
-                    "paths are relative to the workflow file; build the component or fix the path",
-                );
-            }
-            let limits = self.limits(&agent.limits(), defaults);
-            let mut tools = Vec::new();
-            for tool in &agent.tools {
-                if tools.iter().any(|(t, _): &(String, _)| t == tool.get_ref()) {
-                    self.err(
-                        tool.span(),
-                        format!("tool `{}` is listed twice", tool.get_ref()),
-                        "list each tool once",
+    /// The workflow's own agents, then those of its registry (a name may not be in both).
+    fn agents(
+        &mut self,
+        spec: &FileSpec,
+        registry: Option<&Spanned<String>>,
+        defaults: Limits,
+    ) -> Vec<AgentDef> {
+        let mut all = agents::agents(&mut self.c, &self.base_dir, &spec.agents, defaults, false);
+        if let Some(file) = registry {
+            let path = self.base_dir.join(file.get_ref());
+            for agent in agents::registry(&mut self.c, &path, file.span()) {
+                if let Some(own) = spec.agents.keys().find(|k| *k.get_ref() == agent.name) {
+                    self.c.err(
+                        own.span(),
+                        format!(
+                            "agent `{}` is also in the registry `{}`",
+                            agent.name,
+                            path.display()
+                        ),
+                        "rename one of them, or remove this one to use the registry's",
                     );
+                    continue;
                 }
-                tools.push((tool.get_ref().clone(), tool.span()));
+                all.push(agent);
             }
-            agents.push(AgentDef {
-                name: name.get_ref().clone(),
-                description: agent.description.clone(),
-                component: path,
-                component_span: agent.component.span(),
-                limits,
-                tools,
-                workdir: agent.workdir.unwrap_or(true),
-            });
         }
-        agents
+        all
     }
 
-    fn drafts(&mut self, spec: &FileSpec, params: &Params) -> Vec<Draft> {
+    fn drafts<'s>(&mut self, spec: &'s FileSpec, params: &Params) -> Vec<Draft<'s>> {
         let mut drafts = Vec::new();
         for task in &spec.tasks {
             self.expand(task, None, params, &mut drafts);
         }
         for (i, phase) in spec.phases.iter().enumerate() {
-            self.check_name(&phase.name, "phase name");
+            self.c.name(&phase.name, "phase name");
             if phase.tasks.is_empty() {
-                self.err(
+                self.c.err(
                     phase.name.span(),
                     format!("phase `{}` has no tasks", phase.name.get_ref()),
                     "add [[phases.tasks]] to it or remove it",
@@ -377,61 +268,47 @@ impl Validator {
         drafts
     }
 
-    fn expand(
+    fn expand<'s>(
         &mut self,
-        task: &TaskSpec,
+        task: &'s TaskSpec,
         phase: Option<usize>,
         params: &Params,
-        out: &mut Vec<Draft>,
+        out: &mut Vec<Draft<'s>>,
     ) {
-        self.check_name(&task.id, "task id");
+        let c = &mut self.c;
+        c.name(&task.id, "task id");
         let mut with = serde_json::Map::new();
         for (key, value) in &task.with {
             match substitute(value.get_ref(), params) {
                 Ok(v) => {
                     with.insert(key.clone(), v);
                 }
-                Err(e) => self.err(
+                Err(e) => c.err(
                     value.span(),
                     e,
                     "declare the parameter in [params] or escape the dollar as `$${`",
                 ),
             }
         }
-        let priority = match &task.priority {
-            Some(p) if (-1_000_000..=1_000_000).contains(p.get_ref()) => *p.get_ref(),
-            Some(p) => {
-                self.err(
-                    p.span(),
-                    "priority must be between -1000000 and 1000000",
-                    "higher runs first; the default is 0",
-                );
-                0
-            }
-            None => 0,
-        };
+        let priority = task
+            .priority
+            .as_ref()
+            .and_then(|p| c.int(p, -1_000_000..=1_000_000, "priority"))
+            .unwrap_or(0);
         if let Some(m) = &task.mutex {
-            self.check_name(m, "mutex name");
+            c.name(m, "mutex name");
         }
-        let draft = |id: String, id_span: Range<usize>, params: Json| Draft {
+        let draft = |id: String, params: Json| Draft {
             id,
-            id_span,
+            id_span: task.id.span(),
             group: task.id.get_ref().clone(),
-            agent: task.agent.clone(),
+            spec: task,
             params,
-            depends_on: task.depends_on.clone(),
             phase,
             priority,
-            mutex: task.mutex.as_ref().map(|m| m.get_ref().clone()),
-            critical: task.critical.unwrap_or(true),
-            description: task.description.clone(),
         };
         let Some(split) = &task.split else {
-            out.push(draft(
-                task.id.get_ref().clone(),
-                task.id.span(),
-                Json::Object(with),
-            ));
+            out.push(draft(task.id.get_ref().clone(), Json::Object(with)));
             return;
         };
         let into = split
@@ -440,27 +317,21 @@ impl Validator {
             .clone()
             .unwrap_or_else(|| "text".to_owned());
         if with.contains_key(&into) {
-            self.err(
+            c.err(
                 split.span(),
                 format!("`split` passes each part as parameter `{into}`, which `with` also sets"),
                 "remove it from `with`, or name another parameter with `into = \"...\"`",
             );
             return;
         }
-        let parts = *split.get_ref().parts.get_ref();
-        if !(1..=MAX_SPLIT_PARTS).contains(&parts) {
-            self.err(
-                split.get_ref().parts.span(),
-                format!("parts must be between 1 and {MAX_SPLIT_PARTS}, not {parts}"),
-                "give how many tasks to fan out to, e.g. `parts = 8`",
-            );
+        let Some(parts) = c.int(&split.get_ref().parts, 1..=MAX_SPLIT_PARTS, "parts") else {
             return;
-        }
+        };
         let file = &split.get_ref().file;
         let rel = match substitute_str(file.get_ref(), params) {
             Ok(rel) => rel,
             Err(e) => {
-                self.err(file.span(), e, "declare the parameter in [params]");
+                c.err(file.span(), e, "declare the parameter in [params]");
                 return;
             }
         };
@@ -468,7 +339,7 @@ impl Validator {
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) => {
-                self.err(
+                c.err(
                     file.span(),
                     format!("cannot read `{}` to split it: {e}", path.display()),
                     "paths are relative to the workflow file; the file must be UTF-8 text",
@@ -481,151 +352,197 @@ impl Validator {
             params.insert(into.clone(), Json::String(part.to_owned()));
             out.push(draft(
                 format!("{}[{i}]", task.id.get_ref()),
-                task.id.span(),
                 Json::Object(params),
             ));
         }
     }
 
-    /// Resolves agents and dependencies. Returns each task with the spans of its dependency
-    /// edges (for pointing at the entry that closes a cycle).
+    /// What runs a task: its agent, or the agents (allowed for the tenant) with its capability.
+    fn target(&mut self, d: &Draft<'_>, agents: &[AgentDef], tenant: &str) -> Option<Target> {
+        let c = &mut self.c;
+        let allowed = |a: &AgentDef| {
+            a.tenants
+                .as_ref()
+                .is_none_or(|t| t.iter().any(|t| t == tenant))
+        };
+        match (&d.spec.agent, &d.spec.capability) {
+            (Some(agent), None) => {
+                let Some(index) = agents.iter().position(|a| &a.name == agent.get_ref()) else {
+                    let names: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
+                    let help = match closest(agent.get_ref(), &names) {
+                        Some(near) => format!(
+                            "did you mean `{near}`? Or declare [agents.{}] with its component",
+                            agent.get_ref()
+                        ),
+                        None if names.is_empty() => format!(
+                            "declare it: [agents.{}] with `component = \"path/to/agent.wasm\"`",
+                            agent.get_ref()
+                        ),
+                        None => format!(
+                            "declared agents: {}; or declare [agents.{}]",
+                            names.join(", "),
+                            agent.get_ref()
+                        ),
+                    };
+                    c.err(
+                        agent.span(),
+                        format!(
+                            "task `{}` uses unknown agent `{}`",
+                            d.group,
+                            agent.get_ref()
+                        ),
+                        help,
+                    );
+                    return None;
+                };
+                if !allowed(&agents[index]) {
+                    c.err(
+                        agent.span(),
+                        format!("tenant `{tenant}` may not use agent `{}`", agent.get_ref()),
+                        "the agent registry lists the tenants allowed to use it",
+                    );
+                    return None;
+                }
+                Some(Target::Agent(index))
+            }
+            (None, Some(capability)) => {
+                let providers: Vec<usize> = (0..agents.len())
+                    .filter(|&i| agents[i].capabilities.contains(capability.get_ref()))
+                    .collect();
+                let usable: Vec<usize> = providers
+                    .iter()
+                    .copied()
+                    .filter(|&i| allowed(&agents[i]))
+                    .collect();
+                if usable.is_empty() {
+                    let help = if providers.is_empty() {
+                        "give an agent `capabilities = [...]` that includes it".to_owned()
+                    } else {
+                        let names: Vec<&str> =
+                            providers.iter().map(|&i| agents[i].name.as_str()).collect();
+                        format!(
+                            "{} provide it, but not for tenant `{tenant}`",
+                            names.join(", ")
+                        )
+                    };
+                    c.err(
+                        capability.span(),
+                        format!(
+                            "no agent provides capability `{}` to tenant `{tenant}`",
+                            capability.get_ref()
+                        ),
+                        help,
+                    );
+                    return None;
+                }
+                Some(Target::Capability {
+                    name: capability.get_ref().clone(),
+                    agents: usable,
+                })
+            }
+            (Some(agent), Some(_)) => {
+                c.err(
+                    agent.span(),
+                    format!("task `{}` names both an agent and a capability", d.group),
+                    "keep one: `agent` runs that agent, `capability` lets the runtime choose",
+                );
+                None
+            }
+            (None, None) => {
+                c.err(
+                    d.id_span.clone(),
+                    format!("task `{}` names no agent", d.group),
+                    "add `agent = \"...\"` or `capability = \"...\"`",
+                );
+                None
+            }
+        }
+    }
+
+    /// Resolves agents, settings and dependencies. Returns each task with the spans of its
+    /// dependency edges (for pointing at the entry that closes a cycle).
     fn tasks(
         &mut self,
-        drafts: Vec<Draft>,
+        drafts: &[Draft<'_>],
         agents: &[AgentDef],
         spec: &FileSpec,
+        tenant: &str,
     ) -> Vec<(TaskDef, Vec<Range<usize>>)> {
         // Ids must be unique; a group name (the id written in the file) refers to all its parts.
-        let mut index: HashMap<&str, usize> = HashMap::new();
         let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
-        let mut seen_groups: HashMap<&str, Range<usize>> = HashMap::new();
+        let mut first_use: HashMap<&str, Range<usize>> = HashMap::new();
         for (i, d) in drafts.iter().enumerate() {
-            if let Some(first) = seen_groups.get(d.group.as_str())
+            if let Some(first) = first_use.get(d.group.as_str())
                 && *first != d.id_span
             {
-                let line = self.source.error(first.clone(), "").line().unwrap_or(0);
-                self.err(
+                let line = self.c.source.error(first.clone(), "").line().unwrap_or(0);
+                self.c.err(
                     d.id_span.clone(),
                     format!("duplicate task id `{}`", d.group),
                     format!("the id is first used on line {line}; give each task its own id"),
                 );
                 continue;
             }
-            seen_groups.insert(&d.group, d.id_span.clone());
-            if index.insert(&d.id, i).is_some() {
-                self.err(
-                    d.id_span.clone(),
-                    format!("duplicate task id `{}`", d.id),
-                    "give each task its own id",
-                );
-            }
+            first_use.insert(&d.group, d.id_span.clone());
             groups.entry(&d.group).or_default().push(i);
         }
-        // Phases run in order: each task of a phase depends on every task of the phase before;
-        // in a serial phase, each task also depends on the task before it.
-        let mut phase_members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for (i, d) in drafts.iter().enumerate() {
-            if let Some(p) = d.phase {
-                phase_members.entry(p).or_default().push(i);
-            }
-        }
-        let mut implicit: Vec<Vec<usize>> = vec![Vec::new(); drafts.len()];
-        let mut previous_phase: Option<&Vec<usize>> = None;
-        for (p, members) in &phase_members {
-            for (k, &i) in members.iter().enumerate() {
-                if let Some(prev) = previous_phase {
-                    implicit[i].extend(prev.iter().copied());
-                }
-                if !spec.phases[*p].parallel {
-                    // Depend on every part of the previous task written in this phase.
-                    let prev_group = members[..k]
-                        .iter()
-                        .rev()
-                        .map(|&j| &drafts[j].group)
-                        .find(|g| **g != drafts[i].group);
-                    if let Some(g) = prev_group {
-                        implicit[i].extend(groups.get(g.as_str()).into_iter().flatten().copied());
-                    }
-                }
-            }
-            previous_phase = Some(members);
-        }
-
-        let agent_index: HashMap<&str, usize> = agents
+        let index: HashMap<&str, usize> = drafts
             .iter()
             .enumerate()
-            .map(|(i, a)| (a.name.as_str(), i))
+            .map(|(i, d)| (d.id.as_str(), i))
             .collect();
+        let implicit = phase_dependencies(drafts, spec, &groups);
+
         let mut tasks = Vec::with_capacity(drafts.len());
+        let mut targets: HashMap<&str, Option<Target>> = HashMap::new();
         for (i, d) in drafts.iter().enumerate() {
-            let agent = match agent_index.get(d.agent.get_ref().as_str()) {
-                Some(&a) => a,
-                None => {
-                    let names: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
-                    let help = match closest(d.agent.get_ref(), &names) {
-                        Some(near) => format!(
-                            "did you mean `{near}`? Or declare [agents.{}] with its component",
-                            d.agent.get_ref()
-                        ),
-                        None if names.is_empty() => format!(
-                            "declare it: [agents.{}] with `component = \"path/to/agent.wasm\"`",
-                            d.agent.get_ref()
-                        ),
-                        None => format!(
-                            "declared agents: {}; or declare [agents.{}]",
-                            names.join(", "),
-                            d.agent.get_ref()
-                        ),
-                    };
-                    // Report once per written task, not once per split part.
-                    if drafts[..i].iter().all(|p| p.group != d.group) {
-                        self.err(
-                            d.agent.span(),
-                            format!(
-                                "task `{}` uses unknown agent `{}`",
-                                d.group,
-                                d.agent.get_ref()
-                            ),
-                            help,
-                        );
-                    }
-                    0
-                }
+            // Resolve (and report) once per task written, not once per split part.
+            let first = !targets.contains_key(d.group.as_str());
+            let target = if first {
+                let t = self.target(d, agents, tenant);
+                targets.insert(&d.group, t.clone());
+                t
+            } else {
+                targets[d.group.as_str()].clone()
+            };
+            let settings = if first {
+                self.settings(d.spec, agents)
+            } else {
+                self.settings_quiet(d.spec)
             };
             let mut deps: Vec<usize> = Vec::new();
             let mut spans: Vec<Range<usize>> = Vec::new();
-            for dep in &d.depends_on {
-                let targets = groups
+            for dep in &d.spec.depends_on {
+                let found = groups
                     .get(dep.get_ref().as_str())
                     .map(Vec::as_slice)
                     .or_else(|| index.get(dep.get_ref().as_str()).map(std::slice::from_ref));
-                match targets {
-                    Some(targets) => {
-                        for &t in targets {
+                match found {
+                    Some(found) => {
+                        for &t in found {
                             if !deps.contains(&t) {
                                 deps.push(t);
                                 spans.push(dep.span());
                             }
                         }
                     }
-                    None => {
+                    None if first => {
                         let ids: Vec<&str> = groups.keys().copied().collect();
                         let help = match closest(dep.get_ref(), &ids) {
                             Some(near) => format!("did you mean `{near}`?"),
                             None => "name the id of another task in this file".to_owned(),
                         };
-                        if drafts[..i].iter().all(|p| p.group != d.group) {
-                            self.err(
-                                dep.span(),
-                                format!(
-                                    "task `{}` depends on unknown task `{}`",
-                                    d.group,
-                                    dep.get_ref()
-                                ),
-                                help,
-                            );
-                        }
+                        self.c.err(
+                            dep.span(),
+                            format!(
+                                "task `{}` depends on unknown task `{}`",
+                                d.group,
+                                dep.get_ref()
+                            ),
+                            help,
+                        );
                     }
+                    None => {}
                 }
             }
             for &t in &implicit[i] {
@@ -634,22 +551,93 @@ impl Validator {
                     spans.push(d.id_span.clone());
                 }
             }
+            let Some(target) = target else { continue };
+            let (retry, stall, on_upstream_failure) = settings;
             tasks.push((
                 TaskDef {
                     id: d.id.clone(),
-                    agent,
-                    description: d.description.clone(),
+                    target,
+                    description: d.spec.description.clone(),
                     params: d.params.clone(),
                     deps,
                     priority: d.priority,
-                    mutex: d.mutex.clone(),
-                    critical: d.critical,
+                    mutex: d.spec.mutex.as_ref().map(|m| m.get_ref().clone()),
+                    critical: d.spec.critical.unwrap_or(true),
                     critical_path: 1,
+                    retry,
+                    stall,
+                    on_upstream_failure,
                 },
                 spans,
             ));
         }
         tasks
+    }
+
+    /// A task's own failure-handling settings.
+    fn settings(
+        &mut self,
+        spec: &TaskSpec,
+        agents: &[AgentDef],
+    ) -> (RetryOverride, StallOverride, OnUpstreamFailure) {
+        let c = &mut self.c;
+        let retry = spec
+            .retry
+            .as_ref()
+            .map(|r| policy::retry(c, r))
+            .unwrap_or_default();
+        let stall = policy::stall(
+            c,
+            spec.stall_timeout.as_ref(),
+            spec.on_blocked.as_ref(),
+            spec.diagnostic_agent.as_ref(),
+        );
+        if let (Some(agent), Some(span)) = (&stall.diagnostic_agent, spec.diagnostic_agent.as_ref())
+            && !agents.iter().any(|a| &a.name == agent)
+        {
+            c.err(
+                span.span(),
+                format!("diagnostic agent `{agent}` is not an agent of this workflow"),
+                "declare it, or name one that is",
+            );
+        }
+        let on_failure = match spec
+            .on_upstream_failure
+            .as_ref()
+            .map(|v| c.choice(v, &["skip", "run"], "on_upstream_failure"))
+        {
+            Some(Some("run")) => OnUpstreamFailure::Run,
+            _ => OnUpstreamFailure::Skip,
+        };
+        (retry, stall, on_failure)
+    }
+
+    /// The same settings for another part of a split task: already checked, so not reported.
+    fn settings_quiet(
+        &mut self,
+        spec: &TaskSpec,
+    ) -> (RetryOverride, StallOverride, OnUpstreamFailure) {
+        let mut quiet = Checker::new(Arc::clone(&self.c.source));
+        let retry = spec
+            .retry
+            .as_ref()
+            .map(|r| policy::retry(&mut quiet, r))
+            .unwrap_or_default();
+        let stall = policy::stall(
+            &mut quiet,
+            spec.stall_timeout.as_ref(),
+            spec.on_blocked.as_ref(),
+            spec.diagnostic_agent.as_ref(),
+        );
+        let on_failure = match spec
+            .on_upstream_failure
+            .as_ref()
+            .map(|v| v.get_ref().as_str())
+        {
+            Some("run") => OnUpstreamFailure::Run,
+            _ => OnUpstreamFailure::Skip,
+        };
+        (retry, stall, on_failure)
     }
 
     fn graph(&mut self, tasks: &[(TaskDef, Vec<Range<usize>>)]) -> Option<DiGraph<(), ()>> {
@@ -685,7 +673,7 @@ impl Validator {
                 .position(|&d| d == depends_on)
                 .map(|p| spans[p].clone())
                 .unwrap_or(0..0);
-            self.err(
+            self.c.err(
                 span,
                 format!("dependency cycle: {}", shown.join(" → ")),
                 "each arrow reads \"depends on\"; remove one of these dependencies",
@@ -693,6 +681,42 @@ impl Validator {
         }
         None
     }
+}
+
+/// Phases run in order: each task of a phase depends on every task of the phase before; in a
+/// serial phase, each task also depends on the task written before it.
+fn phase_dependencies(
+    drafts: &[Draft<'_>],
+    spec: &FileSpec,
+    groups: &HashMap<&str, Vec<usize>>,
+) -> Vec<Vec<usize>> {
+    let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, d) in drafts.iter().enumerate() {
+        if let Some(p) = d.phase {
+            members.entry(p).or_default().push(i);
+        }
+    }
+    let mut implicit: Vec<Vec<usize>> = vec![Vec::new(); drafts.len()];
+    let mut previous: Option<&Vec<usize>> = None;
+    for (p, tasks) in &members {
+        for (k, &i) in tasks.iter().enumerate() {
+            if let Some(prev) = previous {
+                implicit[i].extend(prev.iter().copied());
+            }
+            if !spec.phases[*p].parallel {
+                let before = tasks[..k]
+                    .iter()
+                    .rev()
+                    .map(|&j| &drafts[j].group)
+                    .find(|g| **g != drafts[i].group);
+                if let Some(g) = before {
+                    implicit[i].extend(groups.get(g.as_str()).into_iter().flatten().copied());
+                }
+            }
+        }
+        previous = Some(tasks);
+    }
+    implicit
 }
 
 /// A cycle within one strongly connected component, as nodes in edge order, starting at its
@@ -736,16 +760,6 @@ fn compute_critical_paths(graph: &DiGraph<(), ()>, tasks: &mut [TaskDef]) {
             .unwrap_or(0);
         tasks[n.index()].critical_path = longest + 1;
     }
-}
-
-pub(crate) fn is_valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
-    first_ok
-        && name.len() <= 128
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 /// A `--param` value: a TOML literal (`42`, `true`, `"text"`, `[1, 2]`) or else plain text.
@@ -828,6 +842,7 @@ mod tests {
 
     #[test]
     fn names_allow_ids_but_not_paths() {
+        use crate::config::is_valid_name;
         assert!(is_valid_name("left"));
         assert!(is_valid_name("step_2.a-b"));
         assert!(!is_valid_name(""));

@@ -1,0 +1,115 @@
+//! A fuel token bucket: a tenant's (or an agent's) fuel rate.
+//!
+//! Running guests draw from it on every epoch tick (by the fuel they burned since the last
+//! one); when it is empty they sleep, as an async yield, until it has refilled. So busy tenants
+//! share CPU in the ratio of their rates, and a tenant that spins forever cannot take more
+//! than its rate from anyone else.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A fuel rate: sustained fuel per second and the burst allowed above it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FuelRate {
+    pub per_second: u64,
+    pub burst: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct FuelBucket {
+    rate: FuelRate,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Fuel available now; negative when guests have drawn more than was there (they then
+    /// wait until it is back to zero).
+    level: f64,
+    refilled: Instant,
+}
+
+impl FuelBucket {
+    pub(crate) fn new(rate: FuelRate) -> Self {
+        Self {
+            rate,
+            state: Mutex::new(State {
+                level: rate.burst as f64,
+                refilled: Instant::now(),
+            }),
+        }
+    }
+
+    pub(crate) fn rate(&self) -> FuelRate {
+        self.rate
+    }
+
+    /// Takes `fuel` from the bucket; returns how long the guest must wait for the bucket to be
+    /// back to zero, if it is now in debt.
+    pub(crate) fn draw(&self, fuel: u64) -> Option<Duration> {
+        self.draw_at(fuel, Instant::now())
+    }
+
+    fn draw_at(&self, fuel: u64, now: Instant) -> Option<Duration> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let elapsed = now.saturating_duration_since(s.refilled).as_secs_f64();
+        s.refilled = now;
+        // Draws pay for fuel already burned, during the time that refilled the bucket: the
+        // refill pays for it first, and only what is left over is capped at the burst.
+        let refill = elapsed * self.rate.per_second as f64;
+        s.level = (s.level + refill - fuel as f64).min(self.rate.burst as f64);
+        if s.level >= 0.0 || self.rate.per_second == 0 {
+            return None;
+        }
+        Some(Duration::from_secs_f64(
+            -s.level / self.rate.per_second as f64,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drawing_past_the_burst_means_waiting_for_the_refill() {
+        let rate = FuelRate {
+            per_second: 1_000,
+            burst: 500,
+        };
+        let bucket = FuelBucket::new(rate);
+        let t0 = bucket.state.lock().expect("lock").refilled;
+        assert_eq!(bucket.draw_at(400, t0), None);
+        // 100 left; drawing 350 leaves a debt of 250: a quarter of a second.
+        assert_eq!(bucket.draw_at(350, t0), Some(Duration::from_millis(250)));
+        // After waiting that long the debt is paid; idle for a second, it refills only up to
+        // the burst.
+        assert_eq!(bucket.draw_at(0, t0 + Duration::from_millis(250)), None);
+        assert_eq!(bucket.draw_at(0, t0 + Duration::from_millis(1250)), None);
+        assert_eq!(
+            bucket.draw_at(501, t0 + Duration::from_millis(1250)),
+            Some(Duration::from_millis(1))
+        );
+    }
+
+    #[test]
+    fn a_busy_guest_gets_the_rate_on_average() {
+        // A guest burning 10 fuel per ms, drawing every 10 ms and sleeping as told.
+        let bucket = FuelBucket::new(FuelRate {
+            per_second: 2_000,
+            burst: 0,
+        });
+        let mut now = bucket.state.lock().expect("lock").refilled;
+        let mut burned = 0u64;
+        let end = now + Duration::from_secs(10);
+        while now < end {
+            now += Duration::from_millis(10);
+            burned += 100;
+            if let Some(wait) = bucket.draw_at(100, now) {
+                now += wait;
+            }
+        }
+        let rate = burned as f64 / 10.0;
+        assert!((1_900.0..=2_100.0).contains(&rate), "{rate} fuel/s");
+    }
+}

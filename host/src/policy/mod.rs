@@ -1,0 +1,311 @@
+//! Failure handling and the operator's policy file.
+//!
+//! Owns the vocabulary of failure handling (retries with backoff, blocked tasks, error budgets)
+//! and the policy file an operator gives the runtime: defaults for every workflow, and each
+//! tenant's fuel rate, concurrency and budget. Settings are layered, most specific first:
+//! task, agent, workflow, policy defaults, built-in defaults. The scheduler applies them.
+
+mod parse;
+mod spec;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub(crate) use self::parse::{budget, error_budget, fuel_rate, retry, stall};
+pub(crate) use self::spec::{BudgetSpec, ErrorBudgetSpec, RetrySpec};
+use crate::Error;
+use crate::bus::ErrorKind;
+use crate::config::Source;
+use crate::govern::TenantLimits;
+
+/// When and how a task is tried again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Attempts in all (1: no retry).
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubled for each further one.
+    #[serde(with = "crate::bus::millis")]
+    pub backoff: Duration,
+    /// The longest delay.
+    #[serde(with = "crate::bus::millis")]
+    pub max_backoff: Duration,
+    /// Random spread of each delay, ± this fraction.
+    pub jitter: f64,
+    /// The errors that are retried (never `invalid-input`).
+    pub on: Vec<ErrorKind>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 1,
+            backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+            jitter: 0.2,
+            on: vec![
+                ErrorKind::Unavailable,
+                ErrorKind::Failed,
+                ErrorKind::Timeout,
+                ErrorKind::Trap,
+                ErrorKind::Blocked,
+            ],
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Whether an attempt that failed with `kind` (its `attempt`-th) is tried again.
+    pub(crate) fn retries(&self, kind: ErrorKind, attempt: u32) -> bool {
+        attempt < self.max_attempts && self.on.contains(&kind)
+    }
+
+    /// The delay after failed attempt number `attempt`: exponential, capped, with jitter.
+    /// `unit` is a random number in [0, 1).
+    pub(crate) fn delay(&self, attempt: u32, unit: f64) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(30);
+        let base = self
+            .backoff
+            .saturating_mul(1u32 << exponent)
+            .min(self.max_backoff);
+        let spread = 1.0 + self.jitter * (2.0 * unit - 1.0);
+        base.mul_f64(spread.max(0.0))
+    }
+}
+
+/// Retry settings given at one level (task, agent, workflow, policy); unset ones come from
+/// the level above.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct RetryOverride {
+    pub(crate) max_attempts: Option<u32>,
+    pub(crate) backoff: Option<Duration>,
+    pub(crate) max_backoff: Option<Duration>,
+    pub(crate) jitter: Option<f64>,
+    pub(crate) on: Option<Vec<ErrorKind>>,
+}
+
+impl RetryOverride {
+    pub(crate) fn over(&self, base: RetryPolicy) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts.unwrap_or(base.max_attempts),
+            backoff: self.backoff.unwrap_or(base.backoff),
+            max_backoff: self.max_backoff.unwrap_or(base.max_backoff),
+            jitter: self.jitter.unwrap_or(base.jitter),
+            on: self.on.clone().unwrap_or(base.on),
+        }
+    }
+}
+
+/// What to do about a task that reports no progress for its stall timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnBlocked {
+    /// Publish `agent.task.blocked` and let it run on.
+    Report,
+    /// Cancel the attempt (it ends `blocked`) and retry it, on another agent if there is one.
+    Retry,
+    /// Hand a report to the diagnostic agent and record its diagnosis; the task runs on.
+    Diagnose,
+}
+
+/// Blocked-task handling, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StallPolicy {
+    pub(crate) timeout: Duration,
+    pub(crate) action: OnBlocked,
+}
+
+/// Blocked-task settings given at one level.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct StallOverride {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) action: Option<OnBlocked>,
+    pub(crate) diagnostic_agent: Option<String>,
+}
+
+impl StallOverride {
+    pub(crate) fn over(&self, base: &StallOverride) -> StallOverride {
+        StallOverride {
+            timeout: self.timeout.or(base.timeout),
+            action: self.action.or(base.action),
+            diagnostic_agent: self
+                .diagnostic_agent
+                .clone()
+                .or_else(|| base.diagnostic_agent.clone()),
+        }
+    }
+
+    /// The policy, if a stall timeout is set at some level.
+    pub(crate) fn resolve(&self) -> Option<StallPolicy> {
+        Some(StallPolicy {
+            timeout: self.timeout?,
+            action: self.action.unwrap_or(OnBlocked::Report),
+        })
+    }
+}
+
+/// How many failures a run tolerates before it stops starting tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBudget {
+    /// Failed attempts that exhaust the budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failures: Option<u32>,
+    /// A failure rate (failed attempts / finished attempts) that exhausts it...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failure_rate: Option<f64>,
+    /// ... once at least this many attempts have finished.
+    pub min_attempts: u32,
+    pub action: OnErrorBudget,
+}
+
+/// What a run does when its error budget is exhausted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnErrorBudget {
+    /// Start nothing more; what has not run ends `cancelled`.
+    Stop,
+    /// Start nothing for a while, then go on with a fresh budget.
+    Pause {
+        #[serde(with = "crate::bus::millis")]
+        resume_after: Duration,
+    },
+}
+
+impl ErrorBudget {
+    pub(crate) fn exhausted(&self, failures: u32, finished: u32) -> bool {
+        let by_count = self.max_failures.is_some_and(|max| failures >= max);
+        let by_rate = self.max_failure_rate.is_some_and(|rate| {
+            finished >= self.min_attempts.max(1)
+                && f64::from(failures) / f64::from(finished) >= rate
+        });
+        by_count || by_rate
+    }
+}
+
+/// What a task's dependents do when it does not succeed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum OnUpstreamFailure {
+    /// They are skipped.
+    #[default]
+    Skip,
+    /// They run, and get the failure as their input.
+    Run,
+}
+
+/// Defaults an operator sets for every workflow.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PolicyDefaults {
+    pub(crate) retry: RetryOverride,
+    pub(crate) stall: StallOverride,
+    pub(crate) error_budget: Option<ErrorBudget>,
+}
+
+/// The operator's policy: defaults for every workflow and limits for each tenant.
+///
+/// ```toml
+/// [defaults]
+/// retry = { max_attempts = 3, backoff = "200ms", on = ["unavailable", "failed", "timed-out", "trapped"] }
+/// stall_timeout = "30s"
+/// on_blocked = "retry"
+/// error_budget = { max_failures = 10, action = "stop" }
+///
+/// [tenants.acme]
+/// fuel_rate = 300_000_000          # fuel per second
+/// fuel_burst = 100_000_000
+/// max_concurrency = 8
+/// budget = { fuel = 100_000_000_000, wall_time = "1h", memory = "2GiB" }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub(crate) defaults: PolicyDefaults,
+    pub(crate) tenants: HashMap<String, TenantLimits>,
+    pub(crate) source: Option<Arc<Source>>,
+}
+
+impl Policy {
+    /// Reads and validates a policy file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates policy text; `path` names it in messages.
+    pub fn parse(text: &str, path: impl Into<PathBuf>) -> Result<Self, Error> {
+        parse::policy(Source::new(path.into(), text)).map_err(Error::InvalidWorkflow)
+    }
+
+    /// Tenants the policy names.
+    pub fn tenants(&self) -> impl Iterator<Item = &str> {
+        self.tenants.keys().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter_around_it() {
+        let p = RetryPolicy {
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(700),
+            jitter: 0.5,
+            ..RetryPolicy::default()
+        };
+        let ms = |attempt, unit| p.delay(attempt, unit).as_millis();
+        assert_eq!(
+            [ms(1, 0.5), ms(2, 0.5), ms(3, 0.5), ms(4, 0.5)],
+            [100, 200, 400, 700]
+        );
+        assert_eq!((ms(2, 0.0), ms(2, 1.0)), (100, 300));
+    }
+
+    #[test]
+    fn only_listed_errors_retry_and_only_while_attempts_remain() {
+        let p = RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        };
+        assert!(p.retries(ErrorKind::Unavailable, 1));
+        assert!(p.retries(ErrorKind::Trap, 2));
+        assert!(!p.retries(ErrorKind::Trap, 3));
+        assert!(!p.retries(ErrorKind::InvalidInput, 1));
+        assert!(!p.retries(ErrorKind::OutOfFuel, 1));
+    }
+
+    #[test]
+    fn overrides_layer_field_by_field() {
+        let workflow = RetryOverride {
+            max_attempts: Some(4),
+            backoff: Some(Duration::from_secs(1)),
+            ..RetryOverride::default()
+        };
+        let task = RetryOverride {
+            backoff: Some(Duration::from_millis(10)),
+            ..RetryOverride::default()
+        };
+        let p = task.over(workflow.over(RetryPolicy::default()));
+        assert_eq!((p.max_attempts, p.backoff), (4, Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn an_error_budget_trips_on_count_or_rate() {
+        let b = ErrorBudget {
+            max_failures: Some(3),
+            max_failure_rate: Some(0.5),
+            min_attempts: 4,
+            action: OnErrorBudget::Stop,
+        };
+        assert!(!b.exhausted(2, 3), "rate not judged before 4 attempts");
+        assert!(b.exhausted(2, 4));
+        assert!(!b.exhausted(2, 5));
+        assert!(b.exhausted(3, 100));
+    }
+}

@@ -1,0 +1,296 @@
+//! Validating failure-handling settings (shared by the policy file, workflows and agent
+//! registries) and the policy file itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::spec::{BudgetSpec, ErrorBudgetSpec, PolicySpec, RetrySpec};
+use super::{
+    ErrorBudget, OnBlocked, OnErrorBudget, Policy, PolicyDefaults, RetryOverride, StallOverride,
+};
+use crate::bus::ErrorKind;
+use crate::config::{Checker, Diagnostics, Source, parse_toml};
+use crate::govern::{Budget, FuelRate, TenantLimits};
+
+const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Error kinds a retry may be asked for, by the names a policy may use.
+const RETRYABLE: &[(&str, ErrorKind)] = &[
+    ("unavailable", ErrorKind::Unavailable),
+    ("failed", ErrorKind::Failed),
+    ("timed-out", ErrorKind::Timeout),
+    ("timeout", ErrorKind::Timeout),
+    ("trapped", ErrorKind::Trap),
+    ("trap", ErrorKind::Trap),
+    ("out-of-fuel", ErrorKind::OutOfFuel),
+    ("memory-exceeded", ErrorKind::MemoryLimit),
+    ("memory-limit", ErrorKind::MemoryLimit),
+    ("output-too-large", ErrorKind::OutputTooLarge),
+    ("output-not-json", ErrorKind::OutputNotJson),
+    ("blocked", ErrorKind::Blocked),
+    ("host", ErrorKind::Host),
+];
+
+pub(crate) fn retry(c: &mut Checker, spec: &RetrySpec) -> RetryOverride {
+    let mut r = RetryOverride::default();
+    if let Some(n) = &spec.max_attempts {
+        r.max_attempts = c.int(n, 1..=100, "max_attempts").map(|n| n as u32);
+    }
+    if let Some(d) = &spec.backoff {
+        r.backoff = c.duration(d, WEEK);
+    }
+    if let Some(d) = &spec.max_backoff {
+        r.max_backoff = c.duration(d, WEEK);
+    }
+    if let Some(j) = &spec.jitter {
+        r.jitter = c.fraction(j, "jitter");
+    }
+    if let Some(on) = &spec.on {
+        let mut kinds = Vec::new();
+        for name in on {
+            if name.get_ref() == "invalid-input" {
+                c.err(
+                    name.span(),
+                    "`invalid-input` is never retried: the same input fails the same way",
+                    "remove it; fix the task's parameters instead",
+                );
+                continue;
+            }
+            match RETRYABLE.iter().find(|(n, _)| n == name.get_ref()) {
+                Some((_, kind)) if !kinds.contains(kind) => kinds.push(*kind),
+                Some(_) => {}
+                None => {
+                    let names: Vec<&str> = RETRYABLE.iter().map(|(n, _)| *n).collect();
+                    c.err(
+                        name.span(),
+                        format!("`{}` is not an outcome that can be retried", name.get_ref()),
+                        format!("use some of: {}", names.join(", ")),
+                    );
+                }
+            }
+        }
+        r.on = Some(kinds);
+    }
+    r
+}
+
+pub(crate) fn budget(c: &mut Checker, spec: &BudgetSpec) -> Budget {
+    Budget {
+        fuel: spec
+            .fuel
+            .as_ref()
+            .and_then(|f| c.int(f, 1..=i64::MAX, "fuel"))
+            .map(|f| f as u64),
+        wall_time: spec.wall_time.as_ref().and_then(|d| c.duration(d, WEEK)),
+        memory: spec.memory.as_ref().and_then(|m| c.size(m)),
+    }
+}
+
+pub(crate) fn error_budget(c: &mut Checker, spec: &ErrorBudgetSpec) -> Option<ErrorBudget> {
+    let max_failures = spec
+        .max_failures
+        .as_ref()
+        .and_then(|n| c.int(n, 1..=1_000_000, "max_failures"))
+        .map(|n| n as u32);
+    let max_failure_rate = spec
+        .max_failure_rate
+        .as_ref()
+        .and_then(|r| c.fraction(r, "max_failure_rate"));
+    let min_attempts = spec
+        .min_attempts
+        .as_ref()
+        .and_then(|n| c.int(n, 1..=1_000_000, "min_attempts"))
+        .map_or(5, |n| n as u32);
+    let action = match spec
+        .action
+        .as_ref()
+        .map(|a| (a, c.choice(a, &["stop", "pause"], "error-budget action")))
+    {
+        None | Some((_, Some("stop"))) => OnErrorBudget::Stop,
+        Some((_, Some(_))) => OnErrorBudget::Pause {
+            resume_after: spec
+                .resume_after
+                .as_ref()
+                .and_then(|d| c.duration(d, WEEK))
+                .unwrap_or(Duration::from_secs(5)),
+        },
+        Some((_, None)) => return None,
+    };
+    if max_failures.is_none() && max_failure_rate.is_none() {
+        c.err_in_file(
+            "an error budget needs max_failures or max_failure_rate",
+            "e.g. error_budget = { max_failures = 5 }",
+        );
+        return None;
+    }
+    Some(ErrorBudget {
+        max_failures,
+        max_failure_rate,
+        min_attempts,
+        action,
+    })
+}
+
+pub(crate) fn stall(
+    c: &mut Checker,
+    timeout: Option<&Spanned<toml::Value>>,
+    action: Option<&Spanned<String>>,
+    diagnostic_agent: Option<&Spanned<String>>,
+) -> StallOverride {
+    let action = action.and_then(|a| {
+        c.choice(a, &["report", "retry", "diagnose"], "on_blocked action")
+            .map(|a| match a {
+                "retry" => OnBlocked::Retry,
+                "diagnose" => OnBlocked::Diagnose,
+                _ => OnBlocked::Report,
+            })
+    });
+    if let Some(agent) = diagnostic_agent {
+        c.name(agent, "agent name");
+    }
+    StallOverride {
+        timeout: timeout.and_then(|t| c.duration(t, WEEK)),
+        action,
+        diagnostic_agent: diagnostic_agent.map(|a| a.get_ref().clone()),
+    }
+}
+
+pub(crate) fn fuel_rate(
+    c: &mut Checker,
+    rate: Option<&Spanned<i64>>,
+    burst: Option<&Spanned<i64>>,
+) -> Option<FuelRate> {
+    let per_second = c.int(rate?, 1..=i64::MAX, "fuel_rate")? as u64;
+    let burst = match burst {
+        Some(b) => c.int(b, 0..=i64::MAX, "fuel_burst")? as u64,
+        // A tenth of a second's worth.
+        None => per_second / 10,
+    };
+    Some(FuelRate { per_second, burst })
+}
+
+pub(crate) fn policy(source: Arc<Source>) -> Result<Policy, Diagnostics> {
+    let spec: PolicySpec = parse_toml(&source)?;
+    let mut c = Checker::new(Arc::clone(&source));
+    let d = spec.defaults.unwrap_or_default();
+    let defaults = PolicyDefaults {
+        retry: d
+            .retry
+            .as_ref()
+            .map(|r| retry(&mut c, r))
+            .unwrap_or_default(),
+        stall: stall(
+            &mut c,
+            d.stall_timeout.as_ref(),
+            d.on_blocked.as_ref(),
+            d.diagnostic_agent.as_ref(),
+        ),
+        error_budget: d
+            .error_budget
+            .as_ref()
+            .and_then(|e| error_budget(&mut c, e)),
+    };
+    let mut tenants = std::collections::HashMap::new();
+    for (name, t) in &spec.tenants {
+        c.name(name, "tenant name");
+        let limits = TenantLimits {
+            fuel_rate: fuel_rate(&mut c, t.fuel_rate.as_ref(), t.fuel_burst.as_ref()),
+            max_concurrency: t
+                .max_concurrency
+                .as_ref()
+                .and_then(|n| c.int(n, 1..=100_000, "max_concurrency"))
+                .map(|n| n as usize),
+            budget: t
+                .budget
+                .as_ref()
+                .map(|b| budget(&mut c, b))
+                .unwrap_or_default(),
+        };
+        tenants.insert(name.get_ref().clone(), limits);
+    }
+    c.finish()?;
+    Ok(Policy {
+        defaults,
+        tenants,
+        source: Some(source),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Error;
+    use crate::policy::Policy;
+
+    fn parse(text: &str) -> Result<Policy, Diagnostics> {
+        match Policy::parse(text, "policy.toml") {
+            Ok(p) => Ok(p),
+            Err(Error::InvalidWorkflow(d)) => Err(d),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_full_policy_file_is_read() {
+        let p = parse(
+            r#"
+[defaults]
+retry = { max_attempts = 3, backoff = "100ms", on = ["unavailable", "timed-out", "trapped"] }
+stall_timeout = "2s"
+on_blocked = "diagnose"
+diagnostic_agent = "doctor"
+error_budget = { max_failures = 4, action = "pause", resume_after = "1s" }
+
+[tenants.acme]
+fuel_rate = 300_000_000
+max_concurrency = 4
+budget = { fuel = 1_000_000, wall_time = "1h", memory = "1GiB" }
+"#,
+        )
+        .expect("valid");
+        let r = p.defaults.retry.over(Default::default());
+        assert_eq!(r.max_attempts, 3);
+        assert_eq!(
+            r.on,
+            [ErrorKind::Unavailable, ErrorKind::Timeout, ErrorKind::Trap]
+        );
+        assert_eq!(
+            p.defaults.stall.resolve().map(|s| s.action),
+            Some(OnBlocked::Diagnose)
+        );
+        assert_eq!(
+            p.defaults.error_budget.map(|e| e.action),
+            Some(OnErrorBudget::Pause {
+                resume_after: Duration::from_secs(1)
+            })
+        );
+        let acme = &p.tenants["acme"];
+        assert_eq!(
+            acme.fuel_rate,
+            Some(FuelRate {
+                per_second: 300_000_000,
+                burst: 30_000_000
+            })
+        );
+        assert_eq!(
+            (acme.max_concurrency, acme.budget.memory),
+            (Some(4), Some(1 << 30))
+        );
+    }
+
+    #[test]
+    fn mistakes_are_reported_with_their_lines() {
+        let d = parse(
+            "[defaults]\nretry = { on = [\"invalid-input\", \"later\"] }\non_blocked = \"panic\"\n[tenants.a]\nfuel_rate = 0\n",
+        )
+        .expect_err("invalid");
+        let found: Vec<(Option<usize>, &str)> = d.iter().map(|d| (d.line(), d.message())).collect();
+        assert_eq!(found.len(), 4, "{d}");
+        assert!(found[0].1.contains("never retried") && found[0].0 == Some(2));
+        assert!(found[1].1.contains("`later`"));
+        assert!(found[2].1.contains("`panic`") && found[2].0 == Some(3));
+        assert!(found[3].1.contains("fuel_rate") && found[3].0 == Some(5));
+    }
+}

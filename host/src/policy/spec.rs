@@ -1,0 +1,61 @@
+//! Failure-handling settings and the policy file as written, before validation.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetrySpec {
+    pub(crate) max_attempts: Option<Spanned<i64>>,
+    pub(crate) backoff: Option<Spanned<toml::Value>>,
+    pub(crate) max_backoff: Option<Spanned<toml::Value>>,
+    pub(crate) jitter: Option<Spanned<f64>>,
+    pub(crate) on: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BudgetSpec {
+    pub(crate) fuel: Option<Spanned<i64>>,
+    pub(crate) wall_time: Option<Spanned<toml::Value>>,
+    pub(crate) memory: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ErrorBudgetSpec {
+    pub(crate) max_failures: Option<Spanned<i64>>,
+    pub(crate) max_failure_rate: Option<Spanned<f64>>,
+    pub(crate) min_attempts: Option<Spanned<i64>>,
+    pub(crate) action: Option<Spanned<String>>,
+    pub(crate) resume_after: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicySpec {
+    pub(crate) defaults: Option<DefaultsSpec>,
+    #[serde(default)]
+    pub(crate) tenants: BTreeMap<Spanned<String>, TenantSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DefaultsSpec {
+    pub(crate) retry: Option<RetrySpec>,
+    pub(crate) stall_timeout: Option<Spanned<toml::Value>>,
+    pub(crate) on_blocked: Option<Spanned<String>>,
+    pub(crate) diagnostic_agent: Option<Spanned<String>>,
+    pub(crate) error_budget: Option<ErrorBudgetSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TenantSpec {
+    pub(crate) fuel_rate: Option<Spanned<i64>>,
+    pub(crate) fuel_burst: Option<Spanned<i64>>,
+    pub(crate) max_concurrency: Option<Spanned<i64>>,
+    pub(crate) budget: Option<BudgetSpec>,
+}

@@ -1,0 +1,361 @@
+//! The runtime: the public entry point that ties workflow, engine, governance, scheduler, bus
+//! and results together. One `Runtime` per process; it runs any number of workflows, side by
+//! side, sharing its engine, compile cache, instance pool, tenants and learned agent scores.
+
+mod run;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use self::run::{CancelHandle, Run};
+use crate::Error;
+use crate::aggregate::AgentReport;
+use crate::engine::{Engine, EngineConfig, LoadError, LoadedAgent};
+use crate::govern::Governor;
+use crate::policy::Policy;
+use crate::scheduler::millis;
+use crate::tools::{Tool, ToolRegistry};
+use crate::workflow::{AgentDef, Diagnostic, Diagnostics, Workflow};
+
+/// Builds a [`Runtime`]. Every setting has a default.
+#[derive(Debug)]
+pub struct RuntimeBuilder {
+    cache_dir: Option<Option<PathBuf>>,
+    state_dir: Option<PathBuf>,
+    pooling: bool,
+    max_instances: u32,
+    tools: ToolRegistry,
+    policy: Policy,
+}
+
+impl RuntimeBuilder {
+    /// Where compiled components are cached on disk, so that a later run (or process) does
+    /// not compile them again. Default: `$WASM_ORCH_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/wasm-orch`, else `~/.cache/wasm-orch`.
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(Some(dir.into()));
+        self
+    }
+
+    /// Keeps compiled components in memory only. Default: cached on disk too.
+    pub fn without_disk_cache(mut self) -> Self {
+        self.cache_dir = Some(None);
+        self
+    }
+
+    /// Where runs keep their files: `<state dir>/tenants/<tenant>/runs/<run id>/<branch>` is
+    /// each task's working directory. Default: `$WASM_ORCH_STATE_DIR`, else `.wasm-orch` in
+    /// the current directory.
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// Whether to use wasmtime's pooling allocator (faster instantiation), which reserves
+    /// address space up front. Default: `true`; where the machine does not allow it, the
+    /// runtime falls back to allocating on demand.
+    pub fn pooling(mut self, enabled: bool) -> Self {
+        self.pooling = enabled;
+        self
+    }
+
+    /// How many guest instances may exist at once across all runs (the pool's size).
+    /// Default: 1000.
+    pub fn max_instances(mut self, n: u32) -> Self {
+        self.max_instances = n.max(1);
+        self
+    }
+
+    /// Offers a tool to guests, under `name` (agents still need a grant: `tools = [...]`).
+    /// Built in: `sleep`.
+    pub fn tool(mut self, name: impl Into<String>, tool: impl Tool) -> Self {
+        self.tools.insert(name.into(), Arc::new(tool));
+        self
+    }
+
+    /// The operator's policy: defaults for every workflow (retries, blocked tasks, error
+    /// budgets) and each tenant's fuel rate, concurrency and budget. Default: no limits,
+    /// no retries.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Builds the engine and starts its epoch ticker.
+    pub fn build(self) -> Result<Runtime, Error> {
+        let cache_dir = self.cache_dir.unwrap_or_else(default_cache_dir);
+        let state_dir = self.state_dir.unwrap_or_else(|| {
+            std::env::var_os("WASM_ORCH_STATE_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(".wasm-orch"))
+        });
+        let engine = Engine::new(&EngineConfig {
+            cache_dir,
+            pooling: self.pooling,
+            max_instances: self.max_instances,
+            epoch_tick: Duration::from_millis(10),
+        })?;
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine: Arc::new(engine),
+                tools: Arc::new(self.tools),
+                governor: Governor::new(self.policy.tenants.clone()),
+                policy: self.policy,
+                state_dir,
+            }),
+        })
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("WASM_ORCH_CACHE_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(dir).join("wasm-orch"));
+    }
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache").join("wasm-orch"))
+}
+
+/// Runs workflows of sandboxed Wasm sub-agents. Cheap to clone; clones share the engine,
+/// its compile cache and instance pool, the tenants' fuel buckets and budgets, and what the
+/// runtime has learned about agents.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    engine: Arc<Engine>,
+    tools: Arc<ToolRegistry>,
+    governor: Governor,
+    policy: Policy,
+    state_dir: PathBuf,
+}
+
+/// Options of one run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    max_concurrency: Option<usize>,
+    run_id: Option<String>,
+}
+
+impl RunOptions {
+    /// The defaults: the workflow's own `max_concurrency`, a fresh run id.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Overrides the workflow's `max_concurrency`.
+    pub fn max_concurrency(mut self, n: usize) -> Self {
+        self.max_concurrency = Some(n.max(1));
+        self
+    }
+
+    /// Uses this run id instead of a fresh one (letters, digits, `_`, `-`, `.`).
+    pub fn run_id(mut self, id: impl Into<String>) -> Self {
+        self.run_id = Some(id.into());
+        self
+    }
+}
+
+/// A component and what the runtime makes of it (see [`Runtime::inspect`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ComponentInfo {
+    pub path: PathBuf,
+    pub digest: String,
+    pub size: u64,
+    /// The component's world, in WIT.
+    pub wit: String,
+    /// What the agent says of itself, or why the component is not a sub-agent.
+    pub sub_agent: Result<AgentInfo, String>,
+}
+
+/// A sub-agent's description of itself (its `describe` export).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AgentInfo {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub capabilities: Vec<String>,
+}
+
+/// An agent of a workflow, loaded.
+pub(crate) struct Loaded {
+    pub(crate) loaded: Arc<LoadedAgent>,
+    pub(crate) report: AgentReport,
+}
+
+impl Runtime {
+    /// A builder with every setting at its default.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder {
+            cache_dir: None,
+            state_dir: None,
+            pooling: true,
+            max_instances: 1000,
+            tools: ToolRegistry::with_builtins(),
+            policy: Policy::default(),
+        }
+    }
+
+    /// Whether instances come from the pooling allocator.
+    pub fn uses_pooling(&self) -> bool {
+        self.inner.engine.pooling()
+    }
+
+    /// Loads every component of `workflow` (compiling those not cached) and checks that each
+    /// implements `wasm-orch:agent/sub-agent`, that every granted tool exists, and that the
+    /// policy suits the workflow. Problems point at the lines of the files involved.
+    pub async fn check(&self, workflow: &Workflow) -> Result<BTreeMap<String, AgentReport>, Error> {
+        run::diagnostic_agents(workflow, &self.inner.policy)?;
+        Ok(workflow
+            .agents
+            .iter()
+            .zip(self.load_agents(workflow).await?)
+            .map(|(def, loaded)| (def.name.clone(), loaded.report))
+            .collect())
+    }
+
+    /// Loads the components of `workflow`'s agents, in its order.
+    async fn load_agents(&self, workflow: &Workflow) -> Result<Vec<Loaded>, Error> {
+        let mut problems = Vec::new();
+        let mut agents = Vec::new();
+        for def in &workflow.agents {
+            for (tool, span) in &def.tools {
+                if self.inner.tools.get(tool).is_none() {
+                    let known: Vec<&str> = self.inner.tools.names().collect();
+                    problems.push(Workflow::tool_error(
+                        def,
+                        span.clone(),
+                        format!(
+                            "agent `{}` is granted tool `{tool}`, which this host does not have",
+                            def.name
+                        ),
+                        format!("tools of this host: {}", known.join(", ")),
+                    ));
+                }
+            }
+            let engine = Arc::clone(&self.inner.engine);
+            let path = def.component.clone();
+            let loaded = tokio::task::spawn_blocking(move || engine.load(&path))
+                .await
+                .map_err(|e| Error::Internal(format!("loading a component: {e}")))?;
+            match loaded {
+                Ok((loaded, cache, took)) => {
+                    let report = AgentReport {
+                        description: def.description.clone(),
+                        component: def.component.clone(),
+                        digest: loaded.digest.clone(),
+                        cache,
+                        load_ms: millis(took),
+                        limits: def.limits,
+                    };
+                    agents.push(Loaded { loaded, report });
+                }
+                Err(e) => problems.push(load_problem(def, e)),
+            }
+        }
+        if problems.is_empty() {
+            Ok(agents)
+        } else {
+            Err(Error::InvalidWorkflow(Diagnostics(problems)))
+        }
+    }
+
+    /// Describes a component: its WIT world, and whether (and as what) it is a sub-agent.
+    pub async fn inspect(&self, component: impl AsRef<Path>) -> Result<ComponentInfo, Error> {
+        let path = component.as_ref().to_path_buf();
+        let bytes = std::fs::read(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let wit = world_wit(&bytes).map_err(|message| Error::Component {
+            path: path.clone(),
+            message,
+        })?;
+        let engine = Arc::clone(&self.inner.engine);
+        let load_path = path.clone();
+        let loaded = tokio::task::spawn_blocking(move || engine.load(&load_path))
+            .await
+            .map_err(|e| Error::Internal(format!("loading a component: {e}")))?;
+        let (digest, sub_agent) = match loaded {
+            Ok((agent, _, _)) => {
+                let info = self
+                    .inner
+                    .engine
+                    .describe(&agent)
+                    .await
+                    .map(|i| AgentInfo {
+                        name: i.name,
+                        version: i.version,
+                        description: i.description,
+                        capabilities: i.capabilities,
+                    })
+                    .map_err(|e| format!("its `describe` failed: {e:#}"));
+                (agent.digest.clone(), info)
+            }
+            Err(LoadError::Link(why)) => (
+                String::new(),
+                Err(format!("it imports what the host does not provide: {why}")),
+            ),
+            Err(LoadError::NotSubAgent(why)) => (String::new(), Err(why)),
+            Err(LoadError::Compile(message)) => return Err(Error::Component { path, message }),
+            Err(LoadError::Read(source)) => return Err(Error::Io { path, source }),
+        };
+        Ok(ComponentInfo {
+            size: bytes.len() as u64,
+            path,
+            digest,
+            wit,
+            sub_agent,
+        })
+    }
+
+    /// Everything tenant `tenant` has burned in this runtime so far.
+    pub fn tenant_fuel_used(&self, tenant: &str) -> u64 {
+        self.inner.governor.tenant(tenant).account().fuel_used()
+    }
+}
+
+fn world_wit(bytes: &[u8]) -> Result<String, String> {
+    let decoded = wit_component::decode(bytes).map_err(|e| format!("not a component: {e:#}"))?;
+    let mut printer = wit_component::WitPrinter::default();
+    printer
+        .print(decoded.resolve(), decoded.package(), &[])
+        .map_err(|e| format!("cannot print its WIT: {e:#}"))?;
+    Ok(printer.output.to_string())
+}
+
+fn load_problem(def: &AgentDef, e: LoadError) -> Diagnostic {
+    let name = &def.name;
+    let file = def.component.display();
+    let (message, help) = match e {
+        LoadError::Read(e) => (
+            format!("cannot read component `{file}` of agent `{name}`: {e}"),
+            "check the path and its permissions",
+        ),
+        LoadError::Compile(why) => (
+            format!("component `{file}` of agent `{name}` is not a valid component: {why}"),
+            "point at a WebAssembly component built for wasm32-wasip2",
+        ),
+        LoadError::Link(why) => (
+            format!(
+                "component `{file}` of agent `{name}` imports something the host does not provide: {why}"
+            ),
+            "a sub-agent may import only wasm-orch:agent and WASI 0.2 interfaces",
+        ),
+        LoadError::NotSubAgent(why) => (
+            format!(
+                "component `{file}` of agent `{name}` does not implement `wasm-orch:agent/sub-agent`: {why}"
+            ),
+            "build it with wasm-orch-sdk (`wasm_orch_sdk::export!`) so that it exports `wasm-orch:agent/agent`",
+        ),
+    };
+    Workflow::component_error(def, message, help)
+}

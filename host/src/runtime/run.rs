@@ -1,0 +1,413 @@
+//! Starting a run: resolving its plan (settings layered from policy to task), setting up what
+//! its tasks share, and driving the scheduler to a report.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{Inner, RunOptions, Runtime};
+use crate::Error;
+use crate::aggregate::{self, FuelUse, Lag, RunMetrics, RunReport};
+use crate::blackboard::{Blackboard, BlackboardLimits};
+use crate::bus::{
+    Bus, EmitterLimits, EventKind, EventStream, PlanCreated, PlannedTask, RunCompleted, TaskStatus,
+    Timestamp,
+};
+use crate::engine::{LocalExecutor, RunAgent, RunContext, RunDir};
+use crate::policy::{OnBlocked, Policy, RetryPolicy, StallOverride};
+use crate::scheduler::{self, AgentPlan, Plan, Shared, TaskPlan, millis};
+use crate::workflow::{Diagnostics, Target, Workflow, is_valid_name};
+
+impl Runtime {
+    /// Starts running `workflow`. Must be called within a tokio runtime.
+    ///
+    /// Returns once every component is loaded and the run has begun; errors mean nothing ran.
+    /// Every way a task can fail is an outcome in the [`RunReport`] that [`Run::wait`] returns.
+    pub async fn start(&self, workflow: &Workflow, options: RunOptions) -> Result<Run, Error> {
+        let inner: &Inner = &self.inner;
+        let run_id = match options.run_id {
+            Some(id) if is_valid_name(&id) => id,
+            Some(id) => return Err(Error::Setup(format!("`{id}` is not a valid run id"))),
+            None => new_run_id(),
+        };
+        let doctors = diagnostic_agents(workflow, &inner.policy)?;
+        let loaded = self.load_agents(workflow).await?;
+        let directory = inner
+            .state_dir
+            .join("tenants")
+            .join(&workflow.tenant)
+            .join("runs")
+            .join(&run_id);
+        let run_dir = Arc::new(RunDir::create(&directory).map_err(|source| Error::Io {
+            path: directory.clone(),
+            source,
+        })?);
+
+        // The agents, as the engine and the scheduler see them. An agent's runtime-wide key
+        // (for its shared concurrency, fuel rate and score) is its name and component.
+        let governor = &inner.governor;
+        let mut run_agents = Vec::new();
+        let mut agent_plans = Vec::new();
+        let mut agent_reports = BTreeMap::new();
+        for (def, l) in workflow.agents.iter().zip(loaded) {
+            let key = format!("{}@{}", def.name, &l.loaded.digest[..16]);
+            run_agents.push(RunAgent {
+                name: def.name.clone(),
+                loaded: l.loaded,
+                granted: def.tools.iter().map(|(t, _)| t.clone()).collect(),
+                workdir: def.workdir,
+                bucket: def.fuel_rate.map(|rate| governor.agent_bucket(&key, rate)),
+            });
+            agent_plans.push(AgentPlan {
+                name: def.name.clone(),
+                key,
+                limits: def.limits,
+                max_concurrency: def.max_concurrency,
+            });
+            agent_reports.insert(def.name.clone(), l.report);
+        }
+        let tasks = task_plans(workflow, &inner.policy, &doctors);
+        let tenant = governor.tenant(&workflow.tenant);
+        let budget = workflow.budget.within(tenant.limits.budget);
+        let max_concurrency = options.max_concurrency.unwrap_or(workflow.max_concurrency);
+        let error_budget = workflow
+            .error_budget
+            .clone()
+            .or_else(|| inner.policy.defaults.error_budget.clone());
+
+        let bus = Bus::new(run_id.clone());
+        let blackboard = Arc::new(Blackboard::new(BlackboardLimits::default()));
+        let context = Arc::new(RunContext {
+            run_id: run_id.clone(),
+            tenant: workflow.tenant.clone(),
+            bus: Arc::clone(&bus),
+            blackboard: Arc::clone(&blackboard),
+            run_dir: Arc::clone(&run_dir),
+            agents: run_agents,
+            tenant_bucket: tenant.bucket.clone(),
+            tools: Arc::clone(&inner.tools),
+            emitter_limits: EmitterLimits::default(),
+        });
+        let executor = Arc::new(LocalExecutor {
+            engine: Arc::clone(&inner.engine),
+            run: context,
+        });
+        bus.publish(EventKind::PlanCreated(plan_event(
+            workflow,
+            max_concurrency,
+            budget,
+        )));
+        let lag = tokio::spawn(measure_lag(bus.subscribe()));
+
+        let cancel = CancellationToken::new();
+        let runtime = self.clone();
+        let workflow = workflow.clone();
+        let (run_bus, run_cancel, run_directory) =
+            (Arc::clone(&bus), cancel.clone(), directory.clone());
+        let id = run_id.clone();
+        let handle = tokio::spawn(async move {
+            let governor = &runtime.inner.governor;
+            let started_at = Timestamp::now();
+            let started = Instant::now();
+            let agent_names: Vec<String> = agent_plans.iter().map(|a| a.name.clone()).collect();
+            let capacities: BTreeMap<String, usize> = agent_plans
+                .iter()
+                .map(|a| {
+                    (
+                        a.name.clone(),
+                        a.max_concurrency
+                            .unwrap_or(max_concurrency)
+                            .min(max_concurrency),
+                    )
+                })
+                .collect();
+            let keys: BTreeMap<String, String> = agent_plans
+                .iter()
+                .map(|a| (a.name.clone(), a.key.clone()))
+                .collect();
+            let plan = Plan {
+                workflow: &workflow,
+                run_id: id.clone(),
+                max_concurrency,
+                agents: agent_plans,
+                tasks,
+                error_budget,
+                budget,
+            };
+            let shared = Shared {
+                governor,
+                tenant: Arc::clone(&tenant),
+                bus: &run_bus,
+                blackboard: &blackboard,
+                cancel: &run_cancel,
+            };
+            let mut finished = scheduler::run(plan, executor, shared).await;
+            let _ = tokio::task::spawn_blocking(move || run_dir.remove_empty_dirs()).await;
+            let duration = started.elapsed();
+            let meter = std::mem::replace(&mut finished.meter, scheduler::Meter::new(started));
+            let (parallelism, mut agents) =
+                meter.finish(duration, |name| capacities.get(name).copied().unwrap_or(1));
+            for (name, usage) in &mut agents {
+                if let Some(key) = keys.get(name) {
+                    usage.score = Some(governor.score(key));
+                }
+            }
+            let mut metrics = RunMetrics {
+                parallelism,
+                attempts: finished.meter.attempts,
+                repeat_total: finished.meter.repeats,
+                blocked_total: finished.meter.blocked,
+                failures: finished.meter.failures,
+                statebus_lag_ms: Lag::default(),
+                result_generation_latency_ms: 0.0,
+                fuel: FuelUse {
+                    run: finished.fuel_used,
+                    tenant: tenant.name.clone(),
+                    tenant_total: tenant.account().fuel_used(),
+                },
+                agents,
+            };
+            let last_settled = finished.last_settled;
+            let mut report = aggregate::report(aggregate::Finished {
+                workflow: &workflow,
+                run_id: id,
+                run: finished,
+                agent_names,
+                cancelled: run_cancel.is_cancelled(),
+                started_at,
+                duration,
+                agents: agent_reports,
+                blackboard: blackboard.snapshot(),
+                budget,
+                metrics: metrics.clone(),
+                events: 0,
+                directory: run_directory,
+            });
+            metrics.result_generation_latency_ms = millis(last_settled.elapsed());
+            run_bus.publish(EventKind::RunMetrics(metrics.clone()));
+            let count = |s: TaskStatus| report.counts.get(&s).copied().unwrap_or(0);
+            let (succeeded, skipped, cancelled) = (
+                count(TaskStatus::Succeeded),
+                count(TaskStatus::Skipped),
+                count(TaskStatus::Cancelled),
+            );
+            run_bus.publish(EventKind::RunCompleted(RunCompleted {
+                workflow: report.workflow.clone(),
+                status: report.status,
+                duration_ms: report.duration_ms,
+                succeeded,
+                failed: report.tasks.len() - succeeded - skipped - cancelled,
+                skipped,
+                cancelled,
+            }));
+            run_bus.close();
+            metrics.statebus_lag_ms = lag.await.unwrap_or_default();
+            report.metrics = metrics;
+            report.events = run_bus.len();
+            report
+        });
+        Ok(Run {
+            id: run_id,
+            directory,
+            bus,
+            cancel,
+            handle,
+        })
+    }
+}
+
+/// The diagnostic agent of each task whose blocked-task policy is `diagnose`, checked
+/// against the workflow's agents (the policy file may name one the workflow lacks).
+pub(crate) fn diagnostic_agents(
+    workflow: &Workflow,
+    policy: &Policy,
+) -> Result<Vec<Option<usize>>, Error> {
+    let mut problems = Vec::new();
+    let mut doctors = Vec::new();
+    for task in &workflow.tasks {
+        let stall = layered_stall(workflow, policy, task);
+        let doctor = match (stall.resolve().map(|s| s.action), &stall.diagnostic_agent) {
+            (Some(OnBlocked::Diagnose), None) => {
+                problems.push(workflow.source.error_in_file(format!(
+                    "task `{}` hands blocked attempts to a diagnostic agent, but none is named",
+                    task.id
+                )).help("set `diagnostic_agent = \"...\"` on the task, the workflow or the policy's [defaults]"));
+                None
+            }
+            (_, Some(name)) => {
+                match workflow.agents.iter().position(|a| &a.name == name) {
+                    Some(index) => Some(index),
+                    None => {
+                        let source = policy.source.as_ref().unwrap_or(&workflow.source);
+                        problems.push(source.error_in_file(format!(
+                        "the diagnostic agent `{name}` is not an agent of workflow `{}`",
+                        workflow.name
+                    )).help("declare it in the workflow (or its registry), or name another"));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        doctors.push(doctor);
+    }
+    if problems.is_empty() {
+        Ok(doctors)
+    } else {
+        problems.dedup();
+        Err(Error::InvalidWorkflow(Diagnostics(problems)))
+    }
+}
+
+fn layered_stall(
+    workflow: &Workflow,
+    policy: &Policy,
+    task: &crate::workflow::TaskDef,
+) -> StallOverride {
+    task.stall
+        .over(&workflow.stall.over(&policy.defaults.stall))
+}
+
+/// Each task's failure handling: task, then its agent (when it names one), then workflow,
+/// then policy defaults, then built-in defaults.
+fn task_plans(workflow: &Workflow, policy: &Policy, doctors: &[Option<usize>]) -> Vec<TaskPlan> {
+    let base = workflow
+        .retry
+        .over(policy.defaults.retry.over(RetryPolicy::default()));
+    workflow
+        .tasks
+        .iter()
+        .zip(doctors)
+        .map(|(task, doctor)| {
+            let retry = match &task.target {
+                Target::Agent(a) => task
+                    .retry
+                    .over(workflow.agents[*a].retry.over(base.clone())),
+                Target::Capability { .. } => task.retry.over(base.clone()),
+            };
+            TaskPlan {
+                retry,
+                stall: layered_stall(workflow, policy, task).resolve(),
+                diagnostic_agent: *doctor,
+            }
+        })
+        .collect()
+}
+
+/// Receives every event as it is published and measures the delay (`agent.statebus.lag_ms`).
+async fn measure_lag(mut events: EventStream) -> Lag {
+    let mut samples = Vec::new();
+    while let Some(event) = events.next().await {
+        if let Ok(lag) = std::time::SystemTime::now().duration_since(event.at.0) {
+            samples.push(millis(lag));
+        }
+    }
+    Lag::from_samples(samples)
+}
+
+fn plan_event(
+    workflow: &Workflow,
+    max_concurrency: usize,
+    budget: crate::govern::Budget,
+) -> PlanCreated {
+    PlanCreated {
+        workflow: workflow.name.clone(),
+        tenant: workflow.tenant.clone(),
+        max_concurrency,
+        budget,
+        tasks: workflow
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| PlannedTask {
+                node: t.id.clone(),
+                agent: workflow.target_label(i),
+                depends_on: t
+                    .deps
+                    .iter()
+                    .map(|&d| workflow.tasks[d].id.clone())
+                    .collect(),
+                priority: t.priority,
+                mutex: t.mutex.clone(),
+                critical: t.critical,
+                description: t.description.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// A time-ordered, unique enough run id: `20261122-101500-3fa9c1`.
+fn new_run_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let now = std::time::SystemTime::now();
+    let stamp = humantime::format_rfc3339_seconds(now).to_string();
+    let compact: String = stamp.chars().filter(char::is_ascii_digit).collect();
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        now.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    let (date, time) = compact.split_at(8.min(compact.len()));
+    format!("{date}-{time}-{:06x}", hasher.finish() & 0xff_ffff)
+}
+
+/// A run in progress.
+#[derive(Debug)]
+pub struct Run {
+    id: String,
+    directory: PathBuf,
+    bus: Arc<Bus>,
+    cancel: CancellationToken,
+    handle: JoinHandle<RunReport>,
+}
+
+/// Cancels a run from anywhere (a signal handler, another task). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct CancelHandle(CancellationToken);
+
+impl CancelHandle {
+    /// Cancels the run: nothing more starts, and running guests are stopped promptly (they end
+    /// as `cancelled`).
+    pub fn cancel(&self) {
+        self.0.cancel();
+    }
+}
+
+impl Run {
+    /// The run's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The run's directory: each task's working directory is under it.
+    pub fn directory(&self) -> &Path {
+        &self.directory
+    }
+
+    /// Every event of the run, from its first (whenever this is called) to its last.
+    pub fn events(&self) -> EventStream {
+        self.bus.subscribe()
+    }
+
+    /// Cancels the run (see [`CancelHandle::cancel`]).
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// A handle that cancels this run.
+    pub fn cancel_handle(&self) -> CancelHandle {
+        CancelHandle(self.cancel.clone())
+    }
+
+    /// Waits for the run to end and returns its report.
+    pub async fn wait(self) -> Result<RunReport, Error> {
+        self.handle
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))
+    }
+}
