@@ -110,6 +110,38 @@ pub(super) fn fit(text: &str, width: usize) -> String {
     cut
 }
 
+/// `line` cut to at most `width` visible characters; ANSI escape sequences are kept and take
+/// no room. A line that fits the terminal never wraps, so the live view can redraw in place.
+pub(super) fn clip(line: &str, width: usize) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut visible = 0;
+    let mut chars = line.chars().peekable();
+    let mut cut = false;
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            out.push(c);
+            // Copy the whole sequence: ESC [ ... final byte.
+            for c in chars.by_ref() {
+                out.push(c);
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+            continue;
+        }
+        if visible == width {
+            cut = true;
+            break;
+        }
+        out.push(c);
+        visible += 1;
+    }
+    if cut && out.contains('\x1b') {
+        out.push_str("\x1b[0m");
+    }
+    out
+}
+
 /// A progress bar of `width` cells.
 pub(super) fn bar(fraction: f32, width: usize) -> String {
     let filled = ((fraction.clamp(0.0, 1.0) * width as f32).round() as usize).min(width);
@@ -137,5 +169,8 @@ mod tests {
         assert_eq!(bytes(64 << 20), "64.0 MiB");
         assert_eq!(fit("abcdef", 4), "abc…");
         assert_eq!(bar(0.5, 4), "██░░");
+        assert_eq!(clip("abcdef", 4), "abcd");
+        assert_eq!(clip("\x1b[32mabcdef\x1b[0m", 3), "\x1b[32mabc\x1b[0m");
+        assert_eq!(clip("\x1b[1mab\x1b[0m", 5), "\x1b[1mab\x1b[0m");
     }
 }

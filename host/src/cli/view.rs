@@ -208,7 +208,8 @@ impl Board {
                 Some(f) => format!("{} {:>3.0}%", format::bar(f, 10), f * 100.0),
                 None => " ".repeat(15),
             };
-            let fixed = 2 + 2 + node_w + 1 + agent_w + 1 + 15 + 1 + 9 + 1 + 15 + 1;
+            // Symbol, node, agent, status, time and bar, with their separators.
+            let fixed = 4 + node_w + 1 + agent_w + 1 + 16 + 1 + 9 + 1 + 15 + 1;
             let message = format::fit(&r.message, width.saturating_sub(fixed).max(8));
             let label = if r.attempt > 1 {
                 format!("{} #{}", r.status.as_str(), r.attempt)
@@ -245,7 +246,7 @@ impl Board {
         }
         for line in &lines {
             out.push_str("\x1b[2K");
-            out.push_str(line);
+            out.push_str(&format::clip(line, width.saturating_sub(1)));
             out.push('\n');
         }
         out.push_str("\x1b[J");

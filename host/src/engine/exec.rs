@@ -82,6 +82,16 @@ impl Engine {
             work_dir,
         } = setup;
         let events: SharedEmitter = Arc::new(Mutex::new(emitter));
+        // A tenant (or agent) in fuel debt starts nothing until the debt is paid.
+        if let Some(wait) = buckets.iter().filter_map(|b| b.debt()).max() {
+            tokio::select! {
+                biased;
+                () = job.cancel.cancelled() => {
+                    return Attempt::not_run(TaskStatus::Cancelled, ErrorKind::Cancelled, "the run was cancelled".into());
+                }
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
         let started_at = Timestamp::now();
         let started = Instant::now();
         let deadline = started + limits.timeout;

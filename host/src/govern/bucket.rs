@@ -50,6 +50,13 @@ impl FuelBucket {
         self.draw_at(fuel, Instant::now())
     }
 
+    /// How long until the bucket is out of debt, if it is in debt now: a guest about to
+    /// start waits this long first, so that short tasks (which may never see an epoch tick)
+    /// cannot run past the rate either.
+    pub(crate) fn debt(&self) -> Option<Duration> {
+        self.draw(0)
+    }
+
     fn draw_at(&self, fuel: u64, now: Instant) -> Option<Duration> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let elapsed = now.saturating_duration_since(s.refilled).as_secs_f64();

@@ -20,7 +20,7 @@ use crate::bus::{
 use crate::engine::{LocalExecutor, RunAgent, RunContext, RunDir};
 use crate::policy::{OnBlocked, Policy, RetryPolicy, StallOverride};
 use crate::scheduler::{self, AgentPlan, Plan, Shared, TaskPlan, millis};
-use crate::workflow::{Diagnostics, Target, Workflow, is_valid_name};
+use crate::workflow::{Diagnostics, Workflow, is_valid_name};
 
 impl Runtime {
     /// Starts running `workflow`. Must be called within a tokio runtime.
@@ -149,6 +149,8 @@ impl Runtime {
             let _ = tokio::task::spawn_blocking(move || run_dir.remove_empty_dirs()).await;
             let duration = started.elapsed();
             let meter = std::mem::replace(&mut finished.meter, scheduler::Meter::new(started));
+            let (attempts, repeats, blocked, failures) =
+                (meter.attempts, meter.repeats, meter.blocked, meter.failures);
             let (parallelism, mut agents) =
                 meter.finish(duration, |name| capacities.get(name).copied().unwrap_or(1));
             for (name, usage) in &mut agents {
@@ -158,10 +160,10 @@ impl Runtime {
             }
             let mut metrics = RunMetrics {
                 parallelism,
-                attempts: finished.meter.attempts,
-                repeat_total: finished.meter.repeats,
-                blocked_total: finished.meter.blocked,
-                failures: finished.meter.failures,
+                attempts,
+                repeat_total: repeats,
+                blocked_total: blocked,
+                failures,
                 statebus_lag_ms: Lag::default(),
                 result_generation_latency_ms: 0.0,
                 fuel: FuelUse {
@@ -272,8 +274,8 @@ fn layered_stall(
         .over(&workflow.stall.over(&policy.defaults.stall))
 }
 
-/// Each task's failure handling: task, then its agent (when it names one), then workflow,
-/// then policy defaults, then built-in defaults.
+/// Each task's failure handling: the task's settings, over those of the agent an attempt ran
+/// on, over the workflow's, the policy defaults and the built-in defaults.
 fn task_plans(workflow: &Workflow, policy: &Policy, doctors: &[Option<usize>]) -> Vec<TaskPlan> {
     let base = workflow
         .retry
@@ -282,18 +284,20 @@ fn task_plans(workflow: &Workflow, policy: &Policy, doctors: &[Option<usize>]) -
         .tasks
         .iter()
         .zip(doctors)
-        .map(|(task, doctor)| {
-            let retry = match &task.target {
-                Target::Agent(a) => task
-                    .retry
-                    .over(workflow.agents[*a].retry.over(base.clone())),
-                Target::Capability { .. } => task.retry.over(base.clone()),
-            };
-            TaskPlan {
-                retry,
-                stall: layered_stall(workflow, policy, task).resolve(),
-                diagnostic_agent: *doctor,
-            }
+        .map(|(task, doctor)| TaskPlan {
+            retry: task
+                .target
+                .agents()
+                .iter()
+                .map(|&a| {
+                    (
+                        a,
+                        task.retry.over(workflow.agents[a].retry.over(base.clone())),
+                    )
+                })
+                .collect(),
+            stall: layered_stall(workflow, policy, task).resolve(),
+            diagnostic_agent: *doctor,
         })
         .collect()
 }

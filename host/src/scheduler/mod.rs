@@ -68,7 +68,9 @@ impl AgentPlan {
 /// A task's failure handling, resolved from every level.
 #[derive(Debug, Clone)]
 pub(crate) struct TaskPlan {
-    pub(crate) retry: RetryPolicy,
+    /// The retry policy after an attempt on each agent that may run the task (the task's
+    /// settings over that agent's, over the workflow's and the policy's).
+    pub(crate) retry: Vec<(usize, RetryPolicy)>,
     pub(crate) stall: Option<StallPolicy>,
     pub(crate) diagnostic_agent: Option<usize>,
 }
@@ -630,7 +632,12 @@ impl<'a> Scheduler<'a> {
             error: error.clone(),
             ..status_only(task_ref, attempt.status)
         };
-        let retry = &self.plan.tasks[task].retry;
+        let default = RetryPolicy::default();
+        let retry = self.plan.tasks[task]
+            .retry
+            .iter()
+            .find(|(a, _)| *a == run.agent)
+            .map_or(&default, |(_, r)| r);
         let retrying = counted
             && !self.cancelled
             && !self.stopped

@@ -230,11 +230,17 @@ impl Harness {
             .iter()
             .map(|t| TaskPlan {
                 retry: t
-                    .retry
-                    .over(self.retry.clone().unwrap_or_default().over(RetryPolicy {
-                        backoff: Duration::from_millis(10),
-                        ..RetryPolicy::default()
-                    })),
+                    .target
+                    .agents()
+                    .iter()
+                    .map(|&a| {
+                        let base = self.retry.clone().unwrap_or_default().over(RetryPolicy {
+                            backoff: Duration::from_millis(10),
+                            ..RetryPolicy::default()
+                        });
+                        (a, t.retry.over(wf.agents[a].retry.over(base)))
+                    })
+                    .collect(),
                 stall: self.stall.clone(),
                 diagnostic_agent: None,
             })

@@ -1,0 +1,48 @@
+//! `burn`: spends CPU on `iterations` rounds of arithmetic, reporting progress: a CPU-bound
+//! agent whose fuel cost is the same every time.
+
+use std::hint::black_box;
+
+use serde::{Deserialize, Serialize};
+use wasm_orch_sdk::{Agent, Context, Error, status};
+
+#[derive(Deserialize)]
+struct Params {
+    iterations: u64,
+}
+
+#[derive(Serialize)]
+struct Burned {
+    iterations: u64,
+    checksum: u64,
+}
+
+struct Burn;
+
+impl Agent for Burn {
+    type Params = Params;
+    type Output = Burned;
+    const CAPABILITIES: &'static [&'static str] = &["cpu.burn"];
+
+    fn run(cx: Context<Params>) -> Result<Burned, Error> {
+        let n = cx.params.iterations;
+        let step = (n / 10).max(1);
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for i in 0..n {
+            // xorshift64
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x = black_box(x);
+            if i % step == step - 1 {
+                status::progress((i + 1) as f32 / n as f32, "burning");
+            }
+        }
+        Ok(Burned {
+            iterations: n,
+            checksum: x,
+        })
+    }
+}
+
+wasm_orch_sdk::export!(Burn);

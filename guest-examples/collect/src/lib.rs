@@ -1,0 +1,44 @@
+//! `collect`: gathers how its upstream tasks ended, outputs and failures alike. Run with
+//! `on_upstream_failure = "run"`, it reports on a workflow whose optional parts failed.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+use wasm_orch_sdk::{Agent, Context, Error, NoParams};
+
+#[derive(Serialize)]
+struct Collected {
+    succeeded: BTreeMap<String, Value>,
+    failed: BTreeMap<String, String>,
+}
+
+struct Collect;
+
+impl Agent for Collect {
+    type Params = NoParams;
+    type Output = Collected;
+    const CAPABILITIES: &'static [&'static str] = &["collect"];
+
+    fn run(cx: Context<NoParams>) -> Result<Collected, Error> {
+        let mut collected = Collected {
+            succeeded: BTreeMap::new(),
+            failed: BTreeMap::new(),
+        };
+        for up in cx.upstream_outcomes::<Value>()? {
+            match up.outcome {
+                Ok(output) => {
+                    collected.succeeded.insert(up.node, output);
+                }
+                Err(f) => {
+                    collected
+                        .failed
+                        .insert(up.node, format!("{}: {}", f.status, f.message));
+                }
+            }
+        }
+        Ok(collected)
+    }
+}
+
+wasm_orch_sdk::export!(Collect);
