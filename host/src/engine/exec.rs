@@ -216,14 +216,22 @@ impl Engine {
         let latency = started.elapsed();
         let left = store.get_fuel().unwrap_or(0);
         let fuel_used = limits.fuel.saturating_sub(left);
-        // The fuel burned since the last tick counts against the rates too.
-        store.data_mut().draw(left);
+        // The fuel burned since the last tick is paid for too: the attempt reports only once
+        // its tenant (and agent) are out of debt, so work never finishes faster than the
+        // rates allow, however late the epoch ticks come.
+        let debt = store.data_mut().draw(left);
         let limiter = &store.data().limiter;
         let (status, output, error) = classify(ended, &limits, limiter, &events);
         let memory_peak = limiter.peak();
         lock(&events).finish();
         drop(store);
         drop(work_dir);
+        if let Some(wait) = debt {
+            tokio::select! {
+                () = job.cancel.cancelled() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
         Attempt {
             status,
             output,
