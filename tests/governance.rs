@@ -544,6 +544,45 @@ async fn a_tenant_fuel_rate_throttles_its_guests_and_its_concurrency_is_capped()
     assert_eq!(runtime.tenant_fuel_used("slow"), fuel);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fuel_rate_holds_back_a_loop_that_never_calls_the_host() {
+    // `spin` makes no host call once it loops: only the runtime's own fuel bookkeeping can
+    // see what it burns.
+    let scratch = Scratch::new();
+    let policy = Policy::parse(
+        "[tenants.capped]\nfuel_rate = 500_000_000\nfuel_burst = 50_000_000\n",
+        "policy.toml",
+    )
+    .expect("policy");
+    let runtime = Runtime::builder()
+        .state_dir(scratch.state_dir())
+        .cache_dir(shared_cache())
+        .max_instances(20)
+        .policy(policy)
+        .build()
+        .expect("runtime");
+    let flow = format!(
+        "[workflow]\nname = \"loop\"\ntenant = \"capped\"\n[agents.spin]\ncomponent = \"{{guests}}/spin.wasm\"\n\
+         fuel = 1_000_000_000_000_000\ntimeout = \"1s\"\nworkdir = false\n[[tasks]]\nid = \"spin\"\nagent = \"spin\"\n"
+    );
+    let capped = Workflow::from_file(scratch.workflow("c.toml", &flow)).expect("valid");
+    let done = scratch
+        .run_workflow(&runtime, &capped, RunOptions::new())
+        .await;
+    assert_eq!(done.status("spin"), TaskStatus::TimedOut);
+    let fuel = done
+        .report
+        .task("spin")
+        .and_then(|t| t.fuel_used)
+        .unwrap_or(0);
+    // One second at 500M/s, plus the burst and a little slack for the last slice.
+    assert!(
+        fuel <= 700_000_000,
+        "{fuel} fuel in one second: the rate did not hold"
+    );
+    assert!(fuel >= 200_000_000, "{fuel}: it hardly ran");
+}
+
 #[test]
 fn invalid_policy_and_registry_files_name_their_lines() {
     let scratch = Scratch::new();

@@ -100,6 +100,16 @@ async fn an_infinite_loop_with_fuel_to_spare_times_out() {
         (500.0..10_000.0).contains(&latency),
         "stopped after {latency} ms"
     );
+    // The fuel it burned in that half second is counted, though it never returned.
+    let fuel = done
+        .report
+        .task("bad")
+        .and_then(|t| t.fuel_used)
+        .unwrap_or(0);
+    assert!(
+        fuel > 100_000_000,
+        "only {fuel} fuel counted for half a second of spinning"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

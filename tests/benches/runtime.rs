@@ -178,14 +178,32 @@ async fn scheduling_rate(runtime: &Runtime, dir: &std::path::Path) {
 }
 
 async fn speedup(runtime: &Runtime, dir: &std::path::Path) {
-    let wf = workflow(dir, "wait", 50, false, "{ ms = 200 }", true);
-    let (_, _, parallel) = run(runtime, &wf, 50).await;
-    let (_, _, serial) = run(runtime, &wf, 1).await;
-    println!("parallel speedup: 50 `wait` agents of 200 ms");
-    println!("  max_concurrency 1:  {:>8.2} s", serial.as_secs_f64());
-    println!("  max_concurrency 50: {:>8.3} s", parallel.as_secs_f64());
+    println!("parallel speedup: 50 `wait` agents of 200 ms (parallel runs: median of 3)");
     println!(
-        "  speedup:            {:>8.1}×",
-        serial.as_secs_f64() / parallel.as_secs_f64()
+        "  {:<22} {:>16} {:>16}",
+        "", "workdir = false", "workdir = true"
+    );
+    let mut rows: Vec<[f64; 3]> = Vec::new();
+    for workdir in [false, true] {
+        let wf = workflow(dir, "wait", 50, false, "{ ms = 200 }", workdir);
+        let mut parallel = Vec::new();
+        for _ in 0..3 {
+            parallel.push(run(runtime, &wf, 50).await.2.as_secs_f64());
+        }
+        parallel.sort_by(f64::total_cmp);
+        let serial = run(runtime, &wf, 1).await.2.as_secs_f64();
+        rows.push([serial, parallel[1], serial / parallel[1]]);
+    }
+    println!(
+        "  {:<22} {:>14.2} s {:>14.2} s",
+        "max_concurrency 1:", rows[0][0], rows[1][0]
+    );
+    println!(
+        "  {:<22} {:>14.3} s {:>14.3} s",
+        "max_concurrency 50:", rows[0][1], rows[1][1]
+    );
+    println!(
+        "  {:<22} {:>15.1}× {:>15.1}×",
+        "speedup:", rows[0][2], rows[1][2]
     );
 }

@@ -358,5 +358,5 @@ fn test() -> Result {
 fn bench() -> Result {
     guests()?;
     step("runtime benchmarks (release build)");
-    run(cargo().args(["bench", "-p", "wasm-orch-tests", "--bench", "runtime"]))
+    run(cargo().args(["bench", "-p", "wasm-orch-tests"]))
 }

@@ -49,6 +49,10 @@ pub(crate) struct Setup {
     pub(crate) work_dir: Option<WorkDir>,
 }
 
+/// Fuel between the yields that keep fuel readings exact to within this much (about a
+/// millisecond of guest CPU).
+const FUEL_SLICE: u64 = 10_000_000;
+
 /// The error the epoch callback raises when a guest runs past its deadline.
 #[derive(Debug)]
 struct DeadlineExceeded;
@@ -134,7 +138,14 @@ impl Engine {
             },
         );
         store.limiter(|s| &mut s.limiter);
-        if let Err(e) = store.set_fuel(limits.fuel) {
+        // Compiled code keeps its fuel counter in a register and stores it back only at calls,
+        // so in a loop without calls `get_fuel` would not see what the guest burns. Yielding
+        // every FUEL_SLICE stores it back: fuel read on an epoch tick (for rates) or after a
+        // timeout (for the report) is then at most one slice stale.
+        let fuelled = store
+            .set_fuel(limits.fuel)
+            .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_SLICE)));
+        if let Err(e) = fuelled {
             return Attempt::not_run(
                 TaskStatus::Failed,
                 ErrorKind::Host,

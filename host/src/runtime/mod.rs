@@ -28,6 +28,7 @@ pub struct RuntimeBuilder {
     max_instances: u32,
     tools: ToolRegistry,
     policy: Policy,
+    keep_resident: usize,
 }
 
 impl RuntimeBuilder {
@@ -58,6 +59,17 @@ impl RuntimeBuilder {
     /// runtime falls back to allocating on demand.
     pub fn pooling(mut self, enabled: bool) -> Self {
         self.pooling = enabled;
+        self
+    }
+
+    /// With the pooling allocator: how much of each instance's memory stays resident when the
+    /// instance ends, to be reset with `memset` rather than returned to the kernel. Resetting
+    /// through the kernel changes page tables, which interrupts every core (a TLB
+    /// shootdown); for guests whose memory fits, keeping it resident makes short tasks about
+    /// twice as fast. It costs up to this much resident memory per warm pool slot.
+    /// Default: 2 MiB (a small Rust guest starts with about 1.1 MiB).
+    pub fn memory_keep_resident(mut self, bytes: usize) -> Self {
+        self.keep_resident = bytes;
         self
     }
 
@@ -96,6 +108,7 @@ impl RuntimeBuilder {
             pooling: self.pooling,
             max_instances: self.max_instances,
             epoch_tick: Duration::from_millis(10),
+            keep_resident: self.keep_resident,
         })?;
         Ok(Runtime {
             inner: Arc::new(Inner {
@@ -201,6 +214,7 @@ impl Runtime {
             max_instances: 1000,
             tools: ToolRegistry::with_builtins(),
             policy: Policy::default(),
+            keep_resident: 2 << 20,
         }
     }
 

@@ -230,6 +230,8 @@ struct Scheduler<'a> {
     /// Tasks running per mutex group.
     held: HashMap<String, usize>,
     running: usize,
+    /// Running tasks that have a stall timeout (the monitor ticks only while there are some).
+    watched: usize,
     jobs: HashMap<tokio::task::Id, JobKind>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     /// Tasks given to each agent in this run (to spread work evenly).
@@ -267,6 +269,7 @@ impl<'a> Scheduler<'a> {
             queue: ReadyQueue::default(),
             held: HashMap::new(),
             running: 0,
+            watched: 0,
             jobs: HashMap::new(),
             timers: BinaryHeap::new(),
             assigned: vec![0; plan.agents.len()],
@@ -350,10 +353,7 @@ impl<'a> Scheduler<'a> {
     }
 
     fn watching_stalls(&self) -> bool {
-        self.tasks
-            .iter()
-            .enumerate()
-            .any(|(t, s)| s.running.is_some() && self.plan.tasks[t].stall.is_some())
+        self.watched > 0
     }
 
     fn mutex_free(&self, task: usize) -> bool {
@@ -509,6 +509,7 @@ impl<'a> Scheduler<'a> {
         });
         self.assigned[agent] += 1;
         self.running += 1;
+        self.watched += usize::from(self.plan.tasks[task].stall.is_some());
         self.meter.started(attempt);
         Start::Job(job)
     }
@@ -574,6 +575,7 @@ impl<'a> Scheduler<'a> {
         governor.changed.notify_waiters();
         self.queue.release();
         self.running -= 1;
+        self.watched -= usize::from(self.plan.tasks[task].stall.is_some());
 
         // What the attempt's end means, given why it was stopped or limited.
         if run.stopped_blocked && attempt.status == TaskStatus::Cancelled {
