@@ -561,11 +561,9 @@ async fn a_fuel_rate_holds_back_a_loop_that_never_calls_the_host() {
         .policy(policy)
         .build()
         .expect("runtime");
-    let flow = format!(
-        "[workflow]\nname = \"loop\"\ntenant = \"capped\"\n[agents.spin]\ncomponent = \"{{guests}}/spin.wasm\"\n\
-         fuel = 1_000_000_000_000_000\ntimeout = \"1s\"\nworkdir = false\n[[tasks]]\nid = \"spin\"\nagent = \"spin\"\n"
-    );
-    let capped = Workflow::from_file(scratch.workflow("c.toml", &flow)).expect("valid");
+    let flow = "[workflow]\nname = \"loop\"\ntenant = \"capped\"\n[agents.spin]\ncomponent = \"{guests}/spin.wasm\"\n\
+         fuel = 1_000_000_000_000_000\ntimeout = \"1s\"\nworkdir = false\n[[tasks]]\nid = \"spin\"\nagent = \"spin\"\n";
+    let capped = Workflow::from_file(scratch.workflow("c.toml", flow)).expect("valid");
     let done = scratch
         .run_workflow(&runtime, &capped, RunOptions::new())
         .await;
