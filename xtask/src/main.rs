@@ -326,6 +326,7 @@ fn demo(file: Option<&str>) -> Result {
         None => vec![
             "examples/calc.toml".to_owned(),
             "examples/word-count.toml".to_owned(),
+            "examples/triage.toml".to_owned(),
         ],
     };
     for workflow in workflows {
