@@ -453,6 +453,67 @@ with = {{ iterations = 200000 }}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_wall_time_budget_is_a_deadline_for_its_tasks() {
+    let scratch = Scratch::new();
+    let done = scratch
+        .run(
+            r#"
+[workflow]
+name = "deadline"
+budget = { wall_time = "1s" }
+
+[agents.wait]
+component = "{guests}/wait.wasm"
+tools = ["sleep"]
+timeout = "30s"
+workdir = false
+
+[[tasks]]
+id = "first"
+agent = "wait"
+with = { ms = 600 }
+
+[[tasks]]
+id = "second"
+agent = "wait"
+with = { ms = 600 }
+depends_on = ["first"]
+
+[[tasks]]
+id = "third"
+agent = "wait"
+with = { ms = 10 }
+depends_on = ["second"]
+on_upstream_failure = "run"
+"#,
+        )
+        .await;
+    use TaskStatus::*;
+    let statuses: Vec<TaskStatus> = done.report.tasks.iter().map(|t| t.status).collect();
+    // `second` gets only what is left of the second (its 30 s timeout is cut to ~0.4 s);
+    // `third` finds nothing left at all.
+    assert_eq!(statuses, [Succeeded, BudgetExhausted, BudgetExhausted]);
+    let second = done.report.task("second").expect("second");
+    assert!(
+        second
+            .error
+            .as_ref()
+            .is_some_and(|e| e.message.contains("ran out of time")),
+        "{:?}",
+        second.error
+    );
+    assert!(
+        second
+            .latency_ms
+            .is_some_and(|ms| (300.0..700.0).contains(&ms)),
+        "{:?}",
+        second.latency_ms
+    );
+    assert_eq!(done.report.task("third").map(|t| t.attempts), Some(0));
+    assert!(done.report.duration_ms < 5_000.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_error_budget_pauses_dispatch_with_a_handoff_report() {
     let scratch = Scratch::new();
     let tasks: String = (0..6)
