@@ -125,7 +125,8 @@ async fn the_triage_example_shows_assignment_a_retry_and_a_handoff() {
     // Metrics.
     let m = &report.metrics;
     assert!(m.parallelism.max >= 4, "{:?}", m.parallelism);
-    assert_eq!((m.repeat_total, m.blocked_total), (1, 1));
+    assert_eq!((m.retry_total, m.blocked_total), (1, 1));
+    assert_eq!(m.repeat_total, 0, "no attempt was claimed twice");
     assert!(m.statebus_lag_ms.samples > 10);
     assert!(m.fuel.run > 0 && m.fuel.tenant_total >= m.fuel.run && m.fuel.tenant == "default");
     let east = &m.agents["adder-east"];

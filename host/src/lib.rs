@@ -44,6 +44,7 @@ mod govern;
 mod policy;
 mod runtime;
 mod scheduler;
+mod secrets;
 mod tools;
 mod workflow;
 
@@ -56,8 +57,9 @@ pub use crate::aggregate::{
     RunReport, TaskReport,
 };
 pub use crate::bus::{
-    ErrorKind, Event, EventKind, EventStream, LastProgress, LogLevel, LogStream, PlanCreated,
-    PlannedTask, RunCompleted, RunPaused, RunResumed, RunStatus, TaskBlocked, TaskError,
+    Artifact, AuditRecord, AuditResource, CredentialAction, CredentialEvent, Decision, ErrorKind,
+    Event, EventKind, EventStream, LastProgress, LogLevel, LogStream, PlanCreated, PlannedTask,
+    RunCompleted, RunPaused, RunResumed, RunStatus, TaskBlocked, TaskError, TaskGrants,
     TaskHandoff, TaskLog, TaskPartial, TaskProgress, TaskRef, TaskStatus, TaskStatusUpdated,
     Timestamp,
 };
@@ -68,5 +70,7 @@ pub use crate::policy::{ErrorBudget, OnBlocked, OnErrorBudget, Policy, RetryPoli
 pub use crate::runtime::{
     AgentInfo, CancelHandle, ComponentInfo, Run, RunOptions, Runtime, RuntimeBuilder,
 };
+pub use crate::scheduler::ClaimError;
+pub use crate::secrets::{Credential, EnvSecrets, FileSecrets, SecretBackend, SecretFuture};
 pub use crate::tools::{Tool, ToolCall, ToolError, ToolFuture};
 pub use crate::workflow::{Diagnostic, Diagnostics, GraphFormat, Limits, Workflow};

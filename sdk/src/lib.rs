@@ -48,7 +48,8 @@
 //! What a guest can use while it runs:
 //! - [`status`]: progress, partial results and logs, which the host streams as events;
 //! - [`blackboard`]: versioned key-value state shared by the tasks of one run;
-//! - [`tools`]: calls to tools the host grants this agent (such as `sleep`);
+//! - [`tools`]: calls to tools the host grants this agent (such as `sleep`, `kv`, `http_get`);
+//! - [`secrets`]: secrets the tenant's policy grants this agent (redacted from all it emits);
 //! - WASI 0.2 through the standard library: its own working directory, a clock, randomness.
 //!   No network and no host environment variables; `println!` and `eprintln!` become log events.
 //!
@@ -62,6 +63,7 @@ pub mod blackboard;
 mod context;
 mod error;
 mod export;
+pub mod secrets;
 pub mod status;
 pub mod tools;
 

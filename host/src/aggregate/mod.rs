@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::bus::{RunStatus, TaskError, TaskStatus, Timestamp};
+use crate::bus::{Artifact, RunStatus, TaskError, TaskStatus, Timestamp};
 use crate::engine::CacheSource;
 use crate::govern::{AgentScore, Budget};
 use crate::scheduler::{self, millis};
@@ -86,6 +86,10 @@ pub struct TaskReport {
     pub fuel_used: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_peak: Option<u64>,
+    /// Files its last attempt left in its working directory (`directory/<branch>/<path>`),
+    /// which its dependents may read under `upstream/<node>/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<Artifact>,
     /// Every attempt, first to last (more than one when it was retried).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<AttemptReport>,
@@ -131,7 +135,10 @@ pub struct RunMetrics {
     pub parallelism: Parallelism,
     /// Attempts started.
     pub attempts: u64,
-    /// `agent.task.repeat_total`: attempts beyond a task's first (retries, reassignments).
+    /// Attempts beyond a task's first (retries, reassignments).
+    pub retry_total: u64,
+    /// `agent.task.repeat_total`: repeated claims of an attempt's idempotency key, refused
+    /// (a task never runs twice for one dispatch).
     pub repeat_total: u64,
     /// `agent.task.blocked_total`: times a running task was found silent past its stall
     /// timeout.
@@ -326,6 +333,7 @@ pub(crate) fn report(f: Finished<'_>) -> RunReport {
             queued_ms: o.queued.map(millis),
             fuel_used: a.map(|a| a.fuel_used),
             memory_peak: a.map(|a| a.memory_peak),
+            artifacts: a.map(|a| a.artifacts.clone()).unwrap_or_default(),
             history,
         });
     }

@@ -4,13 +4,21 @@
 //! - progress: a token bucket; updates beyond it are coalesced (the latest wins) and flushed
 //!   when tokens return (the engine calls [`TaskEmitter::flush`] on every epoch tick);
 //! - logs and partial results: a count per attempt; the rest is dropped and counted;
-//! - every message and partial result has a size cap.
+//! - every message and partial result has a size cap;
+//! - audit records have a budget of their own; past it they are counted, and summarized per
+//!   kind when the attempt ends (a guest hammering a denied call cannot flood the bus);
+//! - every text a guest emits goes through the run's [`Redactor`]: no secret value leaves.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Bus, EventKind, LogLevel, LogStream, TaskLog, TaskPartial, TaskProgress, TaskRef};
+use std::collections::BTreeMap;
+
+use super::{
+    AuditRecord, AuditResource, Bus, Decision, EventKind, LogLevel, LogStream, Redactor,
+    TaskGrants, TaskLog, TaskPartial, TaskProgress, TaskRef,
+};
 
 /// What one task attempt may emit.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +35,8 @@ pub(crate) struct EmitterLimits {
     pub(crate) progress_per_second: f64,
     /// Progress events allowed in a burst.
     pub(crate) progress_burst: f64,
+    /// Audit records per attempt.
+    pub(crate) max_audits: u32,
 }
 
 impl Default for EmitterLimits {
@@ -38,6 +48,7 @@ impl Default for EmitterLimits {
             max_partial_bytes: 64 << 10,
             progress_per_second: 20.0,
             progress_burst: 10.0,
+            max_audits: 1_000,
         }
     }
 }
@@ -87,6 +98,8 @@ pub(crate) struct EmitterStats {
     pub(crate) partials: u32,
     pub(crate) dropped_partials: u64,
     pub(crate) coalesced_progress: u64,
+    pub(crate) audits: u32,
+    pub(crate) suppressed_audits: u64,
 }
 
 /// Publishes the events of one task attempt, within its budget.
@@ -105,6 +118,10 @@ pub(crate) struct TaskEmitter {
     /// The end of stderr, kept to explain a trap (a panic message goes there).
     stderr_tail: String,
     heartbeat: Option<Arc<Heartbeat>>,
+    tenant: String,
+    redactor: Arc<Redactor>,
+    /// Audit records over the budget, per kind.
+    suppressed: BTreeMap<(AuditResource, Decision), u64>,
 }
 
 const STDERR_TAIL_BYTES: usize = 4 << 10;
@@ -123,7 +140,50 @@ impl TaskEmitter {
             lines: Default::default(),
             stderr_tail: String::new(),
             heartbeat: None,
+            tenant: String::new(),
+            redactor: Arc::new(Redactor::default()),
+            suppressed: BTreeMap::new(),
         }
+    }
+
+    /// The tenant (for audit records) and the run's redactor.
+    pub(crate) fn for_tenant(mut self, tenant: &str, redactor: Arc<Redactor>) -> Self {
+        self.tenant = tenant.to_owned();
+        self.redactor = redactor;
+        self
+    }
+
+    pub(crate) fn redactor(&self) -> &Arc<Redactor> {
+        &self.redactor
+    }
+
+    /// Publishes the grants in force for this attempt.
+    pub(crate) fn grants(&mut self, grants: TaskGrants) {
+        self.bus.publish(EventKind::TaskGrants(grants));
+    }
+
+    /// Records a decision about something the guest asked for.
+    pub(crate) fn audit(
+        &mut self,
+        resource: AuditResource,
+        action: &str,
+        decision: Decision,
+        reason: &str,
+    ) {
+        if self.stats.audits >= self.limits.max_audits {
+            self.stats.suppressed_audits += 1;
+            *self.suppressed.entry((resource, decision)).or_insert(0) += 1;
+            return;
+        }
+        self.stats.audits += 1;
+        self.bus.publish(EventKind::Audit(AuditRecord {
+            task: self.task.clone(),
+            tenant: self.tenant.clone(),
+            resource,
+            action: self.redactor.text(truncate(action, 256)).into_owned(),
+            decision,
+            reason: self.redactor.text(reason).into_owned(),
+        }));
     }
 
     /// Records every progress report (coalesced or not) on `heartbeat`.
@@ -138,7 +198,11 @@ impl TaskEmitter {
         } else {
             0.0
         };
-        let message = truncate(message, self.limits.max_message_bytes);
+        let message = self
+            .redactor
+            .text(truncate(message, self.limits.max_message_bytes))
+            .into_owned();
+        let message = message.as_str();
         if let Some(heartbeat) = &self.heartbeat {
             heartbeat.beat(fraction, message);
         }
@@ -184,8 +248,9 @@ impl TaskEmitter {
             self.stats.dropped_partials += 1;
             return;
         }
-        match serde_json::from_str(data) {
-            Ok(data) => {
+        match serde_json::from_str::<serde_json::Value>(data) {
+            Ok(mut data) => {
+                self.redactor.json(&mut data);
                 self.stats.partials += 1;
                 self.bus.publish(EventKind::Partial(TaskPartial {
                     task: self.task.clone(),
@@ -210,7 +275,10 @@ impl TaskEmitter {
             return;
         }
         self.stats.logs += 1;
-        let message = truncate(message, self.limits.max_message_bytes).to_owned();
+        let message = self
+            .redactor
+            .text(truncate(message, self.limits.max_message_bytes))
+            .into_owned();
         self.bus.publish(EventKind::Log(TaskLog {
             task: self.task.clone(),
             level,
@@ -247,9 +315,9 @@ impl TaskEmitter {
         self.lines[slot] = buffer;
     }
 
-    /// The last few KiB the guest wrote to stderr.
-    pub(crate) fn stderr_tail(&self) -> &str {
-        &self.stderr_tail
+    /// The last few KiB the guest wrote to stderr (redacted).
+    pub(crate) fn stderr_tail(&self) -> String {
+        self.redactor.text(&self.stderr_tail).into_owned()
     }
 
     /// Publishes what is still pending (unfinished lines, coalesced progress) and a note of what
@@ -262,6 +330,19 @@ impl TaskEmitter {
             }
         }
         self.publish_pending();
+        for ((resource, decision), n) in std::mem::take(&mut self.suppressed) {
+            self.bus.publish(EventKind::Audit(AuditRecord {
+                task: self.task.clone(),
+                tenant: self.tenant.clone(),
+                resource,
+                action: "(suppressed)".to_owned(),
+                decision,
+                reason: format!(
+                    "{n} more such records over the attempt's audit budget of {}",
+                    self.limits.max_audits
+                ),
+            }));
+        }
         let stats = self.stats;
         if stats.dropped_logs > 0 || stats.dropped_partials > 0 {
             let message = format!(

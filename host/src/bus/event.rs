@@ -53,6 +53,15 @@ pub enum EventKind {
     /// A paused run starts tasks again.
     #[serde(rename = "agent.run.resumed")]
     RunResumed(RunResumed),
+    /// What a task may reach, as it starts: tools, secrets, files, blackboard.
+    #[serde(rename = "agent.task.grants")]
+    TaskGrants(TaskGrants),
+    /// A decision about something a guest asked for: allowed or denied, and why.
+    #[serde(rename = "agent.audit")]
+    Audit(AuditRecord),
+    /// The run's credential (for secrets) was issued, renewed or revoked.
+    #[serde(rename = "agent.run.credential")]
+    Credential(CredentialEvent),
     /// The run's metrics, published as it ends.
     #[serde(rename = "agent.run.metrics")]
     RunMetrics(crate::aggregate::RunMetrics),
@@ -74,6 +83,106 @@ pub struct TaskBlocked {
     pub last_progress: Option<LastProgress>,
     /// What the policy does about it.
     pub action: crate::policy::OnBlocked,
+}
+
+/// The grants in force for one attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskGrants {
+    #[serde(flatten)]
+    pub task: TaskRef,
+    pub tenant: String,
+    /// Tools it may call (its agent's grant, within its tenant's).
+    pub tools: Vec<String>,
+    /// Secrets it may read (by name).
+    pub secrets: Vec<String>,
+    /// Its working directory (read-write), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// Read-only inputs, as the guest sees them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
+    /// Its blackboard scope.
+    pub blackboard: String,
+}
+
+/// A decision about something a guest asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    #[serde(flatten)]
+    pub task: TaskRef,
+    pub tenant: String,
+    pub resource: AuditResource,
+    /// What was asked, e.g. `http_get`, `read ../x`, `put shared/count`.
+    pub action: String,
+    pub decision: Decision,
+    pub reason: String,
+}
+
+/// What an audit record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum AuditResource {
+    Tool,
+    Quota,
+    Secret,
+    Blackboard,
+    File,
+    Claim,
+}
+
+impl AuditResource {
+    /// The kebab-case name used in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tool => "tool",
+            Self::Quota => "quota",
+            Self::Secret => "secret",
+            Self::Blackboard => "blackboard",
+            Self::File => "file",
+            Self::Claim => "claim",
+        }
+    }
+}
+
+/// Allowed or denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decision {
+    Allowed,
+    Denied,
+}
+
+impl CredentialAction {
+    /// The kebab-case name used in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Issued => "issued",
+            Self::Renewed => "renewed",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+/// A change to a run's credential.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CredentialEvent {
+    pub tenant: String,
+    /// The credential's id (never a secret).
+    pub credential: String,
+    pub action: CredentialAction,
+    /// When it expires unless renewed.
+    pub expires_at: Timestamp,
+    pub reason: String,
+}
+
+/// What happened to a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialAction {
+    Issued,
+    Renewed,
+    Revoked,
 }
 
 /// A progress report.
@@ -182,6 +291,20 @@ pub struct TaskStatusUpdated {
     /// For `retrying`: the delay before the next attempt, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_in_ms: Option<f64>,
+    /// For `running`: the attempt's idempotency key (`<run>/<node>/<attempt>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Files the attempt left in its working directory (final states only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<Artifact>,
+}
+
+/// A file a task wrote in its working directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifact {
+    /// Its path in the working directory, `/`-separated.
+    pub path: String,
+    pub bytes: u64,
 }
 
 /// Progress of a running task.
@@ -383,6 +506,8 @@ pub enum ErrorKind {
     Budget,
     /// The run's error budget ran out before the task started.
     ErrorBudget,
+    /// The attempt's idempotency key was claimed already: it runs elsewhere, not twice.
+    Claimed,
 }
 
 impl ErrorKind {
@@ -404,6 +529,7 @@ impl ErrorKind {
             Self::Blocked => "blocked",
             Self::Budget => "budget",
             Self::ErrorBudget => "error-budget",
+            Self::Claimed => "claimed",
         }
     }
 }
@@ -495,6 +621,8 @@ mod tests {
                 memory_peak: None,
                 error: Some(TaskError::new(ErrorKind::OutOfFuel, "all fuel used")),
                 retry_in_ms: None,
+                key: None,
+                artifacts: Vec::new(),
             }),
         };
         let json = serde_json::to_value(&event).expect("serializes");

@@ -7,6 +7,7 @@
 
 mod emitter;
 mod event;
+mod redact;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -14,10 +15,12 @@ use tokio::sync::mpsc;
 
 pub(crate) use self::emitter::{EmitterLimits, Heartbeat, TaskEmitter};
 pub use self::event::{
-    ErrorKind, Event, EventKind, LastProgress, LogLevel, LogStream, PlanCreated, PlannedTask,
-    RunCompleted, RunPaused, RunResumed, RunStatus, TaskBlocked, TaskError, TaskHandoff, TaskLog,
+    Artifact, AuditRecord, AuditResource, CredentialAction, CredentialEvent, Decision, ErrorKind,
+    Event, EventKind, LastProgress, LogLevel, LogStream, PlanCreated, PlannedTask, RunCompleted,
+    RunPaused, RunResumed, RunStatus, TaskBlocked, TaskError, TaskGrants, TaskHandoff, TaskLog,
     TaskPartial, TaskProgress, TaskRef, TaskStatus, TaskStatusUpdated, Timestamp,
 };
+pub(crate) use self::redact::Redactor;
 
 /// The event stream of one run.
 #[derive(Debug)]

@@ -61,6 +61,10 @@ struct RuntimeArgs {
     /// tenants' fuel rates, concurrency and budgets. [default: $WASM_ORCH_POLICY, if set]
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// Read guests' secrets from files in DIR (`DIR/<name>`) instead of environment variables
+    /// (`$WASM_ORCH_SECRET_<NAME>`). [default: $WASM_ORCH_SECRETS_DIR, if set]
+    #[arg(long, value_name = "DIR")]
+    secrets_dir: Option<PathBuf>,
 }
 
 impl RuntimeArgs {
@@ -81,6 +85,13 @@ impl RuntimeArgs {
             .or_else(|| std::env::var_os("WASM_ORCH_POLICY").map(PathBuf::from));
         if let Some(path) = policy {
             builder = builder.policy(Policy::from_file(path)?);
+        }
+        let secrets = self
+            .secrets_dir
+            .clone()
+            .or_else(|| std::env::var_os("WASM_ORCH_SECRETS_DIR").map(PathBuf::from));
+        if let Some(dir) = secrets {
+            builder = builder.secrets(crate::FileSecrets::new(dir));
         }
         builder.build()
     }

@@ -154,6 +154,12 @@ impl Board {
                 ));
             }
             EventKind::RunResumed(_) => self.notes.push("run resumed".to_owned()),
+            EventKind::Audit(a) if a.decision == crate::Decision::Denied => {
+                self.notes.push(format!(
+                    "denied {}: {} ({})",
+                    a.task.node, a.action, a.reason
+                ));
+            }
             _ => {}
         }
     }
@@ -384,6 +390,25 @@ impl Lines {
             EventKind::RunResumed(r) => format!(
                 "{stamp} run: resumed after {}",
                 format::duration_ms(r.paused_ms)
+            ),
+            EventKind::Audit(a) if a.decision == crate::Decision::Denied || self.verbose => {
+                let decision = match a.decision {
+                    crate::Decision::Denied => s.paint("31", "denied"),
+                    crate::Decision::Allowed => "allowed".to_owned(),
+                };
+                format!(
+                    "{stamp} {:<w$} {decision} {} `{}`: {}",
+                    a.task.node,
+                    a.resource.as_str(),
+                    a.action,
+                    a.reason
+                )
+            }
+            EventKind::Credential(c) => format!(
+                "{stamp} run: credential {} {}: {}",
+                c.credential,
+                c.action.as_str(),
+                c.reason
             ),
             EventKind::Log(l) if self.verbose || l.level >= LogLevel::Warn => format!(
                 "{stamp} {:<w$} {} {}",

@@ -9,6 +9,7 @@ wasmtime::component::bindgen!({
     path: "../wit",
     imports: {
         "wasm-orch:agent/tools.invoke": async | trappable,
+        "wasm-orch:agent/secrets.get": async | trappable,
         default: trappable,
     },
     exports: {

@@ -1,13 +1,31 @@
-//! Host side of `wasm-orch:agent/blackboard`: the run's blackboard, and only that.
+//! Host side of `wasm-orch:agent/blackboard`: the blackboard of the task's own run, seen
+//! through its branch.
+//!
+//! The host namespaces every key, never the guest: a key is its branch's own copy
+//! (`branches/<branch>/<key>`) unless it starts with `shared/`, which the whole run shares and
+//! which is written only with compare-and-swap (so parallel branches never lose an update).
+//! Other branches' copies can be read as `branches/<branch>/<key>`, never written.
+//! Another tenant's or run's keys are in another blackboard altogether; keys that try to climb
+//! out (`..`, a leading `/`) are denied and audited. Values are redacted before they are kept,
+//! and a key holding a secret value is refused.
 
 use wasmtime::component::{HasData, Linker};
 
 use super::bindings::wasm_orch::agent::blackboard as wit;
-use super::state::TaskState;
+use super::state::{SharedEmitter, TaskState, lock};
 use crate::blackboard::{Blackboard, Entry, Refusal};
+use crate::bus::{AuditResource, Decision};
 
-/// What the `blackboard` import can reach: the blackboard of the task's own run.
-pub(crate) struct BlackboardView<'a>(&'a Blackboard);
+/// Keys every branch of the run shares.
+const SHARED: &str = "shared/";
+const MAX_KEY: usize = 256;
+
+/// What the `blackboard` import can reach: its run's blackboard, as its branch.
+pub(crate) struct BlackboardView<'a> {
+    board: &'a Blackboard,
+    branch: &'a str,
+    events: &'a SharedEmitter,
+}
 
 struct HasBlackboard;
 
@@ -16,7 +34,50 @@ impl HasData for HasBlackboard {
 }
 
 pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<TaskState, HasBlackboard>(linker, |s| BlackboardView(&s.blackboard))
+    wit::add_to_linker::<TaskState, HasBlackboard>(linker, |s| BlackboardView {
+        board: &s.blackboard,
+        branch: &s.branch,
+        events: &s.events,
+    })
+}
+
+/// Keys of every branch's own copy.
+const BRANCHES: &str = "branches/";
+
+/// Where a guest's key lives in the run's blackboard, or why it may not name it.
+pub(crate) fn resolve(key: &str, branch: &str, write: bool) -> Result<String, String> {
+    if key.is_empty() || key.len() > MAX_KEY {
+        return Err(format!("keys have 1 to {MAX_KEY} bytes"));
+    }
+    if key.starts_with('/') {
+        return Err(
+            "a key cannot be absolute: keys are relative to the task's own namespace".into(),
+        );
+    }
+    for segment in key.split('/') {
+        if segment.is_empty() || segment == "." || segment == ".." {
+            return Err(format!(
+                "`{segment}` is not a key segment: keys cannot climb out of the task's namespace"
+            ));
+        }
+        if !segment
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.:@+=".contains(c))
+        {
+            return Err("key segments use letters, digits and `_-.:@+=`".into());
+        }
+    }
+    if key.starts_with(SHARED) {
+        Ok(key.to_owned())
+    } else if key.starts_with(BRANCHES) {
+        if write {
+            Err("another branch's keys are read-only: write your own keys without a prefix".into())
+        } else {
+            Ok(key.to_owned())
+        }
+    } else {
+        Ok(format!("{BRANCHES}{branch}/{key}"))
+    }
 }
 
 fn entry(e: Entry) -> wit::Entry {
@@ -33,12 +94,39 @@ fn refusal(r: Refusal) -> wit::BlackboardError {
     }
 }
 
+impl BlackboardView<'_> {
+    /// The key's place, or a denial (audited).
+    fn place(&self, op: &str, key: &str) -> Result<String, wit::BlackboardError> {
+        let redactor = lock(self.events).redactor().clone();
+        let resolved = match redactor.text(key) {
+            std::borrow::Cow::Borrowed(_) => resolve(key, self.branch, op != "get"),
+            std::borrow::Cow::Owned(_) => Err("a key may not hold a secret value".to_owned()),
+        };
+        resolved.map_err(|why| {
+            lock(self.events).audit(
+                AuditResource::Blackboard,
+                &format!("{op} {key}"),
+                Decision::Denied,
+                &why,
+            );
+            wit::BlackboardError::Denied(why)
+        })
+    }
+
+    fn redact(&self, value: String) -> String {
+        let redactor = lock(self.events).redactor().clone();
+        redactor.text(&value).into_owned()
+    }
+}
+
 impl wit::Host for BlackboardView<'_> {
     fn get(
         &mut self,
         key: String,
     ) -> wasmtime::Result<Result<Option<wit::Entry>, wit::BlackboardError>> {
-        Ok(Ok(self.0.get(&key).map(entry)))
+        Ok(self
+            .place("get", &key)
+            .map(|k| self.board.get(&k).map(entry)))
     }
 
     fn put(
@@ -46,7 +134,22 @@ impl wit::Host for BlackboardView<'_> {
         key: String,
         value: String,
     ) -> wasmtime::Result<Result<u64, wit::BlackboardError>> {
-        Ok(self.0.put(&key, value).map_err(refusal))
+        let place = match self.place("put", &key) {
+            Ok(place) => place,
+            Err(e) => return Ok(Err(e)),
+        };
+        if key.starts_with(SHARED) {
+            let why = "a shared key is written with compare-and-swap, so that no update is lost";
+            lock(self.events).audit(
+                AuditResource::Blackboard,
+                &format!("put {key}"),
+                Decision::Denied,
+                why,
+            );
+            return Ok(Err(wit::BlackboardError::Denied(why.to_owned())));
+        }
+        let value = self.redact(value);
+        Ok(self.board.put(&place, value).map_err(refusal))
     }
 
     fn compare_and_swap(
@@ -55,9 +158,14 @@ impl wit::Host for BlackboardView<'_> {
         expected: Option<u64>,
         value: String,
     ) -> wasmtime::Result<Result<u64, wit::BlackboardError>> {
+        let place = match self.place("compare-and-swap", &key) {
+            Ok(place) => place,
+            Err(e) => return Ok(Err(e)),
+        };
+        let value = self.redact(value);
         Ok(self
-            .0
-            .compare_and_swap(&key, expected, value)
+            .board
+            .compare_and_swap(&place, expected, value)
             .map_err(refusal))
     }
 
@@ -65,6 +173,66 @@ impl wit::Host for BlackboardView<'_> {
         &mut self,
         prefix: String,
     ) -> wasmtime::Result<Result<Vec<String>, wit::BlackboardError>> {
-        Ok(Ok(self.0.list_keys(&prefix)))
+        if prefix.starts_with(BRANCHES) {
+            return Ok(Ok(self.board.list_keys(&prefix)));
+        }
+        let own = format!("{BRANCHES}{}/", self.branch);
+        let mut keys: Vec<String> = self
+            .board
+            .list_keys(&format!("{own}{prefix}"))
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(&own).map(str::to_owned))
+            .collect();
+        if SHARED.starts_with(&prefix) || prefix.starts_with(SHARED) {
+            let shared_prefix = if prefix.starts_with(SHARED) {
+                prefix.as_str()
+            } else {
+                SHARED
+            };
+            keys.extend(self.board.list_keys(shared_prefix));
+        }
+        keys.sort();
+        Ok(Ok(keys))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_the_branchs_own_unless_shared_and_cannot_climb_out() {
+        assert_eq!(
+            resolve("count", "w.a", true),
+            Ok("branches/w.a/count".into())
+        );
+        assert_eq!(
+            resolve("notes/x", "w.a", true),
+            Ok("branches/w.a/notes/x".into())
+        );
+        assert_eq!(
+            resolve("shared/total", "w.a", true),
+            Ok("shared/total".into())
+        );
+        assert_eq!(
+            resolve("branches/w.b/n", "w.a", false),
+            Ok("branches/w.b/n".into())
+        );
+        assert!(
+            resolve("branches/w.b/n", "w.a", true).is_err(),
+            "wrote another branch's key"
+        );
+        for bad in [
+            "",
+            "/etc",
+            "../w.b/count",
+            "a/../../b",
+            "a//b",
+            "./a",
+            "a b",
+            "x\u{0}",
+        ] {
+            assert!(resolve(bad, "w.a", false).is_err(), "`{bad}` was accepted");
+        }
     }
 }

@@ -12,6 +12,9 @@
 //! - cancellation: the future is dropped at once, on the next epoch tick at the latest;
 //! - output size: checked on return.
 //!
+//! What leaves the attempt (output, error messages, artifacts) is scrubbed of the secret
+//! values its run handed out.
+//!
 //! Fuel used is the difference, read even after a trap. The store is dropped at the end and
 //! never reused.
 
@@ -25,12 +28,14 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use super::Engine;
 use super::bindings::{AgentError, Task, TaskInput, Upstream, UpstreamFailure, UpstreamOutcome};
 use super::cache::LoadedAgent;
+use super::files;
 use super::limiter::MemoryLimiter;
-use super::sandbox::{WorkDir, wasi_ctx};
+use super::sandbox::{TaskFiles, wasi_ctx};
+use super::secrets::SecretAccess;
 use super::state::{SharedEmitter, TaskState, lock};
 use super::tools::ToolAccess;
 use crate::blackboard::Blackboard;
-use crate::bus::{ErrorKind, TaskEmitter, TaskError, TaskStatus, Timestamp};
+use crate::bus::{ErrorKind, Redactor, TaskEmitter, TaskError, TaskStatus, Timestamp};
 use crate::govern::FuelBucket;
 use crate::scheduler::{Attempt, Job, UpstreamResult};
 use crate::workflow::{Limits, format_size};
@@ -45,8 +50,12 @@ pub(crate) struct Setup {
     pub(crate) emitter: TaskEmitter,
     pub(crate) blackboard: Arc<Blackboard>,
     pub(crate) tools: ToolAccess,
-    /// The task's working directory; none when its agent has no filesystem.
-    pub(crate) work_dir: Option<WorkDir>,
+    pub(crate) secrets: SecretAccess,
+    /// The run's redactor (the emitter's too).
+    pub(crate) redactor: Arc<Redactor>,
+    /// Its working directory, inputs and upstream files; none when its agent has no
+    /// filesystem.
+    pub(crate) files: TaskFiles,
 }
 
 /// Fuel between the yields that keep fuel readings exact to within this much (about a
@@ -83,7 +92,9 @@ impl Engine {
             emitter,
             blackboard,
             tools,
-            work_dir,
+            secrets,
+            redactor,
+            files,
         } = setup;
         let events: SharedEmitter = Arc::new(Mutex::new(emitter));
         // A tenant (or agent) in fuel debt starts nothing until the debt is paid.
@@ -113,7 +124,7 @@ impl Engine {
             );
         };
 
-        let wasi = match wasi_ctx(work_dir.as_ref(), &events) {
+        let wasi = match wasi_ctx(&files, &events) {
             Ok(wasi) => wasi,
             Err(e) => {
                 return Attempt::not_run(
@@ -131,7 +142,9 @@ impl Engine {
                 limiter: MemoryLimiter::new(limits.memory),
                 events: Arc::clone(&events),
                 blackboard,
+                branch: job.task_ref.branch.clone(),
                 tools,
+                secrets,
                 deadline,
                 buckets,
                 fuel_seen: limits.fuel,
@@ -232,11 +245,24 @@ impl Engine {
         // rates allow, however late the epoch ticks come.
         let debt = store.data_mut().draw(left);
         let limiter = &store.data().limiter;
-        let (status, output, error) = classify(ended, &limits, limiter, &events);
+        let (status, output, mut error) = classify(ended, &limits, limiter, &events, &redactor);
+        if let Some(e) = &mut error {
+            e.message = redactor.text(&e.message).into_owned();
+        }
         let memory_peak = limiter.peak();
         lock(&events).finish();
         drop(store);
-        drop(work_dir);
+        let artifacts = match files.work.as_ref().map(|w| w.path()) {
+            Some(dir) if redactor.is_empty() => files::artifacts(&dir, &redactor),
+            Some(dir) => {
+                let redactor = Arc::clone(&redactor);
+                tokio::task::spawn_blocking(move || files::artifacts(&dir, &redactor))
+                    .await
+                    .unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
+        drop(files);
         if let Some(wait) = debt {
             tokio::select! {
                 () = job.cancel.cancelled() => {}
@@ -252,6 +278,7 @@ impl Engine {
             latency,
             fuel_used,
             memory_peak,
+            artifacts,
         }
     }
 }
@@ -263,6 +290,7 @@ fn classify(
     limits: &Limits,
     limiter: &MemoryLimiter,
     events: &SharedEmitter,
+    redactor: &Redactor,
 ) -> Classified {
     let fail = |status, kind, message: String| (status, None, Some(TaskError::new(kind, message)));
     let memory_exceeded = |requested: u64| {
@@ -293,7 +321,13 @@ fn classify(
             "the run was cancelled".into(),
         ),
         Ended::TimedOut => timed_out(),
-        Ended::Returned(Ok(Ok(output))) => accept_output(output, limits),
+        Ended::Returned(Ok(Ok(output))) => {
+            let output = match redactor.json_text(&output) {
+                std::borrow::Cow::Borrowed(_) => output,
+                std::borrow::Cow::Owned(clean) => clean,
+            };
+            accept_output(output, limits)
+        }
         Ended::Returned(Ok(Err(error))) => {
             let (kind, message) = match error {
                 AgentError::InvalidInput(m) => (ErrorKind::InvalidInput, m),
@@ -315,7 +349,7 @@ fn classify(
                 Some(trap) => match limiter.denied() {
                     Some(requested) => memory_exceeded(requested),
                     None => {
-                        let tail = lock(events).stderr_tail().to_owned();
+                        let tail = lock(events).stderr_tail();
                         let message = match panic_message(&tail) {
                             Some(panic) => format!("guest {panic} ({trap})"),
                             None => format!("{trap}"),

@@ -9,8 +9,11 @@ mod bindings;
 mod blackboard;
 mod cache;
 mod exec;
+mod files;
+mod fs_audit;
 mod limiter;
 mod sandbox;
+mod secrets;
 mod state;
 mod status;
 mod tools;
@@ -28,13 +31,20 @@ use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Stor
 pub use self::cache::CacheSource;
 pub(crate) use self::cache::{LoadError, LoadedAgent};
 pub(crate) use self::sandbox::RunDir;
+use self::sandbox::TaskFiles;
+use self::secrets::SecretAccess;
 use self::state::TaskState;
-pub(crate) use self::tools::ToolAccess;
+pub(crate) use self::tools::RunQuotas;
+use self::tools::ToolAccess;
 use crate::Error;
 use crate::blackboard::Blackboard;
-use crate::bus::{Bus, EmitterLimits, ErrorKind, TaskEmitter, TaskRef, TaskStatus};
+use crate::bus::{
+    Bus, EmitterLimits, ErrorKind, Redactor, TaskEmitter, TaskGrants, TaskRef, TaskStatus,
+};
 use crate::govern::FuelBucket;
-use crate::scheduler::{Attempt, Executor, Job};
+use crate::policy::TenantAccess;
+use crate::scheduler::{Attempt, Claims, Executor, Job};
+use crate::secrets::{Credential, SecretBackend};
 use crate::tools::{ToolCall, ToolRegistry};
 use crate::workflow::Limits;
 
@@ -73,8 +83,10 @@ impl Engine {
         let mut linker = Linker::new(&engine);
         let link = |linker: &mut Linker<TaskState>| -> wasmtime::Result<()> {
             wasmtime_wasi::p2::add_to_linker_async(linker)?;
+            fs_audit::add_to_linker(linker)?;
             status::add_to_linker(linker)?;
             blackboard::add_to_linker(linker)?;
+            secrets::add_to_linker(linker)?;
             tools::add_to_linker(linker)
         };
         link(&mut linker).map_err(|e| Error::Setup(format!("linking host imports: {e:#}")))?;
@@ -124,18 +136,9 @@ impl Engine {
                 limiter: limiter::MemoryLimiter::new(limits.memory),
                 events,
                 blackboard: Arc::new(Blackboard::default()),
-                tools: ToolAccess {
-                    registry: Arc::new(ToolRegistry::with_builtins()),
-                    granted: Arc::from([]),
-                    caller: ToolCall {
-                        tenant: String::new(),
-                        run_id: String::new(),
-                        node: String::new(),
-                        agent: String::new(),
-                        attempt: 0,
-                        input: serde_json::Value::Null,
-                    },
-                },
+                branch: String::new(),
+                tools: ToolAccess::none(),
+                secrets: secrets::SecretAccess::none(),
                 deadline: std::time::Instant::now() + Duration::from_secs(10),
                 buckets: Vec::new(),
                 fuel_seen: limits.fuel,
@@ -229,7 +232,10 @@ impl Drop for EpochTicker {
 pub(crate) struct RunAgent {
     pub(crate) name: String,
     pub(crate) loaded: Arc<LoadedAgent>,
+    /// Tools granted to it (by its registry entry or workflow).
     pub(crate) granted: Arc<[String]>,
+    /// Secrets its tenant's policy grants it.
+    pub(crate) secrets: Arc<[String]>,
     pub(crate) workdir: bool,
     /// The agent's own fuel rate, shared by every run of the runtime.
     pub(crate) bucket: Option<Arc<FuelBucket>>,
@@ -238,14 +244,27 @@ pub(crate) struct RunAgent {
 /// What the tasks of one run share.
 pub(crate) struct RunContext {
     pub(crate) run_id: String,
+    pub(crate) workflow: String,
     pub(crate) tenant: String,
     pub(crate) bus: Arc<Bus>,
     pub(crate) blackboard: Arc<Blackboard>,
     pub(crate) run_dir: Arc<RunDir>,
     pub(crate) agents: Vec<RunAgent>,
+    /// Each task's declared inputs, by task index.
+    pub(crate) inputs: Vec<Vec<PathBuf>>,
     /// The tenant's fuel rate, shared by all its runs.
     pub(crate) tenant_bucket: Option<Arc<FuelBucket>>,
     pub(crate) tools: Arc<ToolRegistry>,
+    /// What the tenant's policy lets its guests reach.
+    pub(crate) access: Arc<TenantAccess>,
+    pub(crate) quotas: Arc<RunQuotas>,
+    /// The tenant's call-rate buckets, by tool.
+    pub(crate) tool_rates: Arc<std::collections::HashMap<String, Arc<FuelBucket>>>,
+    pub(crate) secrets: Arc<dyn SecretBackend>,
+    pub(crate) credential: Arc<Credential>,
+    /// Every secret value handed to the run's guests, to be kept out of what it emits.
+    pub(crate) redactor: Arc<Redactor>,
+    pub(crate) claims: Arc<Claims>,
     pub(crate) emitter_limits: EmitterLimits,
 }
 
@@ -255,21 +274,53 @@ pub(crate) struct LocalExecutor {
     pub(crate) run: Arc<RunContext>,
 }
 
+impl LocalExecutor {
+    /// The files of an attempt: its working directory, its inputs (staged on its first
+    /// attempt) and the working directories of the tasks it depends on.
+    fn files(&self, job: &Job, agent: &RunAgent) -> std::io::Result<TaskFiles> {
+        let run = &self.run;
+        if !agent.workdir {
+            return Ok(TaskFiles::default());
+        }
+        let branch = &job.task_ref.branch;
+        let work = run.run_dir.work_dir(branch)?;
+        let sources = job
+            .task
+            .and_then(|t| run.inputs.get(t))
+            .filter(|s| !s.is_empty());
+        let inputs = sources
+            .map(|sources| run.run_dir.inputs(branch, sources))
+            .transpose()?;
+        let upstream = job
+            .upstream
+            .iter()
+            .filter_map(|(node, _)| {
+                let dir = run.run_dir.existing(&format!("{}.{node}", run.workflow))?;
+                Some((node.clone(), dir))
+            })
+            .collect();
+        Ok(TaskFiles {
+            work: Some(work),
+            inputs,
+            upstream,
+        })
+    }
+}
+
 impl Executor for LocalExecutor {
     async fn execute(&self, job: Job) -> Attempt {
         let run = &self.run;
         let agent = &run.agents[job.agent];
-        let work_dir = match agent
-            .workdir
-            .then(|| run.run_dir.work_dir(&job.task_ref.branch))
-            .transpose()
-        {
-            Ok(dir) => dir,
+        if let Err(refused) = run.claims.claim(&run.tenant, &job.key, &job.task_ref) {
+            return Attempt::not_run(TaskStatus::Failed, ErrorKind::Claimed, refused.to_string());
+        }
+        let files = match self.files(&job, agent) {
+            Ok(files) => files,
             Err(e) => {
                 return Attempt::not_run(
                     TaskStatus::Failed,
                     ErrorKind::Host,
-                    format!("could not create the task's working directory: {e}"),
+                    format!("could not set up the task's files: {e}"),
                 );
             }
         };
@@ -281,6 +332,34 @@ impl Executor for LocalExecutor {
             attempt: job.task_ref.attempt,
             input: serde_json::Value::Null,
         };
+        let tools = ToolAccess {
+            registry: Arc::clone(&run.tools),
+            granted: Arc::clone(&agent.granted),
+            tenant: Arc::clone(&run.access),
+            quotas: Arc::clone(&run.quotas),
+            rates: Arc::clone(&run.tool_rates),
+            caller,
+        };
+        let mut emitter = TaskEmitter::new(
+            Arc::clone(&run.bus),
+            job.task_ref.clone(),
+            run.emitter_limits,
+        )
+        .with_heartbeat(Arc::clone(&job.heartbeat))
+        .for_tenant(&run.tenant, Arc::clone(&run.redactor));
+        let inputs = files.read_only();
+        emitter.grants(TaskGrants {
+            task: job.task_ref.clone(),
+            tenant: run.tenant.clone(),
+            tools: tools.effective(),
+            secrets: agent.secrets.to_vec(),
+            workdir: files.work.as_ref().map(|w| w.path().display().to_string()),
+            inputs,
+            blackboard: format!(
+                "branches/{}/ (own), shared/ (compare-and-swap)",
+                job.task_ref.branch
+            ),
+        });
         let setup = exec::Setup {
             agent: Arc::clone(&agent.loaded),
             buckets: run
@@ -291,19 +370,16 @@ impl Executor for LocalExecutor {
                 .collect(),
             tenant: run.tenant.clone(),
             run_id: run.run_id.clone(),
-            emitter: TaskEmitter::new(
-                Arc::clone(&run.bus),
-                job.task_ref.clone(),
-                run.emitter_limits,
-            )
-            .with_heartbeat(Arc::clone(&job.heartbeat)),
+            emitter,
             blackboard: Arc::clone(&run.blackboard),
-            tools: ToolAccess {
-                registry: Arc::clone(&run.tools),
-                granted: Arc::clone(&agent.granted),
-                caller,
+            tools,
+            secrets: SecretAccess {
+                backend: Arc::clone(&run.secrets),
+                credential: Arc::clone(&run.credential),
+                granted: Arc::clone(&agent.secrets),
             },
-            work_dir,
+            redactor: Arc::clone(&run.redactor),
+            files,
         };
         self.engine.execute(job, setup).await
     }

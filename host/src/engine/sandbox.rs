@@ -1,8 +1,12 @@
-//! The WASI sandbox of one task: its own working directory and nothing else.
+//! The WASI sandbox of one task: its own working directory, what it is given to read, and
+//! nothing else.
 //!
-//! - one preopened directory, `<run dir>/<branch>`, created through cap-std (its name is a
-//!   validated branch, never a path from a guest); wasmtime-wasi resolves every guest path
-//!   inside it, so `..`, absolute paths and symlinks cannot leave it;
+//! - its working directory, `<run dir>/<branch>`, created through cap-std (its name is a
+//!   validated branch, never a path from a guest), preopened read-write as `.`;
+//! - its inputs, staged in `<run dir>/.inputs/<branch>`, preopened read-only as `inputs`;
+//! - the working directories of the tasks it depends on, read-only as `upstream/<node>`;
+//! - wasmtime-wasi resolves every guest path inside one of these, so `..`, absolute paths and
+//!   symlinks cannot leave them (and each refusal is audited: see `fs_audit`);
 //! - no network (TCP, UDP and name lookup off, every address refused);
 //! - no host environment variables and no arguments;
 //! - stdin empty; stdout and stderr turned into log events.
@@ -72,6 +76,23 @@ impl RunDir {
     }
 }
 
+impl RunDir {
+    /// The staged inputs of the task on `branch`: staged on its first attempt.
+    pub(crate) fn inputs(&self, branch: &str, sources: &[PathBuf]) -> io::Result<PathBuf> {
+        let dir = self.path.join(".inputs").join(branch);
+        if !dir.is_dir() {
+            super::files::stage(&dir, sources)?;
+        }
+        Ok(dir)
+    }
+
+    /// The working directory of the task on `branch`, if it has one.
+    pub(crate) fn existing(&self, branch: &str) -> Option<PathBuf> {
+        let dir = self.path.join(branch);
+        dir.is_dir().then_some(dir)
+    }
+}
+
 /// A task's working directory.
 #[derive(Debug)]
 pub(crate) struct WorkDir {
@@ -85,12 +106,33 @@ impl WorkDir {
     }
 }
 
-/// Builds the WASI context of a task: with its working directory as the only preopened
-/// directory, or with no filesystem at all.
-pub(crate) fn wasi_ctx(
-    work_dir: Option<&WorkDir>,
-    events: &SharedEmitter,
-) -> wasmtime::Result<WasiCtx> {
+/// What a task's sandbox holds. Without a working directory it has no filesystem at all.
+#[derive(Debug, Default)]
+pub(crate) struct TaskFiles {
+    pub(crate) work: Option<WorkDir>,
+    /// Staged inputs, read-only at `inputs`.
+    pub(crate) inputs: Option<PathBuf>,
+    /// The working directories of upstream tasks, read-only at `upstream/<node>`.
+    pub(crate) upstream: Vec<(String, PathBuf)>,
+}
+
+impl TaskFiles {
+    /// The read-only directories, as the guest sees them.
+    pub(crate) fn read_only(&self) -> Vec<String> {
+        self.inputs
+            .iter()
+            .map(|_| "inputs".to_owned())
+            .chain(
+                self.upstream
+                    .iter()
+                    .map(|(node, _)| format!("upstream/{node}")),
+            )
+            .collect()
+    }
+}
+
+/// Builds the WASI context of a task.
+pub(crate) fn wasi_ctx(files: &TaskFiles, events: &SharedEmitter) -> wasmtime::Result<WasiCtx> {
     let mut builder = WasiCtxBuilder::new();
     builder
         .stdout(LogPipe::new(events.clone(), LogStream::Stdout))
@@ -99,8 +141,14 @@ pub(crate) fn wasi_ctx(
         .allow_udp(false)
         .allow_ip_name_lookup(false)
         .socket_addr_check(|_, _| Box::pin(async { false }));
-    if let Some(dir) = work_dir {
+    if let Some(dir) = &files.work {
         builder.preopened_dir(dir.path(), ".", FsPerms::ReadWrite)?;
+        if let Some(inputs) = &files.inputs {
+            builder.preopened_dir(inputs, "inputs", FsPerms::ReadOnly)?;
+        }
+        for (node, dir) in &files.upstream {
+            builder.preopened_dir(dir, format!("upstream/{node}"), FsPerms::ReadOnly)?;
+        }
     }
     Ok(builder.build())
 }

@@ -8,6 +8,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::limiter::MemoryLimiter;
+use super::secrets::SecretAccess;
 use super::tools::ToolAccess;
 use crate::blackboard::Blackboard;
 use crate::bus::TaskEmitter;
@@ -26,7 +27,10 @@ pub(crate) struct TaskState {
     pub(crate) limiter: MemoryLimiter,
     pub(crate) events: SharedEmitter,
     pub(crate) blackboard: Arc<Blackboard>,
+    /// The task's branch: its namespace in the blackboard.
+    pub(crate) branch: String,
     pub(crate) tools: ToolAccess,
+    pub(crate) secrets: SecretAccess,
     /// When the attempt runs out of wall-clock time.
     pub(crate) deadline: Instant,
     /// Fuel buckets to draw from (tenant, agent), and the fuel left at the last draw.

@@ -15,9 +15,12 @@ pub struct FuelRate {
     pub burst: u64,
 }
 
+/// A token bucket: refills at a steady rate, up to a burst; draws may put it in debt.
 #[derive(Debug)]
 pub(crate) struct FuelBucket {
     rate: FuelRate,
+    per_second: f64,
+    burst: f64,
     state: Mutex<State>,
 }
 
@@ -31,10 +34,26 @@ struct State {
 
 impl FuelBucket {
     pub(crate) fn new(rate: FuelRate) -> Self {
+        Self::with_rate(rate.per_second as f64, rate.burst as f64, rate)
+    }
+
+    /// A bucket of calls (tool rate limits): `per_second` may be fractional.
+    pub(crate) fn calls(per_second: f64) -> Self {
+        let burst = per_second.max(1.0);
+        let rate = FuelRate {
+            per_second: per_second.ceil() as u64,
+            burst: burst as u64,
+        };
+        Self::with_rate(per_second, burst, rate)
+    }
+
+    fn with_rate(per_second: f64, burst: f64, rate: FuelRate) -> Self {
         Self {
             rate,
+            per_second,
+            burst,
             state: Mutex::new(State {
-                level: rate.burst as f64,
+                level: burst,
                 refilled: Instant::now(),
             }),
         }
@@ -63,14 +82,12 @@ impl FuelBucket {
         s.refilled = now;
         // Draws pay for fuel already burned, during the time that refilled the bucket: the
         // refill pays for it first, and only what is left over is capped at the burst.
-        let refill = elapsed * self.rate.per_second as f64;
-        s.level = (s.level + refill - fuel as f64).min(self.rate.burst as f64);
-        if s.level >= 0.0 || self.rate.per_second == 0 {
+        let refill = elapsed * self.per_second;
+        s.level = (s.level + refill - fuel as f64).min(self.burst);
+        if s.level >= 0.0 || self.per_second <= 0.0 {
             return None;
         }
-        Some(Duration::from_secs_f64(
-            -s.level / self.rate.per_second as f64,
-        ))
+        Some(Duration::from_secs_f64(-s.level / self.per_second))
     }
 }
 

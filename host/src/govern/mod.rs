@@ -48,6 +48,8 @@ pub(crate) struct Governor {
     tenant_limits: HashMap<String, TenantLimits>,
     tenants: Mutex<HashMap<String, Arc<Tenant>>>,
     agent_buckets: Mutex<HashMap<String, Arc<FuelBucket>>>,
+    /// Call-rate buckets per tenant and tool.
+    tool_buckets: Mutex<HashMap<(String, String), Arc<FuelBucket>>>,
     /// Running attempts per slot key (`tenant:<name>`, `agent:<key>`).
     slots: Mutex<HashMap<String, usize>>,
     scores: Scores,
@@ -61,6 +63,7 @@ impl Governor {
             tenant_limits,
             tenants: Mutex::default(),
             agent_buckets: Mutex::default(),
+            tool_buckets: Mutex::default(),
             slots: Mutex::default(),
             scores: Scores::default(),
             changed: Notify::new(),
@@ -91,6 +94,16 @@ impl Governor {
             *bucket = Arc::new(FuelBucket::new(rate));
         }
         Arc::clone(bucket)
+    }
+
+    /// The call-rate bucket of `tenant` for `tool`, shared by every run of the tenant.
+    pub(crate) fn tool_bucket(&self, tenant: &str, tool: &str, per_second: f64) -> Arc<FuelBucket> {
+        let mut buckets = lock(&self.tool_buckets);
+        Arc::clone(
+            buckets
+                .entry((tenant.to_owned(), tool.to_owned()))
+                .or_insert_with(|| Arc::new(FuelBucket::calls(per_second))),
+        )
     }
 
     /// Takes a slot of `key` if fewer than `capacity` are taken.

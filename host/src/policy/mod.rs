@@ -196,11 +196,64 @@ pub(crate) enum OnUpstreamFailure {
 }
 
 /// Defaults an operator sets for every workflow.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct PolicyDefaults {
     pub(crate) retry: RetryOverride,
     pub(crate) stall: StallOverride,
     pub(crate) error_budget: Option<ErrorBudget>,
+    pub(crate) credential_ttl: Duration,
+}
+
+impl Default for PolicyDefaults {
+    fn default() -> Self {
+        Self {
+            retry: RetryOverride::default(),
+            stall: StallOverride::default(),
+            error_budget: None,
+            credential_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Calls of one tool a tenant may make.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct ToolLimit {
+    /// Calls per run.
+    pub(crate) per_run: Option<u64>,
+    /// Calls per second (across the tenant's runs); faster calls wait.
+    pub(crate) per_second: Option<f64>,
+}
+
+/// What a tenant's guests may reach besides compute: tools, hosts, secrets.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct TenantAccess {
+    /// Tools its agents may use at all; `None`: every tool of the host.
+    pub(crate) tools: Option<Vec<String>>,
+    pub(crate) tool_limits: HashMap<String, ToolLimit>,
+    /// Hosts `http_get` may reach (`name` or `name:port`).
+    pub(crate) http_allow: Vec<String>,
+    /// Secret name → agents that may read it.
+    pub(crate) secrets: HashMap<String, Vec<String>>,
+}
+
+impl TenantAccess {
+    pub(crate) fn allows_tool(&self, tool: &str) -> bool {
+        self.tools
+            .as_ref()
+            .is_none_or(|t| t.iter().any(|t| t == tool))
+    }
+
+    /// The secrets agent `agent` may read.
+    pub(crate) fn secrets_of(&self, agent: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .secrets
+            .iter()
+            .filter(|(_, agents)| agents.iter().any(|a| a == agent || a == "*"))
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        names
+    }
 }
 
 /// The operator's policy: defaults for every workflow and limits for each tenant.
@@ -217,11 +270,16 @@ pub(crate) struct PolicyDefaults {
 /// fuel_burst = 100_000_000
 /// max_concurrency = 8
 /// budget = { fuel = 100_000_000_000, wall_time = "1h", memory = "2GiB" }
+/// tools = ["sleep", "kv", "http_get"]
+/// http_allow = ["api.example.com"]
+/// tool_limits = { http_get = { per_run = 100, per_second = 5 } }
+/// secrets = { api-token = ["fetcher"] }
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     pub(crate) defaults: PolicyDefaults,
     pub(crate) tenants: HashMap<String, TenantLimits>,
+    pub(crate) access: HashMap<String, TenantAccess>,
     pub(crate) source: Option<Arc<Source>>,
 }
 
@@ -244,6 +302,12 @@ impl Policy {
     /// Tenants the policy names.
     pub fn tenants(&self) -> impl Iterator<Item = &str> {
         self.tenants.keys().map(String::as_str)
+    }
+
+    /// What tenant `tenant` may reach (everything unlimited if the policy does not name it:
+    /// every tool, no hosts, no secrets).
+    pub(crate) fn access(&self, tenant: &str) -> TenantAccess {
+        self.access.get(tenant).cloned().unwrap_or_default()
     }
 }
 

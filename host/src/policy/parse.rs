@@ -9,6 +9,7 @@ use toml::Spanned;
 use super::spec::{BudgetSpec, ErrorBudgetSpec, PolicySpec, RetrySpec};
 use super::{
     ErrorBudget, OnBlocked, OnErrorBudget, Policy, PolicyDefaults, RetryOverride, StallOverride,
+    TenantAccess, ToolLimit,
 };
 use crate::bus::ErrorKind;
 use crate::config::{Checker, Diagnostics, Source, parse_toml};
@@ -176,6 +177,11 @@ pub(crate) fn policy(source: Arc<Source>) -> Result<Policy, Diagnostics> {
     let mut c = Checker::new(Arc::clone(&source));
     let d = spec.defaults.unwrap_or_default();
     let defaults = PolicyDefaults {
+        credential_ttl: d
+            .credential_ttl
+            .as_ref()
+            .and_then(|t| c.duration(t, WEEK))
+            .unwrap_or(Duration::from_secs(600)),
         retry: d
             .retry
             .as_ref()
@@ -193,6 +199,7 @@ pub(crate) fn policy(source: Arc<Source>) -> Result<Policy, Diagnostics> {
             .and_then(|e| error_budget(&mut c, e)),
     };
     let mut tenants = std::collections::HashMap::new();
+    let mut access = std::collections::HashMap::new();
     for (name, t) in &spec.tenants {
         c.name(name, "tenant name");
         let limits = TenantLimits {
@@ -209,13 +216,89 @@ pub(crate) fn policy(source: Arc<Source>) -> Result<Policy, Diagnostics> {
                 .unwrap_or_default(),
         };
         tenants.insert(name.get_ref().clone(), limits);
+        access.insert(name.get_ref().clone(), tenant_access(&mut c, t));
     }
     c.finish()?;
     Ok(Policy {
         defaults,
         tenants,
+        access,
         source: Some(source),
     })
+}
+
+fn tenant_access(c: &mut Checker, t: &super::spec::TenantSpec) -> TenantAccess {
+    let tools = t.tools.as_ref().map(|list| {
+        list.iter()
+            .map(|tool| {
+                c.name(tool, "tool name");
+                tool.get_ref().clone()
+            })
+            .collect()
+    });
+    let mut tool_limits = std::collections::HashMap::new();
+    for (tool, limit) in &t.tool_limits {
+        c.name(tool, "tool name");
+        let per_run = limit
+            .per_run
+            .as_ref()
+            .and_then(|n| c.int(n, 0..=i64::MAX, "per_run"))
+            .map(|n| n as u64);
+        let per_second = limit.per_second.as_ref().and_then(|r| {
+            if *r.get_ref() > 0.0 {
+                Some(*r.get_ref())
+            } else {
+                c.err(
+                    r.span(),
+                    "per_second must be more than zero",
+                    "give calls per second, e.g. 5",
+                );
+                None
+            }
+        });
+        tool_limits.insert(
+            tool.get_ref().clone(),
+            ToolLimit {
+                per_run,
+                per_second,
+            },
+        );
+    }
+    let http_allow = t
+        .http_allow
+        .iter()
+        .map(|h| {
+            let host = h.get_ref();
+            if host.is_empty() || host.contains(['/', ' ', '@']) {
+                c.err(
+                    h.span(),
+                    format!("`{host}` is not a host"),
+                    "write a host name or `host:port`, e.g. \"api.example.com\"",
+                );
+            }
+            host.to_ascii_lowercase()
+        })
+        .collect();
+    let mut secrets = std::collections::HashMap::new();
+    for (name, agents) in &t.secrets {
+        c.name(name, "secret name");
+        let agents: Vec<String> = agents
+            .iter()
+            .map(|a| {
+                if a.get_ref() != "*" {
+                    c.name(a, "agent name");
+                }
+                a.get_ref().clone()
+            })
+            .collect();
+        secrets.insert(name.get_ref().clone(), agents);
+    }
+    TenantAccess {
+        tools,
+        tool_limits,
+        http_allow,
+        secrets,
+    }
 }
 
 #[cfg(test)]

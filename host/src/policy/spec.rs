@@ -44,6 +44,8 @@ pub(crate) struct PolicySpec {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DefaultsSpec {
+    /// How long a run's credential (for secrets) lives before it must be renewed.
+    pub(crate) credential_ttl: Option<Spanned<toml::Value>>,
     pub(crate) retry: Option<RetrySpec>,
     pub(crate) stall_timeout: Option<Spanned<toml::Value>>,
     pub(crate) on_blocked: Option<Spanned<String>>,
@@ -58,4 +60,22 @@ pub(crate) struct TenantSpec {
     pub(crate) fuel_burst: Option<Spanned<i64>>,
     pub(crate) max_concurrency: Option<Spanned<i64>>,
     pub(crate) budget: Option<BudgetSpec>,
+    /// Tools the tenant's agents may use at all (default: every tool of the host).
+    pub(crate) tools: Option<Vec<Spanned<String>>>,
+    /// Per tool: calls per run and per second.
+    #[serde(default)]
+    pub(crate) tool_limits: BTreeMap<Spanned<String>, ToolLimitSpec>,
+    /// Hosts (`name` or `name:port`) the `http_get` tool may reach for this tenant.
+    #[serde(default)]
+    pub(crate) http_allow: Vec<Spanned<String>>,
+    /// Secret name → the agents that may read it.
+    #[serde(default)]
+    pub(crate) secrets: BTreeMap<Spanned<String>, Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ToolLimitSpec {
+    pub(crate) per_run: Option<Spanned<i64>>,
+    pub(crate) per_second: Option<Spanned<f64>>,
 }

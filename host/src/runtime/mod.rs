@@ -15,7 +15,8 @@ use crate::aggregate::AgentReport;
 use crate::engine::{Engine, EngineConfig, LoadError, LoadedAgent};
 use crate::govern::Governor;
 use crate::policy::Policy;
-use crate::scheduler::millis;
+use crate::scheduler::{ClaimError, Claims, millis};
+use crate::secrets::{Backend, EnvSecrets, SecretBackend};
 use crate::tools::{Tool, ToolRegistry};
 use crate::workflow::{AgentDef, Diagnostic, Diagnostics, Workflow};
 
@@ -26,9 +27,11 @@ pub struct RuntimeBuilder {
     state_dir: Option<PathBuf>,
     pooling: bool,
     max_instances: u32,
+    /// Tools the host adds to the built-in ones.
     tools: ToolRegistry,
     policy: Policy,
     keep_resident: usize,
+    secrets: Backend,
 }
 
 impl RuntimeBuilder {
@@ -80,10 +83,18 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Offers a tool to guests, under `name` (agents still need a grant: `tools = [...]`).
-    /// Built in: `sleep`.
+    /// Offers a tool to guests, under `name` (agents still need a grant: `tools = [...]`,
+    /// and their tenant's policy must allow it). Built in: `sleep`, `kv` and `http_get`; a
+    /// tool given here under one of those names replaces it.
     pub fn tool(mut self, name: impl Into<String>, tool: impl Tool) -> Self {
         self.tools.insert(name.into(), Arc::new(tool));
+        self
+    }
+
+    /// Where guests' secrets come from. Default: environment variables
+    /// ([`EnvSecrets`]: `api-token` is `$WASM_ORCH_SECRET_API_TOKEN`).
+    pub fn secrets(mut self, backend: impl SecretBackend) -> Self {
+        self.secrets = Backend(Arc::new(backend));
         self
     }
 
@@ -110,13 +121,23 @@ impl RuntimeBuilder {
             epoch_tick: Duration::from_millis(10),
             keep_resident: self.keep_resident,
         })?;
+        let http_allow = self
+            .policy
+            .access
+            .iter()
+            .map(|(tenant, access)| (tenant.clone(), access.http_allow.clone()))
+            .collect();
+        let mut tools = ToolRegistry::with_builtins(&state_dir, http_allow);
+        tools.extend(self.tools);
         Ok(Runtime {
             inner: Arc::new(Inner {
                 engine: Arc::new(engine),
-                tools: Arc::new(self.tools),
+                tools: Arc::new(tools),
                 governor: Governor::new(self.policy.tenants.clone()),
                 policy: self.policy,
                 state_dir,
+                secrets: self.secrets,
+                claims: Arc::default(),
             }),
         })
     }
@@ -147,6 +168,9 @@ struct Inner {
     governor: Governor,
     policy: Policy,
     state_dir: PathBuf,
+    secrets: Backend,
+    /// Idempotency keys claimed, per live run.
+    claims: Arc<Claims>,
 }
 
 /// Options of one run.
@@ -212,9 +236,10 @@ impl Runtime {
             state_dir: None,
             pooling: true,
             max_instances: 1000,
-            tools: ToolRegistry::with_builtins(),
+            tools: ToolRegistry::empty(),
             policy: Policy::default(),
             keep_resident: 2 << 20,
+            secrets: Backend(Arc::new(EnvSecrets::default())),
         }
     }
 
@@ -329,6 +354,24 @@ impl Runtime {
             wit,
             sub_agent,
         })
+    }
+
+    /// Claims the attempt with idempotency key `key` (`<run>/<node>/<attempt>`, as in its
+    /// `running` event) for `tenant`. The runtime's own executor claims every attempt before
+    /// it runs it, so this is for hosts that hand attempts to workers of their own, or that
+    /// may deliver one twice: only the first claim of a key succeeds. A repeat is refused and
+    /// counted (the run's `repeat_total`); a claim by another tenant than the run's is
+    /// refused. Each refusal is an audit event of the run.
+    pub fn claim(&self, tenant: &str, key: &str) -> Result<(), ClaimError> {
+        let mut parts = key.split('/');
+        let (_, node, attempt) = (parts.next(), parts.next().unwrap_or(""), parts.next());
+        let claimant = crate::bus::TaskRef {
+            node: node.to_owned(),
+            branch: String::new(),
+            agent: "host".to_owned(),
+            attempt: attempt.and_then(|a| a.parse().ok()).unwrap_or(0),
+        };
+        self.inner.claims.claim(tenant, key, &claimant)
     }
 
     /// Everything tenant `tenant` has burned in this runtime so far.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +20,7 @@ use crate::bus::{
 use crate::engine::{LocalExecutor, RunAgent, RunContext, RunDir};
 use crate::policy::{OnBlocked, Policy, RetryPolicy, StallOverride};
 use crate::scheduler::{self, AgentPlan, Plan, Shared, TaskPlan, millis};
+use crate::secrets::Lease;
 use crate::workflow::{Diagnostics, Workflow, is_valid_name};
 
 impl Runtime {
@@ -47,6 +48,7 @@ impl Runtime {
             source,
         })?);
 
+        let access = Arc::new(inner.policy.access(&workflow.tenant));
         // The agents, as the engine and the scheduler see them. An agent's runtime-wide key
         // (for its shared concurrency, fuel rate and score) is its name and component.
         let governor = &inner.governor;
@@ -59,6 +61,7 @@ impl Runtime {
                 name: def.name.clone(),
                 loaded: l.loaded,
                 granted: def.tools.iter().map(|(t, _)| t.clone()).collect(),
+                secrets: access.secrets_of(&def.name).into(),
                 workdir: def.workdir,
                 bucket: def.fuel_rate.map(|rate| governor.agent_bucket(&key, rate)),
             });
@@ -81,27 +84,71 @@ impl Runtime {
 
         let bus = Bus::new(run_id.clone());
         let blackboard = Arc::new(Blackboard::new(BlackboardLimits::default()));
-        let context = Arc::new(RunContext {
-            run_id: run_id.clone(),
-            tenant: workflow.tenant.clone(),
-            bus: Arc::clone(&bus),
-            blackboard: Arc::clone(&blackboard),
-            run_dir: Arc::clone(&run_dir),
-            agents: run_agents,
-            tenant_bucket: tenant.bucket.clone(),
-            tools: Arc::clone(&inner.tools),
-            emitter_limits: EmitterLimits::default(),
-        });
-        let executor = Arc::new(LocalExecutor {
-            engine: Arc::clone(&inner.engine),
-            run: context,
-        });
         bus.publish(EventKind::PlanCreated(plan_event(
             workflow,
             max_concurrency,
             budget,
         )));
         let lag = tokio::spawn(measure_lag(bus.subscribe()));
+        let repeats = inner
+            .claims
+            .open(&run_id, &workflow.tenant, Arc::clone(&bus));
+        // The run's credential for secrets, renewed at half its TTL while the run lives.
+        let lease = Arc::new(Lease::issue(
+            &run_id,
+            &workflow.tenant,
+            inner.policy.defaults.credential_ttl,
+            inner.secrets.clone(),
+            Arc::clone(&bus),
+        ));
+        let renewal = tokio::spawn({
+            let lease = Arc::clone(&lease);
+            let every = (inner.policy.defaults.credential_ttl / 2).max(Duration::from_millis(10));
+            async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    if !lease.renew() {
+                        break;
+                    }
+                }
+            }
+        });
+        let tool_rates = access
+            .tool_limits
+            .iter()
+            .filter_map(|(tool, limit)| {
+                let rate = limit.per_second?;
+                Some((
+                    tool.clone(),
+                    governor.tool_bucket(&workflow.tenant, tool, rate),
+                ))
+            })
+            .collect();
+        let context = Arc::new(RunContext {
+            run_id: run_id.clone(),
+            workflow: workflow.name.clone(),
+            tenant: workflow.tenant.clone(),
+            bus: Arc::clone(&bus),
+            blackboard: Arc::clone(&blackboard),
+            run_dir: Arc::clone(&run_dir),
+            agents: run_agents,
+            inputs: workflow.tasks.iter().map(|t| t.inputs.clone()).collect(),
+            tenant_bucket: tenant.bucket.clone(),
+            tools: Arc::clone(&inner.tools),
+            access,
+            quotas: Arc::default(),
+            tool_rates: Arc::new(tool_rates),
+            secrets: Arc::clone(&inner.secrets.0),
+            credential: Arc::clone(lease.credential()),
+            redactor: Arc::default(),
+            claims: Arc::clone(&inner.claims),
+            emitter_limits: EmitterLimits::default(),
+        });
+        let redactor = Arc::clone(&context.redactor);
+        let executor = Arc::new(LocalExecutor {
+            engine: Arc::clone(&inner.engine),
+            run: context,
+        });
 
         let cancel = CancellationToken::new();
         let runtime = self.clone();
@@ -138,19 +185,24 @@ impl Runtime {
                 error_budget,
                 budget,
             };
+            let revoke = || lease.revoke("the run's error budget was breached");
             let shared = Shared {
                 governor,
                 tenant: Arc::clone(&tenant),
                 bus: &run_bus,
                 blackboard: &blackboard,
                 cancel: &run_cancel,
+                on_error_budget: &revoke,
             };
             let mut finished = scheduler::run(plan, executor, shared).await;
+            renewal.abort();
+            lease.revoke("the run ended");
+            runtime.inner.claims.close(&id);
             let _ = tokio::task::spawn_blocking(move || run_dir.remove_empty_dirs()).await;
             let duration = started.elapsed();
             let meter = std::mem::replace(&mut finished.meter, scheduler::Meter::new(started));
-            let (attempts, repeats, blocked, failures) =
-                (meter.attempts, meter.repeats, meter.blocked, meter.failures);
+            let (attempts, retries, blocked, failures) =
+                (meter.attempts, meter.retries, meter.blocked, meter.failures);
             let (parallelism, mut agents) =
                 meter.finish(duration, |name| capacities.get(name).copied().unwrap_or(1));
             for (name, usage) in &mut agents {
@@ -161,7 +213,8 @@ impl Runtime {
             let mut metrics = RunMetrics {
                 parallelism,
                 attempts,
-                repeat_total: repeats,
+                retry_total: retries,
+                repeat_total: repeats.load(std::sync::atomic::Ordering::Relaxed),
                 blocked_total: blocked,
                 failures,
                 statebus_lag_ms: Lag::default(),
@@ -189,6 +242,16 @@ impl Runtime {
                 events: 0,
                 directory: run_directory,
             });
+            // Secret values are redacted where guests emit them; this is the last line of
+            // defence for the report as a whole.
+            if !redactor.is_empty() {
+                let text = serde_json::to_string(&report).unwrap_or_default();
+                if let std::borrow::Cow::Owned(clean) = redactor.json_text(&text)
+                    && let Ok(clean) = serde_json::from_str(&clean)
+                {
+                    report = clean;
+                }
+            }
             metrics.result_generation_latency_ms = millis(last_settled.elapsed());
             run_bus.publish(EventKind::RunMetrics(metrics.clone()));
             let count = |s: TaskStatus| report.counts.get(&s).copied().unwrap_or(0);

@@ -8,13 +8,17 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{ErrorKind, Heartbeat, TaskError, TaskRef, TaskStatus, Timestamp};
+use crate::bus::{Artifact, ErrorKind, Heartbeat, TaskError, TaskRef, TaskStatus, Timestamp};
 use crate::workflow::Limits;
 
 /// One attempt of one task (or a diagnosis of one), as handed to an executor.
 #[derive(Debug)]
 pub(crate) struct Job {
     pub(crate) task_ref: TaskRef,
+    /// The task (an index in the workflow's tasks); `None` for a diagnosis.
+    pub(crate) task: Option<usize>,
+    /// The attempt's idempotency key: an executor claims it before running anything.
+    pub(crate) key: String,
     /// The agent that runs it (an index in the run's agents).
     pub(crate) agent: usize,
     /// Its limits: the agent's, cut to what the budgets have left.
@@ -53,6 +57,8 @@ pub(crate) struct Attempt {
     pub(crate) latency: Duration,
     pub(crate) fuel_used: u64,
     pub(crate) memory_peak: u64,
+    /// Files left in its working directory.
+    pub(crate) artifacts: Vec<Artifact>,
 }
 
 impl Attempt {
@@ -68,6 +74,7 @@ impl Attempt {
             latency: Duration::ZERO,
             fuel_used: 0,
             memory_peak: 0,
+            artifacts: Vec::new(),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! What a run measures while it schedules: parallelism over time, attempts, repeats, blocked
+//! What a run measures while it schedules: parallelism over time, attempts, retries, blocked
 //! tasks, and how busy each agent was.
 
 use std::collections::BTreeMap;
@@ -20,7 +20,7 @@ pub(crate) struct Meter {
     area: f64,
     last_change: Instant,
     pub(crate) attempts: u64,
-    pub(crate) repeats: u64,
+    pub(crate) retries: u64,
     pub(crate) blocked: u64,
     pub(crate) failures: u64,
     agents: BTreeMap<String, AgentUsage>,
@@ -36,7 +36,7 @@ impl Meter {
             area: 0.0,
             last_change: start,
             attempts: 0,
-            repeats: 0,
+            retries: 0,
             blocked: 0,
             failures: 0,
             agents: BTreeMap::new(),
@@ -64,7 +64,7 @@ impl Meter {
     pub(crate) fn started(&mut self, attempt: u32) {
         self.attempts += 1;
         if attempt > 1 {
-            self.repeats += 1;
+            self.retries += 1;
         }
         self.set_running(self.running + 1);
     }
@@ -122,7 +122,7 @@ mod tests {
         m.ended("a", Duration::from_millis(100), true);
         m.ended("a", Duration::from_millis(100), false);
         m.ended("b", Duration::from_millis(50), true);
-        assert_eq!((m.attempts, m.repeats, m.failures), (3, 1, 1));
+        assert_eq!((m.attempts, m.retries, m.failures), (3, 1, 1));
         let (p, agents) = m.finish(Duration::from_millis(200), |_| 1);
         assert_eq!(p.max, 3);
         assert_eq!(agents["a"].attempts, 2);

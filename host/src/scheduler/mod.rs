@@ -19,6 +19,7 @@
 //! each attempt, so all of this is tested with a fake one.
 
 mod assign;
+mod claims;
 mod executor;
 mod handoff;
 mod metrics;
@@ -34,6 +35,8 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use self::claims::ClaimError;
+pub(crate) use self::claims::Claims;
 pub(crate) use self::executor::{Attempt, Executor, Job, UpstreamResult};
 use self::handoff::RunInfo;
 pub(crate) use self::metrics::Meter;
@@ -95,6 +98,8 @@ pub(crate) struct Shared<'a> {
     pub(crate) bus: &'a Bus,
     pub(crate) blackboard: &'a Blackboard,
     pub(crate) cancel: &'a CancellationToken,
+    /// Called once if the run's error budget is breached (to revoke its credential).
+    pub(crate) on_error_budget: &'a (dyn Fn() + Sync),
 }
 
 /// How a task ended.
@@ -461,8 +466,10 @@ impl<'a> Scheduler<'a> {
         let attempt = self.next_attempt(task);
         let queued = self.tasks[task].ready_since.map(|since| since.elapsed());
         let task_ref = self.task_ref(task, Some(agent), attempt);
+        let key = claims::key(&self.plan.run_id, &t.id, attempt);
         self.publish(TaskStatusUpdated {
             queued_ms: queued.map(millis),
+            key: Some(key.clone()),
             ..status_only(task_ref.clone(), TaskStatus::Running)
         });
         let upstream = t
@@ -488,6 +495,8 @@ impl<'a> Scheduler<'a> {
         let cancel = self.shared.cancel.child_token();
         let job = Job {
             task_ref,
+            task: Some(task),
+            key,
             agent,
             limits: granted.limits,
             heartbeat: Arc::clone(&heartbeat),
@@ -632,6 +641,7 @@ impl<'a> Scheduler<'a> {
             fuel_used: Some(attempt.fuel_used),
             memory_peak: Some(attempt.memory_peak),
             error: error.clone(),
+            artifacts: attempt.artifacts.clone(),
             ..status_only(task_ref, attempt.status)
         };
         let default = RetryPolicy::default();
@@ -772,6 +782,7 @@ impl<'a> Scheduler<'a> {
             &self.failures,
             blackboard_json(self.shared.blackboard),
         );
+        (self.shared.on_error_budget)();
         self.shared.bus.publish(EventKind::RunPaused(RunPaused {
             failures: self.failures.len() as u32,
             finished: self.finished_attempts,
@@ -890,6 +901,8 @@ impl<'a> Scheduler<'a> {
         );
         let node = format!("{}.diagnosis", wf.tasks[task].id);
         let job = Job {
+            key: claims::diagnosis_key(&self.plan.run_id, &wf.tasks[task].id, number),
+            task: None,
             task_ref: TaskRef {
                 branch: format!("{}.{node}", wf.name),
                 node,
@@ -978,6 +991,8 @@ fn status_only(task: TaskRef, status: TaskStatus) -> TaskStatusUpdated {
         memory_peak: None,
         error: None,
         retry_in_ms: None,
+        key: None,
+        artifacts: Vec::new(),
     }
 }
 

@@ -53,6 +53,8 @@ struct Fake {
     starts: Mutex<Vec<(String, String, u32)>>,
     /// Fuel each attempt reports it used.
     fuel: u64,
+    /// Idempotency keys of the jobs received.
+    keys: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Fake {
@@ -94,6 +96,11 @@ impl Executor for Fake {
     async fn execute(&self, job: Job) -> Attempt {
         let node = job.task_ref.node.clone();
         let b = self.tasks.get(&node).copied().unwrap_or(self.default);
+        assert!(
+            self.keys.lock().expect("lock").insert(job.key.clone()),
+            "the scheduler dispatched idempotency key {} twice",
+            job.key
+        );
         self.starts.lock().expect("lock").push((
             node.clone(),
             job.task_ref.agent.clone(),
@@ -156,6 +163,7 @@ impl Executor for Fake {
             latency: Duration::from_millis(b.sleep_ms),
             fuel_used: self.fuel.min(job.limits.fuel),
             memory_peak: 0,
+            artifacts: Vec::new(),
         }
     }
 }
@@ -270,6 +278,7 @@ impl Harness {
             bus: &bus,
             blackboard: &blackboard,
             cancel: &cancel,
+            on_error_budget: &|| {},
         };
         let finished = run(plan, fake, shared).await;
         bus.close();
@@ -551,7 +560,7 @@ retry = { max_attempts = 5, backoff = "10ms" }
     assert_eq!(statuses(&done), [Succeeded, Failed, Failed]);
     let attempts: Vec<usize> = done.tasks.iter().map(|t| t.attempts.len()).collect();
     assert_eq!(attempts, [3, 2, 1], "invalid-input is never retried");
-    assert_eq!(done.meter.repeats, 3);
+    assert_eq!(done.meter.retries, 3);
 
     // Attempts are events: `retrying` with the delay, then `ready` and `running` again.
     let flaky: Vec<(TaskStatus, u32, Option<f64>, std::time::SystemTime)> = events(&bus)

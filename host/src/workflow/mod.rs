@@ -142,6 +142,8 @@ pub(crate) struct TaskDef {
     pub(crate) retry: RetryOverride,
     pub(crate) stall: StallOverride,
     pub(crate) on_upstream_failure: OnUpstreamFailure,
+    /// Files and directories the task reads (read-only, under `inputs/`).
+    pub(crate) inputs: Vec<PathBuf>,
 }
 
 impl Workflow {

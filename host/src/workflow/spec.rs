@@ -127,6 +127,10 @@ pub(crate) struct TaskSpec {
     pub(crate) diagnostic_agent: Option<Spanned<String>>,
     /// `skip` (default) or `run`: what this task does when a task it depends on fails.
     pub(crate) on_upstream_failure: Option<Spanned<String>>,
+    /// Files or directories (relative to the workflow file; may use `${param}`) the task
+    /// reads, read-only, under `inputs/`.
+    #[serde(default)]
+    pub(crate) inputs: Vec<Spanned<String>>,
 }
 
 /// Fan a task out over the parts of a text file: one task per part.

@@ -54,6 +54,7 @@ struct Draft<'s> {
     params: Json,
     phase: Option<usize>,
     priority: i64,
+    inputs: Vec<PathBuf>,
 }
 
 struct Validator {
@@ -298,6 +299,7 @@ impl Validator {
         if let Some(m) = &task.mutex {
             c.name(m, "mutex name");
         }
+        let inputs = inputs(c, &self.base_dir, &task.inputs, params);
         let draft = |id: String, params: Json| Draft {
             id,
             id_span: task.id.span(),
@@ -306,6 +308,7 @@ impl Validator {
             params,
             phase,
             priority,
+            inputs: inputs.clone(),
         };
         let Some(split) = &task.split else {
             out.push(draft(task.id.get_ref().clone(), Json::Object(with)));
@@ -552,6 +555,19 @@ impl Validator {
                 }
             }
             let Some(target) = target else { continue };
+            if first
+                && !d.inputs.is_empty()
+                && let Some(&a) = target.agents().iter().find(|&&a| !agents[a].workdir)
+            {
+                self.c.err(
+                    d.spec.inputs[0].span(),
+                    format!(
+                        "task `{}` is given input files, but agent `{}` has no filesystem (`workdir = false`)",
+                        d.group, agents[a].name
+                    ),
+                    "remove `inputs`, or let the agent have a working directory",
+                );
+            }
             let (retry, stall, on_upstream_failure) = settings;
             tasks.push((
                 TaskDef {
@@ -567,6 +583,7 @@ impl Validator {
                     retry,
                     stall,
                     on_upstream_failure,
+                    inputs: d.inputs.clone(),
                 },
                 spans,
             ));
@@ -681,6 +698,62 @@ impl Validator {
         }
         None
     }
+}
+
+/// A task's input files: each exists, and no two share a name (they are staged side by side
+/// under `inputs/`).
+fn inputs(
+    c: &mut Checker,
+    base_dir: &Path,
+    written: &[Spanned<String>],
+    params: &Params,
+) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = Vec::new();
+    for input in written {
+        let rel = match substitute_str(input.get_ref(), params) {
+            Ok(rel) => rel,
+            Err(e) => {
+                c.err(input.span(), e, "declare the parameter in [params]");
+                continue;
+            }
+        };
+        let path = base_dir.join(&rel);
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        match (std::fs::metadata(&path), name) {
+            (Err(e), _) => c.err(
+                input.span(),
+                format!("cannot read input `{}`: {e}", path.display()),
+                "inputs are files or directories, relative to the workflow file",
+            ),
+            (Ok(meta), _) if !meta.is_file() && !meta.is_dir() => c.err(
+                input.span(),
+                format!(
+                    "input `{}` is neither a file nor a directory",
+                    path.display()
+                ),
+                "name a regular file or a directory",
+            ),
+            (Ok(_), None) => c.err(
+                input.span(),
+                format!("input `{rel}` has no file name"),
+                "name a file or directory, not `..` or `/`",
+            ),
+            (Ok(_), Some(name)) => {
+                if found.iter().any(|p| {
+                    p.file_name().map(|n| n.to_string_lossy()) == Some(name.as_str().into())
+                }) {
+                    c.err(
+                        input.span(),
+                        format!("two inputs are named `{name}`"),
+                        "inputs appear side by side under `inputs/`: give them different names",
+                    );
+                    continue;
+                }
+                found.push(std::fs::canonicalize(&path).unwrap_or(path));
+            }
+        }
+    }
+    found
 }
 
 /// Phases run in order: each task of a phase depends on every task of the phase before; in a

@@ -1,0 +1,113 @@
+//! Host side of `wasm-orch:agent/secrets`: a secret is handed out only under the run's valid
+//! credential, and only if the tenant's policy grants it to the agent; the value joins the
+//! run's redactor before the guest sees it. Every read, allowed or denied, is audited (by
+//! name: never the value).
+
+use std::sync::Arc;
+
+use wasmtime::component::{HasData, Linker};
+
+use super::bindings::wasm_orch::agent::secrets as wit;
+use super::state::{SharedEmitter, TaskState, lock};
+use crate::bus::{AuditResource, Decision};
+use crate::secrets::{Credential, SecretBackend, SecretFuture};
+
+/// The secrets one task may read.
+#[derive(Clone)]
+pub(crate) struct SecretAccess {
+    pub(crate) backend: Arc<dyn SecretBackend>,
+    pub(crate) credential: Arc<Credential>,
+    /// Secret names the policy grants the task's agent.
+    pub(crate) granted: Arc<[String]>,
+}
+
+impl SecretAccess {
+    /// No secrets at all (for `describe`).
+    pub(crate) fn none() -> Self {
+        let credential = Credential::issue("none", "", std::time::Duration::ZERO);
+        credential.revoke("no secrets here");
+        Self {
+            backend: Arc::new(NoSecrets),
+            credential: Arc::new(credential),
+            granted: Arc::from([]),
+        }
+    }
+}
+
+struct NoSecrets;
+
+impl SecretBackend for NoSecrets {
+    fn read(&self, _: &str) -> SecretFuture<'_> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+impl std::fmt::Debug for SecretAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretAccess")
+            .field("credential", &self.credential.id())
+            .field("granted", &self.granted)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct SecretsView<'a> {
+    access: &'a SecretAccess,
+    events: &'a SharedEmitter,
+}
+
+struct HasSecrets;
+
+impl HasData for HasSecrets {
+    type Data<'a> = SecretsView<'a>;
+}
+
+pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<TaskState, HasSecrets>(linker, |s| SecretsView {
+        access: &s.secrets,
+        events: &s.events,
+    })
+}
+
+impl SecretsView<'_> {
+    fn audit(&self, name: &str, decision: Decision, reason: &str) {
+        lock(self.events).audit(
+            AuditResource::Secret,
+            &format!("get {name}"),
+            decision,
+            reason,
+        );
+    }
+}
+
+impl wit::Host for SecretsView<'_> {
+    async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, wit::SecretError>> {
+        let access = self.access;
+        if !access.granted.contains(&name) {
+            let why = "the tenant's policy does not grant this secret to this agent";
+            self.audit(&name, Decision::Denied, why);
+            return Ok(Err(wit::SecretError::Denied(why.to_owned())));
+        }
+        if let Err(why) = access.credential.check() {
+            self.audit(&name, Decision::Denied, &why);
+            return Ok(Err(wit::SecretError::Revoked(why)));
+        }
+        match access.backend.read(&name).await {
+            Ok(Some(value)) => {
+                lock(self.events).redactor().add(&name, &value);
+                self.audit(&name, Decision::Allowed, "read under the run's credential");
+                Ok(Ok(value))
+            }
+            Ok(None) => {
+                let why = "no such secret";
+                self.audit(&name, Decision::Denied, why);
+                Ok(Err(wit::SecretError::Denied(why.to_owned())))
+            }
+            Err(e) => {
+                let why = format!("the secret backend failed: {e}");
+                self.audit(&name, Decision::Denied, &why);
+                Ok(Err(wit::SecretError::Denied(why)))
+            }
+        }
+    }
+}
