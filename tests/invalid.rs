@@ -154,7 +154,10 @@ fn an_ungranted_unknown_tool_exits_2() {
         "{AGENTS}tools = [\"telepathy\"]\n[[tasks]]\nid = \"t\"\nagent = \"add\"\n"
     ));
     assert!(stderr.contains("tool `telepathy`"), "{stderr}");
-    assert!(stderr.contains("tools of this host: sleep"), "{stderr}");
+    assert!(
+        stderr.contains("tools of this host: http_get, kv, sleep"),
+        "{stderr}"
+    );
 }
 
 #[test]

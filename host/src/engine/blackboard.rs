@@ -9,12 +9,36 @@
 //! out (`..`, a leading `/`) are denied and audited. Values are redacted before they are kept,
 //! and a key holding a secret value is refused.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use wasmtime::component::{HasData, Linker};
 
 use super::bindings::wasm_orch::agent::blackboard as wit;
 use super::state::{SharedEmitter, TaskState, lock};
 use crate::blackboard::{Blackboard, Entry, Refusal};
 use crate::bus::{AuditResource, Decision};
+
+/// A task's place in its run's blackboard.
+#[derive(Debug, Clone)]
+pub(crate) struct BoardScope {
+    pub(crate) board: Arc<Blackboard>,
+    /// The task's branch: its own namespace.
+    pub(crate) branch: String,
+    /// Every branch of the run: their copies can be read.
+    pub(crate) branches: Arc<HashSet<String>>,
+}
+
+impl BoardScope {
+    /// A board of its own (for `describe`).
+    pub(crate) fn alone() -> Self {
+        Self {
+            board: Arc::default(),
+            branch: "describe".to_owned(),
+            branches: Arc::default(),
+        }
+    }
+}
 
 /// Keys every branch of the run shares.
 const SHARED: &str = "shared/";
@@ -24,6 +48,7 @@ const MAX_KEY: usize = 256;
 pub(crate) struct BlackboardView<'a> {
     board: &'a Blackboard,
     branch: &'a str,
+    branches: &'a HashSet<String>,
     events: &'a SharedEmitter,
 }
 
@@ -35,8 +60,9 @@ impl HasData for HasBlackboard {
 
 pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> wasmtime::Result<()> {
     wit::add_to_linker::<TaskState, HasBlackboard>(linker, |s| BlackboardView {
-        board: &s.blackboard,
-        branch: &s.branch,
+        board: &s.board.board,
+        branch: &s.board.branch,
+        branches: &s.board.branches,
         events: &s.events,
     })
 }
@@ -44,8 +70,17 @@ pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> wasmtime::Result<
 /// Keys of every branch's own copy.
 const BRANCHES: &str = "branches/";
 
-/// Where a guest's key lives in the run's blackboard, or why it may not name it.
-pub(crate) fn resolve(key: &str, branch: &str, write: bool) -> Result<String, String> {
+/// First segments a guest may not use: the host's own namespaces above a run.
+const RESERVED: [&str; 2] = ["tenants", "runs"];
+
+/// Where a guest's key lives in the run's blackboard, or why it may not name it. `branches`
+/// are the run's (another branch's copy is read as `branches/<branch>/<key>`).
+pub(crate) fn resolve(
+    key: &str,
+    branch: &str,
+    branches: &HashSet<String>,
+    write: bool,
+) -> Result<String, String> {
     if key.is_empty() || key.len() > MAX_KEY {
         return Err(format!("keys have 1 to {MAX_KEY} bytes"));
     }
@@ -67,10 +102,21 @@ pub(crate) fn resolve(key: &str, branch: &str, write: bool) -> Result<String, St
             return Err("key segments use letters, digits and `_-.:@+=`".into());
         }
     }
+    let first = key.split('/').next().unwrap_or_default();
+    if RESERVED.contains(&first) {
+        return Err(format!(
+            "`{first}/` is the host's: keys are scoped by the host to the task's own tenant and run, and cannot name another"
+        ));
+    }
     if key.starts_with(SHARED) {
         Ok(key.to_owned())
-    } else if key.starts_with(BRANCHES) {
-        if write {
+    } else if let Some(rest) = key.strip_prefix(BRANCHES) {
+        let other = rest.split('/').next().unwrap_or_default();
+        if !branches.contains(other) && other != branch {
+            Err(format!(
+                "`{other}` is not a branch of this run: other runs' and tenants' keys are out of reach"
+            ))
+        } else if write {
             Err("another branch's keys are read-only: write your own keys without a prefix".into())
         } else {
             Ok(key.to_owned())
@@ -99,7 +145,7 @@ impl BlackboardView<'_> {
     fn place(&self, op: &str, key: &str) -> Result<String, wit::BlackboardError> {
         let redactor = lock(self.events).redactor().clone();
         let resolved = match redactor.text(key) {
-            std::borrow::Cow::Borrowed(_) => resolve(key, self.branch, op != "get"),
+            std::borrow::Cow::Borrowed(_) => resolve(key, self.branch, self.branches, op != "get"),
             std::borrow::Cow::Owned(_) => Err("a key may not hold a secret value".to_owned()),
         };
         resolved.map_err(|why| {
@@ -173,8 +219,13 @@ impl wit::Host for BlackboardView<'_> {
         &mut self,
         prefix: String,
     ) -> wasmtime::Result<Result<Vec<String>, wit::BlackboardError>> {
-        if prefix.starts_with(BRANCHES) {
-            return Ok(Ok(self.board.list_keys(&prefix)));
+        if prefix.starts_with(BRANCHES) || RESERVED.iter().any(|r| prefix.starts_with(r)) {
+            return Ok(
+                match self.place("list-keys", prefix.trim_end_matches('/')) {
+                    Ok(_) => Ok(self.board.list_keys(&prefix)),
+                    Err(e) => Err(e),
+                },
+            );
         }
         let own = format!("{BRANCHES}{}/", self.branch);
         let mut keys: Vec<String> = self
@@ -202,25 +253,19 @@ mod tests {
 
     #[test]
     fn keys_are_the_branchs_own_unless_shared_and_cannot_climb_out() {
-        assert_eq!(
-            resolve("count", "w.a", true),
-            Ok("branches/w.a/count".into())
-        );
-        assert_eq!(
-            resolve("notes/x", "w.a", true),
-            Ok("branches/w.a/notes/x".into())
-        );
-        assert_eq!(
-            resolve("shared/total", "w.a", true),
-            Ok("shared/total".into())
-        );
-        assert_eq!(
-            resolve("branches/w.b/n", "w.a", false),
-            Ok("branches/w.b/n".into())
+        let run: HashSet<String> = ["w.a".to_owned(), "w.b".to_owned()].into();
+        let r = |key: &str, write| resolve(key, "w.a", &run, write);
+        assert_eq!(r("count", true), Ok("branches/w.a/count".into()));
+        assert_eq!(r("notes/x", true), Ok("branches/w.a/notes/x".into()));
+        assert_eq!(r("shared/total", true), Ok("shared/total".into()));
+        assert_eq!(r("branches/w.b/n", false), Ok("branches/w.b/n".into()));
+        assert!(
+            r("branches/w.b/n", true).is_err(),
+            "wrote another branch's key"
         );
         assert!(
-            resolve("branches/w.b/n", "w.a", true).is_err(),
-            "wrote another branch's key"
+            r("branches/other.x/n", false).is_err(),
+            "read another run's branch"
         );
         for bad in [
             "",
@@ -231,8 +276,10 @@ mod tests {
             "./a",
             "a b",
             "x\u{0}",
+            "tenants/acme/runs/r1/shared/k",
+            "runs/r1/shared/k",
         ] {
-            assert!(resolve(bad, "w.a", false).is_err(), "`{bad}` was accepted");
+            assert!(r(bad, false).is_err(), "`{bad}` was accepted");
         }
     }
 }

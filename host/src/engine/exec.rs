@@ -27,6 +27,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::Engine;
 use super::bindings::{AgentError, Task, TaskInput, Upstream, UpstreamFailure, UpstreamOutcome};
+use super::blackboard::BoardScope;
 use super::cache::LoadedAgent;
 use super::files;
 use super::limiter::MemoryLimiter;
@@ -34,7 +35,6 @@ use super::sandbox::{TaskFiles, wasi_ctx};
 use super::secrets::SecretAccess;
 use super::state::{SharedEmitter, TaskState, lock};
 use super::tools::ToolAccess;
-use crate::blackboard::Blackboard;
 use crate::bus::{ErrorKind, Redactor, TaskEmitter, TaskError, TaskStatus, Timestamp};
 use crate::govern::FuelBucket;
 use crate::scheduler::{Attempt, Job, UpstreamResult};
@@ -48,7 +48,7 @@ pub(crate) struct Setup {
     pub(crate) tenant: String,
     pub(crate) run_id: String,
     pub(crate) emitter: TaskEmitter,
-    pub(crate) blackboard: Arc<Blackboard>,
+    pub(crate) board: BoardScope,
     pub(crate) tools: ToolAccess,
     pub(crate) secrets: SecretAccess,
     /// The run's redactor (the emitter's too).
@@ -90,7 +90,7 @@ impl Engine {
             tenant,
             run_id,
             emitter,
-            blackboard,
+            board,
             tools,
             secrets,
             redactor,
@@ -141,8 +141,7 @@ impl Engine {
                 table: ResourceTable::new(),
                 limiter: MemoryLimiter::new(limits.memory),
                 events: Arc::clone(&events),
-                blackboard,
-                branch: job.task_ref.branch.clone(),
+                board,
                 tools,
                 secrets,
                 deadline,

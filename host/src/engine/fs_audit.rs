@@ -43,18 +43,25 @@ pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> wasmtime::Result<
     linked
 }
 
-/// Why cap-std (or a read-only preopen) refused `path`, in words.
-fn reason(path: &str, code: &ErrorCode) -> String {
-    let how = if path.starts_with('/') {
-        "an absolute path: guests see only their sandbox"
+/// Why cap-std (or a read-only preopen) refused `op` on `path`, in words.
+fn reason(op: &str, path: &str, code: &ErrorCode) -> String {
+    let how = if op == "symlink" {
+        "a symlink may point only inside the sandbox, by a relative path"
+    } else if path.starts_with('/') {
+        "an absolute path: a guest sees only its sandbox"
     } else if path.split('/').any(|s| s == "..") {
         "the path climbs out of the sandbox with `..`"
     } else if matches!(code, ErrorCode::ReadOnly) {
         "the directory is read-only"
     } else {
-        "the path leads out of the sandbox (a symlink) or into a read-only directory"
+        "the path leads out of the sandbox (through a symlink) or writes to a read-only directory"
     };
-    format!("{how} ({code:?})")
+    let code = match code {
+        ErrorCode::NotPermitted => "not-permitted",
+        ErrorCode::Access => "access",
+        _ => "read-only",
+    };
+    format!("{how} ({code})")
 }
 
 impl AuditedFs<'_> {
@@ -71,7 +78,7 @@ impl AuditedFs<'_> {
                 AuditResource::File,
                 &format!("{op} {path}"),
                 Decision::Denied,
-                &reason(path, code),
+                &reason(op, path, code),
             );
         }
         result

@@ -135,8 +135,7 @@ impl Engine {
                 table: ResourceTable::new(),
                 limiter: limiter::MemoryLimiter::new(limits.memory),
                 events,
-                blackboard: Arc::new(Blackboard::default()),
-                branch: String::new(),
+                board: blackboard::BoardScope::alone(),
                 tools: ToolAccess::none(),
                 secrets: secrets::SecretAccess::none(),
                 deadline: std::time::Instant::now() + Duration::from_secs(10),
@@ -248,6 +247,8 @@ pub(crate) struct RunContext {
     pub(crate) tenant: String,
     pub(crate) bus: Arc<Bus>,
     pub(crate) blackboard: Arc<Blackboard>,
+    /// Every branch of the run.
+    pub(crate) branches: Arc<std::collections::HashSet<String>>,
     pub(crate) run_dir: Arc<RunDir>,
     pub(crate) agents: Vec<RunAgent>,
     /// Each task's declared inputs, by task index.
@@ -371,7 +372,11 @@ impl Executor for LocalExecutor {
             tenant: run.tenant.clone(),
             run_id: run.run_id.clone(),
             emitter,
-            blackboard: Arc::clone(&run.blackboard),
+            board: blackboard::BoardScope {
+                board: Arc::clone(&run.blackboard),
+                branch: job.task_ref.branch.clone(),
+                branches: Arc::clone(&run.branches),
+            },
             tools,
             secrets: SecretAccess {
                 backend: Arc::clone(&run.secrets),

@@ -7,10 +7,10 @@ use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::blackboard::BoardScope;
 use super::limiter::MemoryLimiter;
 use super::secrets::SecretAccess;
 use super::tools::ToolAccess;
-use crate::blackboard::Blackboard;
 use crate::bus::TaskEmitter;
 use crate::govern::FuelBucket;
 
@@ -26,9 +26,7 @@ pub(crate) struct TaskState {
     pub(crate) table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) events: SharedEmitter,
-    pub(crate) blackboard: Arc<Blackboard>,
-    /// The task's branch: its namespace in the blackboard.
-    pub(crate) branch: String,
+    pub(crate) board: BoardScope,
     pub(crate) tools: ToolAccess,
     pub(crate) secrets: SecretAccess,
     /// When the attempt runs out of wall-clock time.

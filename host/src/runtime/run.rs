@@ -130,6 +130,14 @@ impl Runtime {
             tenant: workflow.tenant.clone(),
             bus: Arc::clone(&bus),
             blackboard: Arc::clone(&blackboard),
+            branches: Arc::new(
+                (0..workflow.tasks.len())
+                    .flat_map(|i| {
+                        let branch = workflow.branch(i);
+                        [format!("{branch}.diagnosis"), branch]
+                    })
+                    .collect(),
+            ),
             run_dir: Arc::clone(&run_dir),
             agents: run_agents,
             inputs: workflow.tasks.iter().map(|t| t.inputs.clone()).collect(),

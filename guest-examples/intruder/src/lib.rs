@@ -1,0 +1,171 @@
+//! `intruder`: an adversarial agent. It makes each attempt it is given (reading or writing
+//! files outside its sandbox, planting symlinks, reaching other branches', runs' or tenants'
+//! blackboard keys, calling tools and reading secrets it was not granted) and reports what
+//! the host answered. It never fails because of a refusal: the report is the point.
+
+use std::io::Write;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use wasm_orch_sdk::{Agent, Context, Error, blackboard, secrets, tools};
+
+#[derive(Deserialize)]
+struct Params {
+    attempts: Vec<Attempt>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "do", rename_all = "snake_case")]
+enum Attempt {
+    /// Read a file.
+    Read { path: String },
+    /// Create (or overwrite) a file.
+    Write { path: String, text: String },
+    /// Open a path exactly as given, through WASI itself (std's WASI support would resolve an
+    /// absolute path against the sandbox's own root first), and read it.
+    RawRead { path: String },
+    /// List a directory.
+    List { path: String },
+    /// Create a symlink in the working directory, then read through it.
+    Symlink { target: String, link: String },
+    /// Read a blackboard key.
+    Get { key: String },
+    /// Write a blackboard key unconditionally.
+    Put { key: String, value: Value },
+    /// Write a blackboard key with compare-and-swap (as if absent).
+    Swap { key: String, value: Value },
+    /// Call a tool, `times` times (default once); reports each answer.
+    Tool {
+        name: String,
+        input: Value,
+        #[serde(default = "once")]
+        times: u32,
+    },
+    /// Read a secret (the value is not reported, only whether it came).
+    Secret { name: String },
+}
+
+fn once() -> u32 {
+    1
+}
+
+#[derive(Serialize)]
+struct Answer {
+    attempt: String,
+    result: Result<String, String>,
+}
+
+struct Intruder;
+
+impl Agent for Intruder {
+    type Params = Params;
+    type Output = Vec<Answer>;
+
+    fn run(cx: Context<Params>) -> Result<Vec<Answer>, Error> {
+        Ok(cx.params.attempts.into_iter().flat_map(make).collect())
+    }
+}
+
+fn make(attempt: Attempt) -> Vec<Answer> {
+    let text = |e: std::io::Error| e.to_string();
+    let (what, result) = match attempt {
+        Attempt::Tool { name, input, times } => {
+            return (1..=times)
+                .map(|i| Answer {
+                    attempt: format!("tool {name} #{i}"),
+                    result: tools::invoke::<Value, Value>(&name, &input)
+                        .map(|v| v.to_string())
+                        .map_err(|e| e.to_string()),
+                })
+                .collect();
+        }
+        Attempt::Read { path } => (
+            format!("read {path}"),
+            std::fs::read_to_string(&path).map_err(text),
+        ),
+        Attempt::Write { path, text: body } => (
+            format!("write {path}"),
+            std::fs::File::create(&path)
+                .and_then(|mut f| f.write_all(body.as_bytes()))
+                .map(|()| "written".to_owned())
+                .map_err(text),
+        ),
+        Attempt::RawRead { path } => (format!("raw read {path}"), raw_read(&path)),
+        Attempt::List { path } => (
+            format!("list {path}"),
+            std::fs::read_dir(&path)
+                .and_then(|entries| {
+                    let mut names = entries
+                        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    names.sort();
+                    Ok(names.join(","))
+                })
+                .map_err(text),
+        ),
+        Attempt::Symlink { target, link } => (
+            format!("symlink {link} -> {target}"),
+            symlink(&target, &link)
+                .map_err(|e| format!("creating it: {e}"))
+                .and_then(|()| {
+                    std::fs::read_to_string(&link).map_err(|e| format!("reading through it: {e}"))
+                }),
+        ),
+        Attempt::Get { key } => (
+            format!("get {key}"),
+            blackboard::get::<Value>(&key)
+                .map(|e| e.map_or("absent".to_owned(), |e| e.value.to_string()))
+                .map_err(|e| e.to_string()),
+        ),
+        Attempt::Put { key, value } => (
+            format!("put {key}"),
+            blackboard::put(&key, &value)
+                .map(|v| format!("version {v}"))
+                .map_err(|e| e.to_string()),
+        ),
+        Attempt::Swap { key, value } => (
+            format!("swap {key}"),
+            blackboard::compare_and_swap(&key, None, &value)
+                .map(|s| format!("{s:?}"))
+                .map_err(|e| e.to_string()),
+        ),
+        Attempt::Secret { name } => (
+            format!("secret {name}"),
+            secrets::get(&name)
+                .map(|v| format!("read {} bytes", v.len()))
+                .map_err(|e| e.to_string()),
+        ),
+    };
+    vec![Answer {
+        attempt: what,
+        result,
+    }]
+}
+
+/// The working directory's descriptor.
+fn work_dir() -> Result<wasip2::filesystem::types::Descriptor, String> {
+    wasip2::filesystem::preopens::get_directories()
+        .into_iter()
+        .find(|(_, path)| path == ".")
+        .map(|(dir, _)| dir)
+        .ok_or_else(|| "no working directory".to_owned())
+}
+
+fn raw_read(path: &str) -> Result<String, String> {
+    use wasip2::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
+    let file = work_dir()?
+        .open_at(PathFlags::empty(), path, OpenFlags::empty(), DescriptorFlags::READ)
+        .map_err(|e| format!("{e:?}"))?;
+    let (bytes, _) = file.read(1 << 16, 0).map_err(|e| format!("{e:?}"))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Creates `link` (in the working directory) pointing at `target`, through WASI directly
+/// (std's `symlink_path` is unstable on WASI).
+fn symlink(target: &str, link: &str) -> Result<(), String> {
+    work_dir()?
+        .symlink_at(target, link)
+        .map_err(|e| format!("{e:?}"))
+}
+
+wasm_orch_sdk::export!(Intruder);
