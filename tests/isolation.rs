@@ -203,7 +203,7 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
                 let target = std::fs::read_link(&path).expect("link");
                 files.insert(path, target.to_string_lossy().as_bytes().to_vec());
             } else {
-                files.insert(path, std::fs::read(&entry.path()).expect("read"));
+                files.insert(path, std::fs::read(entry.path()).expect("read"));
             }
         }
     }
@@ -842,26 +842,14 @@ with = {{ attempts = [{{ do = "tool", name = "http_get", input = {{ url = "http:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_credential_is_renewed_while_the_run_lives_and_revoked_at_its_error_budget() {
-    let world = World::with_policy(policy("").clone());
-    let world = World {
-        runtime: Runtime::builder()
-            .state_dir(world.scratch.state_dir())
-            .cache_dir(shared_cache())
-            .policy(
-                Policy::parse(
-                    "[defaults]\ncredential_ttl = \"100ms\"\n[tenants.alice]\nsecrets = { alice-token = [\"secretive\"] }\n",
-                    "policy.toml",
-                )
-                .expect("policy"),
-            )
-            .secrets(Fixed(HashMap::from([(
-                "alice-token".to_owned(),
-                ALICE_TOKEN.to_owned(),
-            )])))
-            .build()
-            .expect("runtime"),
-        ..world
-    };
+    let world = World::with_policy(
+        Policy::parse(
+            "[defaults]\ncredential_ttl = \"300ms\"\n\
+             [tenants.alice]\nsecrets = { alice-token = [\"secretive\"] }\n",
+            "policy.toml",
+        )
+        .expect("policy"),
+    );
     // `first` reads the secret after a pause longer than the credential's TTL (it was
     // renewed); `boom` fails and breaches the error budget (one failure); the run pauses,
     // then resumes, and `later` reads the secret: the credential was revoked at the breach.
@@ -887,7 +875,7 @@ tools = ["sleep"]
 [[tasks]]
 id = "pause"
 agent = "wait"
-with = { ms = 250 }
+with = { ms = 700 }
 priority = 4
 
 [[tasks]]

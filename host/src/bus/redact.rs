@@ -22,7 +22,7 @@ impl Redactor {
         let mut secrets = self.secrets.write().unwrap_or_else(|e| e.into_inner());
         if !secrets.iter().any(|(_, v)| v == value) {
             secrets.push((name.to_owned(), value.to_owned()));
-            secrets.sort_by(|a, b| b.1.len().cmp(&a.1.len()));
+            secrets.sort_by_key(|(_, value)| std::cmp::Reverse(value.len()));
         }
         self.any.store(true, Ordering::Release);
     }

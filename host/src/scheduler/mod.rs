@@ -386,7 +386,7 @@ impl<'a> Scheduler<'a> {
             match self.start(task) {
                 Start::Job(job) => {
                     let executor = Arc::clone(executor);
-                    let handle = jobs.spawn(async move { executor.execute(job).await });
+                    let handle = jobs.spawn(async move { executor.execute(*job).await });
                     self.jobs.insert(handle.id(), JobKind::Attempt(task));
                 }
                 Start::Busy => {
@@ -520,7 +520,7 @@ impl<'a> Scheduler<'a> {
         self.running += 1;
         self.watched += usize::from(self.plan.tasks[task].stall.is_some());
         self.meter.started(attempt);
-        Start::Job(job)
+        Start::Job(Box::new(job))
     }
 
     fn job_ended(&mut self, id: tokio::task::Id, attempt: Attempt) {
@@ -968,7 +968,7 @@ impl<'a> Scheduler<'a> {
 }
 
 enum Start {
-    Job(Job),
+    Job(Box<Job>),
     /// Something it needs is taken; try again when something is released.
     Busy,
     /// A budget ran out: it cannot run at all.
