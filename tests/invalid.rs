@@ -195,3 +195,19 @@ fn validate_reports_the_same_problems_and_accepts_good_files() {
         "{stdout}"
     );
 }
+
+#[test]
+fn missing_inputs_and_inputs_without_a_filesystem_exit_2() {
+    let (stderr, file) = refused(&format!(
+        "{AGENTS}[[tasks]]\nid = \"t\"\nagent = \"add\"\ninputs = [\"nowhere.txt\"]\n"
+    ));
+    assert!(stderr.contains(&format!("{file}:9")), "{stderr}");
+    assert!(stderr.contains("cannot read input"), "{stderr}");
+    assert!(stderr.contains("nowhere.txt"), "{stderr}");
+
+    let (stderr, _) = refused(&format!(
+        "{AGENTS}workdir = false\n[[tasks]]\nid = \"t\"\nagent = \"add\"\ninputs = [\"flow.toml\"]\n"
+    ));
+    assert!(stderr.contains("has no filesystem"), "{stderr}");
+    assert!(stderr.contains("workdir = false"), "{stderr}");
+}

@@ -220,3 +220,87 @@ with = { key = "shared/count", times = 1000 }
     let last = [done.report.output("left"), done.report.output("right")];
     assert!(last.contains(&Some(serde_json::json!(2000))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependent_reads_its_upstream_artifacts_read_only() {
+    let scratch = Scratch::new();
+    let done = scratch
+        .run(
+            r#"
+[workflow]
+name = "files"
+
+[agents.probe]
+component = "{guests}/probe.wasm"
+
+[agents.intruder]
+component = "{guests}/intruder.wasm"
+
+[[tasks]]
+id = "make"
+agent = "probe"
+with = { write = "note.txt" }
+
+[[tasks]]
+id = "use"
+agent = "intruder"
+depends_on = ["make"]
+with = { attempts = [
+    { do = "read", path = "upstream/make/note.txt" },
+    { do = "list", path = "upstream/make" },
+    { do = "write", path = "upstream/make/note.txt", text = "changed" },
+    { do = "write", path = "upstream/make/new.txt", text = "added" },
+] }
+"#,
+        )
+        .await;
+    assert_eq!(
+        done.status("use"),
+        TaskStatus::Succeeded,
+        "{}",
+        done.error("use")
+    );
+    let make = done.report.task("make").expect("make");
+    assert_eq!(make.artifacts.len(), 1);
+    assert_eq!(
+        (make.artifacts[0].path.as_str(), make.artifacts[0].bytes),
+        ("note.txt", 16)
+    );
+    let output = done.report.output("use").expect("output");
+    let results: Vec<&Value> = output
+        .as_array()
+        .expect("answers")
+        .iter()
+        .map(|a| &a["result"])
+        .collect();
+    assert_eq!(results[0]["Ok"], "written by probe");
+    assert_eq!(results[1]["Ok"], "note.txt");
+    assert!(results[2].get("Err").is_some(), "{output}");
+    assert!(results[3].get("Err").is_some(), "{output}");
+    let denied: Vec<String> = done
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Audit(a) if a.decision == wasm_orch::Decision::Denied => {
+                Some(a.action.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(denied, ["open note.txt", "open new.txt"]);
+    let note = done.report.directory.join("files.make/note.txt");
+    assert_eq!(
+        std::fs::read_to_string(note).ok().as_deref(),
+        Some("written by probe")
+    );
+    // The grants in force said so when the task started.
+    let grants = done
+        .events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::TaskGrants(g) if g.task.node == "use" => Some(g.inputs.clone()),
+            _ => None,
+        })
+        .expect("grants of `use`");
+    assert_eq!(grants, ["upstream/make"]);
+}
