@@ -2,6 +2,23 @@
 //!
 //! Values are JSON. Every write bumps a key's version; [`compare_and_swap`] and [`update`] make
 //! concurrent read-modify-write safe (no lost updates between parallel branches).
+//!
+//! Keys are scoped by the host, never by the guest:
+//! - `notes` (any plain key) is this task's branch's own copy: parallel branches writing
+//!   `notes` do not see or overwrite each other's;
+//! - `shared/...` keys are the whole run's, and are written with [`compare_and_swap`] or
+//!   [`update`] only ([`put`] is refused), so that no update is lost;
+//! - `branches/<branch>/...` reads the copy of another branch of the run (`<workflow>.<task>`),
+//!   read-only.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), wasm_orch_sdk::Error> {
+//! use wasm_orch_sdk::blackboard;
+//! blackboard::put("last-seen", &42)?;                                  // this branch's own
+//! let total = blackboard::update("shared/total", |n: Option<u64>| n.unwrap_or(0) + 1)?;
+//! let theirs: Option<blackboard::Entry<u64>> = blackboard::get("branches/flow.other/last-seen")?;
+//! # let _ = (total, theirs); Ok(()) }
+//! ```
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

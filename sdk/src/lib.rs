@@ -50,7 +50,9 @@
 //! - [`blackboard`]: versioned key-value state shared by the tasks of one run;
 //! - [`tools`]: calls to tools the host grants this agent (such as `sleep`, `kv`, `http_get`);
 //! - [`secrets`]: secrets the tenant's policy grants this agent (redacted from all it emits);
-//! - WASI 0.2 through the standard library: its own working directory, a clock, randomness.
+//! - WASI 0.2 through the standard library: its own working directory (files left there are
+//!   its artifacts), its declared inputs under `inputs/` and the files of the tasks it depends
+//!   on under `upstream/<node>/` (both read-only), a clock, randomness.
 //!   No network and no host environment variables; `println!` and `eprintln!` become log events.
 //!
 //! A panic aborts the task: the host records it as *trapped*, with the panic message.

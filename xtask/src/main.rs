@@ -321,17 +321,25 @@ fn demo(file: Option<&str>) -> Result {
     step("building the wasm-orch CLI");
     run(cargo().args(["build", "-p", "wasm-orch"]))?;
     let cli = target_dir().join("debug/wasm-orch");
-    let workflows = match file {
-        Some(f) => vec![f.to_owned()],
+    // Each demo workflow, with the operator's flags it needs.
+    let isolation = [
+        "--policy",
+        "examples/policy.toml",
+        "--secrets-dir",
+        "examples/secrets",
+    ];
+    let workflows: Vec<(&str, &[&str])> = match file {
+        Some(f) => vec![(f, &[])],
         None => vec![
-            "examples/calc.toml".to_owned(),
-            "examples/word-count.toml".to_owned(),
-            "examples/triage.toml".to_owned(),
+            ("examples/calc.toml", &[]),
+            ("examples/word-count.toml", &[]),
+            ("examples/triage.toml", &[]),
+            ("examples/isolation.toml", &isolation),
         ],
     };
-    for workflow in workflows {
-        step(&format!("wasm-orch run {workflow}"));
-        run(Command::new(&cli).arg("run").arg(&workflow))?;
+    for (workflow, flags) in workflows {
+        step(&format!("wasm-orch run {workflow} {}", flags.join(" ")));
+        run(Command::new(&cli).arg("run").arg(workflow).args(flags))?;
     }
     Ok(())
 }
