@@ -154,7 +154,12 @@ fn work_dir() -> Result<wasip2::filesystem::types::Descriptor, String> {
 fn raw_read(path: &str) -> Result<String, String> {
     use wasip2::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
     let file = work_dir()?
-        .open_at(PathFlags::empty(), path, OpenFlags::empty(), DescriptorFlags::READ)
+        .open_at(
+            PathFlags::empty(),
+            path,
+            OpenFlags::empty(),
+            DescriptorFlags::READ,
+        )
         .map_err(|e| format!("{e:?}"))?;
     let (bytes, _) = file.read(1 << 16, 0).map_err(|e| format!("{e:?}"))?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
