@@ -557,16 +557,23 @@ async fn a_task_is_claimed_once_and_only_by_its_tenant() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let mut events = run.events();
-    // While alice's `pause` runs, its attempt is claimed again: by mallory, and by alice.
-    let key = loop {
+    // While alice's `pause` runs, its attempt is claimed again: by mallory, and by alice. Its
+    // key is announced when it is dispatched (`running`); the executor has claimed it once
+    // it publishes the attempt's grants.
+    let mut key = None;
+    loop {
         let event = events.next().await.expect("the pause starts");
-        if let EventKind::TaskStatus(u) = &event.kind
-            && u.task.node == "pause"
-            && u.status == TaskStatus::Running
-        {
-            break u.key.clone().expect("a running event carries its key");
+        match &event.kind {
+            EventKind::TaskStatus(u)
+                if u.task.node == "pause" && u.status == TaskStatus::Running =>
+            {
+                key = u.key.clone();
+            }
+            EventKind::TaskGrants(g) if g.task.node == "pause" => break,
+            _ => {}
         }
-    };
+    }
+    let key = key.expect("a running event carries its key");
     assert_eq!(key, "alice-claimed/pause/1");
     assert!(matches!(
         world.runtime.claim("mallory", &key),

@@ -361,7 +361,10 @@ impl Runtime {
     /// it runs it, so this is for hosts that hand attempts to workers of their own, or that
     /// may deliver one twice: only the first claim of a key succeeds. A repeat is refused and
     /// counted (the run's `repeat_total`); a claim by another tenant than the run's is
-    /// refused. Each refusal is an audit event of the run.
+    /// refused. Each refusal is an audit event of the run. An attempt's key is announced when
+    /// it is dispatched (its `running` event) and claimed by the runtime's executor as it
+    /// starts (before its `agent.task.grants` event): a key claimed here first is not run by
+    /// the runtime (the attempt ends `failed`, kind `claimed`).
     pub fn claim(&self, tenant: &str, key: &str) -> Result<(), ClaimError> {
         let mut parts = key.split('/');
         let (_, node, attempt) = (parts.next(), parts.next().unwrap_or(""), parts.next());
