@@ -210,4 +210,12 @@ fn missing_inputs_and_inputs_without_a_filesystem_exit_2() {
     ));
     assert!(stderr.contains("has no filesystem"), "{stderr}");
     assert!(stderr.contains("workdir = false"), "{stderr}");
+
+    let (stderr, _) = refused(&format!(
+        "{AGENTS}[[tasks]]\nid = \"t\"\nagent = \"add\"\ninputs = [\"/etc/passwd\"]\n"
+    ));
+    assert!(
+        stderr.contains("outside the workflow's directory"),
+        "{stderr}"
+    );
 }

@@ -16,12 +16,12 @@ use wasm_orch_tests::{Finished, Scratch, guests, shared_cache};
 const ALICE_TOKEN: &str = "alice-s3cr3t-7f3a9b1c";
 const MALLORY_TOKEN: &str = "mallory-s3cr3t-5e2d8a40";
 
-/// Secrets from a map.
-struct Fixed(HashMap<String, String>);
+/// Secrets from a map of (tenant, name).
+struct Fixed(HashMap<(String, String), String>);
 
 impl SecretBackend for Fixed {
-    fn read(&self, name: &str) -> SecretFuture<'_> {
-        let value = self.0.get(name).cloned();
+    fn read(&self, tenant: &str, name: &str) -> SecretFuture<'_> {
+        let value = self.0.get(&(tenant.to_owned(), name.to_owned())).cloned();
         Box::pin(async move { Ok(value) })
     }
 }
@@ -103,9 +103,14 @@ impl World {
 
     fn with_policy(policy: Policy) -> Self {
         let scratch = Scratch::new();
+        let secret = |tenant: &str, name: &str, value: &str| {
+            ((tenant.to_owned(), name.to_owned()), value.to_owned())
+        };
         let secrets = Fixed(HashMap::from([
-            ("alice-token".to_owned(), ALICE_TOKEN.to_owned()),
-            ("mallory-token".to_owned(), MALLORY_TOKEN.to_owned()),
+            secret("alice", "alice-token", ALICE_TOKEN),
+            secret("mallory", "mallory-token", MALLORY_TOKEN),
+            // The same name as alice's, another tenant's value.
+            secret("mallory", "alice-token", "mallory-owns-this-name"),
         ]));
         let runtime = Runtime::builder()
             .state_dir(scratch.state_dir())
@@ -547,6 +552,35 @@ async fn secrets_are_read_only_where_policy_grants_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_name_means_each_tenant_its_own_secret() {
+    // Mallory's policy grants her intruder the name `alice-token`: what it reads is mallory's
+    // secret of that name, never alice's.
+    let world = World::with_policy(policy(
+        "[tenants.eve]\nsecrets = { alice-token = [\"intruder\"] }\n",
+    ));
+    let toml = attack(&json!([{ "do": "secret", "name": "alice-token" }]), "", "")
+        .replace("tenant = \"mallory\"", "tenant = \"eve\"");
+    let done = world.run("eve.toml", &toml, "eve-1").await;
+    assert_eq!(
+        answers(&done)[0].1,
+        Err("secret denied: no such secret".to_owned()),
+        "eve has no secret of that name"
+    );
+    let world = World::with_policy(
+        Policy::parse(
+            "[tenants.mallory]\nsecrets = { alice-token = [\"intruder\"] }\n",
+            "policy.toml",
+        )
+        .expect("policy"),
+    );
+    let toml = attack(&json!([{ "do": "secret", "name": "alice-token" }]), "", "");
+    let done = world.run("mallory.toml", &toml, "attack-1").await;
+    let mallorys = "mallory-owns-this-name".len();
+    assert_ne!(mallorys, ALICE_TOKEN.len());
+    assert_eq!(answers(&done)[0].1, Ok(format!("read {mallorys} bytes")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_is_claimed_once_and_only_by_its_tenant() {
     let world = World::new();
     let path = world.scratch.workflow("alice.toml", ALICE);
@@ -706,8 +740,12 @@ fn a_secret_used_by_a_run_appears_in_none_of_the_files_it_wrote() {
     let (port, requests) = http_server("pong");
     let scratch = Scratch::new();
     let secrets = scratch.path().join("secrets");
-    std::fs::create_dir_all(&secrets).expect("mkdir");
-    std::fs::write(secrets.join("alice-token"), format!("{ALICE_TOKEN}\n")).expect("secret");
+    std::fs::create_dir_all(secrets.join("alice")).expect("mkdir");
+    std::fs::write(
+        secrets.join("alice/alice-token"),
+        format!("{ALICE_TOKEN}\n"),
+    )
+    .expect("secret");
     let policy = scratch.workflow(
         "policy.toml",
         &format!(
@@ -847,101 +885,138 @@ with = {{ attempts = [{{ do = "tool", name = "http_get", input = {{ url = "http:
     assert!(tools.iter().any(|r| r.contains("http_allow")), "{tools:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_credential_is_renewed_while_the_run_lives_and_revoked_at_its_error_budget() {
-    let world = World::with_policy(
-        Policy::parse(
-            "[defaults]\ncredential_ttl = \"300ms\"\n\
-             [tenants.alice]\nsecrets = { alice-token = [\"secretive\"] }\n",
-            "policy.toml",
-        )
-        .expect("policy"),
-    );
-    // `first` reads the secret after a pause longer than the credential's TTL (it was
-    // renewed); `boom` fails and breaches the error budget (one failure); the run pauses,
-    // then resumes, and `later` reads the secret: the credential was revoked at the breach.
-    let done = world
-        .run(
-            "budget.toml",
-            r#"
-[workflow]
-name = "budget"
-tenant = "alice"
-max_concurrency = 1
-error_budget = { max_failures = 1, action = "pause", resume_after = "300ms" }
+/// The credential events of a run: (action, credential id, reason).
+fn lifecycle(done: &Finished) -> Vec<(CredentialAction, String, String)> {
+    done.events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Credential(c) => Some((c.action, c.credential.clone(), c.reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
 
+fn ttl_policy(ttl: &str) -> Policy {
+    Policy::parse(
+        &format!(
+            "[defaults]\ncredential_ttl = \"{ttl}\"\n\
+             [tenants.alice]\nsecrets = {{ alice-token = [\"secretive\"] }}\n"
+        ),
+        "policy.toml",
+    )
+    .expect("policy")
+}
+
+const SECRETIVE_AGENTS: &str = r#"
 [agents.crash]
 component = "{guests}/crash.wasm"
 [agents.secretive]
 component = "{guests}/secretive.wasm"
-[agents.wait]
-component = "{guests}/wait.wasm"
 tools = ["sleep"]
+"#;
 
-# Longer than the credential's TTL: it lives on only by renewal.
-[[tasks]]
-id = "pause"
-agent = "wait"
-with = { ms = 700 }
-priority = 4
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_lives_past_its_ttl_by_renewal_and_is_revoked_when_the_run_ends() {
+    let world = World::with_policy(ttl_policy("300ms"));
+    // The secret is read 700 ms into the run: more than twice the credential's TTL.
+    let done = world
+        .run(
+            "renew.toml",
+            &format!(
+                "[workflow]\nname = \"renew\"\ntenant = \"alice\"\n{SECRETIVE_AGENTS}\n\
+                 [[tasks]]\nid = \"late\"\nagent = \"secretive\"\n\
+                 with = {{ name = \"alice-token\", delay_ms = 700 }}\n"
+            ),
+            "renew-1",
+        )
+        .await;
+    assert_eq!(
+        done.status("late"),
+        TaskStatus::Succeeded,
+        "{}",
+        done.error("late")
+    );
+    let events = lifecycle(&done);
+    let actions: Vec<CredentialAction> = events.iter().map(|e| e.0).collect();
+    assert_eq!(actions.first(), Some(&CredentialAction::Issued));
+    assert!(
+        actions
+            .iter()
+            .filter(|a| **a == CredentialAction::Renewed)
+            .count()
+            >= 2,
+        "renewed at half its TTL while the run lived: {events:?}"
+    );
+    assert_eq!(actions.last(), Some(&CredentialAction::Revoked));
+    assert_eq!(events.last().map(|e| e.2.as_str()), Some("the run ended"));
+    assert!(
+        events.iter().all(|e| e.1 == "cred-renew-1-1"),
+        "one credential: {events:?}"
+    );
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breached_error_budget_revokes_the_credential_and_a_resumed_run_gets_a_new_one() {
+    let world = World::with_policy(ttl_policy("10m"));
+    // `boom` fails at once and breaches the error budget (one failure): the credential is
+    // revoked, so `reader`, already running, is refused its secret when it asks for it. The
+    // run pauses, resumes with a new credential, and `later` reads the secret under it.
+    let done = world
+        .run(
+            "budget.toml",
+            &format!(
+                r#"
+[workflow]
+name = "budget"
+tenant = "alice"
+max_concurrency = 2
+error_budget = {{ max_failures = 1, action = "pause", resume_after = "200ms" }}
+{SECRETIVE_AGENTS}
 [[tasks]]
-id = "first"
+id = "reader"
 agent = "secretive"
-with = { name = "alice-token" }
-priority = 3
+with = {{ name = "alice-token", delay_ms = 800 }}
+priority = 2
+critical = false
 
 [[tasks]]
 id = "boom"
 agent = "crash"
-critical = false
 priority = 2
+critical = false
 
 [[tasks]]
 id = "later"
 agent = "secretive"
-with = { name = "alice-token" }
-priority = 1
-"#,
+with = {{ name = "alice-token" }}
+"#
+            ),
             "budget-1",
         )
         .await;
     assert_eq!(
-        done.status("first"),
+        done.status("later"),
         TaskStatus::Succeeded,
-        "{}",
-        done.error("first")
-    );
-    assert_eq!(done.status("later"), TaskStatus::Failed);
-    assert!(
-        done.error("later").contains("credential revoked")
-            && done.error("later").contains("error budget"),
         "{}",
         done.error("later")
     );
-    let lifecycle: Vec<(CredentialAction, String)> = done
-        .events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::Credential(c) => Some((c.action, c.reason.clone())),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(
-        lifecycle.first().map(|l| l.0),
-        Some(CredentialAction::Issued)
-    );
+    assert_eq!(done.status("reader"), TaskStatus::Failed);
+    let why = done.error("reader");
     assert!(
-        lifecycle.iter().any(|l| l.0 == CredentialAction::Renewed),
-        "renewed at half its TTL while the run lived: {lifecycle:?}"
+        why.contains("credential revoked") && why.contains("error budget was breached"),
+        "{why}"
     );
-    let revoked: Vec<&String> = lifecycle
+    let events = lifecycle(&done);
+    let first_breach = events
         .iter()
-        .filter(|l| l.0 == CredentialAction::Revoked)
-        .map(|l| &l.1)
-        .collect();
-    assert_eq!(revoked.len(), 1, "revoked once: {lifecycle:?}");
-    assert!(revoked[0].contains("error budget"));
+        .position(|e| e.0 == CredentialAction::Revoked)
+        .expect("revoked");
+    assert_eq!(events[first_breach].1, "cred-budget-1-1");
+    assert!(events[first_breach].2.contains("error budget"));
+    let reissued = &events[first_breach + 1];
+    assert_eq!(reissued.0, CredentialAction::Issued);
+    assert_eq!(reissued.1, "cred-budget-1-2");
+    assert!(reissued.2.contains("resumed"), "{events:?}");
     assert_eq!(
         done.events
             .iter()

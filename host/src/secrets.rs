@@ -11,8 +11,8 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::bus::{Bus, CredentialAction, CredentialEvent, EventKind, Timestamp};
@@ -22,33 +22,35 @@ use crate::bus::{Bus, CredentialAction, CredentialEvent, EventKind, Timestamp};
 pub type SecretFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send + 'a>>;
 
-/// Where secrets are kept.
+/// Where secrets are kept. Every secret belongs to a tenant: two tenants' `api-token` are two
+/// secrets.
 ///
 /// ```
 /// use wasm_orch::{SecretBackend, SecretFuture};
 ///
-/// /// Secrets from a map (for tests).
-/// struct Fixed(std::collections::HashMap<String, String>);
+/// /// Secrets from a map of (tenant, name) (for tests).
+/// struct Fixed(std::collections::HashMap<(String, String), String>);
 ///
 /// impl SecretBackend for Fixed {
-///     fn read(&self, name: &str) -> SecretFuture<'_> {
-///         let value = self.0.get(name).cloned();
+///     fn read(&self, tenant: &str, name: &str) -> SecretFuture<'_> {
+///         let value = self.0.get(&(tenant.to_owned(), name.to_owned())).cloned();
 ///         Box::pin(async move { Ok(value) })
 ///     }
 /// }
 /// ```
 pub trait SecretBackend: Send + Sync + 'static {
-    /// The value of secret `name`, or `None` if there is none.
-    fn read(&self, name: &str) -> SecretFuture<'_>;
+    /// The value of tenant `tenant`'s secret `name`, or `None` if there is none.
+    fn read(&self, tenant: &str, name: &str) -> SecretFuture<'_>;
 
     /// A run's credential was issued, renewed or revoked. A backend with leases of its own
-    /// (Vault: a token per run) mints, renews or revokes it here. Default: nothing to do.
+    /// (Vault: a token per run) mints, renews or revokes it here; it is called on the
+    /// runtime's threads and must not block. Default: nothing to do.
     fn credential(&self, _credential: &Credential, _action: CredentialAction) {}
 }
 
 /// A shared secret backend (`Debug` without showing anything).
 #[derive(Clone)]
-pub(crate) struct Backend(pub(crate) std::sync::Arc<dyn SecretBackend>);
+pub(crate) struct Backend(pub(crate) Arc<dyn SecretBackend>);
 
 impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -56,8 +58,8 @@ impl std::fmt::Debug for Backend {
     }
 }
 
-/// Secrets from environment variables: `api-token` is `$WASM_ORCH_SECRET_API_TOKEN` (the
-/// prefix is configurable). The default backend.
+/// Secrets from environment variables: tenant `acme`'s `api-token` is
+/// `$WASM_ORCH_SECRET_ACME__API_TOKEN` (the prefix is configurable). The default backend.
 #[derive(Debug, Clone)]
 pub struct EnvSecrets {
     prefix: String,
@@ -70,7 +72,9 @@ impl Default for EnvSecrets {
 }
 
 impl EnvSecrets {
-    /// Secrets from variables named `<prefix><NAME>` (upper case, `-` and `.` as `_`).
+    /// Secrets from variables named `<prefix><TENANT>__<NAME>` (upper case, `-` and `.` as
+    /// `_`). A tenant or secret name that would make the variable ambiguous (a `__` in it, a
+    /// tenant ending or a name starting with `_` once converted) is never found.
     pub fn with_prefix(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
@@ -78,20 +82,32 @@ impl EnvSecrets {
     }
 }
 
+impl EnvSecrets {
+    /// The variable of `tenant`'s `name`, if the pair maps to one unambiguously.
+    pub(crate) fn variable(&self, tenant: &str, name: &str) -> Option<String> {
+        let upper = |s: &str| s.to_ascii_uppercase().replace(['-', '.'], "_");
+        let (tenant, name) = (upper(tenant), upper(name));
+        let clear = !tenant.is_empty()
+            && !name.is_empty()
+            && !tenant.contains("__")
+            && !name.contains("__")
+            && !tenant.ends_with('_')
+            && !name.starts_with('_');
+        clear.then(|| format!("{}{tenant}__{name}", self.prefix))
+    }
+}
+
 impl SecretBackend for EnvSecrets {
-    fn read(&self, name: &str) -> SecretFuture<'_> {
-        let var = format!(
-            "{}{}",
-            self.prefix,
-            name.to_ascii_uppercase().replace(['-', '.'], "_")
-        );
-        let value = std::env::var(var).ok();
+    fn read(&self, tenant: &str, name: &str) -> SecretFuture<'_> {
+        let value = self
+            .variable(tenant, name)
+            .and_then(|var| std::env::var(var).ok());
         Box::pin(async move { Ok(value) })
     }
 }
 
-/// Secrets from files: `api-token` is the content of `<dir>/api-token` (one trailing newline
-/// removed). Names that are not plain file names are refused.
+/// Secrets from files: tenant `acme`'s `api-token` is the content of `<dir>/acme/api-token`
+/// (one trailing newline removed). Names that are not plain file names are never found.
 #[derive(Debug, Clone)]
 pub struct FileSecrets {
     dir: PathBuf,
@@ -104,9 +120,9 @@ impl FileSecrets {
 }
 
 impl SecretBackend for FileSecrets {
-    fn read(&self, name: &str) -> SecretFuture<'_> {
-        let plain = crate::config::is_valid_name(name);
-        let path = self.dir.join(name);
+    fn read(&self, tenant: &str, name: &str) -> SecretFuture<'_> {
+        let plain = crate::config::is_valid_name(tenant) && crate::config::is_valid_name(name);
+        let path = self.dir.join(tenant).join(name);
         Box::pin(async move {
             if !plain {
                 return Ok(None);
@@ -134,9 +150,10 @@ pub struct Credential {
 }
 
 impl Credential {
-    pub(crate) fn issue(run_id: &str, tenant: &str, ttl: Duration) -> Self {
+    /// A credential `id` of `tenant`, valid for `ttl`.
+    pub(crate) fn issue(id: &str, tenant: &str, ttl: Duration) -> Self {
         let credential = Self {
-            id: format!("cred-{run_id}"),
+            id: id.to_owned(),
             tenant: tenant.to_owned(),
             ttl,
             expires_ms: AtomicU64::new(0),
@@ -206,60 +223,96 @@ impl Credential {
     }
 }
 
-/// A run's credential and its lifecycle on the record: every issue, renewal and revocation is
-/// an event of the run and is passed to the backend.
+/// A run's credentials and their lifecycle on the record: every issue, renewal and
+/// revocation is an event of the run and is passed to the backend. One credential is current
+/// at a time; after a revocation (the error budget was breached) a resumed run gets a new one.
 #[derive(Debug)]
 pub(crate) struct Lease {
-    credential: std::sync::Arc<Credential>,
+    run_id: String,
+    tenant: String,
+    ttl: Duration,
+    current: Mutex<Arc<Credential>>,
+    issued: AtomicU64,
     backend: Backend,
-    bus: std::sync::Arc<Bus>,
+    bus: Arc<Bus>,
 }
 
 impl Lease {
-    /// Issues the credential of run `run_id`.
+    /// Issues the first credential of run `run_id`.
     pub(crate) fn issue(
         run_id: &str,
         tenant: &str,
         ttl: Duration,
         backend: Backend,
-        bus: std::sync::Arc<Bus>,
+        bus: Arc<Bus>,
     ) -> Self {
         let lease = Self {
-            credential: std::sync::Arc::new(Credential::issue(run_id, tenant, ttl)),
+            run_id: run_id.to_owned(),
+            tenant: tenant.to_owned(),
+            ttl,
+            current: Mutex::new(Arc::new(Credential::issue(
+                &format!("cred-{run_id}-1"),
+                tenant,
+                ttl,
+            ))),
+            issued: AtomicU64::new(1),
             backend,
             bus,
         };
-        lease.record(CredentialAction::Issued, "the run started");
+        lease.record(
+            &lease.current(),
+            CredentialAction::Issued,
+            "the run started",
+        );
         lease
     }
 
-    pub(crate) fn credential(&self) -> &std::sync::Arc<Credential> {
-        &self.credential
+    /// The current credential: the one an attempt starting now reads secrets under.
+    pub(crate) fn current(&self) -> Arc<Credential> {
+        Arc::clone(&self.current.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Extends the credential by its TTL; false once it is revoked.
-    pub(crate) fn renew(&self) -> bool {
-        let renewed = self.credential.renew();
-        if renewed {
-            self.record(CredentialAction::Renewed, "the run is still going");
+    /// Extends the current credential by its TTL, unless it was revoked.
+    pub(crate) fn renew(&self) {
+        let credential = self.current();
+        if credential.renew() {
+            self.record(
+                &credential,
+                CredentialAction::Renewed,
+                "the run is still going",
+            );
         }
-        renewed
     }
 
-    /// Revokes the credential (once; later calls do nothing).
+    /// Revokes the current credential (once; later calls do nothing).
     pub(crate) fn revoke(&self, why: &str) {
-        if self.credential.revoke(why) {
-            self.record(CredentialAction::Revoked, why);
+        let credential = self.current();
+        if credential.revoke(why) {
+            self.record(&credential, CredentialAction::Revoked, why);
         }
     }
 
-    fn record(&self, action: CredentialAction, reason: &str) {
-        self.backend.0.credential(&self.credential, action);
+    /// Issues a new credential if the current one was revoked.
+    pub(crate) fn reissue(&self, why: &str) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.check().is_ok() {
+            return;
+        }
+        let n = self.issued.fetch_add(1, Ordering::AcqRel) + 1;
+        let id = format!("cred-{}-{n}", self.run_id);
+        *current = Arc::new(Credential::issue(&id, &self.tenant, self.ttl));
+        let credential = Arc::clone(&current);
+        drop(current);
+        self.record(&credential, CredentialAction::Issued, why);
+    }
+
+    fn record(&self, credential: &Credential, action: CredentialAction, reason: &str) {
+        self.backend.0.credential(credential, action);
         self.bus.publish(EventKind::Credential(CredentialEvent {
-            tenant: self.credential.tenant.clone(),
-            credential: self.credential.id.clone(),
+            tenant: credential.tenant.clone(),
+            credential: credential.id.clone(),
             action,
-            expires_at: Timestamp(self.credential.expires_at()),
+            expires_at: Timestamp(credential.expires_at()),
             reason: reason.to_owned(),
         }));
     }
@@ -289,10 +342,34 @@ mod tests {
     #[tokio::test]
     async fn file_secrets_refuse_paths() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("token"), "abc\n").expect("write");
+        std::fs::create_dir_all(dir.path().join("acme")).expect("mkdir");
+        std::fs::write(dir.path().join("acme/token"), "abc\n").expect("write");
         let files = FileSecrets::new(dir.path());
-        assert_eq!(files.read("token").await, Ok(Some("abc".into())));
-        assert_eq!(files.read("missing").await, Ok(None));
-        assert_eq!(files.read("../token").await, Ok(None));
+        assert_eq!(files.read("acme", "token").await, Ok(Some("abc".into())));
+        assert_eq!(
+            files.read("other", "token").await,
+            Ok(None),
+            "another tenant's"
+        );
+        assert_eq!(files.read("acme", "missing").await, Ok(None));
+        assert_eq!(files.read("acme", "../acme/token").await, Ok(None));
+        assert_eq!(files.read("..", "acme").await, Ok(None));
+    }
+
+    #[test]
+    fn environment_variables_are_per_tenant_and_never_ambiguous() {
+        let env = EnvSecrets::default();
+        assert_eq!(
+            env.variable("acme", "api-token").as_deref(),
+            Some("WASM_ORCH_SECRET_ACME__API_TOKEN")
+        );
+        assert_eq!(
+            env.variable("acme.eu", "db.password").as_deref(),
+            Some("WASM_ORCH_SECRET_ACME_EU__DB_PASSWORD")
+        );
+        // `a_` + `_b` and `a` + `__b` would both be `A___B`.
+        assert_eq!(env.variable("a_", "b"), None);
+        assert_eq!(env.variable("a", "_b"), None);
+        assert_eq!(env.variable("a__x", "b"), None);
     }
 }

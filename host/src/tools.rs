@@ -12,7 +12,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Value as Json;
+use serde_json::{Value as Json, json};
+
+use crate::bus::Redactor;
 
 /// A boxed future, as returned by [`Tool::call`].
 pub type ToolFuture<'a> = Pin<Box<dyn Future<Output = Result<Json, ToolError>> + Send + 'a>>;
@@ -48,6 +50,21 @@ pub struct ToolCall {
     pub attempt: u32,
     /// The guest's input (JSON).
     pub input: Json,
+    /// The secret values handed to the run's guests so far.
+    pub(crate) secrets: Arc<Redactor>,
+}
+
+impl ToolCall {
+    /// Whether `value` holds a secret value that was handed to a guest of this run. A tool
+    /// that keeps or forwards what it is given (beyond the call itself) should refuse it:
+    /// what it keeps would outlive the run's redaction.
+    pub fn holds_secret(&self, value: &Json) -> bool {
+        !self.secrets.is_empty()
+            && matches!(
+                self.secrets.text(&value.to_string()),
+                std::borrow::Cow::Owned(_)
+            )
+    }
 }
 
 /// Why a tool call failed.
@@ -150,15 +167,29 @@ impl Tool for Sleep {
 
 /// `kv`: a key-value store of the calling tenant, kept across runs in
 /// `<state dir>/tenants/<tenant>/kv.json`. Input: `{"op": "get"|"put"|"delete"|"list", "key",
-/// "value", "prefix"}`. The tenant comes from the host, never from the guest.
+/// "value", "prefix"}`. The tenant comes from the host, never from the guest. Each tenant's
+/// store has its own lock and is read and written off the async threads; a value holding a
+/// secret of the run is refused (it would outlive the run's redaction).
 struct Kv {
     state_dir: PathBuf,
-    tenants: Mutex<HashMap<String, BTreeMap<String, Json>>>,
+    tenants: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<KvStore>>>>>,
+}
+
+/// One tenant's store, and its size as stored.
+#[derive(Default)]
+struct KvStore {
+    entries: BTreeMap<String, Json>,
+    bytes: usize,
 }
 
 const KV_MAX_KEY: usize = 256;
 const KV_MAX_VALUE: usize = 64 << 10;
 const KV_MAX_KEYS: usize = 10_000;
+const KV_MAX_BYTES: usize = 16 << 20;
+
+fn kv_size(key: &str, value: &Json) -> usize {
+    key.len() + value.to_string().len()
+}
 
 impl Kv {
     fn new(state_dir: &Path) -> Self {
@@ -172,83 +203,143 @@ impl Kv {
         self.state_dir.join("tenants").join(tenant).join("kv.json")
     }
 
-    fn apply(&self, tenant: &str, input: &Json) -> Result<Json, ToolError> {
-        let op = input.get("op").and_then(Json::as_str).unwrap_or("");
-        let key = input.get("key").and_then(Json::as_str);
-        let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
-        if !tenants.contains_key(tenant) {
-            let stored = std::fs::read(self.file(tenant))
-                .ok()
-                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-                .unwrap_or_default();
-            tenants.insert(tenant.to_owned(), stored);
+    async fn call(&self, call: ToolCall) -> Result<Json, ToolError> {
+        let slot = {
+            let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(tenants.entry(call.tenant.clone()).or_default())
+        };
+        let mut guard = slot.lock().await;
+        if guard.is_none() {
+            let file = self.file(&call.tenant);
+            let loaded = tokio::task::spawn_blocking(move || Self::load(&file))
+                .await
+                .map_err(|e| ToolError::Failed(format!("loading the store: {e}")))??;
+            *guard = Some(loaded);
         }
-        let store = tenants
-            .get_mut(tenant)
+        let store = guard
+            .as_mut()
             .ok_or_else(|| ToolError::Failed("the store is unavailable".into()))?;
-        let need_key = || match key {
+        let (output, changed) = Self::apply(store, &call)?;
+        if changed {
+            let file = self.file(&call.tenant);
+            let bytes = serde_json::to_vec(&store.entries)
+                .map_err(|e| ToolError::Failed(format!("encoding the store: {e}")))?;
+            tokio::task::spawn_blocking(move || Self::save(&file, &bytes))
+                .await
+                .map_err(|e| ToolError::Failed(format!("saving the store: {e}")))?
+                .map_err(|e| ToolError::Failed(format!("could not save the store: {e}")))?;
+        }
+        Ok(output)
+    }
+
+    /// A tenant's store as saved; empty if it has none. A store that cannot be read is an
+    /// error (never silently replaced by an empty one).
+    fn load(file: &Path) -> Result<KvStore, ToolError> {
+        let entries: BTreeMap<String, Json> = match std::fs::read(file) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                ToolError::Failed(format!(
+                    "the store `{}` is not valid: {e}; repair or remove it",
+                    file.display()
+                ))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => {
+                return Err(ToolError::Failed(format!(
+                    "cannot read the store `{}`: {e}",
+                    file.display()
+                )));
+            }
+        };
+        let bytes = entries.iter().map(|(k, v)| kv_size(k, v)).sum();
+        Ok(KvStore { entries, bytes })
+    }
+
+    fn apply(store: &mut KvStore, call: &ToolCall) -> Result<(Json, bool), ToolError> {
+        let input = &call.input;
+        let op = input.get("op").and_then(Json::as_str).unwrap_or("");
+        let key = || match input.get("key").and_then(Json::as_str) {
             Some(k) if !k.is_empty() && k.len() <= KV_MAX_KEY => Ok(k.to_owned()),
             _ => Err(ToolError::InvalidInput(format!(
                 "`key` must be a string of 1 to {KV_MAX_KEY} bytes"
             ))),
         };
-        let (output, changed) = match op {
-            "get" => (
-                serde_json::json!({ "value": store.get(&need_key()?) }),
-                false,
-            ),
+        Ok(match op {
+            "get" => (json!({ "value": store.entries.get(&key()?) }), false),
             "put" => {
-                let key = need_key()?;
+                let key = key()?;
                 let value = input.get("value").cloned().unwrap_or(Json::Null);
-                if value.to_string().len() > KV_MAX_VALUE {
+                let size = kv_size(&key, &value);
+                if size - key.len() > KV_MAX_VALUE {
                     return Err(ToolError::InvalidInput(format!(
                         "values may have at most {KV_MAX_VALUE} bytes"
                     )));
                 }
-                if !store.contains_key(&key) && store.len() >= KV_MAX_KEYS {
+                if call.holds_secret(&value) || call.holds_secret(&Json::String(key.clone())) {
+                    return Err(ToolError::Denied(
+                        "the value holds a secret of this run: a store outlives the run, so secrets stay out of it".into(),
+                    ));
+                }
+                let old = store.entries.get(&key).map_or(0, |v| kv_size(&key, v));
+                if old == 0 && store.entries.len() >= KV_MAX_KEYS {
                     return Err(ToolError::Denied(format!(
                         "the tenant's store holds its maximum of {KV_MAX_KEYS} keys"
                     )));
                 }
-                store.insert(key, value);
-                (serde_json::json!({ "ok": true }), true)
+                if store.bytes - old + size > KV_MAX_BYTES {
+                    return Err(ToolError::Denied(format!(
+                        "the tenant's store holds its maximum of {} MiB",
+                        KV_MAX_BYTES >> 20
+                    )));
+                }
+                store.bytes = store.bytes - old + size;
+                store.entries.insert(key, value);
+                (json!({ "ok": true }), true)
             }
             "delete" => {
-                let deleted = store.remove(&need_key()?).is_some();
-                (serde_json::json!({ "deleted": deleted }), deleted)
+                let key = key()?;
+                match store.entries.remove(&key) {
+                    Some(old) => {
+                        store.bytes -= kv_size(&key, &old);
+                        (json!({ "deleted": true }), true)
+                    }
+                    None => (json!({ "deleted": false }), false),
+                }
             }
             "list" => {
                 let prefix = input.get("prefix").and_then(Json::as_str).unwrap_or("");
-                let keys: Vec<&String> = store.keys().filter(|k| k.starts_with(prefix)).collect();
-                (serde_json::json!({ "keys": keys }), false)
+                let keys: Vec<&String> = store
+                    .entries
+                    .range(prefix.to_owned()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .map(|(k, _)| k)
+                    .collect();
+                (json!({ "keys": keys }), false)
             }
             other => {
                 return Err(ToolError::InvalidInput(format!(
                     "unknown op `{other}`: use get, put, delete or list"
                 )));
             }
-        };
-        if changed {
-            self.save(tenant, store)
-                .map_err(|e| ToolError::Failed(format!("could not save the store: {e}")))?;
-        }
-        Ok(output)
+        })
     }
 
-    fn save(&self, tenant: &str, store: &BTreeMap<String, Json>) -> std::io::Result<()> {
-        let file = self.file(tenant);
+    /// Writes the store whole, durably: a temporary file, synced, renamed over the old one.
+    fn save(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let tmp = file.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(store)?)?;
+        let mut out = std::fs::File::create(&tmp)?;
+        out.write_all(bytes)?;
+        out.sync_all()?;
         std::fs::rename(tmp, file)
     }
 }
 
 impl Tool for Kv {
     fn call(&self, call: ToolCall) -> ToolFuture<'_> {
-        Box::pin(async move { self.apply(&call.tenant, &call.input) })
+        Box::pin(Kv::call(self, call))
     }
 }
 
@@ -304,6 +395,23 @@ impl HttpGet {
         let mut request = client.get(url);
         if let Some(headers) = call.input.get("headers").and_then(Json::as_object) {
             for (name, value) in headers {
+                // The connection is the host's: a guest may not redirect it to another
+                // virtual host or reshape it.
+                const RESERVED: [&str; 8] = [
+                    "host",
+                    "connection",
+                    "content-length",
+                    "transfer-encoding",
+                    "upgrade",
+                    "te",
+                    "trailer",
+                    "proxy-authorization",
+                ];
+                if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
+                    return Err(ToolError::InvalidInput(format!(
+                        "header `{name}` is the host's to set"
+                    )));
+                }
                 if let Some(value) = value.as_str() {
                     request = request.header(name.as_str(), value);
                 }

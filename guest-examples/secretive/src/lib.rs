@@ -1,4 +1,5 @@
-//! `secretive`: reads the secret `name`, uses it as a bearer token in an `http_get` call to
+//! `secretive`: reads the secret `name` (after `delay_ms`, waited with the `sleep` tool),
+//! uses it as a bearer token in an `http_get` call to
 //! `url` (when given), then tries to leak it through everything a task can emit: stdout,
 //! stderr, a log line, progress, a partial result, a blackboard value, a file in its working
 //! directory, its output, and (with `fail = true`) its error message. The host must redact
@@ -14,6 +15,7 @@ struct Params {
     url: Option<String>,
     #[serde(default)]
     fail: bool,
+    delay_ms: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -30,6 +32,9 @@ impl Agent for Secretive {
     type Output = Output;
 
     fn run(cx: Context<Params>) -> Result<Output, Error> {
+        if let Some(ms) = cx.params.delay_ms {
+            tools::sleep(std::time::Duration::from_millis(ms))?;
+        }
         let secret = secrets::get(&cx.params.name).map_err(Error::failed)?;
         let answer = match &cx.params.url {
             Some(url) => Some(

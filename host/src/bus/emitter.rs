@@ -180,9 +180,9 @@ impl TaskEmitter {
             task: self.task.clone(),
             tenant: self.tenant.clone(),
             resource,
-            action: self.redactor.text(truncate(action, 256)).into_owned(),
+            action: self.clean(action, 256),
             decision,
-            reason: self.redactor.text(reason).into_owned(),
+            reason: self.clean(reason, self.limits.max_message_bytes),
         }));
     }
 
@@ -198,10 +198,7 @@ impl TaskEmitter {
         } else {
             0.0
         };
-        let message = self
-            .redactor
-            .text(truncate(message, self.limits.max_message_bytes))
-            .into_owned();
+        let message = self.clean(message, self.limits.max_message_bytes);
         let message = message.as_str();
         if let Some(heartbeat) = &self.heartbeat {
             heartbeat.beat(fraction, message);
@@ -275,10 +272,7 @@ impl TaskEmitter {
             return;
         }
         self.stats.logs += 1;
-        let message = self
-            .redactor
-            .text(truncate(message, self.limits.max_message_bytes))
-            .into_owned();
+        let message = self.clean(message, self.limits.max_message_bytes);
         self.bus.publish(EventKind::Log(TaskLog {
             task: self.task.clone(),
             level,
@@ -292,32 +286,55 @@ impl TaskEmitter {
         let slot = usize::from(stream == LogStream::Stderr);
         let level = stream_level(stream);
         let text = String::from_utf8_lossy(bytes);
-        if slot == 1 {
-            self.stderr_tail.push_str(&text);
-            if self.stderr_tail.len() > STDERR_TAIL_BYTES {
-                let mut cut = self.stderr_tail.len() - STDERR_TAIL_BYTES;
-                while !self.stderr_tail.is_char_boundary(cut) {
-                    cut += 1;
-                }
-                self.stderr_tail.drain(..cut);
-            }
-        }
         let mut buffer = std::mem::take(&mut self.lines[slot]);
         buffer.push_str(&text);
         while let Some(end) = buffer.find('\n') {
             let line: String = buffer.drain(..=end).collect();
+            if slot == 1 {
+                self.keep_stderr(&line);
+            }
             self.log(level, stream, line.trim_end_matches(['\n', '\r']));
         }
+        // A line too long to wait for its end is published in pieces; the last bytes stay
+        // behind, so that a secret across the cut is still seen whole by the next piece.
         if buffer.len() > self.limits.max_message_bytes {
-            self.log(level, stream, &buffer);
-            buffer.clear();
+            let mut cut = buffer.len().saturating_sub(self.redactor.longest());
+            while !buffer.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let piece: String = buffer.drain(..cut).collect();
+            if slot == 1 {
+                self.keep_stderr(&piece);
+            }
+            self.log(level, stream, &piece);
         }
         self.lines[slot] = buffer;
     }
 
+    /// Keeps the end of stderr, redacted, to explain a trap.
+    fn keep_stderr(&mut self, text: &str) {
+        let clean = self.redactor.text(text);
+        self.stderr_tail.push_str(&clean);
+        if self.stderr_tail.len() > STDERR_TAIL_BYTES {
+            let mut cut = self.stderr_tail.len() - STDERR_TAIL_BYTES;
+            while !self.stderr_tail.is_char_boundary(cut) {
+                cut += 1;
+            }
+            self.stderr_tail.drain(..cut);
+        }
+    }
+
     /// The last few KiB the guest wrote to stderr (redacted).
     pub(crate) fn stderr_tail(&self) -> String {
-        self.redactor.text(&self.stderr_tail).into_owned()
+        let pending = self.redactor.text(&self.lines[1]);
+        format!("{}{pending}", self.stderr_tail)
+    }
+
+    /// `text` without secrets, cut to `max` bytes. Redacted before it is cut (with room for
+    /// the longest secret), so that no cut leaves part of a secret.
+    fn clean(&self, text: &str, max: usize) -> String {
+        let wide = truncate(text, max.saturating_add(self.redactor.longest()));
+        truncate(&self.redactor.text(wide), max).to_owned()
     }
 
     /// Publishes what is still pending (unfinished lines, coalesced progress) and a note of what

@@ -6,24 +6,56 @@ use std::borrow::Cow;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Redactor {
     /// (name, value), longest value first so that a secret inside another is not half-hidden.
     secrets: RwLock<Vec<(String, String)>>,
     any: AtomicBool,
 }
 
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secrets = self.secrets.read().unwrap_or_else(|e| e.into_inner());
+        let names: Vec<&str> = secrets.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Redactor").field("secrets", &names).finish()
+    }
+}
+
+/// Lines of a multi-line secret shorter than this are not redacted on their own (a PEM key's
+/// last line may be a few characters; hiding every such string everywhere would hide too much).
+const MIN_LINE: usize = 8;
+
 impl Redactor {
-    /// Adds a secret value handed to a guest.
+    /// Adds a secret value handed to a guest: the value itself, its JSON-escaped form (as it
+    /// appears inside JSON text), and each line of a multi-line value (which a guest's stdout
+    /// would emit line by line).
     pub(crate) fn add(&self, name: &str, value: &str) {
         if value.is_empty() {
             return;
         }
-        let mut secrets = self.secrets.write().unwrap_or_else(|e| e.into_inner());
-        if !secrets.iter().any(|(_, v)| v == value) {
-            secrets.push((name.to_owned(), value.to_owned()));
-            secrets.sort_by_key(|(_, value)| std::cmp::Reverse(value.len()));
+        let mut forms = vec![value.to_owned()];
+        if let Ok(quoted) = serde_json::to_string(value)
+            && let Some(escaped) = quoted.get(1..quoted.len().saturating_sub(1))
+            && escaped != value
+        {
+            forms.push(escaped.to_owned());
         }
+        if value.contains('\n') {
+            forms.extend(
+                value
+                    .lines()
+                    .map(|l| l.trim_end_matches('\r'))
+                    .filter(|l| l.len() >= MIN_LINE)
+                    .map(str::to_owned),
+            );
+        }
+        let mut secrets = self.secrets.write().unwrap_or_else(|e| e.into_inner());
+        for form in forms {
+            if !secrets.iter().any(|(_, v)| *v == form) {
+                secrets.push((name.to_owned(), form));
+            }
+        }
+        secrets.sort_by_key(|(_, value)| std::cmp::Reverse(value.len()));
         self.any.store(true, Ordering::Release);
     }
 
@@ -94,12 +126,13 @@ impl Redactor {
         }
     }
 
-    /// JSON text with every secret removed from its strings (still valid JSON).
+    /// JSON text with every secret removed from its strings (still valid JSON), and from
+    /// anywhere else it appears.
     pub(crate) fn json_text<'a>(&self, text: &'a str) -> Cow<'a, str> {
         if !self.any.load(Ordering::Acquire) {
             return Cow::Borrowed(text);
         }
-        match serde_json::from_str::<serde_json::Value>(text) {
+        let out = match serde_json::from_str::<serde_json::Value>(text) {
             Ok(mut v) => {
                 if self.json(&mut v) {
                     Cow::Owned(v.to_string())
@@ -107,8 +140,14 @@ impl Redactor {
                     Cow::Borrowed(text)
                 }
             }
-            Err(_) => self.text(text),
+            Err(_) => Cow::Borrowed(text),
+        };
+        // A secret outside any string (a number, or text that is not JSON) is replaced in the
+        // text itself, even if that leaves it invalid JSON: failing closed.
+        if let Cow::Owned(clean) = self.text(&out) {
+            return Cow::Owned(clean);
         }
+        out
     }
 
     /// File contents with every secret replaced, if any was there.
@@ -167,5 +206,19 @@ mod tests {
             Some(b"k=[redacted:token];".to_vec())
         );
         assert_eq!(r.bytes(b"clean"), None);
+    }
+
+    #[test]
+    fn escaped_and_multi_line_secrets_are_caught_too() {
+        let r = Redactor::default();
+        let key = "-----BEGIN KEY-----\nMIIBOgIBAAJBAKj34GkxFhD9\n\"quoted\"\\x\n-----END KEY-----";
+        r.add("key", key);
+        let json = serde_json::json!({ "k": key }).to_string();
+        assert_eq!(r.text(&json), r#"{"k":"[redacted:key]"}"#);
+        assert_eq!(
+            r.text("line: MIIBOgIBAAJBAKj34GkxFhD9"),
+            "line: [redacted:key]"
+        );
+        assert!(format!("{r:?}").contains("key") && !format!("{r:?}").contains("MIIB"));
     }
 }

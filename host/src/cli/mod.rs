@@ -61,8 +61,8 @@ struct RuntimeArgs {
     /// tenants' fuel rates, concurrency and budgets. [default: $WASM_ORCH_POLICY, if set]
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
-    /// Read guests' secrets from files in DIR (`DIR/<name>`) instead of environment variables
-    /// (`$WASM_ORCH_SECRET_<NAME>`). [default: $WASM_ORCH_SECRETS_DIR, if set]
+    /// Read guests' secrets from files in DIR (`DIR/<tenant>/<name>`) instead of environment
+    /// variables (`$WASM_ORCH_SECRET_<TENANT>__<NAME>`). [default: $WASM_ORCH_SECRETS_DIR, if set]
     #[arg(long, value_name = "DIR")]
     secrets_dir: Option<PathBuf>,
 }

@@ -145,7 +145,12 @@ impl BlackboardView<'_> {
     fn place(&self, op: &str, key: &str) -> Result<String, wit::BlackboardError> {
         let redactor = lock(self.events).redactor().clone();
         let resolved = match redactor.text(key) {
-            std::borrow::Cow::Borrowed(_) => resolve(key, self.branch, self.branches, op != "get"),
+            std::borrow::Cow::Borrowed(_) => resolve(
+                key,
+                self.branch,
+                self.branches,
+                matches!(op, "put" | "compare-and-swap"),
+            ),
             std::borrow::Cow::Owned(_) => Err("a key may not hold a secret value".to_owned()),
         };
         resolved.map_err(|why| {
@@ -161,7 +166,7 @@ impl BlackboardView<'_> {
 
     fn redact(&self, value: String) -> String {
         let redactor = lock(self.events).redactor().clone();
-        redactor.text(&value).into_owned()
+        redactor.json_text(&value).into_owned()
     }
 }
 

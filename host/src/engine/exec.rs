@@ -251,15 +251,16 @@ impl Engine {
         let memory_peak = limiter.peak();
         lock(&events).finish();
         drop(store);
+        // Most tasks leave nothing: that is one `read_dir`; a walk (and any scrubbing) of
+        // what a guest left runs off the async threads.
         let artifacts = match files.work.as_ref().map(|w| w.path()) {
-            Some(dir) if redactor.is_empty() => files::artifacts(&dir, &redactor),
-            Some(dir) => {
+            Some(dir) if !files::is_empty(&dir) => {
                 let redactor = Arc::clone(&redactor);
                 tokio::task::spawn_blocking(move || files::artifacts(&dir, &redactor))
                     .await
                     .unwrap_or_default()
             }
-            None => Vec::new(),
+            _ => Vec::new(),
         };
         drop(files);
         if let Some(wait) = debt {

@@ -9,7 +9,7 @@ use crate::bus::{Artifact, Redactor};
 
 /// The most files listed as one task's artifacts.
 const MAX_ARTIFACTS: usize = 10_000;
-/// How deep the listing goes.
+/// How deep inputs are staged.
 const MAX_DEPTH: usize = 32;
 /// Files up to this size are scrubbed in memory; a larger one holding a secret is replaced by
 /// a note (it cannot be rewritten without holding it whole).
@@ -57,53 +57,62 @@ fn place(source: &Path, target: &Path, depth: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// The regular files under `dir` (symlinks are neither followed nor listed), sorted by path.
-/// Any secret value that `redactor` knows is scrubbed from them first.
-pub(crate) fn artifacts(dir: &Path, redactor: &Redactor) -> Vec<Artifact> {
-    let mut found = Vec::new();
-    walk(dir, "", 0, &mut found);
-    found.sort_by(|a, b| a.0.cmp(&b.0));
-    found
-        .into_iter()
-        .map(|(path, bytes)| {
-            let full = dir.join(&path);
-            let bytes = match scrub(&full, bytes, redactor) {
-                Ok(Some(size)) => size,
-                Ok(None) => bytes,
-                Err(e) => {
-                    tracing::warn!("could not scrub artifact `{}`: {e}", full.display());
-                    bytes
-                }
-            };
-            Artifact { path, bytes }
-        })
-        .collect()
+/// Whether `dir` has nothing in it (the common case: checked without leaving the thread).
+pub(crate) fn is_empty(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none())
 }
 
-fn walk(dir: &Path, prefix: &str, depth: usize, found: &mut Vec<(String, u64)>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if found.len() >= MAX_ARTIFACTS {
-            return;
-        }
-        let Ok(kind) = entry.file_type() else {
+/// The regular files under `dir` (symlinks are neither followed nor listed), sorted by path,
+/// at most [`MAX_ARTIFACTS`] of them. When the run has handed out secrets, every file is
+/// scrubbed of them first (listed or not), and every name holding one is renamed.
+pub(crate) fn artifacts(dir: &Path, redactor: &Redactor) -> Vec<Artifact> {
+    let scrubbing = !redactor.is_empty();
+    let mut listed = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), String::new())];
+    while let Some((parent, prefix)) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&parent) else {
             continue;
         };
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        if kind.is_file() {
-            let bytes = entry.metadata().map_or(0, |m| m.len());
-            found.push((path, bytes));
-        } else if kind.is_dir() && depth < MAX_DEPTH {
-            walk(&entry.path(), &path, depth + 1, found);
+        for entry in entries.flatten() {
+            if !scrubbing && listed.len() >= MAX_ARTIFACTS {
+                break;
+            }
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let mut name = entry.file_name().to_string_lossy().into_owned();
+            let mut path = entry.path();
+            if scrubbing && let std::borrow::Cow::Owned(clean) = redactor.text(&name) {
+                let renamed = parent.join(&clean);
+                if fs::rename(&path, &renamed).is_ok() {
+                    (name, path) = (clean, renamed);
+                }
+            }
+            let relative = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            if kind.is_dir() {
+                stack.push((path, relative));
+            } else if kind.is_file() {
+                let mut bytes = entry.metadata().map_or(0, |m| m.len());
+                match scrub(&path, bytes, redactor) {
+                    Ok(Some(size)) => bytes = size,
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!("could not scrub artifact `{}`: {e}", path.display()),
+                }
+                if listed.len() < MAX_ARTIFACTS {
+                    listed.push(Artifact {
+                        path: relative,
+                        bytes,
+                    });
+                }
+            }
         }
     }
+    listed.sort_by(|a, b| a.path.cmp(&b.path));
+    listed
 }
 
 /// Rewrites `path` without secret values, if it holds any; returns its new size then.
@@ -207,10 +216,13 @@ mod tests {
             ]
         );
         redactor.add("api-token", "hunter2-abc");
+        fs::write(dir.join("named-hunter2-abc.txt"), "x").expect("write");
         let listed = artifacts(dir, &redactor);
         let report = fs::read_to_string(dir.join("out/report.txt")).expect("read");
         assert_eq!(report, "token=[redacted:api-token];");
-        assert_eq!(listed[1].bytes, report.len() as u64);
+        assert_eq!(listed[2].bytes, report.len() as u64);
+        assert_eq!(listed[1].path, "named-[redacted:api-token].txt");
+        assert!(dir.join("named-[redacted:api-token].txt").is_file());
     }
 
     #[test]

@@ -44,7 +44,7 @@ use crate::bus::{
 use crate::govern::FuelBucket;
 use crate::policy::TenantAccess;
 use crate::scheduler::{Attempt, Claims, Executor, Job};
-use crate::secrets::{Credential, SecretBackend};
+use crate::secrets::{Lease, SecretBackend};
 use crate::tools::{ToolCall, ToolRegistry};
 use crate::workflow::Limits;
 
@@ -262,7 +262,8 @@ pub(crate) struct RunContext {
     /// The tenant's call-rate buckets, by tool.
     pub(crate) tool_rates: Arc<std::collections::HashMap<String, Arc<FuelBucket>>>,
     pub(crate) secrets: Arc<dyn SecretBackend>,
-    pub(crate) credential: Arc<Credential>,
+    /// The run's credentials: each attempt reads secrets under the one current as it starts.
+    pub(crate) lease: Arc<Lease>,
     /// Every secret value handed to the run's guests, to be kept out of what it emits.
     pub(crate) redactor: Arc<Redactor>,
     pub(crate) claims: Arc<Claims>,
@@ -278,7 +279,7 @@ pub(crate) struct LocalExecutor {
 impl LocalExecutor {
     /// The files of an attempt: its working directory, its inputs (staged on its first
     /// attempt) and the working directories of the tasks it depends on.
-    fn files(&self, job: &Job, agent: &RunAgent) -> std::io::Result<TaskFiles> {
+    async fn files(&self, job: &Job, agent: &RunAgent) -> std::io::Result<TaskFiles> {
         let run = &self.run;
         if !agent.workdir {
             return Ok(TaskFiles::default());
@@ -289,9 +290,17 @@ impl LocalExecutor {
             .task
             .and_then(|t| run.inputs.get(t))
             .filter(|s| !s.is_empty());
-        let inputs = sources
-            .map(|sources| run.run_dir.inputs(branch, sources))
-            .transpose()?;
+        let inputs = match sources {
+            // Staging may copy: off the async threads.
+            Some(sources) => {
+                let (run_dir, branch, sources) =
+                    (Arc::clone(&run.run_dir), branch.clone(), sources.clone());
+                let staged =
+                    tokio::task::spawn_blocking(move || run_dir.inputs(&branch, &sources)).await;
+                Some(staged.map_err(std::io::Error::other)??)
+            }
+            None => None,
+        };
         let upstream = job
             .upstream
             .iter()
@@ -315,7 +324,7 @@ impl Executor for LocalExecutor {
         if let Err(refused) = run.claims.claim(&run.tenant, &job.key, &job.task_ref) {
             return Attempt::not_run(TaskStatus::Failed, ErrorKind::Claimed, refused.to_string());
         }
-        let files = match self.files(&job, agent) {
+        let files = match self.files(&job, agent).await {
             Ok(files) => files,
             Err(e) => {
                 return Attempt::not_run(
@@ -332,6 +341,7 @@ impl Executor for LocalExecutor {
             agent: agent.name.clone(),
             attempt: job.task_ref.attempt,
             input: serde_json::Value::Null,
+            secrets: Arc::clone(&run.redactor),
         };
         let tools = ToolAccess {
             registry: Arc::clone(&run.tools),
@@ -380,7 +390,7 @@ impl Executor for LocalExecutor {
             tools,
             secrets: SecretAccess {
                 backend: Arc::clone(&run.secrets),
-                credential: Arc::clone(&run.credential),
+                credential: run.lease.current(),
                 granted: Arc::clone(&agent.secrets),
             },
             redactor: Arc::clone(&run.redactor),

@@ -35,9 +35,14 @@ pub(crate) struct RunDir {
 }
 
 impl RunDir {
-    /// Creates `path` (and its parents) and opens it.
+    /// Creates `path` (and its parents) and opens it. Inputs staged by an earlier run of the
+    /// same id are removed: each run stages its own.
     pub(crate) fn create(path: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(path)?;
+        match std::fs::remove_dir_all(path.join(".inputs")) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let dir = Dir::open_ambient_dir(path, cap_std::ambient_authority())?;
         Ok(Self {
             path: path.to_path_buf(),

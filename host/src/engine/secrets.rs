@@ -37,7 +37,7 @@ impl SecretAccess {
 struct NoSecrets;
 
 impl SecretBackend for NoSecrets {
-    fn read(&self, _: &str) -> SecretFuture<'_> {
+    fn read(&self, _: &str, _: &str) -> SecretFuture<'_> {
         Box::pin(async { Ok(None) })
     }
 }
@@ -92,7 +92,7 @@ impl wit::Host for SecretsView<'_> {
             self.audit(&name, Decision::Denied, &why);
             return Ok(Err(wit::SecretError::Revoked(why)));
         }
-        match access.backend.read(&name).await {
+        match access.backend.read(access.credential.tenant(), &name).await {
             Ok(Some(value)) => {
                 lock(self.events).redactor().add(&name, &value);
                 self.audit(&name, Decision::Allowed, "read under the run's credential");

@@ -87,9 +87,14 @@ impl FuelBucket {
         if s.level >= 0.0 || self.per_second <= 0.0 {
             return None;
         }
-        Some(Duration::from_secs_f64(-s.level / self.per_second))
+        let wait = Duration::try_from_secs_f64(-s.level / self.per_second).unwrap_or(MAX_WAIT);
+        Some(wait.min(MAX_WAIT))
     }
 }
+
+/// The longest a single draw makes anyone wait (however deep the debt, however slow the rate);
+/// the next draw asks again.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
 
 #[cfg(test)]
 mod tests {
@@ -114,6 +119,13 @@ mod tests {
             bucket.draw_at(501, t0 + Duration::from_millis(1250)),
             Some(Duration::from_millis(1))
         );
+    }
+
+    #[test]
+    fn a_huge_debt_at_a_tiny_rate_is_a_long_wait_not_a_panic() {
+        let bucket = FuelBucket::calls(1e-300);
+        assert_eq!(bucket.draw(1), None, "the burst");
+        assert_eq!(bucket.draw(u64::MAX), Some(MAX_WAIT));
     }
 
     #[test]

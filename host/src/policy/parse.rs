@@ -172,6 +172,11 @@ pub(crate) fn fuel_rate(
     Some(FuelRate { per_second, burst })
 }
 
+/// The slowest tool rate a policy may set: a call every 1000 s.
+const MIN_CALL_RATE: f64 = 0.001;
+/// The shortest credential TTL (it is renewed at half of it).
+const MIN_CREDENTIAL_TTL: Duration = Duration::from_millis(100);
+
 pub(crate) fn policy(source: Arc<Source>) -> Result<Policy, Diagnostics> {
     let spec: PolicySpec = parse_toml(&source)?;
     let mut c = Checker::new(Arc::clone(&source));
@@ -180,7 +185,18 @@ pub(crate) fn policy(source: Arc<Source>) -> Result<Policy, Diagnostics> {
         credential_ttl: d
             .credential_ttl
             .as_ref()
-            .and_then(|t| c.duration(t, WEEK))
+            .and_then(|t| {
+                let ttl = c.duration(t, WEEK)?;
+                if ttl < MIN_CREDENTIAL_TTL {
+                    c.err(
+                        t.span(),
+                        "credential_ttl must be at least 100ms",
+                        "a credential is renewed at half its TTL: give it \"1m\" or more",
+                    );
+                    return None;
+                }
+                Some(ttl)
+            })
             .unwrap_or(Duration::from_secs(600)),
         retry: d
             .retry
@@ -245,13 +261,14 @@ fn tenant_access(c: &mut Checker, t: &super::spec::TenantSpec) -> TenantAccess {
             .and_then(|n| c.int(n, 0..=i64::MAX, "per_run"))
             .map(|n| n as u64);
         let per_second = limit.per_second.as_ref().and_then(|r| {
-            if *r.get_ref() > 0.0 {
-                Some(*r.get_ref())
+            let rate = *r.get_ref();
+            if (MIN_CALL_RATE..=1e9).contains(&rate) {
+                Some(rate)
             } else {
                 c.err(
                     r.span(),
-                    "per_second must be more than zero",
-                    "give calls per second, e.g. 5",
+                    format!("per_second must be from {MIN_CALL_RATE} to 1e9"),
+                    "give calls per second, e.g. 5 (or 0.1: one call every 10 seconds)",
                 );
                 None
             }

@@ -92,7 +92,7 @@ impl RuntimeBuilder {
     }
 
     /// Where guests' secrets come from. Default: environment variables
-    /// ([`EnvSecrets`]: `api-token` is `$WASM_ORCH_SECRET_API_TOKEN`).
+    /// ([`EnvSecrets`]: tenant `acme`'s `api-token` is `$WASM_ORCH_SECRET_ACME__API_TOKEN`).
     pub fn secrets(mut self, backend: impl SecretBackend) -> Self {
         self.secrets = Backend(Arc::new(backend));
         self

@@ -19,7 +19,7 @@ use crate::bus::{
 };
 use crate::engine::{LocalExecutor, RunAgent, RunContext, RunDir};
 use crate::policy::{OnBlocked, Policy, RetryPolicy, StallOverride};
-use crate::scheduler::{self, AgentPlan, Plan, Shared, TaskPlan, millis};
+use crate::scheduler::{self, AgentPlan, ErrorBudgetChange, Plan, Shared, TaskPlan, millis};
 use crate::secrets::Lease;
 use crate::workflow::{Diagnostics, Workflow, is_valid_name};
 
@@ -37,16 +37,31 @@ impl Runtime {
         };
         let doctors = diagnostic_agents(workflow, &inner.policy)?;
         let loaded = self.load_agents(workflow).await?;
+        let bus = Bus::new(run_id.clone());
+        let Some(repeats) = inner
+            .claims
+            .open(&run_id, &workflow.tenant, Arc::clone(&bus))
+        else {
+            return Err(Error::Setup(format!(
+                "a run with id `{run_id}` is running already: give this one another id"
+            )));
+        };
         let directory = inner
             .state_dir
             .join("tenants")
             .join(&workflow.tenant)
             .join("runs")
             .join(&run_id);
-        let run_dir = Arc::new(RunDir::create(&directory).map_err(|source| Error::Io {
-            path: directory.clone(),
-            source,
-        })?);
+        let run_dir = match RunDir::create(&directory) {
+            Ok(dir) => Arc::new(dir),
+            Err(source) => {
+                inner.claims.close(&run_id);
+                return Err(Error::Io {
+                    path: directory,
+                    source,
+                });
+            }
+        };
 
         let access = Arc::new(inner.policy.access(&workflow.tenant));
         // The agents, as the engine and the scheduler see them. An agent's runtime-wide key
@@ -82,7 +97,6 @@ impl Runtime {
             .clone()
             .or_else(|| inner.policy.defaults.error_budget.clone());
 
-        let bus = Bus::new(run_id.clone());
         let blackboard = Arc::new(Blackboard::new(BlackboardLimits::default()));
         bus.publish(EventKind::PlanCreated(plan_event(
             workflow,
@@ -90,9 +104,6 @@ impl Runtime {
             budget,
         )));
         let lag = tokio::spawn(measure_lag(bus.subscribe()));
-        let repeats = inner
-            .claims
-            .open(&run_id, &workflow.tenant, Arc::clone(&bus));
         // The run's credential for secrets, renewed at half its TTL while the run lives.
         let lease = Arc::new(Lease::issue(
             &run_id,
@@ -101,18 +112,16 @@ impl Runtime {
             inner.secrets.clone(),
             Arc::clone(&bus),
         ));
-        let renewal = tokio::spawn({
+        let renewal = AbortOnDrop(tokio::spawn({
             let lease = Arc::clone(&lease);
             let every = (inner.policy.defaults.credential_ttl / 2).max(Duration::from_millis(10));
             async move {
                 loop {
                     tokio::time::sleep(every).await;
-                    if !lease.renew() {
-                        break;
-                    }
+                    lease.renew();
                 }
             }
-        });
+        }));
         let tool_rates = access
             .tool_limits
             .iter()
@@ -147,7 +156,7 @@ impl Runtime {
             quotas: Arc::default(),
             tool_rates: Arc::new(tool_rates),
             secrets: Arc::clone(&inner.secrets.0),
-            credential: Arc::clone(lease.credential()),
+            lease: Arc::clone(&lease),
             redactor: Arc::default(),
             claims: Arc::clone(&inner.claims),
             emitter_limits: EmitterLimits::default(),
@@ -193,7 +202,13 @@ impl Runtime {
                 error_budget,
                 budget,
             };
-            let revoke = || lease.revoke("the run's error budget was breached");
+            let renewal = renewal;
+            let revoke = |change| match change {
+                ErrorBudgetChange::Breached => lease.revoke("the run's error budget was breached"),
+                ErrorBudgetChange::Resumed => {
+                    lease.reissue("the run resumed after its error budget was breached");
+                }
+            };
             let shared = Shared {
                 governor,
                 tenant: Arc::clone(&tenant),
@@ -203,7 +218,7 @@ impl Runtime {
                 on_error_budget: &revoke,
             };
             let mut finished = scheduler::run(plan, executor, shared).await;
-            renewal.abort();
+            drop(renewal);
             lease.revoke("the run ended");
             runtime.inner.claims.close(&id);
             let _ = tokio::task::spawn_blocking(move || run_dir.remove_empty_dirs()).await;
@@ -254,10 +269,16 @@ impl Runtime {
             // defence for the report as a whole.
             if !redactor.is_empty() {
                 let text = serde_json::to_string(&report).unwrap_or_default();
-                if let std::borrow::Cow::Owned(clean) = redactor.json_text(&text)
-                    && let Ok(clean) = serde_json::from_str(&clean)
-                {
-                    report = clean;
+                if let std::borrow::Cow::Owned(clean) = redactor.json_text(&text) {
+                    match serde_json::from_str(&clean) {
+                        Ok(clean) => report = clean,
+                        // A secret equal to a word of the report's own structure: the parts
+                        // a guest wrote were redacted at the source already.
+                        Err(e) => tracing::warn!(
+                            "run {}: the redacted report does not parse ({e}); keeping the one redacted at the source",
+                            report.run_id
+                        ),
+                    }
                 }
             }
             metrics.result_generation_latency_ms = millis(last_settled.elapsed());
@@ -429,6 +450,15 @@ fn new_run_id() -> String {
     hasher.write_u32(std::process::id());
     let (date, time) = compact.split_at(8.min(compact.len()));
     format!("{date}-{time}-{:06x}", hasher.finish() & 0xff_ffff)
+}
+
+/// Aborts a background task when dropped (also when the task that owns it panics).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A run in progress.

@@ -70,10 +70,15 @@ impl Claims {
         self.runs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a run; returns the counter of its refused repeats.
-    pub(crate) fn open(&self, run_id: &str, tenant: &str, bus: Arc<Bus>) -> Arc<AtomicU64> {
+    /// Registers a run; returns the counter of its refused repeats, or `None` if a run with
+    /// this id is live already (ids are unique among live runs, whatever their tenant).
+    pub(crate) fn open(&self, run_id: &str, tenant: &str, bus: Arc<Bus>) -> Option<Arc<AtomicU64>> {
+        let mut runs = self.lock();
+        if runs.contains_key(run_id) {
+            return None;
+        }
         let repeats = Arc::new(AtomicU64::new(0));
-        self.lock().insert(
+        runs.insert(
             run_id.to_owned(),
             RunClaims {
                 tenant: tenant.to_owned(),
@@ -82,7 +87,7 @@ impl Claims {
                 repeats: Arc::clone(&repeats),
             },
         );
-        repeats
+        Some(repeats)
     }
 
     /// Forgets a run that ended: its keys can no longer be claimed.
@@ -103,10 +108,15 @@ impl Claims {
                 "no live run `{run_id}` in this runtime"
             )));
         };
+        // The run's owner sees who tried; the claimant is not told whose run it is.
+        let mut reason = None;
         let refused = if run.tenant != tenant {
-            Some(ClaimError::WrongTenant(format!(
+            reason = Some(format!(
                 "tenant `{tenant}` may not claim a task of tenant `{}`",
                 run.tenant
+            ));
+            Some(ClaimError::WrongTenant(format!(
+                "`{key}` is not a task of tenant `{tenant}`"
             )))
         } else if !valid_rest(rest) {
             Some(ClaimError::Malformed(format!(
@@ -122,7 +132,7 @@ impl Claims {
         };
         let (decision, reason) = match &refused {
             None => (Decision::Allowed, "first claim".to_owned()),
-            Some(e) => (Decision::Denied, e.to_string()),
+            Some(e) => (Decision::Denied, reason.unwrap_or_else(|| e.to_string())),
         };
         // Claims granted are implied by the `running` event; refusals are on the record.
         if decision == Decision::Denied {
@@ -165,7 +175,13 @@ mod tests {
         let claims = Claims::default();
         let bus = Bus::new("r1");
         let mut events = bus.subscribe();
-        let repeats = claims.open("r1", "acme", Arc::clone(&bus));
+        let repeats = claims
+            .open("r1", "acme", Arc::clone(&bus))
+            .expect("a new run");
+        assert!(
+            claims.open("r1", "other", Arc::clone(&bus)).is_none(),
+            "ids are unique"
+        );
         let k = key("r1", "n", 1);
         assert_eq!(claims.claim("acme", &k, &task()), Ok(()));
         assert!(matches!(

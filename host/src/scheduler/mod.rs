@@ -98,8 +98,16 @@ pub(crate) struct Shared<'a> {
     pub(crate) bus: &'a Bus,
     pub(crate) blackboard: &'a Blackboard,
     pub(crate) cancel: &'a CancellationToken,
-    /// Called once if the run's error budget is breached (to revoke its credential).
-    pub(crate) on_error_budget: &'a (dyn Fn() + Sync),
+    /// Told when the run's error budget is breached and when the run resumes after it (its
+    /// credential is revoked, then a new one issued).
+    pub(crate) on_error_budget: &'a (dyn Fn(ErrorBudgetChange) + Sync),
+}
+
+/// A turn of the run's error budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorBudgetChange {
+    Breached,
+    Resumed,
 }
 
 /// How a task ended.
@@ -750,6 +758,7 @@ impl<'a> Scheduler<'a> {
                     if let Some(since) = self.paused_since.take() {
                         self.failures.clear();
                         self.finished_attempts = 0;
+                        (self.shared.on_error_budget)(ErrorBudgetChange::Resumed);
                         self.shared.bus.publish(EventKind::RunResumed(RunResumed {
                             paused_ms: millis(since.elapsed()),
                         }));
@@ -782,7 +791,7 @@ impl<'a> Scheduler<'a> {
             &self.failures,
             blackboard_json(self.shared.blackboard),
         );
-        (self.shared.on_error_budget)();
+        (self.shared.on_error_budget)(ErrorBudgetChange::Breached);
         self.shared.bus.publish(EventKind::RunPaused(RunPaused {
             failures: self.failures.len() as u32,
             finished: self.finished_attempts,

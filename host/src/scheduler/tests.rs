@@ -278,7 +278,7 @@ impl Harness {
             bus: &bus,
             blackboard: &blackboard,
             cancel: &cancel,
-            on_error_budget: &|| {},
+            on_error_budget: &|_| {},
         };
         let finished = run(plan, fake, shared).await;
         bus.close();

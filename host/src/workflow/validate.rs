@@ -700,8 +700,9 @@ impl Validator {
     }
 }
 
-/// A task's input files: each exists, and no two share a name (they are staged side by side
-/// under `inputs/`).
+/// A task's input files: each exists, lies under the workflow file's directory (symlinks
+/// resolved: a workflow cannot hand a guest the host's other files), and no two share a name
+/// (they are staged side by side under `inputs/`).
 fn inputs(
     c: &mut Checker,
     base_dir: &Path,
@@ -749,7 +750,22 @@ fn inputs(
                     );
                     continue;
                 }
-                found.push(std::fs::canonicalize(&path).unwrap_or(path));
+                let real = std::fs::canonicalize(&path).unwrap_or(path);
+                let root =
+                    std::fs::canonicalize(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
+                if !real.starts_with(&root) {
+                    c.err(
+                        input.span(),
+                        format!(
+                            "input `{rel}` is `{}`, outside the workflow's directory `{}`",
+                            real.display(),
+                            root.display()
+                        ),
+                        "inputs are files under the workflow file's directory: copy the file there",
+                    );
+                    continue;
+                }
+                found.push(real);
             }
         }
     }
