@@ -453,3 +453,76 @@ impl Tool for HttpGet {
         Box::pin(self.get(call))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(tenant: &str, input: Json, secrets: &Arc<Redactor>) -> ToolCall {
+        ToolCall {
+            tenant: tenant.to_owned(),
+            input,
+            secrets: Arc::clone(secrets),
+            ..ToolCall::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn kv_keeps_each_tenant_apart_and_refuses_secrets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kv = Kv::new(dir.path());
+        let secrets = Arc::new(Redactor::default());
+        let put = |tenant, key: &str, value: Json| {
+            call(
+                tenant,
+                json!({ "op": "put", "key": key, "value": value }),
+                &secrets,
+            )
+        };
+        let get = |tenant, key: &str| call(tenant, json!({ "op": "get", "key": key }), &secrets);
+        assert!(kv.call(put("acme", "k", json!(1))).await.is_ok());
+        assert_eq!(
+            kv.call(get("other", "k")).await,
+            Ok(json!({ "value": null }))
+        );
+        assert_eq!(kv.call(get("acme", "k")).await, Ok(json!({ "value": 1 })));
+        secrets.add("token", "s3cr3t-value");
+        assert!(matches!(
+            kv.call(put("acme", "leak", json!({ "x": "s3cr3t-value" })))
+                .await,
+            Err(ToolError::Denied(_))
+        ));
+        // Stored across runtimes, in the tenant's own file.
+        let again = Kv::new(dir.path());
+        assert_eq!(
+            again.call(get("acme", "k")).await,
+            Ok(json!({ "value": 1 }))
+        );
+        assert!(dir.path().join("tenants/acme/kv.json").is_file());
+        assert!(!dir.path().join("tenants/other/kv.json").exists());
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_store_is_an_error_not_an_empty_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("tenants/acme")).expect("mkdir");
+        std::fs::write(dir.path().join("tenants/acme/kv.json"), "{oops").expect("write");
+        let kv = Kv::new(dir.path());
+        let secrets = Arc::new(Redactor::default());
+        let result = kv
+            .call(call(
+                "acme",
+                json!({ "op": "put", "key": "k", "value": 1 }),
+                &secrets,
+            ))
+            .await;
+        assert!(matches!(result, Err(ToolError::Failed(m)) if m.contains("repair or remove")));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("tenants/acme/kv.json"))
+                .ok()
+                .as_deref(),
+            Some("{oops"),
+            "the store was not overwritten"
+        );
+    }
+}
