@@ -159,6 +159,47 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn run_for_a_tenant_refuses_another_tenants_file() {
+    let scratch = Scratch::new();
+    // calc.toml names no tenant: it is `default`'s.
+    let out = scratch
+        .dirs(cli!().arg("run").arg(calc()).args(["--tenant", "acme"]))
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("calc.toml"), "{stderr}");
+    assert!(
+        stderr.contains("belongs to tenant `default`, not to `acme`"),
+        "{stderr}"
+    );
+    // Nothing ran.
+    let runs = |tenant: &str| {
+        std::fs::read_dir(
+            scratch
+                .state_dir()
+                .join("tenants")
+                .join(tenant)
+                .join("runs"),
+        )
+        .map(|d| d.count())
+        .unwrap_or(0)
+    };
+    assert_eq!((runs("default"), runs("acme")), (0, 0));
+    let out = scratch
+        .dirs(cli!().arg("run").arg(calc()).args(["--tenant", "default"]))
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(runs("default"), 1);
+}
+
+#[test]
 fn graph_prints_dot_and_mermaid() {
     let out = cli!().arg("graph").arg(calc()).output().expect("runs");
     assert_eq!(out.status.code(), Some(0));

@@ -654,6 +654,45 @@ async fn a_task_is_claimed_once_and_only_by_its_tenant() {
     ));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_bound_to_a_tenant_refuses_another_tenants_workflow() {
+    let world = World::new();
+    let path = world.scratch.workflow("alice.toml", ALICE);
+    let workflow = Workflow::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    // A service authenticated mallory, who submits a file that names alice as its tenant.
+    let refused = world
+        .runtime
+        .start(
+            &workflow,
+            RunOptions::new().run_id("posing").tenant("mallory"),
+        )
+        .await;
+    let Err(error) = refused else {
+        panic!("mallory ran alice's workflow");
+    };
+    assert!(
+        error
+            .to_string()
+            .contains("belongs to tenant `alice`, not to `mallory`"),
+        "{error}"
+    );
+    // Nothing ran: no run directory, under either tenant.
+    let tenants = world.scratch.state_dir().join("tenants");
+    assert!(!tenants.join("alice/runs/posing").exists());
+    assert!(!tenants.join("mallory/runs/posing").exists());
+    // Bound to its own tenant, the same workflow runs.
+    let done = world
+        .scratch
+        .run_workflow(
+            &world.runtime,
+            &workflow,
+            RunOptions::new().run_id("own").tenant("alice"),
+        )
+        .await;
+    all_succeeded(&done);
+    assert_eq!(done.report.tenant, "alice");
+}
+
 /// A one-shot HTTP server on localhost: answers every request with `body`, and hands over
 /// the requests it received (head and headers).
 fn http_server(body: &'static str) -> (u16, std::sync::mpsc::Receiver<String>) {

@@ -377,10 +377,16 @@ impl HttpGet {
         }
         let host = url.host_str().unwrap_or("").to_ascii_lowercase();
         let port = url.port_or_known_default().unwrap_or(0);
+        // A bare `host` entry allows the scheme's standard port only; any other port must be
+        // listed as `host:port`.
+        let standard_port = url
+            .port()
+            .is_none_or(|p| Some(p) == default_port(url.scheme()));
+        let with_port = format!("{host}:{port}");
         let allowed = self.allow.get(&call.tenant).is_some_and(|hosts| {
             hosts
                 .iter()
-                .any(|h| *h == host || *h == format!("{host}:{port}"))
+                .any(|h| (*h == host && standard_port) || *h == with_port)
         });
         if !allowed {
             return Err(ToolError::Denied(format!(
@@ -445,6 +451,14 @@ impl HttpGet {
             "content_type": content_type,
             "body": String::from_utf8_lossy(&body),
         }))
+    }
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
     }
 }
 
@@ -524,5 +538,29 @@ mod tests {
             Some("{oops"),
             "the store was not overwritten"
         );
+    }
+
+    #[tokio::test]
+    async fn a_bare_host_allows_only_the_standard_port() {
+        // Nothing listens on these: an allowed call fails to connect, a refused one is denied
+        // before any connection is tried.
+        let allow = HashMap::from([(
+            "acme".to_owned(),
+            vec!["127.0.0.1".to_owned(), "localhost:9".to_owned()],
+        )]);
+        let http = HttpGet::new(allow);
+        let secrets = Arc::new(Redactor::default());
+        let get = |url: &str| call("acme", json!({ "url": url }), &secrets);
+        let denied = |r: &Result<Json, ToolError>| matches!(r, Err(ToolError::Denied(_)));
+        assert!(denied(&http.call(get("http://127.0.0.1:22/")).await));
+        assert!(denied(&http.call(get("https://127.0.0.1:80/")).await));
+        assert!(denied(&http.call(get("http://localhost/")).await));
+        assert!(denied(&http.call(get("http://LOCALHOST:10/")).await));
+        assert!(!denied(&http.call(get("http://127.0.0.1/")).await));
+        assert!(!denied(&http.call(get("http://127.0.0.1:80/")).await));
+        assert!(!denied(&http.call(get("http://localhost:9/")).await));
+        // Another tenant has no list at all.
+        let other = call("other", json!({ "url": "http://127.0.0.1/" }), &secrets);
+        assert!(denied(&http.call(other).await));
     }
 }

@@ -120,6 +120,11 @@ struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_concurrency: Option<u32>,
 
+    /// Run only if the workflow belongs to this tenant (for wrappers that run files on a
+    /// tenant's behalf: a file names its own tenant).
+    #[arg(long, value_name = "NAME")]
+    tenant: Option<String>,
+
     /// Print plain lines even on a terminal.
     #[arg(long)]
     plain: bool,

@@ -36,6 +36,9 @@ pub(super) async fn run(args: RunArgs) -> u8 {
     if let Some(n) = args.max_concurrency {
         options = options.max_concurrency(n as usize);
     }
+    if let Some(tenant) = &args.tenant {
+        options = options.tenant(tenant);
+    }
     let run = match runtime.start(&workflow, options).await {
         Ok(run) => run,
         Err(e) => return report_error(&e),

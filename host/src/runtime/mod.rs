@@ -178,6 +178,7 @@ struct Inner {
 pub struct RunOptions {
     max_concurrency: Option<usize>,
     run_id: Option<String>,
+    tenant: Option<String>,
 }
 
 impl RunOptions {
@@ -195,6 +196,14 @@ impl RunOptions {
     /// Uses this run id instead of a fresh one (letters, digits, `_`, `-`, `.`).
     pub fn run_id(mut self, id: impl Into<String>) -> Self {
         self.run_id = Some(id.into());
+        self
+    }
+
+    /// Runs only for this tenant: a workflow file names its own tenant, so a service that
+    /// has authenticated its caller passes the caller's tenant here, and [`Runtime::start`]
+    /// refuses a workflow that belongs to any other (nothing runs).
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant = Some(tenant.into());
         self
     }
 }

@@ -30,6 +30,17 @@ impl Runtime {
     /// Every way a task can fail is an outcome in the [`RunReport`] that [`Run::wait`] returns.
     pub async fn start(&self, workflow: &Workflow, options: RunOptions) -> Result<Run, Error> {
         let inner: &Inner = &self.inner;
+        if let Some(tenant) = options.tenant.as_deref()
+            && tenant != workflow.tenant
+        {
+            return Err(Error::Setup(format!(
+                "{}: workflow `{}` belongs to tenant `{}`, not to `{tenant}`: \
+                 run it as its own tenant, or set `tenant = \"{tenant}\"` in its [workflow]",
+                workflow.source.path.display(),
+                workflow.name,
+                workflow.tenant
+            )));
+        }
         let run_id = match options.run_id {
             Some(id) if is_valid_name(&id) => id,
             Some(id) => return Err(Error::Setup(format!("`{id}` is not a valid run id"))),
