@@ -383,6 +383,72 @@ async fn files_outside_the_sandbox_are_out_of_reach_and_every_try_is_audited() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_bomb_stops_at_the_quota_and_every_refusal_is_audited() {
+    let world = World::new();
+    world.alice_first().await;
+    // Every way of writing, each refused once it would pass the quota: one write at an
+    // offset, growing a sparse file, streaming until the quota is spent, then creating files.
+    let attempts = json!([
+        { "do": "raw_write", "path": "raw.bin", "bytes": 2_000_000 },
+        { "do": "grow", "path": "sparse.bin", "size": 1_u64 << 40 },
+        { "do": "fill", "path": "big.bin", "chunk": 65536 },
+        { "do": "touch", "prefix": "f", "count": 100_000 },
+        { "do": "write", "path": "late.txt", "text": "too late" },
+    ]);
+    let (done, _alice) = world
+        .side_by_side(&attack(&attempts, "disk = \"1MiB\"", ""))
+        .await;
+    let answers = answers(&done);
+    for (attempt, result) in &answers {
+        let Err(e) = result else {
+            panic!("{attempt} was allowed: {result:?}");
+        };
+        assert!(
+            e.contains("No space left on device") || e.contains("InsufficientSpace"),
+            "{attempt}: {e}"
+        );
+    }
+    // The fill got as far as the quota, and no farther.
+    let work = world.mallory_work();
+    let size = |name: &str| std::fs::metadata(work.join(name)).map_or(0, |m| m.len());
+    assert!(
+        (900_000..=1 << 20).contains(&size("big.bin")),
+        "{}",
+        size("big.bin")
+    );
+    assert_eq!(size("raw.bin"), 0);
+    assert_eq!(size("sparse.bin"), 0);
+    let mut files: Vec<String> = std::fs::read_dir(&work)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    assert_eq!(files, ["big.bin", "raw.bin", "sparse.bin"]);
+
+    let quota = denials(&done, AuditResource::Quota);
+    for action in [
+        "disk write",
+        "disk set-size",
+        "disk write (stream)",
+        "disk create f0",
+        "disk create late.txt",
+    ] {
+        assert!(
+            denied(&quota, action),
+            "no denial of `{action}` in {quota:#?}"
+        );
+    }
+    assert!(
+        quota
+            .iter()
+            .all(|(_, reason)| reason.contains("disk quota of 1MiB"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_tenants_and_runs_blackboard_keys_are_out_of_reach() {
     let world = World::new();
     world.alice_first().await;

@@ -43,6 +43,25 @@ enum Attempt {
     },
     /// Read a secret (the value is not reported, only whether it came).
     Secret { name: String },
+    /// Write `chunk`-byte blocks to a file until a write fails (or `max` bytes are written).
+    Fill {
+        path: String,
+        chunk: usize,
+        #[serde(default = "unbounded")]
+        max: u64,
+    },
+    /// Write `bytes` bytes at offset 0 through WASI's `descriptor.write` (std writes through
+    /// an output stream).
+    RawWrite { path: String, bytes: u64 },
+    /// Create a file and set its length (a sparse file, as big as asked).
+    Grow { path: String, size: u64 },
+    /// Create empty files `<prefix>0`, `<prefix>1`, ... until one cannot be created (or
+    /// `count` are).
+    Touch { prefix: String, count: u32 },
+}
+
+fn unbounded() -> u64 {
+    u64::MAX
 }
 
 fn once() -> u32 {
@@ -129,6 +148,16 @@ fn make(attempt: Attempt) -> Vec<Answer> {
                 .map(|s| format!("{s:?}"))
                 .map_err(|e| e.to_string()),
         ),
+        Attempt::Fill { path, chunk, max } => (format!("fill {path}"), fill(&path, chunk, max)),
+        Attempt::RawWrite { path, bytes } => (format!("raw write {path}"), raw_write(&path, bytes)),
+        Attempt::Grow { path, size } => (
+            format!("grow {path}"),
+            std::fs::File::create(&path)
+                .and_then(|f| f.set_len(size))
+                .map(|()| format!("{size} bytes"))
+                .map_err(text),
+        ),
+        Attempt::Touch { prefix, count } => (format!("touch {prefix}*"), touch(&prefix, count)),
         Attempt::Secret { name } => (
             format!("secret {name}"),
             secrets::get(&name)
@@ -163,6 +192,44 @@ fn raw_read(path: &str) -> Result<String, String> {
         .map_err(|e| format!("{e:?}"))?;
     let (bytes, _) = file.read(1 << 16, 0).map_err(|e| format!("{e:?}"))?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn fill(path: &str, chunk: usize, max: u64) -> Result<String, String> {
+    let mut file = std::fs::File::create(path).map_err(|e| format!("creating it: {e}"))?;
+    let block = vec![0x5a_u8; chunk.max(1)];
+    let mut written = 0_u64;
+    while written < max {
+        if let Err(e) = file.write_all(&block).and_then(|()| file.flush()) {
+            return Err(format!("after {written} bytes: {e}"));
+        }
+        written += block.len() as u64;
+    }
+    Ok(format!("{written} bytes"))
+}
+
+fn raw_write(path: &str, bytes: u64) -> Result<String, String> {
+    use wasip2::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
+    let file = work_dir()?
+        .open_at(
+            PathFlags::empty(),
+            path,
+            OpenFlags::CREATE,
+            DescriptorFlags::WRITE,
+        )
+        .map_err(|e| format!("opening it: {e:?}"))?;
+    let block = vec![0x5a_u8; usize::try_from(bytes).map_err(|e| e.to_string())?];
+    file.write(&block, 0)
+        .map(|n| format!("{n} bytes"))
+        .map_err(|e| format!("{e:?}"))
+}
+
+fn touch(prefix: &str, count: u32) -> Result<String, String> {
+    for i in 0..count {
+        if let Err(e) = std::fs::File::create(format!("{prefix}{i}")) {
+            return Err(format!("after {i} files: {e}"));
+        }
+    }
+    Ok(format!("{count} files"))
 }
 
 /// Creates `link` (in the working directory) pointing at `target`, through WASI directly

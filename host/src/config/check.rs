@@ -78,8 +78,8 @@ impl Checker {
             }
             toml::Value::String(s) => parse_size(s),
             other => Err(format!(
-                "a size is a number of bytes or a string, not a {}",
-                other.type_str()
+                "a size is a number of bytes or a string, not {}",
+                article(other.type_str())
             )),
         };
         self.ok_or_report(
@@ -98,8 +98,8 @@ impl Checker {
         let parsed = match value.get_ref() {
             toml::Value::String(s) => parse_duration(s),
             other => Err(format!(
-                "a duration is a string with a unit, not a {}",
-                other.type_str()
+                "a duration is a string with a unit, not {}",
+                article(other.type_str())
             )),
         }
         .and_then(|d| {
@@ -206,4 +206,10 @@ pub(crate) fn is_valid_name(name: &str) -> bool {
     first_ok
         && name.len() <= 128
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// `a integer` → `an integer`: a TOML type's name with its article.
+fn article(type_name: &str) -> String {
+    let an = type_name.starts_with(['a', 'e', 'i', 'o', 'u']);
+    format!("{} {type_name}", if an { "an" } else { "a" })
 }

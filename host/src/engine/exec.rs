@@ -29,6 +29,7 @@ use super::Engine;
 use super::bindings::{AgentError, Task, TaskInput, Upstream, UpstreamFailure, UpstreamOutcome};
 use super::blackboard::BoardScope;
 use super::cache::LoadedAgent;
+use super::disk::DiskQuota;
 use super::files;
 use super::limiter::MemoryLimiter;
 use super::sandbox::{TaskFiles, wasi_ctx};
@@ -140,6 +141,7 @@ impl Engine {
                 wasi,
                 table: ResourceTable::new(),
                 limiter: MemoryLimiter::new(limits.memory),
+                disk: DiskQuota::new(limits.disk),
                 events: Arc::clone(&events),
                 board,
                 tools,

@@ -6,7 +6,10 @@
 //! read-only preopen (inputs, upstream files) are refused too. The guest sees `not-permitted`
 //! (or `access`). This wrapper delegates every call unchanged and, when a call that names a
 //! path is refused that way, publishes an audit record with the path and the reason.
+//! Every write is charged to the attempt's disk quota first (see `disk`).
 //! Linked over wasmtime-wasi's own definitions (the linker allows shadowing for this).
+
+use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker, Resource};
 use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
@@ -15,12 +18,14 @@ use wasmtime_wasi::p2::bindings::filesystem::types::{
 };
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, FsError, FsResult};
 
+use super::disk::{DiskQuota, ENTRY_COST, QuotaStream};
 use super::state::{SharedEmitter, TaskState, lock};
 use crate::bus::{AuditResource, Decision};
 
 pub(crate) struct AuditedFs<'a> {
     fs: WasiFilesystemCtxView<'a>,
     events: &'a SharedEmitter,
+    disk: &'a Arc<DiskQuota>,
 }
 
 struct HasAuditedFs;
@@ -38,6 +43,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> wasmtime::Result<
             table: &mut s.table,
         },
         events: &s.events,
+        disk: &s.disk,
     });
     linker.allow_shadowing(false);
     linked
@@ -85,6 +91,36 @@ impl AuditedFs<'_> {
     }
 }
 
+impl AuditedFs<'_> {
+    /// Takes `bytes` of `what` from the disk quota, or refuses as a full disk would.
+    fn charge(&self, what: &str, bytes: u64) -> FsResult<()> {
+        if self.disk.charge(bytes) {
+            return Ok(());
+        }
+        self.disk.refuse(self.events, what, bytes);
+        Err(ErrorCode::InsufficientSpace.into())
+    }
+
+    /// Wraps a new output stream onto a file so that its writes are charged too.
+    fn charged(
+        &mut self,
+        stream: Resource<DynOutputStream>,
+    ) -> FsResult<Resource<DynOutputStream>> {
+        let inner = self.fs.table.delete(stream)?;
+        let wrapped: DynOutputStream = Box::new(QuotaStream::new(
+            inner,
+            Arc::clone(self.disk),
+            Arc::clone(self.events),
+        ));
+        Ok(self.fs.table.push(wrapped)?)
+    }
+}
+
+/// Another handle on the descriptor `fd`, for a look before the call that consumes `fd`.
+fn borrow(fd: &Fd) -> Fd {
+    Resource::new_borrow(fd.rep())
+}
+
 impl types::Host for AuditedFs<'_> {
     fn convert_error_code(&mut self, err: FsError) -> wasmtime::Result<ErrorCode> {
         self.fs.convert_error_code(err)
@@ -124,6 +160,9 @@ impl HostDescriptor for AuditedFs<'_> {
     }
 
     async fn set_size(&mut self, fd: Fd, size: types::Filesize) -> FsResult<()> {
+        // Growing a file counts as writing the bytes it grows by.
+        let now = self.fs.stat(borrow(&fd)).await?.size;
+        self.charge("set-size", size.saturating_sub(now))?;
         self.fs.set_size(fd, size).await
     }
 
@@ -151,6 +190,7 @@ impl HostDescriptor for AuditedFs<'_> {
         buf: Vec<u8>,
         offset: types::Filesize,
     ) -> FsResult<types::Filesize> {
+        self.charge("write", buf.len() as u64)?;
         self.fs.write(fd, buf, offset).await
     }
 
@@ -163,6 +203,7 @@ impl HostDescriptor for AuditedFs<'_> {
     }
 
     async fn create_directory_at(&mut self, fd: Fd, path: String) -> FsResult<()> {
+        self.charge(&format!("create-directory {path}"), ENTRY_COST)?;
         let result = self.fs.create_directory_at(fd, path.clone()).await;
         self.audited("create-directory", &path, result)
     }
@@ -204,6 +245,7 @@ impl HostDescriptor for AuditedFs<'_> {
         new_descriptor: Fd,
         new_path: String,
     ) -> FsResult<()> {
+        self.charge(&format!("link {new_path}"), ENTRY_COST)?;
         let result = self
             .fs
             .link_at(
@@ -225,6 +267,16 @@ impl HostDescriptor for AuditedFs<'_> {
         oflags: types::OpenFlags,
         flags: types::DescriptorFlags,
     ) -> FsResult<Fd> {
+        // A file that opening creates costs a block.
+        if oflags.contains(types::OpenFlags::CREATE)
+            && self
+                .fs
+                .stat_at(borrow(&fd), path_flags, path.clone())
+                .await
+                .is_err()
+        {
+            self.charge(&format!("create {path}"), ENTRY_COST)?;
+        }
         let result = self
             .fs
             .open_at(fd, path_flags, path.clone(), oflags, flags)
@@ -261,6 +313,7 @@ impl HostDescriptor for AuditedFs<'_> {
     }
 
     async fn symlink_at(&mut self, fd: Fd, src_path: String, dest_path: String) -> FsResult<()> {
+        self.charge(&format!("symlink {dest_path}"), ENTRY_COST)?;
         let result = self
             .fs
             .symlink_at(fd, src_path.clone(), dest_path.clone())
@@ -286,11 +339,13 @@ impl HostDescriptor for AuditedFs<'_> {
         fd: Fd,
         offset: types::Filesize,
     ) -> FsResult<Resource<DynOutputStream>> {
-        self.fs.write_via_stream(fd, offset)
+        let stream = self.fs.write_via_stream(fd, offset)?;
+        self.charged(stream)
     }
 
     fn append_via_stream(&mut self, fd: Fd) -> FsResult<Resource<DynOutputStream>> {
-        self.fs.append_via_stream(fd)
+        let stream = self.fs.append_via_stream(fd)?;
+        self.charged(stream)
     }
 
     async fn is_same_object(&mut self, a: Fd, b: Fd) -> wasmtime::Result<bool> {

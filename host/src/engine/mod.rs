@@ -8,6 +8,7 @@
 mod bindings;
 mod blackboard;
 mod cache;
+mod disk;
 mod exec;
 mod files;
 mod fs_audit;
@@ -134,6 +135,7 @@ impl Engine {
                 wasi: wasmtime_wasi::WasiCtx::builder().build(),
                 table: ResourceTable::new(),
                 limiter: limiter::MemoryLimiter::new(limits.memory),
+                disk: disk::DiskQuota::new(0),
                 events,
                 board: blackboard::BoardScope::alone(),
                 tools: ToolAccess::none(),

@@ -8,6 +8,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::blackboard::BoardScope;
+use super::disk::DiskQuota;
 use super::limiter::MemoryLimiter;
 use super::secrets::SecretAccess;
 use super::tools::ToolAccess;
@@ -25,6 +26,8 @@ pub(crate) struct TaskState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
+    /// Bytes the attempt may still write into its sandbox.
+    pub(crate) disk: Arc<DiskQuota>,
     pub(crate) events: SharedEmitter,
     pub(crate) board: BoardScope,
     pub(crate) tools: ToolAccess,

@@ -243,7 +243,7 @@ mod tests {
             fuel,
             memory,
             timeout: Duration::from_secs(secs),
-            max_output: 1 << 20,
+            ..Limits::default()
         }
     }
 

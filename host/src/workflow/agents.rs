@@ -194,5 +194,16 @@ pub(crate) fn limits(c: &mut Checker, spec: &LimitsSpec, base: Limits) -> Limits
             None => {}
         }
     }
+    if let Some(disk) = &spec.disk {
+        match c.size(disk) {
+            Some(m) if m <= 1 << 40 => limits.disk = m,
+            Some(m) => c.err(
+                disk.span(),
+                format!("disk must be at most 1024GiB, not {m} bytes"),
+                "give the most bytes one task may write, e.g. `disk = \"64MiB\"` (0: none)",
+            ),
+            None => {}
+        }
+    }
     limits
 }

@@ -69,6 +69,9 @@ pub struct Limits {
     pub timeout: Duration,
     /// Bytes of the output.
     pub max_output: u64,
+    /// Bytes one attempt may write into its sandbox (files, directories and links created
+    /// count a block each).
+    pub disk: u64,
 }
 
 impl Default for Limits {
@@ -78,6 +81,7 @@ impl Default for Limits {
             memory: 256 << 20,
             timeout: Duration::from_secs(60),
             max_output: 1 << 20,
+            disk: 256 << 20,
         }
     }
 }

@@ -55,6 +55,7 @@ pub(crate) struct LimitsSpec {
     pub(crate) memory: Option<Spanned<toml::Value>>,
     pub(crate) timeout: Option<Spanned<toml::Value>>,
     pub(crate) max_output: Option<Spanned<toml::Value>>,
+    pub(crate) disk: Option<Spanned<toml::Value>>,
 }
 
 /// An agent registry file: `[agents.NAME]` tables.
@@ -91,6 +92,7 @@ pub(crate) struct AgentSpec {
     pub(crate) memory: Option<Spanned<toml::Value>>,
     pub(crate) timeout: Option<Spanned<toml::Value>>,
     pub(crate) max_output: Option<Spanned<toml::Value>>,
+    pub(crate) disk: Option<Spanned<toml::Value>>,
 }
 
 impl AgentSpec {
@@ -100,6 +102,7 @@ impl AgentSpec {
             memory: self.memory.clone(),
             timeout: self.timeout.clone(),
             max_output: self.max_output.clone(),
+            disk: self.disk.clone(),
         }
     }
 }

@@ -82,6 +82,7 @@ component = "a.wasm"
 fuel = 1_000
 memory = "2MiB"
 max_output = 512
+disk = "3MiB"
 
 [[tasks]]
 id = "left"
@@ -109,9 +110,16 @@ critical = false
             limits.fuel,
             limits.memory,
             limits.max_output,
+            limits.disk,
             limits.timeout
         ),
-        (1_000, 2 << 20, 512, std::time::Duration::from_secs(9))
+        (
+            1_000,
+            2 << 20,
+            512,
+            3 << 20,
+            std::time::Duration::from_secs(9)
+        )
     );
     assert_eq!(
         w.tasks[0].params,
@@ -231,13 +239,18 @@ memory = "64 potatoes"
 timeout = 5
 fuel = -1
 max_output = "2GiB"
+disk = "2048GiB"
 [[tasks]]
 id = "t"
 agent = "a"
 "#;
     let d = parse_text(dir.path(), text, &[]).expect_err("invalid");
     let lines: Vec<usize> = d.iter().filter_map(Diagnostic::line).collect();
-    assert_eq!(lines, [5, 6, 7, 8], "{d}");
+    assert_eq!(lines, [5, 6, 7, 8, 9], "{d}");
+    assert!(
+        d.to_string().contains("disk must be at most 1024GiB"),
+        "{d}"
+    );
 }
 
 #[test]
