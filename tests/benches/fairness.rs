@@ -70,14 +70,21 @@ fn main() {
         idle.sort();
         let idle = idle[idle.len() / 2];
 
-        // Both tenants at once; the probe starts a second in.
+        // Both tenants at once; from a second in, the probe runs 7 times, 250 ms apart.
         let (a, b) = (busy("a"), busy("b"));
         let start = Instant::now();
         let runs = tokio::join!(run(&runtime, &a), run(&runtime, &b), async {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            run(&runtime, &probe).await
+            let mut loaded = Vec::new();
+            for _ in 0..7 {
+                loaded.push(run(&runtime, &probe).await);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            loaded
         });
-        let loaded = runs.2;
+        let mut loaded = runs.2;
+        loaded.sort();
+        let (loaded, worst) = (loaded[loaded.len() / 2], loaded[loaded.len() - 1]);
         let elapsed = start.elapsed();
         let (fuel_a, fuel_b) = (runtime.tenant_fuel_used("a"), runtime.tenant_fuel_used("b"));
         let ratio = fuel_a as f64 / fuel_b as f64;
@@ -109,9 +116,13 @@ fn main() {
             "    idle runtime:        {:>8.2} ms (median of 7)",
             ms(idle)
         );
-        println!("    while a and b spin:  {:>8.2} ms", ms(loaded));
         println!(
-            "    ratio: {:.2}× (target ≤ 2×: {})",
+            "    while a and b spin:  {:>8.2} ms (median of 7; slowest {:.2} ms)",
+            ms(loaded),
+            ms(worst)
+        );
+        println!(
+            "    ratio of medians: {:.2}× (target ≤ 2×: {})",
             ms(loaded) / ms(idle),
             verdict(ms(loaded) <= 2.0 * ms(idle))
         );
