@@ -705,3 +705,54 @@ async fn a_registry_agent_serves_only_its_tenants() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_waiting_for_its_tenants_slot_starts_when_another_run_frees_it() {
+    // Tenant `one` may run one task at a time. Run `holder` takes the slot for 300 ms; run
+    // `waiter`, started just after, has nothing running of its own while it waits, so only
+    // the other run's release can wake it.
+    let scratch = Scratch::new();
+    let policy =
+        Policy::parse("[tenants.one]\nmax_concurrency = 1\n", "policy.toml").expect("policy");
+    let runtime = Runtime::builder()
+        .state_dir(scratch.state_dir())
+        .cache_dir(shared_cache())
+        .policy(policy)
+        .build()
+        .expect("runtime");
+    let holder = Workflow::from_file(scratch.workflow(
+        "holder.toml",
+        "[workflow]\nname = \"holder\"\ntenant = \"one\"\n[agents.wait]\ncomponent = \"{guests}/wait.wasm\"\n\
+         tools = [\"sleep\"]\n[[tasks]]\nid = \"hold\"\nagent = \"wait\"\nwith = { ms = 300 }\n",
+    ))
+    .expect("valid");
+    let waiter = Workflow::from_file(scratch.workflow(
+        "waiter.toml",
+        "[workflow]\nname = \"waiter\"\ntenant = \"one\"\n[agents.add]\ncomponent = \"{guests}/add.wasm\"\n\
+         [[tasks]]\nid = \"sum\"\nagent = \"add\"\nwith = { a = 1, b = 2 }\n",
+    ))
+    .expect("valid");
+    let first = runtime
+        .start(&holder, RunOptions::new())
+        .await
+        .expect("holder starts");
+    // The holder's task has the slot once it is running.
+    let mut events = first.events();
+    while let Some(event) = events.next().await {
+        if matches!(&event.kind, EventKind::TaskStatus(u) if u.status == TaskStatus::Running) {
+            break;
+        }
+    }
+    let second = runtime
+        .start(&waiter, RunOptions::new())
+        .await
+        .expect("waiter starts");
+    let report = tokio::time::timeout(Duration::from_secs(30), second.wait())
+        .await
+        .expect("the waiting run was woken when the slot was freed")
+        .expect("a report");
+    assert_eq!(report.status, RunStatus::Succeeded);
+    assert_eq!(report.output("sum"), Some(serde_json::json!(3)));
+    let held = first.wait().await.expect("a report");
+    assert_eq!(held.status, RunStatus::Succeeded);
+}

@@ -382,7 +382,11 @@ impl<'a> Scheduler<'a> {
 
     /// Starts ready tasks while there is room.
     fn dispatch<E: Executor>(&mut self, jobs: &mut JoinSet<Attempt>, executor: &Arc<E>) {
-        self.waiting_on_shared = false;
+        // Tasks that found a shared resource busy (a tenant or agent slot, the tenant's
+        // budget) wait for its release, which another run may make: they try again now.
+        if std::mem::take(&mut self.waiting_on_shared) {
+            self.queue.release();
+        }
         if self.cancelled || self.stopped || self.paused_since.is_some() {
             return;
         }
