@@ -123,11 +123,13 @@ impl Governor {
         lock(&self.slots).get(key).copied().unwrap_or(0)
     }
 
+    /// Gives a slot of `key` back. Waiting runs are not woken here: a run that ends an
+    /// attempt wakes them once it has settled everything (`changed`), and one that only
+    /// gives back what it could not use must not wake the others, who would then do the same.
     pub(crate) fn release_slot(&self, key: &str) {
         if let Some(used) = lock(&self.slots).get_mut(key) {
             *used = used.saturating_sub(1);
         }
-        self.changed.notify_waiters();
     }
 
     pub(crate) fn score(&self, agent_key: &str) -> AgentScore {
