@@ -22,6 +22,15 @@ fn running(done: &Finished, node: &str, attempt: u32) -> Option<SystemTime> {
     })
 }
 
+/// Each attempt of task `node`: the agent it ran on and how it ended.
+fn tries<'a>(done: &'a Finished, node: &str) -> Vec<(&'a str, TaskStatus)> {
+    let task = done.report.task(node).expect("task");
+    task.history
+        .iter()
+        .map(|a| (a.agent.as_str(), a.status))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_triage_example_shows_assignment_a_retry_and_a_handoff() {
     let scratch = Scratch::new();
@@ -200,14 +209,8 @@ retry = { max_attempts = 3, backoff = "10ms" }
 "#,
         )
         .await;
-    let sum = done.report.task("sum").expect("task");
-    let tries: Vec<(&str, TaskStatus)> = sum
-        .history
-        .iter()
-        .map(|a| (a.agent.as_str(), a.status))
-        .collect();
     assert_eq!(
-        tries,
+        tries(&done, "sum"),
         [
             ("alpha", TaskStatus::Trapped),
             ("beta", TaskStatus::Succeeded)
@@ -356,14 +359,8 @@ retry = { max_attempts = 2, backoff = "10ms" }
 "#,
         )
         .await;
-    let job = done.report.task("job").expect("task");
-    let tries: Vec<(&str, TaskStatus)> = job
-        .history
-        .iter()
-        .map(|a| (a.agent.as_str(), a.status))
-        .collect();
     assert_eq!(
-        tries,
+        tries(&done, "job"),
         [
             ("a-stuck", TaskStatus::Blocked),
             ("b-quick", TaskStatus::Succeeded)

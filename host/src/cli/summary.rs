@@ -40,7 +40,7 @@ pub(super) fn render(report: &RunReport, style: Style, width: usize) -> String {
             "{:<node_w$}  {:<agent_w$}  {}  {:>9}  {:>8}  {:>10}  {}",
             format::fit(&t.node, node_w),
             format::fit(&t.agent, agent_w),
-            s.status(t.status).replace(t.status.as_str(), &status),
+            s.in_status_colour(t.status, &status),
             t.latency_ms.map(format::duration_ms).unwrap_or_default(),
             t.fuel_used.map(format::count).unwrap_or_default(),
             t.memory_peak.map(format::bytes).unwrap_or_default(),

@@ -630,22 +630,7 @@ impl<'a> Scheduler<'a> {
         let task_ref = self.task_ref(task, Some(run.agent), number);
         let error = attempt.error.clone();
         let counted = !succeeded && attempt.status != TaskStatus::Cancelled;
-        self.tasks[task].attempts.push((run.agent, attempt.clone()));
-        if counted {
-            self.tasks[task].failed_agents.push(run.agent);
-            let failure = error
-                .clone()
-                .unwrap_or_else(|| TaskError::new(ErrorKind::Failed, "failed"));
-            self.failures
-                .push((wf.tasks[task].id.clone(), number, failure));
-        }
-        if attempt.status != TaskStatus::Cancelled {
-            self.finished_attempts += 1;
-        }
-        if counted {
-            self.check_error_budget();
-        }
-
+        let status = attempt.status;
         let update = TaskStatusUpdated {
             started_at: Some(attempt.started_at),
             finished_at: Some(attempt.finished_at),
@@ -654,8 +639,24 @@ impl<'a> Scheduler<'a> {
             memory_peak: Some(attempt.memory_peak),
             error: error.clone(),
             artifacts: attempt.artifacts.clone(),
-            ..status_only(task_ref, attempt.status)
+            ..status_only(task_ref, status)
         };
+        self.tasks[task].attempts.push((run.agent, attempt));
+        if counted {
+            self.tasks[task].failed_agents.push(run.agent);
+            let failure = error
+                .clone()
+                .unwrap_or_else(|| TaskError::new(ErrorKind::Failed, "failed"));
+            self.failures
+                .push((wf.tasks[task].id.clone(), number, failure));
+        }
+        if status != TaskStatus::Cancelled {
+            self.finished_attempts += 1;
+        }
+        if counted {
+            self.check_error_budget();
+        }
+
         let default = RetryPolicy::default();
         let retry = self.plan.tasks[task]
             .retry
@@ -665,7 +666,7 @@ impl<'a> Scheduler<'a> {
         let retrying = counted
             && !self.cancelled
             && !self.stopped
-            && attempt.status != TaskStatus::BudgetExhausted
+            && status != TaskStatus::BudgetExhausted
             && error
                 .as_ref()
                 .is_some_and(|e| retry.retries(e.kind, number));
@@ -681,7 +682,7 @@ impl<'a> Scheduler<'a> {
             return;
         }
         self.publish(update);
-        self.settle(task, attempt.status, error, false);
+        self.settle(task, status, error, false);
     }
 
     /// Ends a task (it will not run again) and lets its dependents go on: ready when all their

@@ -497,24 +497,29 @@ impl Validator {
         let implicit = phase_dependencies(drafts, spec, &groups);
 
         let mut tasks = Vec::with_capacity(drafts.len());
-        let mut targets: HashMap<&str, Option<Target>> = HashMap::new();
+        // What each task written resolves to (its target and settings), shared by its split parts.
+        type Resolved = (
+            Option<Target>,
+            (RetryOverride, StallOverride, OnUpstreamFailure),
+        );
+        let mut resolved: HashMap<&str, Resolved> = HashMap::new();
         for (i, d) in drafts.iter().enumerate() {
             // Resolve (and report) once per task written, not once per split part.
-            let first = !targets.contains_key(d.group.as_str());
-            let target = if first {
-                let t = self.target(d, agents, tenant);
-                targets.insert(&d.group, t.clone());
-                t
+            let first = !resolved.contains_key(d.group.as_str());
+            let (target, settings) = if first {
+                let r = (
+                    self.target(d, agents, tenant),
+                    self.settings(d.spec, agents),
+                );
+                resolved.insert(&d.group, r.clone());
+                r
             } else {
-                targets[d.group.as_str()].clone()
-            };
-            let settings = if first {
-                self.settings(d.spec, agents)
-            } else {
-                self.settings_quiet(d.spec)
+                resolved[d.group.as_str()].clone()
             };
             let mut deps: Vec<usize> = Vec::new();
             let mut spans: Vec<Range<usize>> = Vec::new();
+            // Split tasks may depend on thousands of parts: a set keeps the check linear.
+            let mut seen: HashSet<usize> = HashSet::new();
             for dep in &d.spec.depends_on {
                 let found = groups
                     .get(dep.get_ref().as_str())
@@ -523,7 +528,7 @@ impl Validator {
                 match found {
                     Some(found) => {
                         for &t in found {
-                            if !deps.contains(&t) {
+                            if seen.insert(t) {
                                 deps.push(t);
                                 spans.push(dep.span());
                             }
@@ -549,7 +554,7 @@ impl Validator {
                 }
             }
             for &t in &implicit[i] {
-                if !deps.contains(&t) {
+                if seen.insert(t) {
                     deps.push(t);
                     spans.push(d.id_span.clone());
                 }
@@ -624,34 +629,6 @@ impl Validator {
             .map(|v| c.choice(v, &["skip", "run"], "on_upstream_failure"))
         {
             Some(Some("run")) => OnUpstreamFailure::Run,
-            _ => OnUpstreamFailure::Skip,
-        };
-        (retry, stall, on_failure)
-    }
-
-    /// The same settings for another part of a split task: already checked, so not reported.
-    fn settings_quiet(
-        &mut self,
-        spec: &TaskSpec,
-    ) -> (RetryOverride, StallOverride, OnUpstreamFailure) {
-        let mut quiet = Checker::new(Arc::clone(&self.c.source));
-        let retry = spec
-            .retry
-            .as_ref()
-            .map(|r| policy::retry(&mut quiet, r))
-            .unwrap_or_default();
-        let stall = policy::stall(
-            &mut quiet,
-            spec.stall_timeout.as_ref(),
-            spec.on_blocked.as_ref(),
-            spec.diagnostic_agent.as_ref(),
-        );
-        let on_failure = match spec
-            .on_upstream_failure
-            .as_ref()
-            .map(|v| v.get_ref().as_str())
-        {
-            Some("run") => OnUpstreamFailure::Run,
             _ => OnUpstreamFailure::Skip,
         };
         (retry, stall, on_failure)
