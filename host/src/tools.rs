@@ -379,9 +379,8 @@ impl HttpGet {
         let port = url.port_or_known_default().unwrap_or(0);
         // A bare `host` entry allows the scheme's standard port only; any other port must be
         // listed as `host:port`.
-        let standard_port = url
-            .port()
-            .is_none_or(|p| Some(p) == default_port(url.scheme()));
+        // (`Url` drops a port that is the scheme's own: `port()` is then `None`.)
+        let standard_port = url.port().is_none();
         let with_port = format!("{host}:{port}");
         let allowed = self.allow.get(&call.tenant).is_some_and(|hosts| {
             hosts
@@ -451,14 +450,6 @@ impl HttpGet {
             "content_type": content_type,
             "body": String::from_utf8_lossy(&body),
         }))
-    }
-}
-
-fn default_port(scheme: &str) -> Option<u16> {
-    match scheme {
-        "http" => Some(80),
-        "https" => Some(443),
-        _ => None,
     }
 }
 

@@ -93,11 +93,16 @@ impl AuditedFs<'_> {
 
 impl AuditedFs<'_> {
     /// Takes `bytes` of `what` from the disk quota, or refuses as a full disk would.
-    fn charge(&self, what: &str, bytes: u64) -> FsResult<()> {
+    fn charge(&self, op: &str, path: &str, bytes: u64) -> FsResult<()> {
         if self.disk.charge(bytes) {
             return Ok(());
         }
-        self.disk.refuse(self.events, what, bytes);
+        let what = if path.is_empty() {
+            op.to_owned()
+        } else {
+            format!("{op} {path}")
+        };
+        self.disk.refuse(self.events, &what, bytes);
         Err(ErrorCode::InsufficientSpace.into())
     }
 
@@ -162,7 +167,7 @@ impl HostDescriptor for AuditedFs<'_> {
     async fn set_size(&mut self, fd: Fd, size: types::Filesize) -> FsResult<()> {
         // Growing a file counts as writing the bytes it grows by.
         let now = self.fs.stat(borrow(&fd)).await?.size;
-        self.charge("set-size", size.saturating_sub(now))?;
+        self.charge("set-size", "", size.saturating_sub(now))?;
         self.fs.set_size(fd, size).await
     }
 
@@ -190,7 +195,7 @@ impl HostDescriptor for AuditedFs<'_> {
         buf: Vec<u8>,
         offset: types::Filesize,
     ) -> FsResult<types::Filesize> {
-        self.charge("write", buf.len() as u64)?;
+        self.charge("write", "", buf.len() as u64)?;
         self.fs.write(fd, buf, offset).await
     }
 
@@ -203,7 +208,7 @@ impl HostDescriptor for AuditedFs<'_> {
     }
 
     async fn create_directory_at(&mut self, fd: Fd, path: String) -> FsResult<()> {
-        self.charge(&format!("create-directory {path}"), ENTRY_COST)?;
+        self.charge("create-directory", &path, ENTRY_COST)?;
         let result = self.fs.create_directory_at(fd, path.clone()).await;
         self.audited("create-directory", &path, result)
     }
@@ -245,7 +250,7 @@ impl HostDescriptor for AuditedFs<'_> {
         new_descriptor: Fd,
         new_path: String,
     ) -> FsResult<()> {
-        self.charge(&format!("link {new_path}"), ENTRY_COST)?;
+        self.charge("link", &new_path, ENTRY_COST)?;
         let result = self
             .fs
             .link_at(
@@ -275,7 +280,7 @@ impl HostDescriptor for AuditedFs<'_> {
                 .await
                 .is_err()
         {
-            self.charge(&format!("create {path}"), ENTRY_COST)?;
+            self.charge("create", &path, ENTRY_COST)?;
         }
         let result = self
             .fs
@@ -313,7 +318,7 @@ impl HostDescriptor for AuditedFs<'_> {
     }
 
     async fn symlink_at(&mut self, fd: Fd, src_path: String, dest_path: String) -> FsResult<()> {
-        self.charge(&format!("symlink {dest_path}"), ENTRY_COST)?;
+        self.charge("symlink", &dest_path, ENTRY_COST)?;
         let result = self
             .fs
             .symlink_at(fd, src_path.clone(), dest_path.clone())
