@@ -700,7 +700,7 @@ async fn a_task_is_claimed_once_and_only_by_its_tenant() {
         .filter_map(|e| match &e.kind {
             EventKind::Audit(a) if a.resource == AuditResource::Claim => {
                 assert_eq!(a.decision, Decision::Denied);
-                Some((a.tenant.clone(), a.reason.clone()))
+                Some((a.tenant.to_string(), a.reason.clone()))
             }
             _ => None,
         })

@@ -35,42 +35,51 @@
 //! this library.
 
 mod aggregate;
-mod blackboard;
 mod bus;
+mod capabilities;
+mod claims;
 mod config;
 mod engine;
 mod error;
 mod govern;
+mod model;
 mod policy;
+mod redact;
 mod runtime;
 mod scheduler;
-mod secrets;
-mod tools;
+mod wit;
 mod workflow;
 
 #[cfg(feature = "cli")]
 #[doc(hidden)]
 pub mod cli;
 
-pub use crate::aggregate::{
+pub use crate::bus::EventStream;
+pub use crate::capabilities::secrets::{
+    Credential, EnvSecrets, FileSecrets, SecretBackend, SecretFuture,
+};
+pub use crate::capabilities::tools::{Tool, ToolCall, ToolError, ToolFuture};
+pub use crate::claims::ClaimError;
+pub use crate::error::Error;
+pub use crate::model::events::{
+    Artifact, AuditRecord, AuditResource, CredentialAction, CredentialEvent, Decision, Event,
+    EventKind, LastProgress, LogLevel, LogStream, PlanCreated, PlannedTask, RunCompleted,
+    RunPaused, RunResumed, TaskBlocked, TaskGrants, TaskHandoff, TaskLog, TaskPartial,
+    TaskProgress, TaskRef, TaskStatusUpdated,
+};
+pub use crate::model::limits::Limits;
+pub use crate::model::limits::{Budget, FuelRate};
+pub use crate::model::policy::{ErrorBudget, OnBlocked, OnErrorBudget, RetryPolicy};
+pub use crate::model::report::AgentScore;
+pub use crate::model::report::CacheSource;
+pub use crate::model::report::{
     AgentReport, AgentUsage, AttemptReport, DiagnosisReport, FuelUse, Lag, Parallelism, RunMetrics,
     RunReport, TaskReport,
 };
-pub use crate::bus::{
-    Artifact, AuditRecord, AuditResource, CredentialAction, CredentialEvent, Decision, ErrorKind,
-    Event, EventKind, EventStream, LastProgress, LogLevel, LogStream, PlanCreated, PlannedTask,
-    RunCompleted, RunPaused, RunResumed, RunStatus, TaskBlocked, TaskError, TaskGrants,
-    TaskHandoff, TaskLog, TaskPartial, TaskProgress, TaskRef, TaskStatus, TaskStatusUpdated,
-    Timestamp,
-};
-pub use crate::engine::CacheSource;
-pub use crate::error::Error;
-pub use crate::govern::{AgentScore, Budget, FuelRate};
-pub use crate::policy::{ErrorBudget, OnBlocked, OnErrorBudget, Policy, RetryPolicy};
+pub use crate::model::status::{ErrorKind, RunStatus, TaskError, TaskStatus};
+pub use crate::model::time::Timestamp;
+pub use crate::policy::Policy;
 pub use crate::runtime::{
     AgentInfo, CancelHandle, ComponentInfo, Run, RunOptions, Runtime, RuntimeBuilder,
 };
-pub use crate::scheduler::ClaimError;
-pub use crate::secrets::{Credential, EnvSecrets, FileSecrets, SecretBackend, SecretFuture};
-pub use crate::tools::{Tool, ToolCall, ToolError, ToolFuture};
-pub use crate::workflow::{Diagnostic, Diagnostics, GraphFormat, Limits, Workflow};
+pub use crate::workflow::{Diagnostic, Diagnostics, GraphFormat, Workflow};

@@ -9,16 +9,28 @@
 //!   kind when the attempt ends (a guest hammering a denied call cannot flood the bus);
 //! - every text a guest emits goes through the run's [`Redactor`]: no secret value leaves.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
-use super::{
-    AuditRecord, AuditResource, Bus, Decision, EventKind, LogLevel, LogStream, Redactor,
-    TaskGrants, TaskLog, TaskPartial, TaskProgress, TaskRef,
+use super::Bus;
+use crate::model::Name;
+use crate::model::events::{
+    AuditRecord, AuditResource, Decision, EventKind, LogLevel, LogStream, TaskGrants, TaskLog,
+    TaskPartial, TaskProgress, TaskRef,
 };
+use crate::model::port::Heartbeat;
+use crate::redact::Redactor;
+
+/// The emitter of a task attempt, shared by its capabilities (status, audit) and its stdout and
+/// stderr pipes.
+pub(crate) type SharedEmitter = Arc<Mutex<TaskEmitter>>;
+
+/// Locks a shared emitter (a poisoned lock is still usable: the emitter has no invariant a
+/// panic could break halfway).
+pub(crate) fn lock(emitter: &SharedEmitter) -> MutexGuard<'_, TaskEmitter> {
+    emitter.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// What one task attempt may emit.
 #[derive(Debug, Clone, Copy)]
@@ -53,43 +65,6 @@ impl Default for EmitterLimits {
     }
 }
 
-/// When a running attempt last reported progress, and what: how the scheduler tells a blocked
-/// task from a busy one.
-#[derive(Debug)]
-pub(crate) struct Heartbeat {
-    started: Instant,
-    /// Milliseconds after `started` of the last progress report (0: none yet).
-    last_ms: AtomicU64,
-    last: Mutex<Option<(f32, String)>>,
-}
-
-impl Heartbeat {
-    pub(crate) fn new() -> Self {
-        Self {
-            started: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            last: Mutex::new(None),
-        }
-    }
-
-    pub(crate) fn beat(&self, fraction: f32, message: &str) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms.max(1), Ordering::Relaxed);
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((fraction, message.to_owned()));
-    }
-
-    /// How long since the last progress report (or since the attempt started).
-    pub(crate) fn silent_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(last)
-    }
-
-    /// The last progress reported, if any.
-    pub(crate) fn last(&self) -> Option<(f32, String)> {
-        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
 /// How much an attempt emitted and how much was dropped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct EmitterStats {
@@ -118,7 +93,7 @@ pub(crate) struct TaskEmitter {
     /// The end of stderr, kept to explain a trap (a panic message goes there).
     stderr_tail: String,
     heartbeat: Option<Arc<Heartbeat>>,
-    tenant: String,
+    tenant: Name,
     redactor: Arc<Redactor>,
     /// Audit records over the budget, per kind.
     suppressed: BTreeMap<(AuditResource, Decision), u64>,
@@ -140,7 +115,7 @@ impl TaskEmitter {
             lines: Default::default(),
             stderr_tail: String::new(),
             heartbeat: None,
-            tenant: String::new(),
+            tenant: Name::default(),
             redactor: Arc::new(Redactor::default()),
             suppressed: BTreeMap::new(),
         }
@@ -148,7 +123,7 @@ impl TaskEmitter {
 
     /// The tenant (for audit records) and the run's redactor.
     pub(crate) fn for_tenant(mut self, tenant: &str, redactor: Arc<Redactor>) -> Self {
-        self.tenant = tenant.to_owned();
+        self.tenant = tenant.into();
         self.redactor = redactor;
         self
     }
@@ -403,7 +378,7 @@ fn truncate(text: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::Event;
+    use crate::model::events::Event;
 
     fn emitter(limits: EmitterLimits) -> (Arc<Bus>, TaskEmitter) {
         let bus = Bus::new("run");
@@ -416,7 +391,7 @@ mod tests {
         (bus.clone(), TaskEmitter::new(bus, task, limits))
     }
 
-    fn events(bus: &Bus) -> Vec<Arc<Event>> {
+    fn events(bus: &Arc<Bus>) -> Vec<Arc<Event>> {
         bus.close();
         let mut stream = bus.subscribe();
         std::iter::from_fn(|| stream.blocking_next()).collect()

@@ -1,47 +1,100 @@
-//! The event bus of a run: typed events, fanned out to every subscriber, in order, losslessly.
+//! The event bus of a run: typed events, numbered, held in order, read by every subscriber at
+//! its own pace.
 //!
-//! Owns event numbering and delivery. A subscriber that joins late first receives the run's
-//! history, so no consumer (the live view, a JSON-lines file, a test) misses an event.
-//! It never blocks a publisher and never runs consumer code: each subscriber drains its own
-//! queue. What guests may publish is bounded upstream, by [`TaskEmitter`].
+//! Owns event numbering and delivery. Subscribers pull: each reads the run's events from its
+//! own position in the bus's history, in batches, so a publisher never blocks, never runs
+//! consumer code and never allocates per subscriber; a slow subscriber costs nothing but the
+//! events it has not read yet. A subscriber that joins late first reads the history.
+//!
+//! What the bus holds is bounded: past [`BusLimits::max_bytes`] (an estimate of the events'
+//! size), the oldest events are dropped from the history and counted; a subscriber that had
+//! not read them learns how many it missed ([`EventStream::missed`]). What guests may publish
+//! is bounded upstream, per attempt, by [`TaskEmitter`].
 
 mod emitter;
-mod event;
-mod redact;
+mod lag;
+mod stream;
+mod weight;
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
-pub(crate) use self::emitter::{EmitterLimits, Heartbeat, TaskEmitter};
-pub use self::event::{
-    Artifact, AuditRecord, AuditResource, CredentialAction, CredentialEvent, Decision, ErrorKind,
-    Event, EventKind, LastProgress, LogLevel, LogStream, PlanCreated, PlannedTask, RunCompleted,
-    RunPaused, RunResumed, RunStatus, TaskBlocked, TaskError, TaskGrants, TaskHandoff, TaskLog,
-    TaskPartial, TaskProgress, TaskRef, TaskStatus, TaskStatusUpdated, Timestamp,
-};
-pub(crate) use self::redact::Redactor;
+pub(crate) use self::emitter::{EmitterLimits, SharedEmitter, TaskEmitter, lock};
+use self::lag::LagRecorder;
+pub use self::stream::EventStream;
+use crate::model::Name;
+use crate::model::events::{Event, EventKind};
+use crate::model::report::Lag;
+use crate::model::time::Timestamp;
+
+/// How much one run's bus may hold.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BusLimits {
+    /// Estimated bytes of the events held for subscribers; past it the oldest are dropped.
+    pub(crate) max_bytes: usize,
+}
+
+impl Default for BusLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 << 20,
+        }
+    }
+}
 
 /// The event stream of one run.
 #[derive(Debug)]
 pub(crate) struct Bus {
-    run_id: String,
+    run_id: Name,
+    limits: BusLimits,
     inner: Mutex<Inner>,
+    /// Wakes subscribers waiting for the next event.
+    notify: Notify,
+    /// Events were published without waking subscribers (see [`Bus::publish_quiet`]).
+    unwoken: AtomicBool,
+    lag: LagRecorder,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// The last sequence number given.
     seq: u64,
-    history: Vec<Arc<Event>>,
-    subscribers: Vec<mpsc::UnboundedSender<Arc<Event>>>,
+    /// The events held, oldest first; `history[0]` has sequence number `first`.
+    history: VecDeque<Arc<Event>>,
+    first: u64,
+    /// Estimated bytes held.
+    bytes: usize,
+    /// Events dropped from the history to stay within the limit.
+    evicted: u64,
     closed: bool,
 }
 
+/// What a bus has held and dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct BusStats {
+    pub(crate) published: u64,
+    pub(crate) evicted: u64,
+}
+
 impl Bus {
-    pub(crate) fn new(run_id: impl Into<String>) -> Arc<Self> {
+    pub(crate) fn new(run_id: impl Into<Name>) -> Arc<Self> {
+        Self::with_limits(run_id, BusLimits::default())
+    }
+
+    pub(crate) fn with_limits(run_id: impl Into<Name>, limits: BusLimits) -> Arc<Self> {
         Arc::new(Self {
             run_id: run_id.into(),
-            inner: Mutex::default(),
+            limits,
+            inner: Mutex::new(Inner {
+                first: 1,
+                ..Inner::default()
+            }),
+            notify: Notify::new(),
+            unwoken: AtomicBool::new(false),
+            lag: LagRecorder::default(),
         })
     }
 
@@ -51,11 +104,35 @@ impl Bus {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Numbers, timestamps and delivers an event. Events after [`Bus::close`] are dropped.
-    pub(crate) fn publish(&self, kind: EventKind) {
+    /// Numbers, timestamps and delivers an event; returns its sequence number (0 after
+    /// [`Bus::close`], when events are dropped).
+    pub(crate) fn publish(&self, kind: EventKind) -> u64 {
+        let seq = self.append(kind);
+        self.unwoken.store(false, Ordering::Relaxed);
+        self.notify.notify_waiters();
+        seq
+    }
+
+    /// Like [`Bus::publish`], without waking subscribers yet: for a publisher that emits
+    /// several events in one step (the scheduler) and then calls [`Bus::wake`] once.
+    pub(crate) fn publish_quiet(&self, kind: EventKind) -> u64 {
+        let seq = self.append(kind);
+        self.unwoken.store(true, Ordering::Relaxed);
+        seq
+    }
+
+    /// Wakes subscribers if events were published quietly since they were last woken.
+    pub(crate) fn wake(&self) {
+        if self.unwoken.swap(false, Ordering::Relaxed) {
+            self.notify.notify_waiters();
+        }
+    }
+
+    fn append(&self, kind: EventKind) -> u64 {
+        let weight = weight::of(&kind);
         let mut inner = self.lock();
         if inner.closed {
-            return;
+            return 0;
         }
         inner.seq += 1;
         let event = Arc::new(Event {
@@ -64,96 +141,60 @@ impl Bus {
             at: Timestamp::now(),
             kind,
         });
-        inner
-            .subscribers
-            .retain(|s| s.send(Arc::clone(&event)).is_ok());
-        inner.history.push(event);
+        inner.history.push_back(event);
+        inner.bytes += weight;
+        while inner.bytes > self.limits.max_bytes && inner.history.len() > 1 {
+            if let Some(old) = inner.history.pop_front() {
+                inner.bytes = inner.bytes.saturating_sub(weight::of(&old.kind));
+                inner.first += 1;
+                inner.evicted += 1;
+            }
+        }
+        inner.seq
     }
 
-    /// A stream of every event of the run: the history so far, then live events until the run
-    /// ends.
-    pub(crate) fn subscribe(&self) -> EventStream {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mut inner = self.lock();
-        for event in &inner.history {
-            let _ = tx.send(Arc::clone(event));
-        }
-        if !inner.closed {
-            inner.subscribers.push(tx);
-        }
-        EventStream { rx }
+    /// A stream of every event of the run still held: the history so far, then live events
+    /// until the run ends.
+    pub(crate) fn subscribe(self: &Arc<Self>) -> EventStream {
+        EventStream::new(Arc::clone(self), 1)
+    }
+
+    /// A stream from event `seq` on (the first one held, if `seq` was dropped already).
+    pub(crate) fn subscribe_from(self: &Arc<Self>, seq: u64) -> EventStream {
+        EventStream::new(Arc::clone(self), seq.max(1))
     }
 
     /// Ends every stream after the events published so far.
     pub(crate) fn close(&self) {
-        let mut inner = self.lock();
-        inner.closed = true;
-        inner.subscribers.clear();
+        self.lock().closed = true;
+        self.unwoken.store(false, Ordering::Relaxed);
+        self.notify.notify_waiters();
     }
 
     /// How many events have been published.
     pub(crate) fn len(&self) -> u64 {
         self.lock().seq
     }
-}
 
-/// The events of one run, in order. Ends after the run's `agent.run.completed` event.
-#[derive(Debug)]
-pub struct EventStream {
-    rx: mpsc::UnboundedReceiver<Arc<Event>>,
-}
-
-impl EventStream {
-    /// The next event, or `None` when the run has ended and every event was received.
-    pub async fn next(&mut self) -> Option<Arc<Event>> {
-        self.rx.recv().await
-    }
-
-    /// Like [`EventStream::next`], for code outside an async runtime. Must not be called from
-    /// within one.
-    pub fn blocking_next(&mut self) -> Option<Arc<Event>> {
-        self.rx.blocking_recv()
-    }
-}
-
-/// (De)serializes a [`std::time::Duration`] as whole milliseconds.
-pub(crate) mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
-    }
-}
-
-/// (De)serializes an optional [`std::time::Duration`] as whole milliseconds.
-pub(crate) mod millis_opt {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => super::millis::serialize(d, s),
-            None => s.serialize_none(),
+    /// What the bus published and dropped.
+    pub(crate) fn stats(&self) -> BusStats {
+        let inner = self.lock();
+        BusStats {
+            published: inner.seq,
+            evicted: inner.evicted,
         }
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    /// The delay from publication to receipt, over every event every subscriber has read.
+    pub(crate) fn lag(&self) -> Lag {
+        self.lag.summary()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::events::{LogLevel, LogStream, TaskLog, TaskRef};
 
     fn log(message: &str) -> EventKind {
         EventKind::Log(TaskLog {
@@ -174,17 +215,70 @@ mod tests {
         let bus = Bus::new("run");
         bus.publish(log("one"));
         let mut early = bus.subscribe();
-        bus.publish(log("two"));
+        bus.publish_quiet(log("two"));
         let mut late = bus.subscribe();
         bus.publish(log("three"));
         bus.close();
-        bus.publish(log("after close"));
+        assert_eq!(bus.publish(log("after close")), 0);
         for stream in [&mut early, &mut late] {
             let seqs: Vec<u64> = std::iter::from_fn(|| stream.blocking_next())
                 .map(|e| e.seq)
                 .collect();
             assert_eq!(seqs, [1, 2, 3]);
+            assert_eq!(stream.missed(), 0);
         }
         assert_eq!(bus.len(), 3);
+        assert!(bus.lag().samples >= 6, "every read is a lag sample");
+    }
+
+    #[test]
+    fn the_history_is_bounded_and_a_subscriber_learns_what_it_missed() {
+        let bus = Bus::with_limits(
+            "run",
+            BusLimits {
+                max_bytes: 64 << 10,
+            },
+        );
+        let mut slow = bus.subscribe();
+        let line = "x".repeat(1000);
+        for _ in 0..1_000 {
+            bus.publish(log(&line));
+        }
+        bus.close();
+        let stats = bus.stats();
+        assert_eq!(stats.published, 1_000);
+        assert!(stats.evicted > 900, "{stats:?}");
+        let read: Vec<u64> = std::iter::from_fn(|| slow.blocking_next())
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(read.len() as u64 + slow.missed(), 1_000);
+        assert_eq!(read.last(), Some(&1_000), "the newest events are kept");
+        assert!(
+            read.windows(2).all(|w| w[1] == w[0] + 1),
+            "in order, no gaps after the first"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_subscriber_is_woken_by_publish_and_by_wake() {
+        let bus = Bus::new("run");
+        let mut stream = bus.subscribe_from(2);
+        let reader = tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            while let Some(e) = stream.next().await {
+                seqs.push(e.seq);
+            }
+            seqs
+        });
+        bus.publish(log("one"));
+        tokio::task::yield_now().await;
+        bus.publish_quiet(log("two"));
+        bus.publish_quiet(log("three"));
+        bus.wake();
+        tokio::task::yield_now().await;
+        bus.publish(log("four"));
+        bus.close();
+        let seqs = reader.await.expect("the reader ends");
+        assert_eq!(seqs, [2, 3, 4]);
     }
 }

@@ -104,7 +104,7 @@ impl Board {
                     if update.status == TaskStatus::Succeeded {
                         row.fraction = Some(1.0);
                     }
-                    row.agent.clone_from(&update.task.agent);
+                    row.agent = update.task.agent.to_string();
                     row.attempt = update.task.attempt;
                     row.latency_ms = update.latency_ms;
                     if let Some(error) = &update.error {

@@ -12,25 +12,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 
-use super::bindings::SubAgentPre;
 use super::state::TaskState;
-
-/// Where a loaded component came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
-pub enum CacheSource {
-    /// Compiled from the `.wasm` file by this process.
-    Compiled,
-    /// Loaded from the on-disk cache: no compilation.
-    DiskCache,
-    /// Already loaded by this process.
-    Memory,
-}
+use crate::model::report::CacheSource;
+use crate::wit::SubAgentPre;
 
 /// A component ready to instantiate: compiled, linked and checked against `sub-agent`.
 pub(crate) struct LoadedAgent {

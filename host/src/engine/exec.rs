@@ -26,28 +26,32 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::Engine;
-use super::bindings::{AgentError, Task, TaskInput, Upstream, UpstreamFailure, UpstreamOutcome};
-use super::blackboard::BoardScope;
 use super::cache::LoadedAgent;
-use super::disk::DiskQuota;
-use super::files;
 use super::limiter::MemoryLimiter;
-use super::sandbox::{TaskFiles, wasi_ctx};
-use super::secrets::SecretAccess;
-use super::state::{SharedEmitter, TaskState, lock};
-use super::tools::ToolAccess;
-use crate::bus::{ErrorKind, Redactor, TaskEmitter, TaskError, TaskStatus, Timestamp};
+use super::sandbox::wasi_ctx;
+use super::state::TaskState;
+use crate::bus::{SharedEmitter, TaskEmitter, lock};
+use crate::capabilities::blackboard::BoardScope;
+use crate::capabilities::files::{self, DiskQuota, TaskFiles};
+use crate::capabilities::secrets::SecretAccess;
+use crate::capabilities::tools::ToolAccess;
+use crate::config::format_size;
 use crate::govern::FuelBucket;
-use crate::scheduler::{Attempt, Job, UpstreamResult};
-use crate::workflow::{Limits, format_size};
+use crate::model::Name;
+use crate::model::limits::Limits;
+use crate::model::port::{Attempt, Job, UpstreamResult};
+use crate::model::status::{ErrorKind, TaskError, TaskStatus};
+use crate::model::time::Timestamp;
+use crate::redact::Redactor;
+use crate::wit::{AgentError, Task, TaskInput, Upstream, UpstreamFailure, UpstreamOutcome};
 
 /// Everything an attempt needs besides the job itself.
 pub(crate) struct Setup {
     pub(crate) agent: Arc<LoadedAgent>,
     /// Fuel buckets the attempt draws from (its tenant's, its agent's).
     pub(crate) buckets: Vec<Arc<FuelBucket>>,
-    pub(crate) tenant: String,
-    pub(crate) run_id: String,
+    pub(crate) tenant: Name,
+    pub(crate) run_id: Name,
     pub(crate) emitter: TaskEmitter,
     pub(crate) board: BoardScope,
     pub(crate) tools: ToolAccess,
@@ -192,18 +196,18 @@ impl Engine {
 
         let input = TaskInput {
             task: Task {
-                run_id,
-                node: job.task_ref.node.clone(),
-                branch: job.task_ref.branch.clone(),
+                run_id: run_id.to_string(),
+                node: job.task_ref.node.to_string(),
+                branch: job.task_ref.branch.to_string(),
                 attempt: job.task_ref.attempt,
-                tenant,
+                tenant: tenant.to_string(),
             },
-            params: job.params,
+            params: job.params.to_string(),
             upstream: job
                 .upstream
                 .into_iter()
                 .map(|(node, result)| Upstream {
-                    node,
+                    node: node.to_string(),
                     outcome: match result {
                         UpstreamResult::Output(output) => {
                             UpstreamOutcome::Output(output.get().to_owned())

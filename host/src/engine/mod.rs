@@ -5,19 +5,12 @@
 //! linker with WASI and the host imports, and the execution of one attempt in a fresh store.
 //! It never decides what runs when (the scheduler does) and never prints.
 
-mod bindings;
-mod blackboard;
 mod cache;
-mod disk;
 mod exec;
-mod files;
-mod fs_audit;
+mod executor;
 mod limiter;
 mod sandbox;
-mod secrets;
 mod state;
-mod status;
-mod tools;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,25 +22,15 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
-pub use self::cache::CacheSource;
 pub(crate) use self::cache::{LoadError, LoadedAgent};
-pub(crate) use self::sandbox::RunDir;
-use self::sandbox::TaskFiles;
-use self::secrets::SecretAccess;
+pub(crate) use self::executor::{LocalExecutor, RunAgent, RunContext};
 use self::state::TaskState;
-pub(crate) use self::tools::RunQuotas;
-use self::tools::ToolAccess;
 use crate::Error;
-use crate::blackboard::Blackboard;
-use crate::bus::{
-    Bus, EmitterLimits, ErrorKind, Redactor, TaskEmitter, TaskGrants, TaskRef, TaskStatus,
-};
-use crate::govern::FuelBucket;
-use crate::policy::TenantAccess;
-use crate::scheduler::{Attempt, Claims, Executor, Job};
-use crate::secrets::{Lease, SecretBackend};
-use crate::tools::{ToolCall, ToolRegistry};
-use crate::workflow::Limits;
+use crate::bus::{Bus, EmitterLimits, TaskEmitter};
+use crate::capabilities::{blackboard, files, secrets, tools};
+use crate::model::events::TaskRef;
+use crate::model::limits::Limits;
+use crate::model::report::CacheSource;
 
 /// How the engine is built.
 #[derive(Debug, Clone)]
@@ -82,15 +65,8 @@ impl Engine {
     pub(crate) fn new(config: &EngineConfig) -> Result<Self, Error> {
         let (engine, pooling) = build_engine(config)?;
         let mut linker = Linker::new(&engine);
-        let link = |linker: &mut Linker<TaskState>| -> wasmtime::Result<()> {
-            wasmtime_wasi::p2::add_to_linker_async(linker)?;
-            fs_audit::add_to_linker(linker)?;
-            status::add_to_linker(linker)?;
-            blackboard::add_to_linker(linker)?;
-            secrets::add_to_linker(linker)?;
-            tools::add_to_linker(linker)
-        };
-        link(&mut linker).map_err(|e| Error::Setup(format!("linking host imports: {e:#}")))?;
+        state::link(&mut linker)
+            .map_err(|e| Error::Setup(format!("linking host imports: {e:#}")))?;
         Ok(Self {
             cache: cache::ComponentCache::new(&engine, config.cache_dir.clone()),
             linker,
@@ -115,7 +91,7 @@ impl Engine {
     }
 
     /// Calls a component's `describe` in a throwaway sandbox (no files, no tools).
-    pub(crate) async fn describe(&self, agent: &LoadedAgent) -> anyhow::Result<bindings::Info> {
+    pub(crate) async fn describe(&self, agent: &LoadedAgent) -> anyhow::Result<crate::wit::Info> {
         let bus = Bus::new("inspect");
         let task = TaskRef {
             node: "describe".into(),
@@ -135,10 +111,10 @@ impl Engine {
                 wasi: wasmtime_wasi::WasiCtx::builder().build(),
                 table: ResourceTable::new(),
                 limiter: limiter::MemoryLimiter::new(limits.memory),
-                disk: disk::DiskQuota::new(0),
+                disk: files::DiskQuota::new(0),
                 events,
                 board: blackboard::BoardScope::alone(),
-                tools: ToolAccess::none(),
+                tools: tools::ToolAccess::none(),
                 secrets: secrets::SecretAccess::none(),
                 deadline: std::time::Instant::now() + Duration::from_secs(10),
                 buckets: Vec::new(),
@@ -225,179 +201,5 @@ impl Drop for EpochTicker {
             thread.thread().unpark();
             let _ = thread.join();
         }
-    }
-}
-
-/// An agent of a run, ready to execute.
-#[derive(Clone)]
-pub(crate) struct RunAgent {
-    pub(crate) name: String,
-    pub(crate) loaded: Arc<LoadedAgent>,
-    /// Tools granted to it (by its registry entry or workflow).
-    pub(crate) granted: Arc<[String]>,
-    /// Secrets its tenant's policy grants it.
-    pub(crate) secrets: Arc<[String]>,
-    pub(crate) workdir: bool,
-    /// The agent's own fuel rate, shared by every run of the runtime.
-    pub(crate) bucket: Option<Arc<FuelBucket>>,
-}
-
-/// What the tasks of one run share.
-pub(crate) struct RunContext {
-    pub(crate) run_id: String,
-    pub(crate) workflow: String,
-    pub(crate) tenant: String,
-    pub(crate) bus: Arc<Bus>,
-    pub(crate) blackboard: Arc<Blackboard>,
-    /// Every branch of the run.
-    pub(crate) branches: Arc<std::collections::HashSet<String>>,
-    pub(crate) run_dir: Arc<RunDir>,
-    pub(crate) agents: Vec<RunAgent>,
-    /// Each task's declared inputs, by task index.
-    pub(crate) inputs: Vec<Vec<PathBuf>>,
-    /// The tenant's fuel rate, shared by all its runs.
-    pub(crate) tenant_bucket: Option<Arc<FuelBucket>>,
-    pub(crate) tools: Arc<ToolRegistry>,
-    /// What the tenant's policy lets its guests reach.
-    pub(crate) access: Arc<TenantAccess>,
-    pub(crate) quotas: Arc<RunQuotas>,
-    /// The tenant's call-rate buckets, by tool.
-    pub(crate) tool_rates: Arc<std::collections::HashMap<String, Arc<FuelBucket>>>,
-    pub(crate) secrets: Arc<dyn SecretBackend>,
-    /// The run's credentials: each attempt reads secrets under the one current as it starts.
-    pub(crate) lease: Arc<Lease>,
-    /// Every secret value handed to the run's guests, to be kept out of what it emits.
-    pub(crate) redactor: Arc<Redactor>,
-    pub(crate) claims: Arc<Claims>,
-    pub(crate) emitter_limits: EmitterLimits,
-}
-
-/// The local executor: runs each attempt in a fresh sandbox of this process's engine.
-pub(crate) struct LocalExecutor {
-    pub(crate) engine: Arc<Engine>,
-    pub(crate) run: Arc<RunContext>,
-}
-
-impl LocalExecutor {
-    /// The files of an attempt: its working directory, its inputs (staged on its first
-    /// attempt) and the working directories of the tasks it depends on.
-    async fn files(&self, job: &Job, agent: &RunAgent) -> std::io::Result<TaskFiles> {
-        let run = &self.run;
-        if !agent.workdir {
-            return Ok(TaskFiles::default());
-        }
-        let branch = &job.task_ref.branch;
-        let work = run.run_dir.work_dir(branch)?;
-        let sources = job
-            .task
-            .and_then(|t| run.inputs.get(t))
-            .filter(|s| !s.is_empty());
-        let inputs = match sources {
-            // Staging may copy: off the async threads.
-            Some(sources) => {
-                let (run_dir, branch, sources) =
-                    (Arc::clone(&run.run_dir), branch.clone(), sources.clone());
-                let staged =
-                    tokio::task::spawn_blocking(move || run_dir.inputs(&branch, &sources)).await;
-                Some(staged.map_err(std::io::Error::other)??)
-            }
-            None => None,
-        };
-        let upstream = job
-            .upstream
-            .iter()
-            .filter_map(|(node, _)| {
-                let dir = run.run_dir.existing(&format!("{}.{node}", run.workflow))?;
-                Some((node.clone(), dir))
-            })
-            .collect();
-        Ok(TaskFiles {
-            work: Some(work),
-            inputs,
-            upstream,
-        })
-    }
-}
-
-impl Executor for LocalExecutor {
-    async fn execute(&self, job: Job) -> Attempt {
-        let run = &self.run;
-        let agent = &run.agents[job.agent];
-        if let Err(refused) = run.claims.claim(&run.tenant, &job.key, &job.task_ref) {
-            return Attempt::not_run(TaskStatus::Failed, ErrorKind::Claimed, refused.to_string());
-        }
-        let files = match self.files(&job, agent).await {
-            Ok(files) => files,
-            Err(e) => {
-                return Attempt::not_run(
-                    TaskStatus::Failed,
-                    ErrorKind::Host,
-                    format!("could not set up the task's files: {e}"),
-                );
-            }
-        };
-        let caller = ToolCall {
-            tenant: run.tenant.clone(),
-            run_id: run.run_id.clone(),
-            node: job.task_ref.node.clone(),
-            agent: agent.name.clone(),
-            attempt: job.task_ref.attempt,
-            input: serde_json::Value::Null,
-            secrets: Arc::clone(&run.redactor),
-        };
-        let tools = ToolAccess {
-            registry: Arc::clone(&run.tools),
-            granted: Arc::clone(&agent.granted),
-            tenant: Arc::clone(&run.access),
-            quotas: Arc::clone(&run.quotas),
-            rates: Arc::clone(&run.tool_rates),
-            caller,
-        };
-        let mut emitter = TaskEmitter::new(
-            Arc::clone(&run.bus),
-            job.task_ref.clone(),
-            run.emitter_limits,
-        )
-        .with_heartbeat(Arc::clone(&job.heartbeat))
-        .for_tenant(&run.tenant, Arc::clone(&run.redactor));
-        let inputs = files.read_only();
-        emitter.grants(TaskGrants {
-            task: job.task_ref.clone(),
-            tenant: run.tenant.clone(),
-            tools: tools.effective(),
-            secrets: agent.secrets.to_vec(),
-            workdir: files.work.as_ref().map(|w| w.path().display().to_string()),
-            inputs,
-            blackboard: format!(
-                "branches/{}/ (own), shared/ (compare-and-swap)",
-                job.task_ref.branch
-            ),
-        });
-        let setup = exec::Setup {
-            agent: Arc::clone(&agent.loaded),
-            buckets: run
-                .tenant_bucket
-                .iter()
-                .chain(agent.bucket.iter())
-                .cloned()
-                .collect(),
-            tenant: run.tenant.clone(),
-            run_id: run.run_id.clone(),
-            emitter,
-            board: blackboard::BoardScope {
-                board: Arc::clone(&run.blackboard),
-                branch: job.task_ref.branch.clone(),
-                branches: Arc::clone(&run.branches),
-            },
-            tools,
-            secrets: SecretAccess {
-                backend: Arc::clone(&run.secrets),
-                credential: run.lease.current(),
-                granted: Arc::clone(&agent.secrets),
-            },
-            redactor: Arc::clone(&run.redactor),
-            files,
-        };
-        self.engine.execute(job, setup).await
     }
 }

@@ -1,26 +1,22 @@
-//! What a task's store holds: its WASI context, its limiter and the host state its imports
-//! see. One per task attempt, never reused.
+//! What a task's store holds: its WASI context, its limiter and each capability's state for
+//! this attempt, with the views the capabilities' host implementations see. One per task
+//! attempt, never reused.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::blackboard::BoardScope;
-use super::disk::DiskQuota;
 use super::limiter::MemoryLimiter;
-use super::secrets::SecretAccess;
-use super::tools::ToolAccess;
-use crate::bus::TaskEmitter;
+use crate::bus::SharedEmitter;
+use crate::capabilities::blackboard::{self, BlackboardView, BoardScope};
+use crate::capabilities::files::{self, AuditedFs, DiskQuota};
+use crate::capabilities::secrets::{self, SecretAccess, SecretsView};
+use crate::capabilities::status::{self, StatusView};
+use crate::capabilities::tools::{self, ToolAccess, ToolsView};
 use crate::govern::FuelBucket;
-
-/// The emitter of a task, shared by its `status` import and its stdout/stderr pipes.
-pub(crate) type SharedEmitter = Arc<Mutex<TaskEmitter>>;
-
-pub(crate) fn lock(emitter: &SharedEmitter) -> std::sync::MutexGuard<'_, TaskEmitter> {
-    emitter.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 pub(crate) struct TaskState {
     pub(crate) wasi: WasiCtx,
@@ -59,4 +55,21 @@ impl WasiView for TaskState {
             table: &mut self.table,
         }
     }
+}
+
+/// Links WASI and every capability's host implementation, each given its view of the store.
+pub(crate) fn link(linker: &mut Linker<TaskState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    files::add_to_linker(linker, |s| AuditedFs {
+        fs: WasiFilesystemCtxView {
+            ctx: s.wasi.filesystem(),
+            table: &mut s.table,
+        },
+        events: &s.events,
+        disk: &s.disk,
+    })?;
+    status::add_to_linker(linker, |s| StatusView(&s.events))?;
+    blackboard::add_to_linker(linker, |s| BlackboardView::new(&s.board, &s.events))?;
+    secrets::add_to_linker(linker, |s| SecretsView::new(&s.secrets, &s.events))?;
+    tools::add_to_linker(linker, |s| ToolsView::new(&s.tools, &s.events))
 }

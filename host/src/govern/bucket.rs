@@ -5,15 +5,9 @@
 //! share CPU in the ratio of their rates, and a tenant that spins forever cannot take more
 //! than its rate from anyone else.
 
+use crate::model::limits::FuelRate;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// A fuel rate: sustained fuel per second and the burst allowed above it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct FuelRate {
-    pub per_second: u64,
-    pub burst: u64,
-}
 
 /// A token bucket: refills at a steady rate, up to a burst; draws may put it in debt.
 #[derive(Debug)]

@@ -5,39 +5,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use crate::model::report::AgentScore;
 
 /// Weight of the newest sample in the moving averages.
 const ALPHA: f64 = 0.3;
-
-/// An agent's record.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct AgentScore {
-    /// Moving average of attempt latency, in milliseconds.
-    pub latency_ms: f64,
-    /// Moving average of success (1: every attempt succeeded).
-    pub success_rate: f64,
-    /// Attempts recorded.
-    pub attempts: u64,
-}
-
-impl Default for AgentScore {
-    /// An agent never tried is assumed good, so that it gets tried.
-    fn default() -> Self {
-        Self {
-            latency_ms: 0.0,
-            success_rate: 1.0,
-            attempts: 0,
-        }
-    }
-}
-
-impl AgentScore {
-    /// Higher is better: the success rate, discounted by latency (a second halves it).
-    pub fn value(&self) -> f64 {
-        self.success_rate / (1.0 + self.latency_ms / 1000.0)
-    }
-}
 
 #[derive(Debug, Default)]
 pub(crate) struct Scores {

@@ -8,12 +8,12 @@ use toml::Spanned;
 
 use super::spec::{BudgetSpec, ErrorBudgetSpec, PolicySpec, RetrySpec};
 use super::{
-    ErrorBudget, OnBlocked, OnErrorBudget, Policy, PolicyDefaults, RetryOverride, StallOverride,
-    TenantAccess, ToolLimit,
+    Policy, PolicyDefaults, RetryOverride, StallOverride, TenantAccess, TenantLimits, ToolLimit,
 };
-use crate::bus::ErrorKind;
 use crate::config::{Checker, Diagnostics, Source, parse_toml};
-use crate::govern::{Budget, FuelRate, TenantLimits};
+use crate::model::limits::{Budget, FuelRate};
+use crate::model::policy::{ErrorBudget, OnBlocked, OnErrorBudget};
+use crate::model::status::ErrorKind;
 
 const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
 

@@ -11,13 +11,14 @@ use std::time::Duration;
 
 pub use self::run::{CancelHandle, Run};
 use crate::Error;
-use crate::aggregate::AgentReport;
+use crate::capabilities::secrets::{Backend, EnvSecrets, SecretBackend};
+use crate::capabilities::tools::{Tool, ToolRegistry};
+use crate::claims::{ClaimError, Claims};
 use crate::engine::{Engine, EngineConfig, LoadError, LoadedAgent};
 use crate::govern::Governor;
+use crate::model::report::AgentReport;
+use crate::model::time::millis;
 use crate::policy::Policy;
-use crate::scheduler::{ClaimError, Claims, millis};
-use crate::secrets::{Backend, EnvSecrets, SecretBackend};
-use crate::tools::{Tool, ToolRegistry};
 use crate::workflow::{AgentDef, Diagnostic, Diagnostics, Workflow};
 
 /// Builds a [`Runtime`]. Every setting has a default.
@@ -133,7 +134,7 @@ impl RuntimeBuilder {
             inner: Arc::new(Inner {
                 engine: Arc::new(engine),
                 tools: Arc::new(tools),
-                governor: Governor::new(self.policy.tenants.clone()),
+                governor: Governor::new(self.policy.tenants.clone(), None),
                 policy: self.policy,
                 state_dir,
                 secrets: self.secrets,
@@ -377,10 +378,10 @@ impl Runtime {
     pub fn claim(&self, tenant: &str, key: &str) -> Result<(), ClaimError> {
         let mut parts = key.split('/');
         let (_, node, attempt) = (parts.next(), parts.next().unwrap_or(""), parts.next());
-        let claimant = crate::bus::TaskRef {
-            node: node.to_owned(),
-            branch: String::new(),
-            agent: "host".to_owned(),
+        let claimant = crate::model::events::TaskRef {
+            node: node.into(),
+            branch: "".into(),
+            agent: "host".into(),
             attempt: attempt.and_then(|a| a.parse().ok()).unwrap_or(0),
         };
         self.inner.claims.claim(tenant, key, &claimant)
@@ -388,7 +389,7 @@ impl Runtime {
 
     /// Everything tenant `tenant` has burned in this runtime so far.
     pub fn tenant_fuel_used(&self, tenant: &str) -> u64 {
-        self.inner.governor.tenant(tenant).account().fuel_used()
+        self.inner.governor.tenant(tenant).account.fuel_used()
     }
 }
 

@@ -11,16 +11,21 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Inner, RunOptions, Runtime};
 use crate::Error;
-use crate::aggregate::{self, FuelUse, Lag, RunMetrics, RunReport};
-use crate::blackboard::{Blackboard, BlackboardLimits};
-use crate::bus::{
-    Bus, EmitterLimits, EventKind, EventStream, PlanCreated, PlannedTask, RunCompleted, TaskStatus,
-    Timestamp,
-};
-use crate::engine::{LocalExecutor, RunAgent, RunContext, RunDir};
-use crate::policy::{OnBlocked, Policy, RetryPolicy, StallOverride};
-use crate::scheduler::{self, AgentPlan, ErrorBudgetChange, Plan, Shared, TaskPlan, millis};
-use crate::secrets::Lease;
+use crate::aggregate;
+use crate::bus::{Bus, EmitterLimits, EventStream};
+use crate::capabilities::blackboard::{Blackboard, BlackboardLimits};
+use crate::capabilities::files::RunDir;
+use crate::capabilities::secrets::Lease;
+use crate::engine::{LocalExecutor, RunAgent, RunContext};
+use crate::model::Name;
+use crate::model::events::{EventKind, PlanCreated, PlannedTask, RunCompleted};
+use crate::model::policy::{OnBlocked, RetryPolicy};
+use crate::model::report::{FuelUse, Lag, RunMetrics, RunReport};
+use crate::model::status::TaskStatus;
+use crate::model::time::Timestamp;
+use crate::model::time::millis;
+use crate::policy::{Policy, StallOverride};
+use crate::scheduler::{self, AgentPlan, ErrorBudgetChange, Plan, Shared, TaskPlan};
 use crate::workflow::{Diagnostics, Workflow, is_valid_name};
 
 impl Runtime {
@@ -109,12 +114,17 @@ impl Runtime {
             .or_else(|| inner.policy.defaults.error_budget.clone());
 
         let blackboard = Arc::new(Blackboard::new(BlackboardLimits::default()));
+        // The run's own subscriber: it reads every event as it is published, so the bus's lag
+        // (`agent.statebus.lag_ms`) is measured whoever else listens.
+        let recorder = {
+            let mut events = bus.subscribe();
+            tokio::spawn(async move { while events.next().await.is_some() {} })
+        };
         bus.publish(EventKind::PlanCreated(plan_event(
             workflow,
             max_concurrency,
             budget,
         )));
-        let lag = tokio::spawn(measure_lag(bus.subscribe()));
         // The run's credential for secrets, renewed at half its TTL while the run lives.
         let lease = Arc::new(Lease::issue(
             &run_id,
@@ -145,9 +155,9 @@ impl Runtime {
             })
             .collect();
         let context = Arc::new(RunContext {
-            run_id: run_id.clone(),
+            run_id: Name::from(&run_id),
             workflow: workflow.name.clone(),
-            tenant: workflow.tenant.clone(),
+            tenant: Name::from(&workflow.tenant),
             bus: Arc::clone(&bus),
             blackboard: Arc::clone(&blackboard),
             branches: Arc::new(
@@ -220,11 +230,12 @@ impl Runtime {
                     lease.reissue("the run resumed after its error budget was breached");
                 }
             };
+            let snapshot = || serde_json::to_value(blackboard.snapshot()).unwrap_or_default();
             let shared = Shared {
                 governor,
                 tenant: Arc::clone(&tenant),
                 bus: &run_bus,
-                blackboard: &blackboard,
+                blackboard: &snapshot,
                 cancel: &run_cancel,
                 on_error_budget: &revoke,
             };
@@ -256,7 +267,7 @@ impl Runtime {
                 fuel: FuelUse {
                     run: finished.fuel_used,
                     tenant: tenant.name.clone(),
-                    tenant_total: tenant.account().fuel_used(),
+                    tenant_total: tenant.account.fuel_used(),
                 },
                 agents,
             };
@@ -310,7 +321,8 @@ impl Runtime {
                 cancelled,
             }));
             run_bus.close();
-            metrics.statebus_lag_ms = lag.await.unwrap_or_default();
+            let _ = recorder.await;
+            metrics.statebus_lag_ms = run_bus.lag();
             report.metrics = metrics;
             report.events = run_bus.len();
             report
@@ -405,21 +417,10 @@ fn task_plans(workflow: &Workflow, policy: &Policy, doctors: &[Option<usize>]) -
         .collect()
 }
 
-/// Receives every event as it is published and measures the delay (`agent.statebus.lag_ms`).
-async fn measure_lag(mut events: EventStream) -> Lag {
-    let mut samples = Vec::new();
-    while let Some(event) = events.next().await {
-        if let Ok(lag) = std::time::SystemTime::now().duration_since(event.at.0) {
-            samples.push(millis(lag));
-        }
-    }
-    Lag::from_samples(samples)
-}
-
 fn plan_event(
     workflow: &Workflow,
     max_concurrency: usize,
-    budget: crate::govern::Budget,
+    budget: crate::model::limits::Budget,
 ) -> PlanCreated {
     PlanCreated {
         workflow: workflow.name.clone(),

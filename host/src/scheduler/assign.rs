@@ -6,46 +6,52 @@
 //! fewest tasks of this run so far; a retry avoids the agents that already failed the task
 //! while another one remains.
 
-use super::AgentPlan;
-use crate::govern::Governor;
+use std::sync::Arc;
 
-/// The chosen agent, or `None` when every candidate is busy.
-pub(crate) fn choose(
+use crate::govern::SlotPool;
+
+/// The chosen agent, or `None` when every candidate is busy. `slots[a]`: agent `a`'s
+/// runtime-wide concurrency (`None`: unlimited); `score(a)`: its learned score.
+pub(super) fn choose(
     candidates: &[usize],
     failed: &[usize],
-    agents: &[AgentPlan],
+    slots: &[Option<Arc<SlotPool>>],
     assigned: &[u64],
-    governor: &Governor,
+    score: &dyn Fn(usize) -> f64,
 ) -> Option<usize> {
-    let fresh: Vec<usize> = candidates
+    if let [only] = candidates {
+        // The common case: a task that names its agent.
+        let busy = slots
+            .get(*only)
+            .and_then(Option::as_ref)
+            .is_some_and(|p| p.used() >= p.capacity());
+        return (!busy).then_some(*only);
+    }
+    let fresh = candidates.iter().any(|a| !failed.contains(a));
+    candidates
         .iter()
         .copied()
-        .filter(|a| !failed.contains(a))
-        .collect();
-    let pool = if fresh.is_empty() { candidates } else { &fresh };
-    pool.iter()
-        .copied()
+        .filter(|a| !fresh || !failed.contains(a))
         .filter_map(|a| {
-            let plan = &agents[a];
-            let used = governor.slots_used(&plan.slot_key());
-            let capacity = plan.max_concurrency.unwrap_or(usize::MAX);
-            if used >= capacity {
-                return None;
-            }
-            let load = if capacity == usize::MAX {
-                0.0
-            } else {
-                used as f64 / capacity as f64
+            let load = match slots.get(a).and_then(Option::as_ref) {
+                Some(pool) => {
+                    let (used, capacity) = (pool.used(), pool.capacity());
+                    if used >= capacity {
+                        return None;
+                    }
+                    used as f64 / capacity.max(1) as f64
+                }
+                None => 0.0,
             };
             // Scores are compared coarsely so that noise in latency does not beat an even
             // spread of work.
-            let score = (governor.score(&plan.key).value() * 20.0).round();
+            let score = (score(a) * 20.0).round();
             Some((a, load, score))
         })
         .min_by(|x, y| {
             x.1.total_cmp(&y.1)
                 .then(y.2.total_cmp(&x.2))
-                .then(assigned[x.0].cmp(&assigned[y.0]))
+                .then(assigned.get(x.0).cmp(&assigned.get(y.0)))
                 .then(x.0.cmp(&y.0))
         })
         .map(|(a, _, _)| a)
@@ -53,55 +59,37 @@ pub(crate) fn choose(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-    use std::time::Duration;
-
     use super::*;
-    use crate::workflow::Limits;
 
-    fn plan(name: &str, max: Option<usize>) -> AgentPlan {
-        AgentPlan {
-            name: name.into(),
-            key: format!("{name}@test"),
-            limits: Limits::default(),
-            max_concurrency: max,
-        }
+    fn pools(caps: &[Option<usize>]) -> Vec<Option<Arc<SlotPool>>> {
+        caps.iter().map(|c| c.map(SlotPool::new)).collect()
     }
 
     #[test]
     fn free_then_least_loaded_then_best_score_then_fewest_assigned() {
-        let g = Governor::new(HashMap::new());
-        let agents = [plan("a", Some(1)), plan("b", Some(2)), plan("c", Some(2))];
+        let slots = pools(&[Some(1), Some(2), Some(2)]);
         let all = [0, 1, 2];
+        let even = |_| 1.0;
         // Nothing known: fewest assigned, then file order.
-        assert_eq!(choose(&all, &[], &agents, &[1, 0, 0], &g), Some(1));
+        assert_eq!(choose(&all, &[], &slots, &[1, 0, 0], &even), Some(1));
         // `a` is busy; `b` half loaded, `c` idle.
-        assert!(g.try_slot(&agents[0].slot_key(), 1));
-        assert!(g.try_slot(&agents[1].slot_key(), 2));
-        assert_eq!(choose(&all, &[], &agents, &[0, 0, 0], &g), Some(2));
+        let _a = slots[0].as_ref().and_then(|p| p.try_acquire());
+        let _b = slots[1].as_ref().and_then(|p| p.try_acquire());
+        assert_eq!(choose(&all, &[], &slots, &[0, 0, 0], &even), Some(2));
         // Equally loaded: the better score wins over fewer assignments.
-        assert!(g.try_slot(&agents[2].slot_key(), 2));
-        for _ in 0..5 {
-            g.record(&agents[1].key, Duration::from_millis(5), true);
-            g.record(&agents[2].key, Duration::from_millis(5), false);
-        }
-        assert_eq!(choose(&all, &[], &agents, &[0, 9, 0], &g), Some(1));
+        let _c = slots[2].as_ref().and_then(|p| p.try_acquire());
+        let scores = |a| if a == 1 { 1.0 } else { 0.1 };
+        assert_eq!(choose(&all, &[], &slots, &[0, 9, 0], &scores), Some(1));
     }
 
     #[test]
     fn a_retry_avoids_agents_that_failed_unless_none_is_left() {
-        let g = Governor::new(HashMap::new());
-        let agents = [plan("a", None), plan("b", None)];
-        assert_eq!(choose(&[0, 1], &[0], &agents, &[0, 5], &g), Some(1));
-        assert_eq!(choose(&[0, 1], &[0, 1], &agents, &[0, 5], &g), Some(0));
-        assert!(g.try_slot(&agents[1].slot_key(), 1));
-        let busy = [
-            plan("a", None),
-            AgentPlan {
-                max_concurrency: Some(1),
-                ..plan("b", None)
-            },
-        ];
-        assert_eq!(choose(&[1], &[], &busy, &[0, 0], &g), None);
+        let slots = pools(&[None, None]);
+        let even = |_| 1.0;
+        assert_eq!(choose(&[0, 1], &[0], &slots, &[0, 5], &even), Some(1));
+        assert_eq!(choose(&[0, 1], &[0, 1], &slots, &[0, 5], &even), Some(0));
+        let busy = pools(&[None, Some(1)]);
+        let _held = busy[1].as_ref().and_then(|p| p.try_acquire());
+        assert_eq!(choose(&[1], &[], &busy, &[0, 0], &even), None);
     }
 }

@@ -3,7 +3,8 @@
 
 use serde_json::{Value, json};
 
-use crate::bus::{TaskError, Timestamp};
+use crate::model::status::TaskError;
+use crate::model::time::Timestamp;
 
 /// One attempt, as a report shows it.
 fn attempt_json(agent: &str, a: &super::Attempt, attempt: usize) -> Value {

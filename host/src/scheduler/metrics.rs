@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::aggregate::{AgentUsage, Parallelism};
+use crate::model::report::{AgentUsage, Parallelism};
 
 /// The most points kept of the parallelism timeline (older ones are merged).
 const MAX_POINTS: usize = 512;

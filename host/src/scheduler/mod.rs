@@ -1,56 +1,58 @@
 //! The scheduler: runs a workflow's DAG to the end.
 //!
-//! Owns *when* and *where* tasks run:
-//! - every ready task starts as soon as it can: a slot of the run (`max_concurrency`), of its
-//!   tenant and of its agent, room in its mutex group, and limits granted from the budgets;
-//! - higher priority first, then the longest critical path; a task that must wait does not
-//!   hold up the ones behind it;
-//! - a capability task gets an agent chosen by load and learned score (see [`assign`]);
-//! - a failed attempt is retried after an exponential backoff with jitter when its policy
-//!   says so, preferably on another agent; each attempt is a new sandbox;
-//! - a task that does not succeed has its dependents skipped, or given the failure as input
-//!   (`on_upstream_failure = "run"`), while independent branches run on (all-settled);
-//! - a running task silent for its stall timeout is reported blocked and handled by policy
-//!   (report, cancel and retry, or hand off to a diagnostic agent);
-//! - past the run's error budget, nothing new starts (for a while, or at all);
-//! - cancellation ends running attempts promptly and starts nothing more.
+//! Owns *when* and *where* tasks run; each policy is in a file of its own:
+//! - `ready`: higher priority first, then the longest critical path;
+//! - `grants`: every ready task starts as soon as it holds what it needs (a slot of the run, of
+//!   its tenant and of its agent, its mutex permit, a budget reservation), taken as one RAII
+//!   grant; a task that must wait is parked on what it waits for, without holding up the
+//!   tasks behind it, and woken only when that is released;
+//! - `assign`: a capability task gets an agent chosen by load and learned score;
+//! - `retry`: a failed attempt is tried again after an exponential backoff with jitter when
+//!   its policy says so, preferably on another agent; each attempt is a new sandbox;
+//! - `settle`: a task that does not succeed has its dependents skipped (iteratively: a chain
+//!   of any length settles without recursion), or given the failure as input, while
+//!   independent branches run on (all-settled);
+//! - `stall`: a running task silent for its stall timeout is reported blocked and handled by
+//!   policy (report, cancel and retry, or hand off to a diagnostic agent);
+//! - `error_budget`: past the run's error budget, nothing new starts (for a while, or at all);
+//! - `cancel`: cancellation ends running attempts promptly and starts nothing more.
 //!
 //! It publishes every state change as an event. It never touches Wasm: an [`Executor`] runs
-//! each attempt, so all of this is tested with a fake one.
+//! each attempt, through the attempt port of the model, so all of this is tested with a fake.
 
 mod assign;
-mod claims;
-mod executor;
+mod cancel;
+mod error_budget;
+mod grants;
 mod handoff;
 mod metrics;
-mod queue;
+mod ready;
+mod retry;
+mod settle;
+mod stall;
 
-use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use petgraph::graph::NodeIndex;
 use serde_json::Value;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use self::claims::ClaimError;
-pub(crate) use self::claims::Claims;
-pub(crate) use self::executor::{Attempt, Executor, Job, UpstreamResult};
-use self::handoff::RunInfo;
+use self::grants::{Acquired, AgentSlots, Grant, Resources};
 pub(crate) use self::metrics::Meter;
-use self::queue::ReadyQueue;
-use crate::blackboard::Blackboard;
-use crate::bus::{
-    Bus, ErrorKind, EventKind, Heartbeat, LastProgress, RunPaused, RunResumed, TaskBlocked,
-    TaskError, TaskHandoff, TaskRef, TaskStatus, TaskStatusUpdated,
-};
-use crate::govern::{self, Account, Budget, Governor, Grant, Granted, Tenant};
-use crate::policy::{
-    ErrorBudget, OnBlocked, OnErrorBudget, OnUpstreamFailure, RetryPolicy, StallPolicy,
-};
-use crate::workflow::{Limits, Workflow};
+use self::ready::ReadyQueue;
+use self::retry::Timer;
+use crate::bus::Bus;
+use crate::govern::{Account, Governor, SlotPool, Tenant};
+use crate::model::Name;
+use crate::model::events::{EventKind, TaskRef, TaskStatusUpdated};
+use crate::model::limits::{Budget, Limits};
+use crate::model::policy::{ErrorBudget, RetryPolicy, StallPolicy};
+use crate::model::port::{Attempt, Executor, Heartbeat, Job, UpstreamResult};
+use crate::model::status::{ErrorKind, TaskError, TaskStatus};
+use crate::model::time::millis;
+use crate::workflow::Workflow;
 
 /// An agent as the scheduler sees it.
 #[derive(Debug, Clone)]
@@ -60,12 +62,6 @@ pub(crate) struct AgentPlan {
     pub(crate) key: String,
     pub(crate) limits: Limits,
     pub(crate) max_concurrency: Option<usize>,
-}
-
-impl AgentPlan {
-    pub(crate) fn slot_key(&self) -> String {
-        format!("agent:{}", self.key)
-    }
 }
 
 /// A task's failure handling, resolved from every level.
@@ -96,7 +92,8 @@ pub(crate) struct Shared<'a> {
     pub(crate) governor: &'a Governor,
     pub(crate) tenant: Arc<Tenant>,
     pub(crate) bus: &'a Bus,
-    pub(crate) blackboard: &'a Blackboard,
+    /// The run's blackboard as JSON, for handoff reports.
+    pub(crate) blackboard: &'a (dyn Fn() -> Value + Sync),
     pub(crate) cancel: &'a CancellationToken,
     /// Told when the run's error budget is breached and when the run resumes after it (its
     /// credential is revoked, then a new one issued).
@@ -151,60 +148,50 @@ pub(crate) async fn run<E: Executor>(
 ) -> Finished {
     let mut s = Scheduler::new(plan, shared);
     let mut jobs: JoinSet<Attempt> = JoinSet::new();
-    let mut monitor = tokio::time::interval(Duration::from_millis(200));
-    monitor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let signal = Arc::clone(s.resources.signal());
+    let sleep = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(sleep);
+    let mut armed: Option<Instant> = None;
     s.begin();
     loop {
         s.dispatch(&mut jobs, &executor);
+        s.shared.bus.wake();
         if s.is_done(&jobs) {
             break;
         }
-        let timer = s.next_timer();
-        let watching = s.watching_stalls();
-        let waiting = s.waiting_on_shared;
-        let governor = s.shared.governor;
+        let next = s.timers.peek().map(|std::cmp::Reverse((at, _))| *at);
+        if next != armed {
+            if let Some(at) = next {
+                sleep.as_mut().reset(at.into());
+            }
+            armed = next;
+        }
         tokio::select! {
             biased;
             () = s.shared.cancel.cancelled(), if !s.cancelled => s.cancel(),
             Some(joined) = jobs.join_next_with_id() => {
-                let (id, attempt) = match joined {
-                    Ok((id, attempt)) => (id, attempt),
-                    Err(e) => (e.id(), Attempt::not_run(
-                        TaskStatus::Failed,
-                        ErrorKind::Host,
-                        format!("the executor of this task failed: {e}"),
-                    )),
-                };
-                s.job_ended(id, attempt);
+                s.joined(joined);
+                // Take every other attempt that has ended too, then dispatch once.
+                while let Some(joined) = jobs.try_join_next_with_id() {
+                    s.joined(joined);
+                }
             }
-            () = sleep_until(timer), if timer.is_some() => s.fire_timers(),
-            _ = monitor.tick(), if watching => s.check_stalls(&mut jobs, &executor),
-            () = governor.changed.notified(), if waiting => {}
-            () = tokio::time::sleep(Duration::from_millis(50)), if waiting => {}
+            () = &mut sleep, if armed.is_some() => {
+                armed = None;
+                s.fire_timers(&mut jobs, &executor);
+            }
+            () = signal.fired() => {}
         }
     }
     s.finish()
 }
 
-async fn sleep_until(at: Option<Instant>) {
-    if let Some(at) = at {
-        tokio::time::sleep_until(at.into()).await;
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Timer {
-    Retry(usize),
-    Resume,
-}
-
 /// An attempt in flight.
 struct Running {
     agent: usize,
-    granted: Granted,
+    grant: Grant,
     cancel: CancellationToken,
     heartbeat: Arc<Heartbeat>,
-    tenant_slot: bool,
     /// `agent.task.blocked` was published for the current silence.
     reported: bool,
     /// The policy stopped it for being blocked.
@@ -220,6 +207,8 @@ struct TaskState {
     failed_agents: Vec<usize>,
     ready_since: Option<Instant>,
     queued: Option<Duration>,
+    /// In the ready queue, or parked on a resource: it will be tried.
+    waiting: bool,
     running: Option<Running>,
     outcome: Option<TaskOutcome>,
 }
@@ -231,33 +220,47 @@ enum JobKind {
         attempt: u32,
         agent: usize,
         report: Value,
+        grant: Grant,
     },
+}
+
+/// What a task is, named once for the whole run (events repeat these, by reference).
+struct TaskNames {
+    node: Name,
+    branch: Name,
+    /// Its agent, or `capability <name>`, before an agent is chosen.
+    label: Name,
+    /// Its parameters, JSON text.
+    params: Arc<str>,
+    /// Its mutex group, by index.
+    mutex: Option<usize>,
 }
 
 struct Scheduler<'a> {
     plan: Plan<'a>,
     shared: Shared<'a>,
-    branches: Vec<String>,
+    names: Vec<TaskNames>,
+    agent_names: Vec<Name>,
+    agent_limits: Vec<Limits>,
+    agent_slots: Vec<Option<Arc<SlotPool>>>,
     tasks: Vec<TaskState>,
     queue: ReadyQueue,
-    /// Tasks running per mutex group.
-    held: HashMap<String, usize>,
+    resources: Resources,
     running: usize,
-    /// Running tasks that have a stall timeout (the monitor ticks only while there are some).
-    watched: usize,
+    /// Tasks queued or parked.
+    waiting: usize,
     jobs: HashMap<tokio::task::Id, JobKind>,
-    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    timers: BinaryHeap<std::cmp::Reverse<(Instant, Timer)>>,
     /// Tasks given to each agent in this run (to spread work evenly).
     assigned: Vec<u64>,
-    account: Account,
     cancelled: bool,
     /// The error budget stopped the run.
     stopped: bool,
     paused_since: Option<Instant>,
     failures: Vec<(String, u32, TaskError)>,
     finished_attempts: u32,
-    /// Some ready task waits for something other runs hold (tenant or agent slots, budget).
-    waiting_on_shared: bool,
+    /// Diagnoses waiting for what they need (their agent's slot, the budget).
+    pending_diagnoses: Vec<stall::PendingDiagnosis>,
     diagnoses: Vec<Diagnosis>,
     meter: Meter,
     last_settled: Instant,
@@ -266,33 +269,71 @@ struct Scheduler<'a> {
 impl<'a> Scheduler<'a> {
     fn new(plan: Plan<'a>, shared: Shared<'a>) -> Self {
         let wf = plan.workflow;
-        let n = wf.tasks.len();
         let start = Instant::now();
-        let tasks = wf
+        let mut mutex_names: Vec<&str> = Vec::new();
+        let names = wf
             .tasks
             .iter()
-            .map(|t| TaskState {
-                remaining: t.deps.len(),
-                ..TaskState::default()
+            .enumerate()
+            .map(|(i, t)| TaskNames {
+                node: Name::from(&t.id),
+                branch: Name::from(wf.branch(i)),
+                label: Name::from(wf.target_label(i)),
+                params: Arc::from(t.params.to_string()),
+                mutex: t.mutex.as_deref().map(|m| {
+                    mutex_names.iter().position(|n| *n == m).unwrap_or_else(|| {
+                        mutex_names.push(m);
+                        mutex_names.len() - 1
+                    })
+                }),
             })
             .collect();
+        let capacities: Vec<usize> = mutex_names
+            .iter()
+            .map(|m| wf.mutexes.get(*m).copied().unwrap_or(1))
+            .collect();
+        let governor = shared.governor;
+        let agent_slots = plan
+            .agents
+            .iter()
+            .map(|a| {
+                a.max_concurrency
+                    .map(|cap| governor.agent_slots(&a.key, cap))
+            })
+            .collect();
+        let resources = Resources::new(
+            plan.max_concurrency,
+            &capacities,
+            shared.tenant.slots.clone(),
+            Arc::clone(&shared.tenant.account),
+            Account::with_deadline("the workflow", plan.budget, start),
+        );
         Self {
-            branches: (0..n).map(|t| wf.branch(t)).collect(),
-            tasks,
+            names,
+            agent_names: plan.agents.iter().map(|a| Name::from(&a.name)).collect(),
+            agent_limits: plan.agents.iter().map(|a| a.limits).collect(),
+            agent_slots,
+            tasks: wf
+                .tasks
+                .iter()
+                .map(|t| TaskState {
+                    remaining: t.deps.len(),
+                    ..TaskState::default()
+                })
+                .collect(),
             queue: ReadyQueue::default(),
-            held: HashMap::new(),
+            resources,
             running: 0,
-            watched: 0,
+            waiting: 0,
             jobs: HashMap::new(),
             timers: BinaryHeap::new(),
             assigned: vec![0; plan.agents.len()],
-            account: Account::with_deadline("the workflow", plan.budget, start),
             cancelled: false,
             stopped: false,
             paused_since: None,
             failures: Vec::new(),
             finished_attempts: 0,
-            waiting_on_shared: false,
+            pending_diagnoses: Vec::new(),
             diagnoses: Vec::new(),
             meter: Meter::new(start),
             last_settled: start,
@@ -305,30 +346,33 @@ impl<'a> Scheduler<'a> {
         self.plan.workflow
     }
 
-    /// The agent label of a task before an agent is chosen: its agent, or its capability.
+    /// Which task (and attempt) an event is about: its agent, or its label before one is
+    /// chosen.
     fn task_ref(&self, task: usize, agent: Option<usize>, attempt: u32) -> TaskRef {
+        let names = &self.names[task];
         TaskRef {
-            node: self.wf().tasks[task].id.clone(),
-            branch: self.branches[task].clone(),
-            agent: match agent {
-                Some(a) => self.plan.agents[a].name.clone(),
-                None => self.wf().target_label(task),
+            node: names.node.clone(),
+            branch: names.branch.clone(),
+            agent: match agent.and_then(|a| self.agent_names.get(a)) {
+                Some(name) => name.clone(),
+                None => names.label.clone(),
             },
             attempt,
         }
     }
 
     fn next_attempt(&self, task: usize) -> u32 {
-        self.tasks[task].attempts.len() as u32 + 1
+        u32::try_from(self.tasks[task].attempts.len()).unwrap_or(u32::MAX - 1) + 1
     }
 
+    /// Publishes a state change; subscribers are woken once per step of the loop.
     fn publish(&self, update: TaskStatusUpdated) {
-        self.shared.bus.publish(EventKind::TaskStatus(update));
+        self.shared.bus.publish_quiet(EventKind::TaskStatus(update));
     }
 
     fn begin(&mut self) {
         for task in 0..self.tasks.len() {
-            self.publish(status_only(
+            self.publish(TaskStatusUpdated::new(
                 self.task_ref(task, None, 1),
                 TaskStatus::Pending,
             ));
@@ -341,14 +385,34 @@ impl<'a> Scheduler<'a> {
     }
 
     fn make_ready(&mut self, task: usize) {
-        let t = &self.wf().tasks[task];
         self.tasks[task].ready_since = Some(Instant::now());
-        self.queue.push(task, t.priority, t.critical_path);
+        self.enqueue(task);
         let attempt = self.next_attempt(task);
-        self.publish(status_only(
+        self.publish(TaskStatusUpdated::new(
             self.task_ref(task, None, attempt),
             TaskStatus::Ready,
         ));
+    }
+
+    /// Puts a ready task in the queue (once).
+    fn enqueue(&mut self, task: usize) {
+        let state = &mut self.tasks[task];
+        if state.outcome.is_some() || state.running.is_some() {
+            return;
+        }
+        if !state.waiting {
+            state.waiting = true;
+            self.waiting += 1;
+        }
+        let t = &self.wf().tasks[task];
+        self.queue.push(task, t.priority, t.critical_path);
+    }
+
+    /// The task no longer waits (it starts, or it ends).
+    fn unwait(&mut self, task: usize) {
+        if std::mem::take(&mut self.tasks[task].waiting) {
+            self.waiting -= 1;
+        }
     }
 
     fn is_done(&self, jobs: &JoinSet<Attempt>) -> bool {
@@ -358,55 +422,60 @@ impl<'a> Scheduler<'a> {
         if self.cancelled || self.stopped {
             return true;
         }
-        self.timers.is_empty() && self.queue.is_empty()
-    }
-
-    fn next_timer(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
-    }
-
-    fn watching_stalls(&self) -> bool {
-        self.watched > 0
-    }
-
-    fn mutex_free(&self, task: usize) -> bool {
-        let wf = self.wf();
-        match &wf.tasks[task].mutex {
-            Some(m) => {
-                let capacity = wf.mutexes.get(m).copied().unwrap_or(1);
-                self.held.get(m).copied().unwrap_or(0) < capacity
-            }
-            None => true,
-        }
+        // Waiting tasks are queued, or parked on what running attempts (of this run or of
+        // others) hold; timers bring back retries and the end of a pause.
+        self.timers.is_empty() && self.waiting == 0 && self.pending_diagnoses.is_empty()
     }
 
     /// Starts ready tasks while there is room.
     fn dispatch<E: Executor>(&mut self, jobs: &mut JoinSet<Attempt>, executor: &Arc<E>) {
-        // Tasks that found a shared resource busy (a tenant or agent slot, the tenant's
-        // budget) wait for its release, which another run may make: they try again now.
-        if std::mem::take(&mut self.waiting_on_shared) {
-            self.queue.release();
+        // What was released since the last step: the tasks parked on it compete again.
+        for task in self.resources.released() {
+            if self.tasks[task].waiting && self.tasks[task].running.is_none() {
+                let t = &self.wf().tasks[task];
+                self.queue.push(task, t.priority, t.critical_path);
+            }
         }
+        self.retry_diagnoses(jobs, executor);
         if self.cancelled || self.stopped || self.paused_since.is_some() {
             return;
         }
-        while self.running < self.plan.max_concurrency {
-            let mut queue = std::mem::take(&mut self.queue);
-            let next = queue.pop(|t| self.mutex_free(t));
-            self.queue = queue;
-            let Some(task) = next else { break };
-            match self.start(task) {
-                Start::Job(job) => {
+        while !self.queue.is_empty() {
+            let Some(run_slot) = self.resources.run_slot() else {
+                break;
+            };
+            let Some(task) = self.queue.pop() else { break };
+            let state = &self.tasks[task];
+            if !state.waiting || state.running.is_some() || state.outcome.is_some() {
+                continue;
+            }
+            let t = &self.wf().tasks[task];
+            let score = |a: usize| self.shared.governor.score(&self.plan.agents[a].key).value();
+            let slots = AgentSlots {
+                limits: &self.agent_limits,
+                slots: &self.agent_slots,
+                score: &score,
+            };
+            let acquired = self.resources.acquire(
+                task,
+                Some(run_slot),
+                self.names[task].mutex,
+                t.target.agents(),
+                &state.failed_agents,
+                &self.assigned,
+                &slots,
+            );
+            match acquired {
+                Acquired::Granted(agent, grant) => {
+                    let job = self.start(task, agent, grant);
                     let executor = Arc::clone(executor);
-                    let handle = jobs.spawn(async move { executor.execute(*job).await });
+                    let handle = jobs.spawn(async move { executor.execute(job).await });
                     self.jobs.insert(handle.id(), JobKind::Attempt(task));
                 }
-                Start::Busy => {
-                    let t = &self.wf().tasks[task];
-                    self.queue.put_back(task, t.priority, t.critical_path);
-                    self.waiting_on_shared = true;
-                }
-                Start::Exhausted(message) => {
+                // It stays `waiting`, parked on what it needs.
+                Acquired::Parked => {}
+                Acquired::Exhausted(message) => {
+                    self.unwait(task);
                     let error = TaskError::new(ErrorKind::Budget, message);
                     self.settle(task, TaskStatus::BudgetExhausted, Some(error), true);
                 }
@@ -414,75 +483,18 @@ impl<'a> Scheduler<'a> {
         }
     }
 
-    /// Takes what an attempt of `task` needs (tenant slot, agent and its slot, budget), or
-    /// gives everything back and says why it cannot start.
-    fn start(&mut self, task: usize) -> Start {
-        let governor = self.shared.governor;
-        let tenant = Arc::clone(&self.shared.tenant);
-        let tenant_key = format!("tenant:{}", tenant.name);
-        let tenant_slot = tenant.limits.max_concurrency.is_some();
-        if let Some(max) = tenant.limits.max_concurrency
-            && !governor.try_slot(&tenant_key, max)
-        {
-            return Start::Busy;
-        }
-        let release_tenant = || {
-            if tenant_slot {
-                governor.release_slot(&tenant_key);
-            }
-        };
-        let state = &self.tasks[task];
-        let Some(agent) = assign::choose(
-            self.wf().tasks[task].target.agents(),
-            &state.failed_agents,
-            &self.plan.agents,
-            &self.assigned,
-            governor,
-        ) else {
-            release_tenant();
-            return Start::Busy;
-        };
-        let plan = &self.plan.agents[agent];
-        let agent_key = plan.slot_key();
-        if !governor.try_slot(&agent_key, plan.max_concurrency.unwrap_or(usize::MAX)) {
-            release_tenant();
-            return Start::Busy;
-        }
-        let grant = {
-            let mut tenant_account = tenant.account();
-            govern::grant(
-                plan.limits,
-                &mut [&mut tenant_account, &mut self.account],
-                Instant::now(),
-            )
-        };
-        let granted = match grant {
-            Grant::Ready(granted) => granted,
-            Grant::Wait => {
-                governor.release_slot(&agent_key);
-                release_tenant();
-                return Start::Busy;
-            }
-            Grant::Exhausted(message) => {
-                governor.release_slot(&agent_key);
-                release_tenant();
-                return Start::Exhausted(message);
-            }
-        };
-
+    /// Marks `task` running on `agent` under `grant` and builds its job.
+    fn start(&mut self, task: usize, agent: usize, grant: Grant) -> Job {
         let wf = self.wf();
         let t = &wf.tasks[task];
-        if let Some(m) = &t.mutex {
-            *self.held.entry(m.clone()).or_insert(0) += 1;
-        }
         let attempt = self.next_attempt(task);
         let queued = self.tasks[task].ready_since.map(|since| since.elapsed());
         let task_ref = self.task_ref(task, Some(agent), attempt);
-        let key = claims::key(&self.plan.run_id, &t.id, attempt);
+        let key = Name::from(crate::claims::key(&self.plan.run_id, &t.id, attempt));
         self.publish(TaskStatusUpdated {
             queued_ms: queued.map(millis),
             key: Some(key.clone()),
-            ..status_only(task_ref.clone(), TaskStatus::Running)
+            ..TaskStatusUpdated::new(task_ref.clone(), TaskStatus::Running)
         });
         let upstream = t
             .deps
@@ -500,7 +512,7 @@ impl<'a> Scheduler<'a> {
                         }),
                     }
                 };
-                Some((wf.tasks[d].id.clone(), result))
+                Some((self.names[d].node.clone(), result))
             })
             .collect();
         let heartbeat = Arc::new(Heartbeat::new());
@@ -510,32 +522,48 @@ impl<'a> Scheduler<'a> {
             task: Some(task),
             key,
             agent,
-            limits: granted.limits,
+            limits: grant.reservation.limits,
             heartbeat: Arc::clone(&heartbeat),
-            params: t.params.to_string(),
+            params: Arc::clone(&self.names[task].params),
             upstream,
             cancel: cancel.clone(),
         };
+        if let Some(stall) = &self.plan.tasks[task].stall {
+            self.timers.push(std::cmp::Reverse((
+                Instant::now() + stall.timeout,
+                Timer::Stall(task, attempt),
+            )));
+        }
+        self.unwait(task);
         let state = &mut self.tasks[task];
         state.queued = queued;
         state.running = Some(Running {
             agent,
-            granted,
+            grant,
             cancel,
             heartbeat,
-            tenant_slot,
             reported: false,
             stopped_blocked: false,
             diagnosed: false,
         });
         self.assigned[agent] += 1;
         self.running += 1;
-        self.watched += usize::from(self.plan.tasks[task].stall.is_some());
         self.meter.started(attempt);
-        Start::Job(Box::new(job))
+        job
     }
 
-    fn job_ended(&mut self, id: tokio::task::Id, attempt: Attempt) {
+    fn joined(&mut self, joined: Result<(tokio::task::Id, Attempt), tokio::task::JoinError>) {
+        let (id, attempt) = match joined {
+            Ok((id, attempt)) => (id, attempt),
+            Err(e) => (
+                e.id(),
+                Attempt::not_run(
+                    TaskStatus::Failed,
+                    ErrorKind::Host,
+                    format!("the executor of this task failed: {e}"),
+                ),
+            ),
+        };
         match self.jobs.remove(&id) {
             Some(JobKind::Attempt(task)) => self.attempt_ended(task, attempt),
             Some(JobKind::Diagnosis {
@@ -543,27 +571,8 @@ impl<'a> Scheduler<'a> {
                 attempt: number,
                 agent,
                 report,
-            }) => {
-                let name = self.plan.agents[agent].name.clone();
-                let diagnosis = attempt
-                    .output
-                    .as_ref()
-                    .and_then(|o| serde_json::from_str(o.get()).ok());
-                self.shared.bus.publish(EventKind::TaskHandoff(TaskHandoff {
-                    task: self.task_ref(task, None, number),
-                    diagnostic_agent: name.clone(),
-                    status: attempt.status,
-                    diagnosis,
-                    error: attempt.error.clone(),
-                }));
-                self.diagnoses.push(Diagnosis {
-                    node: self.wf().tasks[task].id.clone(),
-                    attempt: number,
-                    agent: name,
-                    report,
-                    attempt_result: attempt,
-                });
-            }
+                grant,
+            }) => self.diagnosis_ended(task, number, agent, report, grant, attempt),
             None => {}
         }
     }
@@ -572,32 +581,13 @@ impl<'a> Scheduler<'a> {
         let Some(run) = self.tasks[task].running.take() else {
             return;
         };
-        let governor = self.shared.governor;
-        let wf = self.wf();
-        if let Some(m) = &wf.tasks[task].mutex
-            && let Some(held) = self.held.get_mut(m)
-        {
-            *held = held.saturating_sub(1);
-        }
-        let plan = &self.plan.agents[run.agent];
-        governor.release_slot(&plan.slot_key());
-        if run.tenant_slot {
-            governor.release_slot(&format!("tenant:{}", self.shared.tenant.name));
-        }
-        {
-            let mut tenant_account = self.shared.tenant.account();
-            govern::settle(
-                &run.granted.limits,
-                attempt.fuel_used,
-                attempt.latency,
-                &mut [&mut tenant_account, &mut self.account],
+        self.running -= 1;
+        if self.plan.tasks[task].stall.is_some() {
+            let number = self.next_attempt(task);
+            self.timers.retain(
+                |std::cmp::Reverse((_, t))| !matches!(t, Timer::Stall(n, a) if *n == task && *a == number),
             );
         }
-        governor.changed.notify_waiters();
-        self.queue.release();
-        self.running -= 1;
-        self.watched -= usize::from(self.plan.tasks[task].stall.is_some());
-
         // What the attempt's end means, given why it was stopped or limited.
         if run.stopped_blocked && attempt.status == TaskStatus::Cancelled {
             attempt.status = TaskStatus::Blocked;
@@ -606,9 +596,10 @@ impl<'a> Scheduler<'a> {
                 "stopped: it reported no progress for its stall timeout",
             ));
         }
+        let reservation = &run.grant.reservation;
         let budget_cap = match attempt.status {
-            TaskStatus::OutOfFuel => run.granted.fuel_cap.as_ref(),
-            TaskStatus::TimedOut => run.granted.time_cap.as_ref(),
+            TaskStatus::OutOfFuel => reservation.fuel_cap.as_ref(),
+            TaskStatus::TimedOut => reservation.time_cap.as_ref(),
             _ => None,
         };
         if let Some(cap) = budget_cap {
@@ -623,13 +614,25 @@ impl<'a> Scheduler<'a> {
                 format!("ran out of {what}: it was given only {cap}"),
             ));
         }
+        // Everything the attempt held goes back now: what it used is charged.
+        let Grant { reservation, .. } = run.grant;
+        reservation.settle(attempt.fuel_used, attempt.latency);
         let succeeded = attempt.status == TaskStatus::Succeeded;
-        governor.record(&plan.key, attempt.latency, succeeded);
-        self.meter.ended(&plan.name, attempt.latency, succeeded);
+        let cancelled = attempt.status == TaskStatus::Cancelled;
+        let key = &self.plan.agents[run.agent].key;
+        // A cancelled attempt says nothing about its agent.
+        if !cancelled {
+            self.shared.governor.record(key, attempt.latency, succeeded);
+        }
+        self.meter.ended(
+            &self.plan.agents[run.agent].name,
+            attempt.latency,
+            succeeded,
+        );
         let number = self.next_attempt(task);
         let task_ref = self.task_ref(task, Some(run.agent), number);
         let error = attempt.error.clone();
-        let counted = !succeeded && attempt.status != TaskStatus::Cancelled;
+        let counted = !succeeded && !cancelled;
         let status = attempt.status;
         let update = TaskStatusUpdated {
             started_at: Some(attempt.started_at),
@@ -639,7 +642,7 @@ impl<'a> Scheduler<'a> {
             memory_peak: Some(attempt.memory_peak),
             error: error.clone(),
             artifacts: attempt.artifacts.clone(),
-            ..status_only(task_ref, status)
+            ..TaskStatusUpdated::new(task_ref, status)
         };
         self.tasks[task].attempts.push((run.agent, attempt));
         if counted {
@@ -648,318 +651,41 @@ impl<'a> Scheduler<'a> {
                 .clone()
                 .unwrap_or_else(|| TaskError::new(ErrorKind::Failed, "failed"));
             self.failures
-                .push((wf.tasks[task].id.clone(), number, failure));
+                .push((self.wf().tasks[task].id.clone(), number, failure));
         }
-        if status != TaskStatus::Cancelled {
+        if !cancelled {
             self.finished_attempts += 1;
         }
         if counted {
             self.check_error_budget();
         }
-
-        let default = RetryPolicy::default();
-        let retry = self.plan.tasks[task]
-            .retry
-            .iter()
-            .find(|(a, _)| *a == run.agent)
-            .map_or(&default, |(_, r)| r);
-        let retrying = counted
-            && !self.cancelled
-            && !self.stopped
-            && status != TaskStatus::BudgetExhausted
-            && error
-                .as_ref()
-                .is_some_and(|e| retry.retries(e.kind, number));
-        if retrying {
-            let delay = retry.delay(number, fastrand::f64());
+        if let Some(delay) = self.retry_delay(task, run.agent, number, status, error.as_ref()) {
             self.publish(TaskStatusUpdated {
                 status: TaskStatus::Retrying,
                 retry_in_ms: Some(millis(delay)),
                 ..update
             });
-            self.timers
-                .push(Reverse((Instant::now() + delay, Timer::Retry(task))));
+            self.timers.push(std::cmp::Reverse((
+                Instant::now() + delay,
+                Timer::Retry(task),
+            )));
             return;
         }
         self.publish(update);
         self.settle(task, status, error, false);
     }
 
-    /// Ends a task (it will not run again) and lets its dependents go on: ready when all their
-    /// dependencies have ended, skipped when one failed (unless they run on failures).
-    /// `announce`: publish the final status (no attempt's event has said it).
-    fn settle(
-        &mut self,
-        task: usize,
-        status: TaskStatus,
-        error: Option<TaskError>,
-        announce: bool,
-    ) {
-        if announce {
-            let attempt = self.next_attempt(task);
-            self.publish(TaskStatusUpdated {
-                error: error.clone(),
-                ..status_only(self.task_ref(task, None, attempt), status)
-            });
-        }
-        let state = &mut self.tasks[task];
-        state.outcome = Some(TaskOutcome {
-            status,
-            error,
-            attempts: std::mem::take(&mut state.attempts),
-            queued: state.queued,
-        });
-        self.last_settled = Instant::now();
-        if self.cancelled || self.stopped || status == TaskStatus::Cancelled {
-            // The run is ending: what has not run ends as cancelled, not skipped.
-            return;
-        }
-        let succeeded = status == TaskStatus::Succeeded;
-        // A skip names the failure it stems from, not the skipped task between.
-        let cause = match (status, &self.tasks[task].outcome) {
-            (TaskStatus::Skipped, Some(TaskOutcome { error: Some(e), .. })) => e.message.clone(),
-            _ => format!(
-                "not run: task `{}`, which it depends on, ended {status}",
-                self.wf().tasks[task].id
-            ),
-        };
-        let wf = self.wf();
-        for next in wf
-            .graph
-            .neighbors(NodeIndex::new(task))
-            .map(NodeIndex::index)
-            .collect::<Vec<_>>()
-        {
-            if self.tasks[next].outcome.is_some() {
-                continue;
-            }
-            let runs_anyway = wf.tasks[next].on_upstream_failure == OnUpstreamFailure::Run;
-            if succeeded || runs_anyway {
-                self.tasks[next].remaining -= 1;
-                if self.tasks[next].remaining == 0 && !self.cancelled && !self.stopped {
-                    self.make_ready(next);
-                }
-            } else {
-                let error = TaskError::new(ErrorKind::Dependency, cause.clone());
-                self.settle(next, TaskStatus::Skipped, Some(error), true);
-            }
-        }
-    }
-
-    fn fire_timers(&mut self) {
-        let now = Instant::now();
-        while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            match timer {
-                Timer::Retry(task) => {
-                    if !self.cancelled && !self.stopped {
-                        self.make_ready(task);
-                    }
-                }
-                Timer::Resume => {
-                    if let Some(since) = self.paused_since.take() {
-                        self.failures.clear();
-                        self.finished_attempts = 0;
-                        (self.shared.on_error_budget)(ErrorBudgetChange::Resumed);
-                        self.shared.bus.publish(EventKind::RunResumed(RunResumed {
-                            paused_ms: millis(since.elapsed()),
-                        }));
-                    }
-                }
-            }
-        }
-    }
-
-    fn cancel(&mut self) {
-        self.cancelled = true;
-        // Pending retries will not happen; running attempts end through their tokens.
-        self.timers
-            .retain(|Reverse((_, t))| !matches!(t, Timer::Retry(_)));
-    }
-
-    fn check_error_budget(&mut self) {
-        let Some(budget) = self.plan.error_budget.clone() else {
-            return;
-        };
-        if self.stopped || self.paused_since.is_some() {
-            return;
-        }
-        if !budget.exhausted(self.failures.len() as u32, self.finished_attempts) {
-            return;
-        }
-        let info = self.run_info();
-        let handoff = handoff::error_budget(
-            &info,
-            &self.failures,
-            blackboard_json(self.shared.blackboard),
-        );
-        (self.shared.on_error_budget)(ErrorBudgetChange::Breached);
-        self.shared.bus.publish(EventKind::RunPaused(RunPaused {
-            failures: self.failures.len() as u32,
-            finished: self.finished_attempts,
-            action: budget.action,
-            handoff,
-        }));
-        match budget.action {
-            OnErrorBudget::Stop => {
-                self.stopped = true;
-                self.timers
-                    .retain(|Reverse((_, t))| !matches!(t, Timer::Retry(_)));
-            }
-            OnErrorBudget::Pause { resume_after } => {
-                let now = Instant::now();
-                self.paused_since = Some(now);
-                self.timers
-                    .push(Reverse((now + resume_after, Timer::Resume)));
-            }
-        }
-    }
-
-    fn run_info(&self) -> RunInfo<'_> {
-        RunInfo {
+    fn run_info(&self) -> handoff::RunInfo<'_> {
+        handoff::RunInfo {
             run_id: &self.plan.run_id,
             workflow: &self.wf().name,
             tenant: &self.wf().tenant,
         }
     }
 
-    /// Looks for running tasks silent for their stall timeout, and applies their policy.
-    fn check_stalls<E: Executor>(&mut self, jobs: &mut JoinSet<Attempt>, executor: &Arc<E>) {
-        for task in 0..self.tasks.len() {
-            let Some(stall) = self.plan.tasks[task].stall.clone() else {
-                continue;
-            };
-            let Some(run) = self.tasks[task].running.as_mut() else {
-                continue;
-            };
-            let silent = run.heartbeat.silent_for();
-            if silent < stall.timeout {
-                run.reported = false;
-                continue;
-            }
-            if run.reported {
-                continue;
-            }
-            run.reported = true;
-            let (agent, last) = (run.agent, run.heartbeat.last());
-            self.meter.blocked += 1;
-            let number = self.next_attempt(task);
-            let task_ref = self.task_ref(task, Some(agent), number);
-            self.shared.bus.publish(EventKind::TaskBlocked(TaskBlocked {
-                task: task_ref,
-                stalled_ms: millis(silent),
-                stall_timeout_ms: millis(stall.timeout),
-                last_progress: last
-                    .clone()
-                    .map(|(fraction, message)| LastProgress { fraction, message }),
-                action: stall.action,
-            }));
-            match stall.action {
-                OnBlocked::Report => {}
-                OnBlocked::Retry => {
-                    if let Some(run) = self.tasks[task].running.as_mut() {
-                        run.stopped_blocked = true;
-                        run.cancel.cancel();
-                    }
-                }
-                OnBlocked::Diagnose => {
-                    self.diagnose(task, agent, number, silent, &stall, last, jobs, executor)
-                }
-            }
-        }
-    }
-
-    /// Hands a blocked task's report to its diagnostic agent (once per attempt).
-    #[allow(clippy::too_many_arguments)]
-    fn diagnose<E: Executor>(
-        &mut self,
-        task: usize,
-        agent: usize,
-        number: u32,
-        silent: Duration,
-        stall: &StallPolicy,
-        last: Option<(f32, String)>,
-        jobs: &mut JoinSet<Attempt>,
-        executor: &Arc<E>,
-    ) {
-        let Some(doctor) = self.plan.tasks[task].diagnostic_agent else {
-            return;
-        };
-        let Some(run) = self.tasks[task].running.as_mut() else {
-            return;
-        };
-        if run.diagnosed {
-            return;
-        }
-        run.diagnosed = true;
-        let wf = self.wf();
-        let earlier: Vec<(String, Attempt)> = self.tasks[task]
-            .attempts
-            .iter()
-            .map(|(a, at)| (self.plan.agents[*a].name.clone(), at.clone()))
-            .collect();
-        let report = handoff::blocked(
-            &self.run_info(),
-            &wf.tasks[task].id,
-            &self.plan.agents[agent].name,
-            number,
-            &wf.tasks[task].params,
-            millis(silent),
-            millis(stall.timeout),
-            last,
-            &earlier,
-            blackboard_json(self.shared.blackboard),
-        );
-        let node = format!("{}.diagnosis", wf.tasks[task].id);
-        let job = Job {
-            key: claims::diagnosis_key(&self.plan.run_id, &wf.tasks[task].id, number),
-            task: None,
-            task_ref: TaskRef {
-                branch: format!("{}.{node}", wf.name),
-                node,
-                agent: self.plan.agents[doctor].name.clone(),
-                attempt: number,
-            },
-            agent: doctor,
-            limits: self.plan.agents[doctor].limits,
-            heartbeat: Arc::new(Heartbeat::new()),
-            params: report.to_string(),
-            upstream: Vec::new(),
-            cancel: self.shared.cancel.child_token(),
-        };
-        let executor = Arc::clone(executor);
-        let handle = jobs.spawn(async move { executor.execute(job).await });
-        self.jobs.insert(
-            handle.id(),
-            JobKind::Diagnosis {
-                task,
-                attempt: number,
-                agent: doctor,
-                report,
-            },
-        );
-    }
-
     fn finish(mut self) -> Finished {
-        // What never ran ends as cancelled: by the run's cancellation or its error budget.
-        let (kind, why) = if self.stopped && !self.cancelled {
-            (
-                ErrorKind::ErrorBudget,
-                "not run: the run's error budget is exhausted",
-            )
-        } else {
-            (ErrorKind::Cancelled, "not run: the run was cancelled")
-        };
-        for task in 0..self.tasks.len() {
-            if self.tasks[task].outcome.is_none() {
-                let error = TaskError::new(kind, why);
-                self.settle(task, TaskStatus::Cancelled, Some(error), true);
-            }
-        }
-        let fuel_used = self.account.fuel_used();
+        self.settle_unrun();
+        let fuel_used = self.resources.run_account().fuel_used();
         Finished {
             tasks: self
                 .tasks
@@ -979,39 +705,6 @@ impl<'a> Scheduler<'a> {
             fuel_used,
         }
     }
-}
-
-enum Start {
-    Job(Box<Job>),
-    /// Something it needs is taken; try again when something is released.
-    Busy,
-    /// A budget ran out: it cannot run at all.
-    Exhausted(String),
-}
-
-fn blackboard_json(blackboard: &Blackboard) -> Value {
-    serde_json::to_value(blackboard.snapshot()).unwrap_or(Value::Null)
-}
-
-fn status_only(task: TaskRef, status: TaskStatus) -> TaskStatusUpdated {
-    TaskStatusUpdated {
-        task,
-        status,
-        started_at: None,
-        finished_at: None,
-        latency_ms: None,
-        queued_ms: None,
-        fuel_used: None,
-        memory_peak: None,
-        error: None,
-        retry_in_ms: None,
-        key: None,
-        artifacts: Vec::new(),
-    }
-}
-
-pub(crate) fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 #[cfg(test)]

@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 use serde_json::value::RawValue;
 
 use super::*;
-use crate::bus::Timestamp;
-use crate::govern::TenantLimits;
+use crate::model::policy::{OnBlocked, OnErrorBudget};
+use crate::model::time::Timestamp;
 use crate::policy::RetryOverride;
+use crate::policy::TenantLimits;
 
 /// What the fake does with a task: sleep, then end with a status.
 #[derive(Clone, Copy)]
@@ -94,16 +95,16 @@ impl Fake {
 
 impl Executor for Fake {
     async fn execute(&self, job: Job) -> Attempt {
-        let node = job.task_ref.node.clone();
+        let node = job.task_ref.node.to_string();
         let b = self.tasks.get(&node).copied().unwrap_or(self.default);
         assert!(
-            self.keys.lock().expect("lock").insert(job.key.clone()),
+            self.keys.lock().expect("lock").insert(job.key.to_string()),
             "the scheduler dispatched idempotency key {} twice",
             job.key
         );
         self.starts.lock().expect("lock").push((
             node.clone(),
-            job.task_ref.agent.clone(),
+            job.task_ref.agent.to_string(),
             job.task_ref.attempt,
         ));
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
@@ -144,7 +145,7 @@ impl Executor for Fake {
                 UpstreamResult::Failed { status, .. } => format!("failed:{status}"),
             })
             .collect();
-        let broken = self.broken_agents.contains(&job.task_ref.agent);
+        let broken = self.broken_agents.iter().any(|a| *a == job.task_ref.agent);
         let status = if cancelled {
             TaskStatus::Cancelled
         } else if broken || job.task_ref.attempt <= b.fail_first {
@@ -202,7 +203,7 @@ struct Harness {
 impl Harness {
     fn new(max: usize) -> Self {
         Self {
-            governor: Governor::new(HashMap::new()),
+            governor: Governor::new(HashMap::new(), None),
             tenant_limits: TenantLimits::default(),
             max,
             budget: Budget::default(),
@@ -214,10 +215,10 @@ impl Harness {
     }
 
     async fn run(self, wf: &Workflow, fake: Arc<Fake>) -> (Finished, Arc<Bus>) {
-        let governor = Governor::new(HashMap::from([(
-            wf.tenant.clone(),
-            self.tenant_limits.clone(),
-        )]));
+        let governor = Governor::new(
+            HashMap::from([(wf.tenant.clone(), self.tenant_limits.clone())]),
+            None,
+        );
         let governor = if self.tenant_limits == TenantLimits::default() {
             self.governor
         } else {
@@ -271,7 +272,7 @@ impl Harness {
                 trigger.cancel();
             });
         }
-        let blackboard = Blackboard::default();
+        let blackboard = || serde_json::json!({});
         let shared = Shared {
             governor: &governor,
             tenant: governor.tenant(&wf.tenant),
@@ -290,7 +291,7 @@ fn statuses(finished: &Finished) -> Vec<TaskStatus> {
     finished.tasks.iter().map(|o| o.status).collect()
 }
 
-async fn events(bus: &Bus) -> Vec<Arc<crate::bus::Event>> {
+async fn events(bus: &Arc<Bus>) -> Vec<Arc<crate::model::events::Event>> {
     let mut stream = bus.subscribe();
     let mut all = Vec::new();
     while let Some(e) = stream.next().await {
@@ -427,7 +428,7 @@ depends_on = ["other"]
     let mut last: HashMap<String, TaskStatus> = HashMap::new();
     for e in events(&bus).await {
         if let EventKind::TaskStatus(u) = &e.kind {
-            last.insert(u.task.node.clone(), u.status);
+            last.insert(u.task.node.to_string(), u.status);
         }
     }
     for (task, outcome) in wf.tasks.iter().zip(&done.tasks) {
@@ -853,7 +854,7 @@ agent = "a"
         .await
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::TaskBlocked(b) => Some((b.task.node.clone(), b.stalled_ms)),
+            EventKind::TaskBlocked(b) => Some((b.task.node.to_string(), b.stalled_ms)),
             _ => None,
         })
         .collect();
@@ -907,7 +908,9 @@ async fn every_task_goes_pending_ready_running_then_final() {
     let mut seen: HashMap<String, Vec<TaskStatus>> = HashMap::new();
     for e in events(&bus).await {
         if let EventKind::TaskStatus(u) = &e.kind {
-            seen.entry(u.task.node.clone()).or_default().push(u.status);
+            seen.entry(u.task.node.to_string())
+                .or_default()
+                .push(u.status);
         }
     }
     use TaskStatus::*;

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::AgentDef;
 use super::spec::{AgentSpec, LimitsSpec, RegistrySpec};
-use super::{AgentDef, Limits};
 use crate::config::{Checker, Source, parse_toml};
+use crate::model::limits::Limits;
 use crate::policy;
 
 /// Turns `[agents.NAME]` tables of one file into agents. `registry`: whether the file is an

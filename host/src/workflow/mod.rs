@@ -13,18 +13,17 @@ mod validate;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use petgraph::graph::DiGraph;
-use serde::{Deserialize, Serialize};
 
 pub use self::render::GraphFormat;
 use crate::Error;
+pub(crate) use crate::config::Source;
 pub(crate) use crate::config::is_valid_name;
 pub use crate::config::{Diagnostic, Diagnostics};
-pub(crate) use crate::config::{Source, format_size};
-use crate::govern::{Budget, FuelRate};
-use crate::policy::{ErrorBudget, OnUpstreamFailure, RetryOverride, StallOverride};
+use crate::model::limits::{Budget, FuelRate, Limits};
+use crate::model::policy::{ErrorBudget, OnUpstreamFailure};
+use crate::policy::{RetryOverride, StallOverride};
 
 /// How many tasks run at once when the file does not say.
 pub(crate) const DEFAULT_MAX_CONCURRENCY: usize = 16;
@@ -55,35 +54,6 @@ pub struct Workflow {
     /// The run's budget, as written (the tenant's may cut it further).
     pub(crate) budget: Budget,
     pub(crate) source: Arc<Source>,
-}
-
-/// Per-task resource limits of an agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Limits {
-    /// Fuel (roughly, WebAssembly instructions) one attempt may use.
-    pub fuel: u64,
-    /// Bytes of linear memory, summed over the instance's memories.
-    pub memory: u64,
-    /// Wall-clock time of one attempt, host calls included.
-    #[serde(with = "crate::bus::millis")]
-    pub timeout: Duration,
-    /// Bytes of the output.
-    pub max_output: u64,
-    /// Bytes one attempt may write into its sandbox (files, directories and links created
-    /// count a block each).
-    pub disk: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            fuel: 10_000_000_000,
-            memory: 256 << 20,
-            timeout: Duration::from_secs(60),
-            max_output: 1 << 20,
-            disk: 256 << 20,
-        }
-    }
 }
 
 #[derive(Debug, Clone)]

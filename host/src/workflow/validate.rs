@@ -15,9 +15,11 @@ use toml::Spanned;
 use super::agents::{self, limits};
 use super::spec::{FileSpec, TaskSpec};
 use super::template::{Params, substitute, substitute_str};
-use super::{AgentDef, Limits, Target, TaskDef, Workflow};
+use super::{AgentDef, Target, TaskDef, Workflow};
 use crate::config::{Checker, Diagnostics, Source, parse_toml};
-use crate::policy::{self, OnUpstreamFailure, RetryOverride, StallOverride};
+use crate::model::limits::Limits;
+use crate::model::policy::OnUpstreamFailure;
+use crate::policy::{self, RetryOverride, StallOverride};
 
 /// The most tasks a file may expand to (splits included).
 const MAX_TASKS: usize = 100_000;

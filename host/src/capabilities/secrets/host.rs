@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker};
 
-use super::bindings::wasm_orch::agent::secrets as wit;
-use super::state::{SharedEmitter, TaskState, lock};
-use crate::bus::{AuditResource, Decision};
-use crate::secrets::{Credential, SecretBackend, SecretFuture};
+use super::{Credential, SecretBackend, SecretFuture};
+use crate::bus::{SharedEmitter, lock};
+use crate::model::events::{AuditResource, Decision};
+use crate::wit::wasm_orch::agent::secrets as wit;
 
 /// The secrets one task may read.
 #[derive(Clone)]
@@ -56,17 +56,24 @@ pub(crate) struct SecretsView<'a> {
     events: &'a SharedEmitter,
 }
 
+impl<'a> SecretsView<'a> {
+    pub(crate) fn new(access: &'a SecretAccess, events: &'a SharedEmitter) -> Self {
+        Self { access, events }
+    }
+}
+
 struct HasSecrets;
 
 impl HasData for HasSecrets {
     type Data<'a> = SecretsView<'a>;
 }
 
-pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<TaskState, HasSecrets>(linker, |s| SecretsView {
-        access: &s.secrets,
-        events: &s.events,
-    })
+/// Links `secrets`; `get` gives a store's view of its task's secret access and emitter.
+pub(crate) fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> SecretsView<'_>,
+) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, HasSecrets>(linker, get)
 }
 
 impl SecretsView<'_> {

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 
-use super::state::{SharedEmitter, lock};
-use crate::bus::{AuditResource, Decision};
+use crate::bus::{SharedEmitter, lock};
+use crate::model::events::{AuditResource, Decision};
 
 /// What creating a file, a directory or a link costs: one block.
 pub(crate) const ENTRY_COST: u64 = 4096;

@@ -19,13 +19,13 @@ use wasmtime_wasi::p2::bindings::filesystem::types::{
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, FsError, FsResult};
 
 use super::disk::{DiskQuota, ENTRY_COST, QuotaStream};
-use super::state::{SharedEmitter, TaskState, lock};
-use crate::bus::{AuditResource, Decision};
+use crate::bus::{SharedEmitter, lock};
+use crate::model::events::{AuditResource, Decision};
 
 pub(crate) struct AuditedFs<'a> {
-    fs: WasiFilesystemCtxView<'a>,
-    events: &'a SharedEmitter,
-    disk: &'a Arc<DiskQuota>,
+    pub(crate) fs: WasiFilesystemCtxView<'a>,
+    pub(crate) events: &'a SharedEmitter,
+    pub(crate) disk: &'a Arc<DiskQuota>,
 }
 
 struct HasAuditedFs;
@@ -34,17 +34,14 @@ impl HasData for HasAuditedFs {
     type Data<'a> = AuditedFs<'a>;
 }
 
-/// Links the audited filesystem over wasmtime-wasi's (which must be linked already).
-pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> wasmtime::Result<()> {
+/// Links the audited filesystem over wasmtime-wasi's (which must be linked already); `get`
+/// gives a store's view of its filesystem, emitter and disk quota.
+pub(crate) fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> AuditedFs<'_>,
+) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
-    let linked = types::add_to_linker::<TaskState, HasAuditedFs>(linker, |s| AuditedFs {
-        fs: WasiFilesystemCtxView {
-            ctx: s.wasi.filesystem(),
-            table: &mut s.table,
-        },
-        events: &s.events,
-        disk: &s.disk,
-    });
+    let linked = types::add_to_linker::<T, HasAuditedFs>(linker, get);
     linker.allow_shadowing(false);
     linked
 }

@@ -1,4 +1,5 @@
-//! The host side of the WIT contract: the one `bindgen!` of the crate.
+//! The host side of the WIT contract: the one `bindgen!` of the crate. It imports nothing
+//! else of the crate; capabilities implement its interfaces, the engine calls its exports.
 //!
 //! Imports may trap (`trappable`) so a host failure ends the guest instead of panicking;
 //! `tools.invoke` is async because tools do I/O; exports are async so that guests run on

@@ -5,7 +5,8 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::bus::{Artifact, Redactor};
+use crate::model::events::Artifact;
+use crate::redact::Redactor;
 
 /// The most files listed as one task's artifacts.
 const MAX_ARTIFACTS: usize = 10_000;

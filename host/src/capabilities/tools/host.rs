@@ -3,78 +3,23 @@
 //! the task (never the guest's word for it), and every call, allowed or denied, is an audit
 //! record. Dropping the call (timeout, cancel) drops the tool's future.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
 use wasmtime::component::{HasData, Linker};
 
-use super::bindings::wasm_orch::agent::tools as wit;
-use super::state::{SharedEmitter, TaskState, lock};
-use crate::bus::{AuditResource, Decision};
-use crate::govern::FuelBucket;
-use crate::policy::TenantAccess;
-use crate::tools::{ToolCall, ToolError, ToolRegistry};
-
-/// The tools one task may call, and who it is when it calls them.
-#[derive(Debug, Clone)]
-pub(crate) struct ToolAccess {
-    pub(crate) registry: Arc<ToolRegistry>,
-    /// Tools the agent is granted (by its registry or workflow).
-    pub(crate) granted: Arc<[String]>,
-    /// What the tenant's policy allows.
-    pub(crate) tenant: Arc<TenantAccess>,
-    /// Calls made by the run so far, per tool.
-    pub(crate) quotas: Arc<RunQuotas>,
-    /// The tenant's call-rate buckets, per tool.
-    pub(crate) rates: Arc<HashMap<String, Arc<FuelBucket>>>,
-    pub(crate) caller: ToolCall,
-}
-
-impl ToolAccess {
-    /// No tools at all (for `describe`).
-    pub(crate) fn none() -> Self {
-        Self {
-            registry: Arc::new(ToolRegistry::empty()),
-            granted: Arc::from([]),
-            tenant: Arc::default(),
-            quotas: Arc::default(),
-            rates: Arc::default(),
-            caller: ToolCall::default(),
-        }
-    }
-
-    /// The tools this task may call: its agent's grant, within its tenant's.
-    pub(crate) fn effective(&self) -> Vec<String> {
-        self.granted
-            .iter()
-            .filter(|t| self.tenant.allows_tool(t))
-            .cloned()
-            .collect()
-    }
-}
-
-/// The calls a run has made of each tool (for per-run quotas).
-#[derive(Debug, Default)]
-pub(crate) struct RunQuotas {
-    used: Mutex<HashMap<String, u64>>,
-}
-
-impl RunQuotas {
-    /// Counts a call of `tool`, unless `limit` calls were made already.
-    fn take(&self, tool: &str, limit: Option<u64>) -> bool {
-        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        let count = used.entry(tool.to_owned()).or_insert(0);
-        if limit.is_some_and(|limit| *count >= limit) {
-            return false;
-        }
-        *count += 1;
-        true
-    }
-}
+use super::ToolError;
+use super::access::ToolAccess;
+use crate::bus::{SharedEmitter, lock};
+use crate::model::events::{AuditResource, Decision};
+use crate::wit::wasm_orch::agent::tools as wit;
 
 pub(crate) struct ToolsView<'a> {
     access: &'a ToolAccess,
     events: &'a SharedEmitter,
+}
+
+impl<'a> ToolsView<'a> {
+    pub(crate) fn new(access: &'a ToolAccess, events: &'a SharedEmitter) -> Self {
+        Self { access, events }
+    }
 }
 
 struct HasTools;
@@ -83,11 +28,12 @@ impl HasData for HasTools {
     type Data<'a> = ToolsView<'a>;
 }
 
-pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> wasmtime::Result<()> {
-    wit::add_to_linker::<TaskState, HasTools>(linker, |s| ToolsView {
-        access: &s.tools,
-        events: &s.events,
-    })
+/// Links `tools`; `get` gives a store's view of its task's tool access and emitter.
+pub(crate) fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> ToolsView<'_>,
+) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, HasTools>(linker, get)
 }
 
 impl ToolsView<'_> {
@@ -157,10 +103,7 @@ impl wit::Host for ToolsView<'_> {
                 return Ok(Err(wit::ToolError::InvalidInput(reason)));
             }
         };
-        let call = ToolCall {
-            input,
-            ..access.caller.clone()
-        };
+        let call = access.caller.call(input);
         let result = tool.call(call).await;
         Ok(match result {
             Ok(output) => {
@@ -187,19 +130,5 @@ impl wit::Host for ToolsView<'_> {
                 Err(wit::ToolError::Failed(m))
             }
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn per_run_quotas_count_calls() {
-        let q = RunQuotas::default();
-        assert!(q.take("kv", Some(2)));
-        assert!(q.take("kv", Some(2)));
-        assert!(!q.take("kv", Some(2)));
-        assert!(q.take("other", None));
     }
 }

@@ -12,7 +12,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::bus::{AuditRecord, AuditResource, Bus, Decision, EventKind, TaskRef};
+use crate::bus::Bus;
+use crate::model::Name;
+use crate::model::events::{AuditRecord, AuditResource, Decision, EventKind, TaskRef};
 
 /// Why a claim was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +61,7 @@ pub(crate) struct Claims {
 
 #[derive(Debug)]
 struct RunClaims {
-    tenant: String,
+    tenant: Name,
     bus: Arc<Bus>,
     claimed: HashSet<String>,
     repeats: Arc<AtomicU64>,
@@ -81,7 +83,7 @@ impl Claims {
         runs.insert(
             run_id.to_owned(),
             RunClaims {
-                tenant: tenant.to_owned(),
+                tenant: tenant.into(),
                 bus,
                 claimed: HashSet::new(),
                 repeats: Arc::clone(&repeats),
@@ -138,7 +140,7 @@ impl Claims {
         if decision == Decision::Denied {
             run.bus.publish(EventKind::Audit(AuditRecord {
                 task: task.clone(),
-                tenant: tenant.to_owned(),
+                tenant: tenant.into(),
                 resource: AuditResource::Claim,
                 action: format!("claim {key}"),
                 decision,

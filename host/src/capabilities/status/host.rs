@@ -3,13 +3,13 @@
 
 use wasmtime::component::{HasData, Linker};
 
-use super::bindings::wasm_orch::agent::status;
-use super::bindings::wasm_orch::agent::types::{self, Level};
-use super::state::{SharedEmitter, TaskState, lock};
-use crate::bus::{LogLevel, LogStream};
+use crate::bus::{SharedEmitter, lock};
+use crate::model::events::{LogLevel, LogStream};
+use crate::wit::wasm_orch::agent::status;
+use crate::wit::wasm_orch::agent::types::{self, Level};
 
 /// What the `status` import can reach: the task's emitter, nothing else.
-pub(crate) struct StatusView<'a>(&'a SharedEmitter);
+pub(crate) struct StatusView<'a>(pub(crate) &'a SharedEmitter);
 
 struct HasStatus;
 
@@ -17,9 +17,13 @@ impl HasData for HasStatus {
     type Data<'a> = StatusView<'a>;
 }
 
-pub(crate) fn add_to_linker(linker: &mut Linker<TaskState>) -> wasmtime::Result<()> {
-    types::add_to_linker::<TaskState, HasStatus>(linker, |s| StatusView(&s.events))?;
-    status::add_to_linker::<TaskState, HasStatus>(linker, |s| StatusView(&s.events))
+/// Links `status` (and the `types` it uses); `get` gives a store's view of its emitter.
+pub(crate) fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> StatusView<'_>,
+) -> wasmtime::Result<()> {
+    types::add_to_linker::<T, HasStatus>(linker, get)?;
+    status::add_to_linker::<T, HasStatus>(linker, get)
 }
 
 impl types::Host for StatusView<'_> {}

@@ -1,18 +1,27 @@
-//! The typed events of a run. Their JSON form names follow the source documents:
+//! The typed events of a run. Their JSON names follow the source documents:
 //! `agent.plan.created`, `agent.task.status.updated`, `agent.run.completed`, and so on.
+//!
+//! Every string a guest controls reaches an event already bounded by the host (see the
+//! emitter); control characters are kept as they came, and escaped by whoever prints them
+//! (see [`super::text`]).
 
-use std::fmt;
-use std::time::SystemTime;
+use serde::{Deserialize, Serialize};
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use super::Name;
+use super::limits::Budget;
+use super::policy::{OnBlocked, OnErrorBudget};
+use super::report::RunMetrics;
+use super::status::{RunStatus, TaskError, TaskStatus};
+use super::time::Timestamp;
 
 /// One thing that happened in a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Event {
     /// Position in the run's stream: 1, 2, 3, ... with no gaps.
     pub seq: u64,
     /// The run this event belongs to.
-    pub run_id: String,
+    pub run_id: Name,
     /// When the host emitted it.
     pub at: Timestamp,
     /// What happened.
@@ -64,7 +73,7 @@ pub enum EventKind {
     Credential(CredentialEvent),
     /// The run's metrics, published as it ends.
     #[serde(rename = "agent.run.metrics")]
-    RunMetrics(crate::aggregate::RunMetrics),
+    RunMetrics(RunMetrics),
     /// The run ended.
     #[serde(rename = "agent.run.completed")]
     RunCompleted(RunCompleted),
@@ -72,6 +81,7 @@ pub enum EventKind {
 
 /// A task that stopped reporting progress.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TaskBlocked {
     #[serde(flatten)]
     pub task: TaskRef,
@@ -82,15 +92,16 @@ pub struct TaskBlocked {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_progress: Option<LastProgress>,
     /// What the policy does about it.
-    pub action: crate::policy::OnBlocked,
+    pub action: OnBlocked,
 }
 
 /// The grants in force for one attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TaskGrants {
     #[serde(flatten)]
     pub task: TaskRef,
-    pub tenant: String,
+    pub tenant: Name,
     /// Tools it may call (its agent's grant, within its tenant's).
     pub tools: Vec<String>,
     /// Secrets it may read (by name).
@@ -107,10 +118,11 @@ pub struct TaskGrants {
 
 /// A decision about something a guest asked for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct AuditRecord {
     #[serde(flatten)]
     pub task: TaskRef,
-    pub tenant: String,
+    pub tenant: Name,
     pub resource: AuditResource,
     /// What was asked, e.g. `http_get`, `read ../x`, `put shared/count`.
     pub action: String,
@@ -166,6 +178,7 @@ impl CredentialAction {
 
 /// A change to a run's credential.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CredentialEvent {
     pub tenant: String,
     /// The credential's id (never a secret).
@@ -187,6 +200,7 @@ pub enum CredentialAction {
 
 /// A progress report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct LastProgress {
     pub fraction: f32,
     pub message: String,
@@ -194,6 +208,7 @@ pub struct LastProgress {
 
 /// The answer of a diagnostic agent to a handoff report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TaskHandoff {
     /// The blocked task.
     #[serde(flatten)]
@@ -210,34 +225,38 @@ pub struct TaskHandoff {
 
 /// A run's error budget ran out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RunPaused {
     pub failures: u32,
     pub finished: u32,
-    pub action: crate::policy::OnErrorBudget,
+    pub action: OnErrorBudget,
     /// What went wrong, for whoever takes over: the failures, the blackboard.
     pub handoff: serde_json::Value,
 }
 
 /// A paused run goes on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RunResumed {
     pub paused_ms: f64,
 }
 
 /// The plan a run starts with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PlanCreated {
     pub workflow: String,
     pub tenant: String,
     pub max_concurrency: usize,
     /// The run's budget, within its tenant's.
     #[serde(default)]
-    pub budget: crate::govern::Budget,
+    pub budget: Budget,
     pub tasks: Vec<PlannedTask>,
 }
 
 /// One task of a plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PlannedTask {
     pub node: String,
     pub agent: String,
@@ -252,17 +271,19 @@ pub struct PlannedTask {
 
 /// Which task (and which attempt of it) an event is about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TaskRef {
-    pub node: String,
+    pub node: Name,
     /// The task's isolated execution path, `<workflow>.<node>`.
-    pub branch: String,
-    pub agent: String,
+    pub branch: Name,
+    pub agent: Name,
     /// 1 for the first attempt.
     pub attempt: u32,
 }
 
 /// A task's state changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TaskStatusUpdated {
     #[serde(flatten)]
     pub task: TaskRef,
@@ -293,14 +314,35 @@ pub struct TaskStatusUpdated {
     pub retry_in_ms: Option<f64>,
     /// For `running`: the attempt's idempotency key (`<run>/<node>/<attempt>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
+    pub key: Option<Name>,
     /// Files the attempt left in its working directory (final states only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<Artifact>,
 }
 
+impl TaskStatusUpdated {
+    /// A change to `status`, with nothing else to say.
+    pub(crate) fn new(task: TaskRef, status: TaskStatus) -> Self {
+        Self {
+            task,
+            status,
+            started_at: None,
+            finished_at: None,
+            latency_ms: None,
+            queued_ms: None,
+            fuel_used: None,
+            memory_peak: None,
+            error: None,
+            retry_in_ms: None,
+            key: None,
+            artifacts: Vec::new(),
+        }
+    }
+}
+
 /// A file a task wrote in its working directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Artifact {
     /// Its path in the working directory, `/`-separated.
     pub path: String,
@@ -309,6 +351,7 @@ pub struct Artifact {
 
 /// Progress of a running task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TaskProgress {
     #[serde(flatten)]
     pub task: TaskRef,
@@ -322,6 +365,7 @@ pub struct TaskProgress {
 
 /// A partial result of a running task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TaskPartial {
     #[serde(flatten)]
     pub task: TaskRef,
@@ -332,6 +376,7 @@ pub struct TaskPartial {
 
 /// A log line of a task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TaskLog {
     #[serde(flatten)]
     pub task: TaskRef,
@@ -342,6 +387,7 @@ pub struct TaskLog {
 
 /// The end of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RunCompleted {
     pub workflow: String,
     pub status: RunStatus,
@@ -350,188 +396,6 @@ pub struct RunCompleted {
     pub failed: usize,
     pub skipped: usize,
     pub cancelled: usize,
-}
-
-/// The state of a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
-pub enum TaskStatus {
-    /// Waiting for the tasks it depends on.
-    Pending,
-    /// Ready to run, waiting for a free slot (or its mutex).
-    Ready,
-    /// Running in a sandbox.
-    Running,
-    /// An attempt failed; another follows after a delay.
-    Retrying,
-    /// Returned an output.
-    Succeeded,
-    /// Returned an error, or the host could not run it.
-    Failed,
-    /// Ran past its wall-clock limit.
-    TimedOut,
-    /// Used all its fuel.
-    OutOfFuel,
-    /// Was denied memory beyond its limit and could not go on.
-    MemoryExceeded,
-    /// Trapped (a panic, an `unreachable`, an invalid memory access, ...).
-    Trapped,
-    /// Returned an output the host refused (too large, or not JSON).
-    OutputRejected,
-    /// Stopped because the run was cancelled.
-    Cancelled,
-    /// Not run, because a task it depends on did not succeed.
-    Skipped,
-    /// Reported no progress for its stall timeout, was stopped, and had no attempt left.
-    Blocked,
-    /// A tenant's or the workflow's budget (fuel or wall time) ran out.
-    BudgetExhausted,
-}
-
-impl TaskStatus {
-    /// Whether the task is finished (succeeded or not).
-    pub fn is_final(self) -> bool {
-        !matches!(
-            self,
-            Self::Pending | Self::Ready | Self::Running | Self::Retrying
-        )
-    }
-
-    /// The kebab-case name used in events and results.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Ready => "ready",
-            Self::Running => "running",
-            Self::Retrying => "retrying",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::TimedOut => "timed-out",
-            Self::OutOfFuel => "out-of-fuel",
-            Self::MemoryExceeded => "memory-exceeded",
-            Self::Trapped => "trapped",
-            Self::OutputRejected => "output-rejected",
-            Self::Cancelled => "cancelled",
-            Self::Skipped => "skipped",
-            Self::Blocked => "blocked",
-            Self::BudgetExhausted => "budget-exhausted",
-        }
-    }
-}
-
-impl fmt::Display for TaskStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The outcome of a whole run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
-pub enum RunStatus {
-    /// Every critical task succeeded.
-    Succeeded,
-    /// A critical task did not succeed.
-    Failed,
-    /// The run was cancelled before it finished.
-    Cancelled,
-}
-
-impl fmt::Display for RunStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-        })
-    }
-}
-
-/// Why a task did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskError {
-    pub kind: ErrorKind,
-    pub message: String,
-}
-
-impl TaskError {
-    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for TaskError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind.as_str(), self.message)
-    }
-}
-
-/// The kind of a [`TaskError`]: what retry policies and dashboards branch on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// The agent said its input is wrong.
-    InvalidInput,
-    /// The agent said its work failed.
-    Failed,
-    /// The agent said something it needs is unavailable.
-    Unavailable,
-    /// The guest trapped.
-    Trap,
-    /// The guest used all its fuel.
-    OutOfFuel,
-    /// The guest ran past its wall-clock limit.
-    Timeout,
-    /// The guest was denied memory beyond its limit.
-    MemoryLimit,
-    /// The output was larger than the agent's `max_output`.
-    OutputTooLarge,
-    /// The output was not valid JSON.
-    OutputNotJson,
-    /// The host could not run the task (instantiation, sandbox set-up).
-    Host,
-    /// The run was cancelled.
-    Cancelled,
-    /// A task this one depends on did not succeed.
-    Dependency,
-    /// The task reported no progress for its stall timeout and was stopped.
-    Blocked,
-    /// A budget (tenant or workflow: fuel or wall time) ran out.
-    Budget,
-    /// The run's error budget ran out before the task started.
-    ErrorBudget,
-    /// The attempt's idempotency key was claimed already: it runs elsewhere, not twice.
-    Claimed,
-}
-
-impl ErrorKind {
-    /// The kebab-case name used in events and results.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InvalidInput => "invalid-input",
-            Self::Failed => "failed",
-            Self::Unavailable => "unavailable",
-            Self::Trap => "trap",
-            Self::OutOfFuel => "out-of-fuel",
-            Self::Timeout => "timeout",
-            Self::MemoryLimit => "memory-limit",
-            Self::OutputTooLarge => "output-too-large",
-            Self::OutputNotJson => "output-not-json",
-            Self::Host => "host",
-            Self::Cancelled => "cancelled",
-            Self::Dependency => "dependency",
-            Self::Blocked => "blocked",
-            Self::Budget => "budget",
-            Self::ErrorBudget => "error-budget",
-            Self::Claimed => "claimed",
-        }
-    }
 }
 
 /// Severity of a log line.
@@ -559,38 +423,6 @@ pub enum LogStream {
     Host,
 }
 
-/// A point in time, serialized as RFC 3339 with microseconds (`2026-11-22T10:00:00.123456Z`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Timestamp(pub SystemTime);
-
-impl Timestamp {
-    /// Now.
-    pub fn now() -> Self {
-        Self(SystemTime::now())
-    }
-}
-
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_rfc3339_micros(self.0))
-    }
-}
-
-impl Serialize for Timestamp {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Timestamp {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_rfc3339(&text)
-            .map(Self)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
@@ -598,6 +430,7 @@ fn is_zero(n: &u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::status::ErrorKind;
 
     #[test]
     fn events_round_trip_through_json_with_their_source_names() {

@@ -1,0 +1,175 @@
+//! Host side of `wasm-orch:agent/blackboard`: the blackboard of the task's own run, seen
+//! through its branch.
+//!
+//! Every key goes through the blackboard's policy (`scope::resolve`) first; a refusal is
+//! denied and audited. Values are redacted before they are kept, and a key holding a secret
+//! value is refused.
+
+use std::collections::HashSet;
+
+use wasmtime::component::{HasData, Linker};
+
+use super::board::{Blackboard, Entry, Refusal};
+use super::scope::{BRANCHES, BoardScope, RESERVED, SHARED, resolve};
+use crate::bus::{SharedEmitter, lock};
+use crate::model::events::{AuditResource, Decision};
+use crate::wit::wasm_orch::agent::blackboard as wit;
+
+/// What the `blackboard` import can reach: its run's blackboard, as its branch.
+pub(crate) struct BlackboardView<'a> {
+    board: &'a Blackboard,
+    branch: &'a str,
+    branches: &'a HashSet<String>,
+    events: &'a SharedEmitter,
+}
+
+impl<'a> BlackboardView<'a> {
+    pub(crate) fn new(scope: &'a BoardScope, events: &'a SharedEmitter) -> Self {
+        Self {
+            board: &scope.board,
+            branch: &scope.branch,
+            branches: &scope.branches,
+            events,
+        }
+    }
+}
+
+struct HasBlackboard;
+
+impl HasData for HasBlackboard {
+    type Data<'a> = BlackboardView<'a>;
+}
+
+/// Links `blackboard`; `get` gives a store's view of its task's scope and emitter.
+pub(crate) fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> BlackboardView<'_>,
+) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, HasBlackboard>(linker, get)
+}
+
+fn entry(e: Entry) -> wit::Entry {
+    wit::Entry {
+        value: e.value,
+        version: e.version,
+    }
+}
+
+fn refusal(r: Refusal) -> wit::BlackboardError {
+    match r {
+        Refusal::Conflict(current) => wit::BlackboardError::Conflict(current.map(entry)),
+        Refusal::Denied(why) => wit::BlackboardError::Denied(why),
+    }
+}
+
+impl BlackboardView<'_> {
+    /// The key's place, or a denial (audited).
+    fn place(&self, op: &str, key: &str) -> Result<String, wit::BlackboardError> {
+        let redactor = lock(self.events).redactor().clone();
+        let resolved = match redactor.text(key) {
+            std::borrow::Cow::Borrowed(_) => resolve(
+                key,
+                self.branch,
+                self.branches,
+                matches!(op, "put" | "compare-and-swap"),
+            ),
+            std::borrow::Cow::Owned(_) => Err("a key may not hold a secret value".to_owned()),
+        };
+        resolved.map_err(|why| {
+            lock(self.events).audit(
+                AuditResource::Blackboard,
+                &format!("{op} {key}"),
+                Decision::Denied,
+                &why,
+            );
+            wit::BlackboardError::Denied(why)
+        })
+    }
+
+    fn redact(&self, value: String) -> String {
+        let redactor = lock(self.events).redactor().clone();
+        redactor.json_text(&value).into_owned()
+    }
+}
+
+impl wit::Host for BlackboardView<'_> {
+    fn get(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<wit::Entry>, wit::BlackboardError>> {
+        Ok(self
+            .place("get", &key)
+            .map(|k| self.board.get(&k).map(entry)))
+    }
+
+    fn put(
+        &mut self,
+        key: String,
+        value: String,
+    ) -> wasmtime::Result<Result<u64, wit::BlackboardError>> {
+        let place = match self.place("put", &key) {
+            Ok(place) => place,
+            Err(e) => return Ok(Err(e)),
+        };
+        if key.starts_with(SHARED) {
+            let why = "a shared key is written with compare-and-swap, so that no update is lost";
+            lock(self.events).audit(
+                AuditResource::Blackboard,
+                &format!("put {key}"),
+                Decision::Denied,
+                why,
+            );
+            return Ok(Err(wit::BlackboardError::Denied(why.to_owned())));
+        }
+        let value = self.redact(value);
+        Ok(self.board.put(&place, value).map_err(refusal))
+    }
+
+    fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<u64>,
+        value: String,
+    ) -> wasmtime::Result<Result<u64, wit::BlackboardError>> {
+        let place = match self.place("compare-and-swap", &key) {
+            Ok(place) => place,
+            Err(e) => return Ok(Err(e)),
+        };
+        let value = self.redact(value);
+        Ok(self
+            .board
+            .compare_and_swap(&place, expected, value)
+            .map_err(refusal))
+    }
+
+    fn list_keys(
+        &mut self,
+        prefix: String,
+    ) -> wasmtime::Result<Result<Vec<String>, wit::BlackboardError>> {
+        if prefix.starts_with(BRANCHES) || RESERVED.iter().any(|r| prefix.starts_with(r)) {
+            return Ok(
+                match self.place("list-keys", prefix.trim_end_matches('/')) {
+                    Ok(_) => Ok(self.board.list_keys(&prefix)),
+                    Err(e) => Err(e),
+                },
+            );
+        }
+        let own = format!("{BRANCHES}{}/", self.branch);
+        let mut keys: Vec<String> = self
+            .board
+            .list_keys(&format!("{own}{prefix}"))
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(&own).map(str::to_owned))
+            .collect();
+        if SHARED.starts_with(&prefix) || prefix.starts_with(SHARED) {
+            let shared_prefix = if prefix.starts_with(SHARED) {
+                prefix.as_str()
+            } else {
+                SHARED
+            };
+            keys.extend(self.board.list_keys(shared_prefix));
+        }
+        keys.sort();
+        Ok(Ok(keys))
+    }
+}

@@ -1,0 +1,14 @@
+//! The `blackboard` capability: versioned key-value state shared by the tasks of one run.
+//!
+//! - data: one [`Blackboard`] per run (`board`), so a guest can never name another run's or
+//!   tenant's keys: scoping is structural, not a prefix a guest could forge;
+//! - policy: which keys a task may read and write, and where they live (`scope`);
+//! - host implementation of `wasm-orch:agent/blackboard`, with every refusal audited (`host`).
+
+mod board;
+mod host;
+mod scope;
+
+pub(crate) use self::board::{Blackboard, BlackboardLimits};
+pub(crate) use self::host::{BlackboardView, add_to_linker};
+pub(crate) use self::scope::BoardScope;

@@ -1,0 +1,180 @@
+//! Secrets: where they are kept ([`SecretBackend`]), and the per-run [`Credential`] under which
+//! guests read them.
+//!
+//! Owns the backends (environment variables and files now; the trait leaves room for Vault,
+//! whose tokens map onto credentials) and the credential lifecycle: issued when a run starts,
+//! renewed while it lives, revoked when it ends or its error budget runs out. Which agent may
+//! read which secret is the tenant's policy; redaction of values is the bus's [`Redactor`].
+//!
+//! [`Redactor`]: crate::redact::Redactor
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+mod credential;
+mod host;
+
+pub use self::credential::Credential;
+pub(crate) use self::credential::Lease;
+pub(crate) use self::host::{SecretAccess, SecretsView, add_to_linker};
+use crate::model::events::CredentialAction;
+
+/// A boxed future, as returned by [`SecretBackend::read`]: the value (`None` if there is no
+/// such secret), or why the backend could not answer.
+pub type SecretFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send + 'a>>;
+
+/// Where secrets are kept. Every secret belongs to a tenant: two tenants' `api-token` are two
+/// secrets.
+///
+/// ```
+/// use wasm_orch::{SecretBackend, SecretFuture};
+///
+/// /// Secrets from a map of (tenant, name) (for tests).
+/// struct Fixed(std::collections::HashMap<(String, String), String>);
+///
+/// impl SecretBackend for Fixed {
+///     fn read(&self, tenant: &str, name: &str) -> SecretFuture<'_> {
+///         let value = self.0.get(&(tenant.to_owned(), name.to_owned())).cloned();
+///         Box::pin(async move { Ok(value) })
+///     }
+/// }
+/// ```
+pub trait SecretBackend: Send + Sync + 'static {
+    /// The value of tenant `tenant`'s secret `name`, or `None` if there is none.
+    fn read(&self, tenant: &str, name: &str) -> SecretFuture<'_>;
+
+    /// A run's credential was issued, renewed or revoked. A backend with leases of its own
+    /// (Vault: a token per run) mints, renews or revokes it here; it is called on the
+    /// runtime's threads and must not block. Default: nothing to do.
+    fn credential(&self, _credential: &Credential, _action: CredentialAction) {}
+}
+
+/// A shared secret backend (`Debug` without showing anything).
+#[derive(Clone)]
+pub(crate) struct Backend(pub(crate) Arc<dyn SecretBackend>);
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretBackend")
+    }
+}
+
+/// Secrets from environment variables: tenant `acme`'s `api-token` is
+/// `$WASM_ORCH_SECRET_ACME__API_TOKEN` (the prefix is configurable). The default backend.
+#[derive(Debug, Clone)]
+pub struct EnvSecrets {
+    prefix: String,
+}
+
+impl Default for EnvSecrets {
+    fn default() -> Self {
+        Self::with_prefix("WASM_ORCH_SECRET_")
+    }
+}
+
+impl EnvSecrets {
+    /// Secrets from variables named `<prefix><TENANT>__<NAME>` (upper case, `-` and `.` as
+    /// `_`). A tenant or secret name that would make the variable ambiguous (a `__` in it, a
+    /// tenant ending or a name starting with `_` once converted) is never found.
+    pub fn with_prefix(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+}
+
+impl EnvSecrets {
+    /// The variable of `tenant`'s `name`, if the pair maps to one unambiguously.
+    pub(crate) fn variable(&self, tenant: &str, name: &str) -> Option<String> {
+        let upper = |s: &str| s.to_ascii_uppercase().replace(['-', '.'], "_");
+        let (tenant, name) = (upper(tenant), upper(name));
+        let clear = !tenant.is_empty()
+            && !name.is_empty()
+            && !tenant.contains("__")
+            && !name.contains("__")
+            && !tenant.ends_with('_')
+            && !name.starts_with('_');
+        clear.then(|| format!("{}{tenant}__{name}", self.prefix))
+    }
+}
+
+impl SecretBackend for EnvSecrets {
+    fn read(&self, tenant: &str, name: &str) -> SecretFuture<'_> {
+        let value = self
+            .variable(tenant, name)
+            .and_then(|var| std::env::var(var).ok());
+        Box::pin(async move { Ok(value) })
+    }
+}
+
+/// Secrets from files: tenant `acme`'s `api-token` is the content of `<dir>/acme/api-token`
+/// (one trailing newline removed). Names that are not plain file names are never found.
+#[derive(Debug, Clone)]
+pub struct FileSecrets {
+    dir: PathBuf,
+}
+
+impl FileSecrets {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+}
+
+impl SecretBackend for FileSecrets {
+    fn read(&self, tenant: &str, name: &str) -> SecretFuture<'_> {
+        let plain = crate::config::is_valid_name(tenant) && crate::config::is_valid_name(name);
+        let path = self.dir.join(tenant).join(name);
+        Box::pin(async move {
+            if !plain {
+                return Ok(None);
+            }
+            match tokio::fs::read_to_string(&path).await {
+                Ok(text) => Ok(Some(text.strip_suffix('\n').unwrap_or(&text).to_owned())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(format!("cannot read `{}`: {e}", path.display())),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn file_secrets_refuse_paths() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("acme")).expect("mkdir");
+        std::fs::write(dir.path().join("acme/token"), "abc\n").expect("write");
+        let files = FileSecrets::new(dir.path());
+        assert_eq!(files.read("acme", "token").await, Ok(Some("abc".into())));
+        assert_eq!(
+            files.read("other", "token").await,
+            Ok(None),
+            "another tenant's"
+        );
+        assert_eq!(files.read("acme", "missing").await, Ok(None));
+        assert_eq!(files.read("acme", "../acme/token").await, Ok(None));
+        assert_eq!(files.read("..", "acme").await, Ok(None));
+    }
+
+    #[test]
+    fn environment_variables_are_per_tenant_and_never_ambiguous() {
+        let env = EnvSecrets::default();
+        assert_eq!(
+            env.variable("acme", "api-token").as_deref(),
+            Some("WASM_ORCH_SECRET_ACME__API_TOKEN")
+        );
+        assert_eq!(
+            env.variable("acme.eu", "db.password").as_deref(),
+            Some("WASM_ORCH_SECRET_ACME_EU__DB_PASSWORD")
+        );
+        // `a_` + `_b` and `a` + `__b` would both be `A___B`.
+        assert_eq!(env.variable("a_", "b"), None);
+        assert_eq!(env.variable("a", "_b"), None);
+        assert_eq!(env.variable("a__x", "b"), None);
+    }
+}

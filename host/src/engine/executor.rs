@@ -1,0 +1,197 @@
+//! The local executor: the attempt port's implementation over this process's engine. It
+//! gathers what an attempt of a run needs from each capability (its files, tools, secrets,
+//! blackboard scope), claims the attempt's key, publishes its grants, and has the engine run
+//! it in a fresh store.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::Engine;
+use super::LoadedAgent;
+use super::exec;
+use crate::bus::{Bus, EmitterLimits, TaskEmitter};
+use crate::capabilities::blackboard::{Blackboard, BoardScope};
+use crate::capabilities::files::{RunDir, TaskFiles};
+use crate::capabilities::secrets::{Lease, SecretAccess, SecretBackend};
+use crate::capabilities::tools::{Caller, RunQuotas, ToolAccess, ToolRegistry};
+use crate::claims::Claims;
+use crate::govern::FuelBucket;
+use crate::model::Name;
+use crate::model::events::TaskGrants;
+use crate::model::port::{Attempt, Executor, Job};
+use crate::model::status::{ErrorKind, TaskStatus};
+use crate::policy::TenantAccess;
+use crate::redact::Redactor;
+
+/// An agent of a run, ready to execute.
+#[derive(Clone)]
+pub(crate) struct RunAgent {
+    pub(crate) name: String,
+    pub(crate) loaded: Arc<LoadedAgent>,
+    /// Tools granted to it (by its registry entry or workflow).
+    pub(crate) granted: Arc<[String]>,
+    /// Secrets its tenant's policy grants it.
+    pub(crate) secrets: Arc<[String]>,
+    pub(crate) workdir: bool,
+    /// The agent's own fuel rate, shared by every run of the runtime.
+    pub(crate) bucket: Option<Arc<FuelBucket>>,
+}
+
+/// What the tasks of one run share.
+pub(crate) struct RunContext {
+    pub(crate) run_id: Name,
+    pub(crate) workflow: String,
+    pub(crate) tenant: Name,
+    pub(crate) bus: Arc<Bus>,
+    pub(crate) blackboard: Arc<Blackboard>,
+    /// Every branch of the run.
+    pub(crate) branches: Arc<std::collections::HashSet<String>>,
+    pub(crate) run_dir: Arc<RunDir>,
+    pub(crate) agents: Vec<RunAgent>,
+    /// Each task's declared inputs, by task index.
+    pub(crate) inputs: Vec<Vec<PathBuf>>,
+    /// The tenant's fuel rate, shared by all its runs.
+    pub(crate) tenant_bucket: Option<Arc<FuelBucket>>,
+    pub(crate) tools: Arc<ToolRegistry>,
+    /// What the tenant's policy lets its guests reach.
+    pub(crate) access: Arc<TenantAccess>,
+    pub(crate) quotas: Arc<RunQuotas>,
+    /// The tenant's call-rate buckets, by tool.
+    pub(crate) tool_rates: Arc<std::collections::HashMap<String, Arc<FuelBucket>>>,
+    pub(crate) secrets: Arc<dyn SecretBackend>,
+    /// The run's credentials: each attempt reads secrets under the one current as it starts.
+    pub(crate) lease: Arc<Lease>,
+    /// Every secret value handed to the run's guests, to be kept out of what it emits.
+    pub(crate) redactor: Arc<Redactor>,
+    pub(crate) claims: Arc<Claims>,
+    pub(crate) emitter_limits: EmitterLimits,
+}
+
+/// The local executor: runs each attempt in a fresh sandbox of this process's engine.
+pub(crate) struct LocalExecutor {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) run: Arc<RunContext>,
+}
+
+impl LocalExecutor {
+    /// The files of an attempt: its working directory, its inputs (staged on its first
+    /// attempt) and the working directories of the tasks it depends on.
+    async fn files(&self, job: &Job, agent: &RunAgent) -> std::io::Result<TaskFiles> {
+        let run = &self.run;
+        if !agent.workdir {
+            return Ok(TaskFiles::default());
+        }
+        let branch = &job.task_ref.branch;
+        let work = run.run_dir.work_dir(branch)?;
+        let sources = job
+            .task
+            .and_then(|t| run.inputs.get(t))
+            .filter(|s| !s.is_empty());
+        let inputs = match sources {
+            // Staging may copy: off the async threads.
+            Some(sources) => {
+                let (run_dir, branch, sources) =
+                    (Arc::clone(&run.run_dir), branch.clone(), sources.clone());
+                let staged =
+                    tokio::task::spawn_blocking(move || run_dir.inputs(&branch, &sources)).await;
+                Some(staged.map_err(std::io::Error::other)??)
+            }
+            None => None,
+        };
+        let upstream = job
+            .upstream
+            .iter()
+            .filter_map(|(node, _)| {
+                let dir = run.run_dir.existing(&format!("{}.{node}", run.workflow))?;
+                Some((node.to_string(), dir))
+            })
+            .collect();
+        Ok(TaskFiles {
+            work: Some(work),
+            inputs,
+            upstream,
+        })
+    }
+}
+
+impl Executor for LocalExecutor {
+    async fn execute(&self, job: Job) -> Attempt {
+        let run = &self.run;
+        let agent = &run.agents[job.agent];
+        if let Err(refused) = run.claims.claim(&run.tenant, &job.key, &job.task_ref) {
+            return Attempt::not_run(TaskStatus::Failed, ErrorKind::Claimed, refused.to_string());
+        }
+        let files = match self.files(&job, agent).await {
+            Ok(files) => files,
+            Err(e) => {
+                return Attempt::not_run(
+                    TaskStatus::Failed,
+                    ErrorKind::Host,
+                    format!("could not set up the task's files: {e}"),
+                );
+            }
+        };
+        let caller = Caller {
+            tenant: run.tenant.clone(),
+            run_id: run.run_id.clone(),
+            node: job.task_ref.node.clone(),
+            agent: job.task_ref.agent.clone(),
+            attempt: job.task_ref.attempt,
+            secrets: Arc::clone(&run.redactor),
+        };
+        let tools = ToolAccess {
+            registry: Arc::clone(&run.tools),
+            granted: Arc::clone(&agent.granted),
+            tenant: Arc::clone(&run.access),
+            quotas: Arc::clone(&run.quotas),
+            rates: Arc::clone(&run.tool_rates),
+            caller,
+        };
+        let mut emitter = TaskEmitter::new(
+            Arc::clone(&run.bus),
+            job.task_ref.clone(),
+            run.emitter_limits,
+        )
+        .with_heartbeat(Arc::clone(&job.heartbeat))
+        .for_tenant(&run.tenant, Arc::clone(&run.redactor));
+        let inputs = files.read_only();
+        emitter.grants(TaskGrants {
+            task: job.task_ref.clone(),
+            tenant: run.tenant.clone(),
+            tools: tools.effective(),
+            secrets: agent.secrets.to_vec(),
+            workdir: files.work.as_ref().map(|w| w.path().display().to_string()),
+            inputs,
+            blackboard: format!(
+                "branches/{}/ (own), shared/ (compare-and-swap)",
+                job.task_ref.branch
+            ),
+        });
+        let setup = exec::Setup {
+            agent: Arc::clone(&agent.loaded),
+            buckets: run
+                .tenant_bucket
+                .iter()
+                .chain(agent.bucket.iter())
+                .cloned()
+                .collect(),
+            tenant: run.tenant.clone(),
+            run_id: run.run_id.clone(),
+            emitter,
+            board: BoardScope {
+                board: Arc::clone(&run.blackboard),
+                branch: job.task_ref.branch.clone(),
+                branches: Arc::clone(&run.branches),
+            },
+            tools,
+            secrets: SecretAccess {
+                backend: Arc::clone(&run.secrets),
+                credential: run.lease.current(),
+                granted: Arc::clone(&agent.secrets),
+            },
+            redactor: Arc::clone(&run.redactor),
+            files,
+        };
+        self.engine.execute(job, setup).await
+    }
+}
