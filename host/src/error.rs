@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use crate::workflow::Diagnostics;
+use crate::config::Diagnostics;
 
 /// Why the runtime could not do what was asked.
 #[derive(Debug, thiserror::Error)]

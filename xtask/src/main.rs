@@ -3,13 +3,16 @@
 //! - `guests`: build the example guests into wasm32-wasip2 components in `target/guests/`;
 //! - `demo`:   build everything, then run the demo workflows with the live view;
 //! - `test`:   every check CI runs: formatting, lints, unit and integration tests;
-//! - `bench`:  the runtime benchmarks (release build), printing a table.
+//! - `bench`:  the runtime benchmarks (release build), printing a table;
+//! - `arch`:   the module graph of `host/src` against the layers of `docs/architecture.md`.
 //!
 //! Guests need a Rust toolchain that can target wasm32-wasip2. `guests` uses the active
 //! toolchain when its `wasm32-wasip2` target is installed (`rustup target add wasm32-wasip2`);
 //! otherwise Debian's packaged Rust, building the standard library from source, installing
 //! those packages with apt-get when they are missing (see
 //! `docs/guest-toolchain.md`). It detects; it does not assume.
+
+mod arch;
 
 use std::env;
 use std::ffi::OsString;
@@ -25,7 +28,8 @@ commands:
   guests        build the example guests into target/guests/*.wasm
   demo [FILE]   build everything and run the demo workflows (or FILE) with the live view
   test          formatting, lints, unit and integration tests (what CI runs)
-  bench         the runtime benchmarks (release build), printed as a table";
+  bench         the runtime benchmarks (release build), printed as a table
+  arch          check that host/src imports only down its layers (docs/architecture.md)";
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 /// Debian packages of the fallback toolchain (Rust with its standard library's source, the
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
         Some("demo") => demo(args.get(1).map(String::as_str)),
         Some("test") => test(),
         Some("bench") => bench(),
+        Some("arch") => arch(),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -345,6 +350,7 @@ fn demo(file: Option<&str>) -> Result {
 }
 
 fn test() -> Result {
+    arch()?;
     step("formatting (cargo fmt --check)");
     run(cargo().args(["fmt", "--all", "--check"]))?;
     run(cargo()
@@ -368,4 +374,33 @@ fn bench() -> Result {
     guests()?;
     step("runtime benchmarks (release build)");
     run(cargo().args(["bench", "-p", "wasm-orch-tests"]))
+}
+
+/// Checks the layers of `host/src` (see `arch`).
+fn arch() -> Result {
+    step("architecture (host/src imports only down its layers)");
+    let doc_path = root().join("docs/architecture.md");
+    let doc = fs::read_to_string(&doc_path)
+        .map_err(|e| format!("cannot read {}: {e}", doc_path.display()))?;
+    let layers = arch::layers(&doc).map_err(|e| format!("{}: {e}", doc_path.display()))?;
+    let src = root().join("host/src");
+    let report = arch::check(&src, &layers)?;
+    for v in &report.violations {
+        let file = v.file.strip_prefix(root()).unwrap_or(&v.file);
+        eprintln!("{}:{}: {}", file.display(), v.line, v.message);
+    }
+    if report.violations.is_empty() {
+        eprintln!(
+            "{} modules in {} layers, {} edges, every one pointing down",
+            report.modules,
+            layers.len(),
+            report.edges
+        );
+        Ok(())
+    } else {
+        Err(format!(
+            "{} imports break the layers of docs/architecture.md",
+            report.violations.len()
+        ))
+    }
 }

@@ -25,9 +25,9 @@ use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Stor
 pub(crate) use self::cache::{LoadError, LoadedAgent};
 pub(crate) use self::executor::{LocalExecutor, RunAgent, RunContext};
 use self::state::TaskState;
-use crate::Error;
 use crate::bus::{Bus, EmitterLimits, TaskEmitter};
 use crate::capabilities::{blackboard, files, secrets, tools};
+use crate::error::Error;
 use crate::model::events::TaskRef;
 use crate::model::limits::Limits;
 use crate::model::report::CacheSource;

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 pub(crate) use self::parse::{budget, error_budget, fuel_rate, retry, stall};
 pub(crate) use self::spec::{BudgetSpec, ErrorBudgetSpec, RetrySpec};
-use crate::Error;
 use crate::config::Source;
+use crate::error::Error;
 use crate::model::limits::{Budget, FuelRate};
 use crate::model::policy::{ErrorBudget, OnBlocked, RetryPolicy, StallPolicy};
 use crate::model::status::ErrorKind;

@@ -321,7 +321,7 @@ fn tenant_access(c: &mut Checker, t: &super::spec::TenantSpec) -> TenantAccess {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Error;
+    use crate::error::Error;
     use crate::policy::Policy;
 
     fn parse(text: &str) -> Result<Policy, Diagnostics> {

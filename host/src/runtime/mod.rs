@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use self::run::{CancelHandle, Run};
-use crate::Error;
 use crate::capabilities::secrets::{Backend, EnvSecrets, SecretBackend};
 use crate::capabilities::tools::{Tool, ToolRegistry};
 use crate::claims::{ClaimError, Claims};
 use crate::engine::{Engine, EngineConfig, LoadError, LoadedAgent};
+use crate::error::Error;
 use crate::govern::Governor;
 use crate::model::report::AgentReport;
 use crate::model::time::millis;

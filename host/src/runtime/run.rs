@@ -10,13 +10,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{Inner, RunOptions, Runtime};
-use crate::Error;
 use crate::aggregate;
 use crate::bus::{Bus, EmitterLimits, EventStream};
 use crate::capabilities::blackboard::{Blackboard, BlackboardLimits};
 use crate::capabilities::files::RunDir;
 use crate::capabilities::secrets::Lease;
 use crate::engine::{LocalExecutor, RunAgent, RunContext};
+use crate::error::Error;
 use crate::model::Name;
 use crate::model::events::{EventKind, PlanCreated, PlannedTask, RunCompleted};
 use crate::model::policy::{OnBlocked, RetryPolicy};

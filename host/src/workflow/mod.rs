@@ -17,10 +17,10 @@ use std::sync::Arc;
 use petgraph::graph::DiGraph;
 
 pub use self::render::GraphFormat;
-use crate::Error;
 pub(crate) use crate::config::Source;
 pub(crate) use crate::config::is_valid_name;
 pub use crate::config::{Diagnostic, Diagnostics};
+use crate::error::Error;
 use crate::model::limits::{Budget, FuelRate, Limits};
 use crate::model::policy::{ErrorBudget, OnUpstreamFailure};
 use crate::policy::{RetryOverride, StallOverride};
