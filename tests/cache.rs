@@ -2,7 +2,8 @@
 //! new process (a new runtime) takes them from the disk cache, and a corrupt cache entry is
 //! recompiled instead of breaking the run.
 
-use wasm_orch::{CacheSource, RunOptions, Runtime, TaskStatus, Workflow};
+use wasm_orch::report::CacheSource;
+use wasm_orch::{RunOptions, Runtime, TaskStatus, Workflow};
 use wasm_orch_tests::Scratch;
 
 const FLOW: &str = r#"

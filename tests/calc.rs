@@ -1,7 +1,8 @@
 //! The calc example end to end: (1+2)·(3+4) = 21, the two additions running at the same time,
 //! the multiplication after both, and guest progress streamed while the guests run.
 
-use wasm_orch::{EventKind, RunOptions, RunStatus, TaskStatus, Workflow};
+use wasm_orch::events::EventKind;
+use wasm_orch::{RunOptions, RunStatus, TaskStatus, Workflow};
 use wasm_orch_tests::{Scratch, root};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -134,3 +134,57 @@ fn ctrl_c_cancels_the_cli_run_which_exits_130() {
         "{rest:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_run_cancels_it_unless_it_was_detached() {
+    use wasm_orch::events::EventKind;
+    let scratch = Scratch::new();
+    let runtime = scratch.runtime();
+    let end = |mut events: wasm_orch::events::EventStream| async move {
+        while let Some(event) = events.next().await {
+            if let EventKind::RunCompleted(done) = &event.kind {
+                return Some(done.status);
+            }
+        }
+        None
+    };
+    // Ten minutes of work, dropped: it ends, cancelled, at once.
+    let long = Workflow::from_file(scratch.workflow("long.toml", LONG)).expect("valid");
+    let run = runtime
+        .start(&long, RunOptions::new())
+        .await
+        .expect("starts");
+    let events = run.events();
+    drop(run);
+    let status = tokio::time::timeout(Duration::from_secs(60), end(events))
+        .await
+        .expect("the dropped run ends");
+    assert_eq!(status, Some(RunStatus::Cancelled));
+
+    // A detached run goes on without anyone holding it, to its end.
+    let short = scratch.workflow(
+        "short.toml",
+        r#"
+[workflow]
+name = "short"
+[agents.wait]
+component = "{guests}/wait.wasm"
+tools = ["sleep"]
+[[tasks]]
+id = "pause"
+agent = "wait"
+with = { ms = 300 }
+"#,
+    );
+    let short = Workflow::from_file(short).expect("valid");
+    let run = runtime
+        .start(&short, RunOptions::new())
+        .await
+        .expect("starts");
+    let events = run.events();
+    let _handle = run.detach();
+    let status = tokio::time::timeout(Duration::from_secs(60), end(events))
+        .await
+        .expect("the detached run ends");
+    assert_eq!(status, Some(RunStatus::Succeeded));
+}

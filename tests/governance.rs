@@ -5,9 +5,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use wasm_orch::{
-    ErrorKind, EventKind, Policy, RunOptions, RunStatus, Runtime, TaskStatus, Workflow,
-};
+use wasm_orch::events::EventKind;
+use wasm_orch::policy::Policy;
+use wasm_orch::{ErrorKind, RunOptions, RunStatus, Runtime, TaskStatus, Workflow};
 use wasm_orch_tests::{Finished, Scratch, root, shared_cache};
 
 /// The time of the first event matching `f`.

@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use wasm_orch::{
-    AuditResource, ClaimError, CredentialAction, Decision, EventKind, Policy, RunOptions, Runtime,
-    SecretBackend, SecretFuture, TaskStatus, Workflow,
-};
+use wasm_orch::events::{AuditResource, CredentialAction, Decision, EventKind};
+use wasm_orch::policy::Policy;
+use wasm_orch::secrets::{SecretBackend, SecretFuture};
+use wasm_orch::{ClaimError, RunOptions, Runtime, TaskStatus, Workflow};
 use wasm_orch_tests::{Finished, Scratch, guests, shared_cache};
 
 const ALICE_TOKEN: &str = "alice-s3cr3t-7f3a9b1c";

@@ -3,7 +3,8 @@
 //! bomb is denied memory, a panic is a trap with its message, a status flood stays bounded,
 //! and a huge output is rejected.
 
-use wasm_orch::{ErrorKind, EventKind, RunStatus, TaskStatus};
+use wasm_orch::events::EventKind;
+use wasm_orch::{ErrorKind, RunStatus, TaskStatus};
 use wasm_orch_tests::{Finished, Scratch};
 
 /// A run of `bad` (an agent of component `component` with `limits`) beside a well-behaved

@@ -6,7 +6,8 @@
 use std::net::TcpListener;
 
 use serde_json::Value;
-use wasm_orch::{EventKind, LogStream, RunOptions, TaskStatus, Workflow};
+use wasm_orch::events::{EventKind, LogStream};
+use wasm_orch::{RunOptions, TaskStatus, Workflow};
 use wasm_orch_tests::Scratch;
 
 const PROBE: &str = r#"
@@ -281,7 +282,7 @@ with = { attempts = [
         .events
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::Audit(a) if a.decision == wasm_orch::Decision::Denied => {
+            EventKind::Audit(a) if a.decision == wasm_orch::events::Decision::Denied => {
                 Some(a.action.clone())
             }
             _ => None,

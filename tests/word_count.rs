@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use wasm_orch::{EventKind, RunOptions, RunStatus, TaskStatus, Workflow};
+use wasm_orch::events::EventKind;
+use wasm_orch::{RunOptions, RunStatus, TaskStatus, Workflow};
 use wasm_orch_tests::{Scratch, root};
 
 /// The count the agents should arrive at: maximal runs of alphanumeric characters, lowercased.

@@ -11,7 +11,8 @@ use crate::config::Diagnostics;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The workflow has problems (each with its file, line and fix); nothing ran.
+    /// The workflow (or policy, or registry) has problems, each with its file, line and fix;
+    /// nothing ran.
     #[error("{0}")]
     InvalidWorkflow(Diagnostics),
     /// A file could not be read or written.
@@ -24,9 +25,31 @@ pub enum Error {
     /// A component could not be loaded, or does not implement `wasm-orch:agent/sub-agent`.
     #[error("component `{}`: {message}", path.display())]
     Component { path: PathBuf, message: String },
-    /// The runtime could not be set up (engine, directories, ...).
-    #[error("the runtime could not be set up: {0}")]
-    Setup(String),
+    /// The workflow belongs to another tenant than the one the run was bound to
+    /// ([`RunOptions::tenant`](crate::RunOptions::tenant)); nothing ran.
+    #[error(
+        "{}: workflow `{workflow}` belongs to tenant `{owner}`, not to `{tenant}`: run it as its \
+         own tenant, or set `tenant = \"{tenant}\"` in its [workflow]",
+        path.display()
+    )]
+    WrongTenant {
+        path: PathBuf,
+        workflow: String,
+        /// The tenant the workflow names.
+        owner: String,
+        /// The tenant the run was bound to.
+        tenant: String,
+    },
+    /// A run id given in [`RunOptions::run_id`](crate::RunOptions::run_id) is not a name
+    /// (letters, digits, `_`, `-`, `.`).
+    #[error("`{0}` is not a valid run id: use letters, digits, `_`, `-` and `.`")]
+    InvalidRunId(String),
+    /// A run with this id is running already in this runtime.
+    #[error("a run with id `{0}` is running already: give this one another id")]
+    RunIdInUse(String),
+    /// The engine could not be built or its host imports linked (the machine, not the input).
+    #[error("the WebAssembly engine could not be set up: {0}")]
+    Engine(String),
     /// The run's background task ended abnormally (a bug in wasm-orch).
     #[error("the run ended abnormally: {0}")]
     Internal(String),

@@ -5,7 +5,8 @@
 //! memory and time limits, live status events and one aggregated result.
 //!
 //! ```no_run
-//! use wasm_orch::{EventKind, RunOptions, Runtime, Workflow};
+//! use wasm_orch::events::EventKind;
+//! use wasm_orch::{RunOptions, Runtime, Workflow};
 //!
 //! # async fn demo() -> Result<(), wasm_orch::Error> {
 //! let runtime = Runtime::builder().build()?;
@@ -28,8 +29,13 @@
 //! ```
 //!
 //! A task that fails (an error, a trap, out of fuel, too much memory, a timeout, an output too
-//! large) is an outcome in the [`RunReport`], never an `Err`: its dependents are skipped and
+//! large) is an outcome in the [`RunReport`](report::RunReport), never an `Err`: its dependents are skipped and
 //! the rest of the workflow runs on.
+//!
+//! The crate's face: [`Runtime`] (built with [`Runtime::builder`]) runs [`Workflow`]s; each
+//! [`Run`] streams [`events`] and ends with a [`report`]. An operator's [`policy`] governs
+//! tenants; hosts add [`tools`] and choose where [`secrets`] come from. Dropping a [`Run`]
+//! cancels it, unless it was [detached](Run::detach).
 //!
 //! The guest side is the `wasm-orch-sdk` crate; the `wasm-orch` binary is a thin CLI over
 //! this library.
@@ -43,7 +49,7 @@ mod engine;
 mod error;
 mod govern;
 mod model;
-mod policy;
+pub mod policy;
 mod redact;
 mod runtime;
 mod scheduler;
@@ -54,32 +60,45 @@ mod workflow;
 #[doc(hidden)]
 pub mod cli;
 
-pub use crate::bus::EventStream;
-pub use crate::capabilities::secrets::{
-    Credential, EnvSecrets, FileSecrets, SecretBackend, SecretFuture,
-};
-pub use crate::capabilities::tools::{Tool, ToolCall, ToolError, ToolFuture};
 pub use crate::claims::ClaimError;
+pub use crate::config::{Diagnostic, Diagnostics};
 pub use crate::error::Error;
-pub use crate::model::events::{
-    Artifact, AuditRecord, AuditResource, CredentialAction, CredentialEvent, Decision, Event,
-    EventKind, LastProgress, LogLevel, LogStream, PlanCreated, PlannedTask, RunCompleted,
-    RunPaused, RunResumed, TaskBlocked, TaskGrants, TaskHandoff, TaskLog, TaskPartial,
-    TaskProgress, TaskRef, TaskStatusUpdated,
-};
-pub use crate::model::limits::Limits;
-pub use crate::model::limits::{Budget, FuelRate};
-pub use crate::model::policy::{ErrorBudget, OnBlocked, OnErrorBudget, RetryPolicy};
-pub use crate::model::report::AgentScore;
-pub use crate::model::report::CacheSource;
-pub use crate::model::report::{
-    AgentReport, AgentUsage, AttemptReport, DiagnosisReport, FuelUse, Lag, Parallelism, RunMetrics,
-    RunReport, TaskReport,
-};
+pub use crate::model::Name;
 pub use crate::model::status::{ErrorKind, RunStatus, TaskError, TaskStatus};
-pub use crate::model::time::Timestamp;
-pub use crate::policy::Policy;
 pub use crate::runtime::{
     AgentInfo, CancelHandle, ComponentInfo, Run, RunOptions, Runtime, RuntimeBuilder,
 };
-pub use crate::workflow::{Diagnostic, Diagnostics, GraphFormat, Workflow};
+pub use crate::workflow::{GraphFormat, Workflow};
+
+/// What happens in a run, as it happens: the typed events of [`Run::events`].
+pub mod events {
+    pub use crate::bus::EventStream;
+    pub use crate::model::events::{
+        Artifact, AuditRecord, AuditResource, CredentialAction, CredentialEvent, Decision, Event,
+        EventKind, LastProgress, LogLevel, LogStream, PlanCreated, PlannedTask, RunCompleted,
+        RunPaused, RunResumed, TaskBlocked, TaskGrants, TaskHandoff, TaskLog, TaskPartial,
+        TaskProgress, TaskRef, TaskStatusUpdated,
+    };
+    pub use crate::model::text::inert;
+    pub use crate::model::time::Timestamp;
+}
+
+/// What a run produced: the results document and what the run measured.
+pub mod report {
+    pub use crate::model::report::{
+        AgentReport, AgentScore, AgentUsage, AttemptReport, CacheSource, DiagnosisReport, FuelUse,
+        Lag, Parallelism, RunMetrics, RunReport, TaskReport,
+    };
+}
+
+/// Tools the host offers guests, and how a host adds its own.
+pub mod tools {
+    pub use crate::capabilities::tools::{Tool, ToolCall, ToolError, ToolFuture};
+}
+
+/// Where guests' secrets come from, and the run's credential they are read under.
+pub mod secrets {
+    pub use crate::capabilities::secrets::{
+        Credential, EnvSecrets, FileSecrets, SecretBackend, SecretFuture,
+    };
+}

@@ -7,7 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use wasm_orch::{Policy, RunOptions, Runtime, Workflow};
+use wasm_orch::policy::Policy;
+use wasm_orch::{RunOptions, Runtime, Workflow};
 use wasm_orch_tests::{guest, shared_cache};
 
 const RATE_A: u64 = 1_500_000_000;

@@ -11,7 +11,9 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime};
 
-use wasm_orch::{EventKind, RunOptions, RunReport, Runtime, TaskStatus, Workflow};
+use wasm_orch::events::EventKind;
+use wasm_orch::report::RunReport;
+use wasm_orch::{RunOptions, Runtime, TaskStatus, Workflow};
 use wasm_orch_tests::{guest, shared_cache};
 
 fn main() {

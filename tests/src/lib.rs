@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use tempfile::TempDir;
-use wasm_orch::{Event, EventKind, RunOptions, RunReport, Runtime, TaskStatus, Workflow};
+use wasm_orch::events::{Event, EventKind};
+use wasm_orch::report::RunReport;
+use wasm_orch::{RunOptions, Runtime, TaskStatus, Workflow};
 
 /// The workspace root.
 pub fn root() -> PathBuf {

@@ -399,7 +399,12 @@ mod tests {
 
     #[test]
     fn a_progress_flood_is_coalesced_and_the_last_update_survives() {
-        let (bus, mut e) = emitter(EmitterLimits::default());
+        // No refill during the flood (however slow the machine): the burst, then coalescing.
+        let limits = EmitterLimits {
+            progress_per_second: 0.0,
+            ..EmitterLimits::default()
+        };
+        let (bus, mut e) = emitter(limits);
         for i in 0..100_000 {
             e.progress(i as f32 / 100_000.0, "working");
         }

@@ -16,7 +16,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{Error, Policy, Runtime, RuntimeBuilder};
+use crate::policy::Policy;
+use crate::{Error, Runtime, RuntimeBuilder};
 
 /// Run workflows of sandboxed WebAssembly sub-agents.
 #[derive(Debug, Parser)]
@@ -91,7 +92,7 @@ impl RuntimeArgs {
             .clone()
             .or_else(|| std::env::var_os("WASM_ORCH_SECRETS_DIR").map(PathBuf::from));
         if let Some(dir) = secrets {
-            builder = builder.secrets(crate::FileSecrets::new(dir));
+            builder = builder.secrets(crate::secrets::FileSecrets::new(dir));
         }
         builder.build()
     }

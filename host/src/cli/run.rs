@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use super::format::{self, Style};
 use super::{CANCELLED, INVALID, RunArgs, SUCCESS, TASK_FAILED, report_error, summary, view};
-use crate::{Event, EventStream, RunOptions, RunReport, RunStatus, Workflow};
+use crate::events::{Event, EventStream};
+use crate::report::RunReport;
+use crate::{RunOptions, RunStatus, Workflow};
 
 pub(super) async fn run(args: RunArgs) -> u8 {
     if is_stdout(args.output.as_deref()) && is_stdout(args.events.as_deref()) {

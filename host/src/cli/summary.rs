@@ -3,7 +3,8 @@
 use std::fmt::Write;
 
 use super::format::{self, Style};
-use crate::{RunReport, RunStatus};
+use crate::RunStatus;
+use crate::report::RunReport;
 
 pub(super) fn render(report: &RunReport, style: Style, width: usize) -> String {
     let s = style;

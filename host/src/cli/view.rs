@@ -6,7 +6,8 @@ use std::io::Write;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::format::{self, Style};
-use crate::{Event, EventKind, EventStream, LogLevel, TaskStatus};
+use crate::TaskStatus;
+use crate::events::{Event, EventKind, EventStream, LogLevel};
 
 /// Shows events until the stream ends.
 pub(super) async fn show(mut events: EventStream, live: bool, verbose: bool) {
@@ -154,7 +155,7 @@ impl Board {
                 ));
             }
             EventKind::RunResumed(_) => self.notes.push("run resumed".to_owned()),
-            EventKind::Audit(a) if a.decision == crate::Decision::Denied => {
+            EventKind::Audit(a) if a.decision == crate::events::Decision::Denied => {
                 self.notes.push(format!(
                     "denied {}: {} ({})",
                     a.task.node, a.action, a.reason
@@ -391,10 +392,12 @@ impl Lines {
                 "{stamp} run: resumed after {}",
                 format::duration_ms(r.paused_ms)
             ),
-            EventKind::Audit(a) if a.decision == crate::Decision::Denied || self.verbose => {
+            EventKind::Audit(a)
+                if a.decision == crate::events::Decision::Denied || self.verbose =>
+            {
                 let decision = match a.decision {
-                    crate::Decision::Denied => s.paint("31", "denied"),
-                    crate::Decision::Allowed => "allowed".to_owned(),
+                    crate::events::Decision::Denied => s.paint("31", "denied"),
+                    crate::events::Decision::Allowed => "allowed".to_owned(),
                 };
                 format!(
                     "{stamp} {:<w$} {decision} {} `{}`: {}",
@@ -422,10 +425,10 @@ impl Lines {
     }
 }
 
-fn blocked_action(action: crate::OnBlocked) -> &'static str {
+fn blocked_action(action: crate::policy::OnBlocked) -> &'static str {
     match action {
-        crate::OnBlocked::Report => "report",
-        crate::OnBlocked::Retry => "cancel and retry",
-        crate::OnBlocked::Diagnose => "hand off to the diagnostic agent",
+        crate::policy::OnBlocked::Report => "report",
+        crate::policy::OnBlocked::Retry => "cancel and retry",
+        crate::policy::OnBlocked::Diagnose => "hand off to the diagnostic agent",
     }
 }

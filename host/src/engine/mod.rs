@@ -66,7 +66,7 @@ impl Engine {
         let (engine, pooling) = build_engine(config)?;
         let mut linker = Linker::new(&engine);
         state::link(&mut linker)
-            .map_err(|e| Error::Setup(format!("linking host imports: {e:#}")))?;
+            .map_err(|e| Error::Engine(format!("linking host imports: {e:#}")))?;
         Ok(Self {
             cache: cache::ComponentCache::new(&engine, config.cache_dir.clone()),
             linker,
@@ -165,7 +165,7 @@ fn build_engine(config: &EngineConfig) -> Result<(wasmtime::Engine, bool), Error
             ),
         }
     }
-    let engine = wasmtime::Engine::new(&wasm).map_err(|e| Error::Setup(format!("{e:#}")))?;
+    let engine = wasmtime::Engine::new(&wasm).map_err(|e| Error::Engine(format!("{e:#}")))?;
     Ok((engine, false))
 }
 

@@ -1,9 +1,10 @@
-//! Failure handling and the operator's policy file.
+//! The operator's policy, and how failure handling is layered.
 //!
-//! Owns the vocabulary of failure handling (retries with backoff, blocked tasks, error budgets)
-//! and the policy file an operator gives the runtime: defaults for every workflow, and each
-//! tenant's fuel rate, concurrency and budget. Settings are layered, most specific first:
-//! task, agent, workflow, policy defaults, built-in defaults. The scheduler applies them.
+//! An operator gives the runtime a [`Policy`] file: defaults for every workflow (retries,
+//! blocked tasks, error budgets) and each tenant's fuel rate, concurrency, budget, tools, hosts
+//! and secrets. Settings are layered, most specific first: task, agent, workflow, policy
+//! defaults, built-in defaults; the scheduler applies the result ([`RetryPolicy`],
+//! [`ErrorBudget`], ...). The limits an attempt runs under are [`Limits`], cut by [`Budget`]s.
 
 mod parse;
 mod spec;
@@ -17,8 +18,9 @@ pub(crate) use self::parse::{budget, error_budget, fuel_rate, retry, stall};
 pub(crate) use self::spec::{BudgetSpec, ErrorBudgetSpec, RetrySpec};
 use crate::config::Source;
 use crate::error::Error;
-use crate::model::limits::{Budget, FuelRate};
-use crate::model::policy::{ErrorBudget, OnBlocked, RetryPolicy, StallPolicy};
+pub use crate::model::limits::{Budget, FuelRate, Limits};
+use crate::model::policy::StallPolicy;
+pub use crate::model::policy::{ErrorBudget, OnBlocked, OnErrorBudget, RetryPolicy};
 use crate::model::status::ErrorKind;
 
 /// Retry settings given at one level (task, agent, workflow, policy); unset ones come from

@@ -38,17 +38,16 @@ impl Runtime {
         if let Some(tenant) = options.tenant.as_deref()
             && tenant != workflow.tenant
         {
-            return Err(Error::Setup(format!(
-                "{}: workflow `{}` belongs to tenant `{}`, not to `{tenant}`: \
-                 run it as its own tenant, or set `tenant = \"{tenant}\"` in its [workflow]",
-                workflow.source.path.display(),
-                workflow.name,
-                workflow.tenant
-            )));
+            return Err(Error::WrongTenant {
+                path: workflow.source.path.clone(),
+                workflow: workflow.name.clone(),
+                owner: workflow.tenant.clone(),
+                tenant: tenant.to_owned(),
+            });
         }
         let run_id = match options.run_id {
             Some(id) if is_valid_name(&id) => id,
-            Some(id) => return Err(Error::Setup(format!("`{id}` is not a valid run id"))),
+            Some(id) => return Err(Error::InvalidRunId(id)),
             None => new_run_id(),
         };
         let doctors = diagnostic_agents(workflow, &inner.policy)?;
@@ -58,9 +57,7 @@ impl Runtime {
             .claims
             .open(&run_id, &workflow.tenant, Arc::clone(&bus))
         else {
-            return Err(Error::Setup(format!(
-                "a run with id `{run_id}` is running already: give this one another id"
-            )));
+            return Err(Error::RunIdInUse(run_id));
         };
         let directory = inner
             .state_dir
@@ -332,7 +329,8 @@ impl Runtime {
             directory,
             bus,
             cancel,
-            handle,
+            handle: Some(handle),
+            detached: false,
         })
     }
 }
@@ -473,14 +471,26 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A run in progress.
+/// A run in progress. Dropping it cancels the run (running guests are stopped promptly),
+/// unless it was [detached](Run::detach): a run that nobody holds is not left running by
+/// accident.
 #[derive(Debug)]
 pub struct Run {
     id: String,
     directory: PathBuf,
     bus: Arc<Bus>,
     cancel: CancellationToken,
-    handle: JoinHandle<RunReport>,
+    /// `None` once [`Run::wait`] has taken it.
+    handle: Option<JoinHandle<RunReport>>,
+    detached: bool,
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if !self.detached {
+            self.cancel.cancel();
+        }
+    }
 }
 
 /// Cancels a run from anywhere (a signal handler, another task). Cheap to clone.
@@ -522,9 +532,22 @@ impl Run {
     }
 
     /// Waits for the run to end and returns its report.
-    pub async fn wait(self) -> Result<RunReport, Error> {
-        self.handle
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))
+    ///
+    /// Dropping this future before it completes drops the run, which cancels it (unless it was
+    /// detached).
+    pub async fn wait(mut self) -> Result<RunReport, Error> {
+        let handle = self
+            .handle
+            .take()
+            .ok_or_else(|| Error::Internal("the run was awaited already".into()))?;
+        handle.await.map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    /// Lets the run go on in the background, whoever holds it: dropping the returned handle
+    /// (or this `Run`'s clones of it) no longer cancels it. Its events and results are still
+    /// published and written as usual; the handle can still cancel it.
+    pub fn detach(mut self) -> CancelHandle {
+        self.detached = true;
+        self.cancel_handle()
     }
 }

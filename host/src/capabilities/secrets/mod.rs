@@ -30,7 +30,7 @@ pub type SecretFuture<'a> =
 /// secrets.
 ///
 /// ```
-/// use wasm_orch::{SecretBackend, SecretFuture};
+/// use wasm_orch::secrets::{SecretBackend, SecretFuture};
 ///
 /// /// Secrets from a map of (tenant, name) (for tests).
 /// struct Fixed(std::collections::HashMap<(String, String), String>);

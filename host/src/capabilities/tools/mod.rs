@@ -33,7 +33,7 @@ pub type ToolFuture<'a> = Pin<Box<dyn Future<Output = Result<Json, ToolError>> +
 /// A tool the host offers to guests.
 ///
 /// ```
-/// use wasm_orch::{Tool, ToolCall, ToolError, ToolFuture};
+/// use wasm_orch::tools::{Tool, ToolCall, ToolError, ToolFuture};
 ///
 /// /// Echoes its input back.
 /// struct Echo;
