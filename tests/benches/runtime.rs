@@ -8,13 +8,16 @@
 //! Everything is measured through the public API with real components, on the machine's
 //! cores; nothing here is an assertion.
 
-use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime};
 
 use wasm_orch::events::EventKind;
 use wasm_orch::report::RunReport;
 use wasm_orch::{RunOptions, Runtime, TaskStatus, Workflow};
-use wasm_orch_tests::{guest, shared_cache};
+use wasm_orch_tests::{bench_workflow, shared_cache};
+
+// As the `wasm-orch` binary does (see host/src/bin/wasm-orch.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let scratch = tempfile::tempdir().expect("a temporary directory");
@@ -40,8 +43,7 @@ fn main() {
     });
 }
 
-/// `n` tasks of `agent`; task `i` depends on task `i - 1` when `chain`. `workdir`: whether
-/// each task gets its own working directory (a `mkdir` per task).
+/// `n` tasks of `agent` (see [`bench_workflow`]), `max_concurrency` 16.
 fn workflow(
     dir: &std::path::Path,
     agent: &str,
@@ -50,23 +52,7 @@ fn workflow(
     with: &str,
     workdir: bool,
 ) -> Workflow {
-    let mut toml = format!(
-        "[workflow]\nname = \"bench\"\nmax_concurrency = 16\n\
-         [agents.{agent}]\ncomponent = \"{}\"\ntools = [\"sleep\"]\nworkdir = {workdir}\n",
-        guest(agent).display()
-    );
-    for i in 0..n {
-        let _ = write!(
-            toml,
-            "[[tasks]]\nid = \"t{i}\"\nagent = \"{agent}\"\nwith = {with}\n"
-        );
-        if chain && i > 0 {
-            let _ = writeln!(toml, "depends_on = [\"t{}\"]", i - 1);
-        }
-    }
-    let path = dir.join(format!("{agent}-{n}-{chain}-{workdir}.toml"));
-    std::fs::write(&path, toml).expect("write");
-    Workflow::from_file(&path).unwrap_or_else(|e| panic!("{e}"))
+    bench_workflow(dir, agent, n, chain, with, workdir, 16)
 }
 
 async fn run(

@@ -194,3 +194,36 @@ impl Finished {
             .collect()
     }
 }
+
+/// A benchmark DAG: `n` tasks of guest `agent`, task `i` depending on task `i - 1` when
+/// `chain`, each given `with` (a TOML inline table); `workdir`: whether each task gets its own
+/// working directory. Written into `dir` and validated.
+pub fn bench_workflow(
+    dir: &Path,
+    agent: &str,
+    n: usize,
+    chain: bool,
+    with: &str,
+    workdir: bool,
+    max_concurrency: usize,
+) -> Workflow {
+    use std::fmt::Write as _;
+    let mut toml = format!(
+        "[workflow]\nname = \"bench\"\nmax_concurrency = {max_concurrency}\n\
+         [agents.{agent}]\ncomponent = \"{}\"\ntools = [\"sleep\"]\nworkdir = {workdir}\n\
+         timeout = \"10m\"\n",
+        guest(agent).display()
+    );
+    for i in 0..n {
+        let _ = write!(
+            toml,
+            "[[tasks]]\nid = \"t{i}\"\nagent = \"{agent}\"\nwith = {with}\n"
+        );
+        if chain && i > 0 {
+            let _ = writeln!(toml, "depends_on = [\"t{}\"]", i - 1);
+        }
+    }
+    let path = dir.join(format!("{agent}-{n}-{chain}-{workdir}.toml"));
+    std::fs::write(&path, toml).expect("write");
+    Workflow::from_file(&path).unwrap_or_else(|e| panic!("{e}"))
+}

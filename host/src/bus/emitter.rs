@@ -20,6 +20,7 @@ use crate::model::events::{
     TaskPartial, TaskProgress, TaskRef,
 };
 use crate::model::port::Heartbeat;
+use crate::model::text::truncate;
 use crate::redact::Redactor;
 
 /// The emitter of a task attempt, shared by its capabilities (status, audit) and its stdout and
@@ -362,17 +363,6 @@ fn stream_level(stream: LogStream) -> LogLevel {
         LogStream::Stderr => LogLevel::Warn,
         _ => LogLevel::Info,
     }
-}
-
-fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut cut = max;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    &text[..cut]
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ impl LagRecorder {
             s.max = s.max.max(ms);
             s.seen += 1;
             let stride = s.stride.max(1);
-            if s.seen % stride == 0 {
+            if s.seen.is_multiple_of(stride) {
                 s.kept.push(ms);
                 if s.kept.len() >= KEEP {
                     let mut i = 0;

@@ -159,11 +159,6 @@ impl Bus {
         EventStream::new(Arc::clone(self), 1)
     }
 
-    /// A stream from event `seq` on (the first one held, if `seq` was dropped already).
-    pub(crate) fn subscribe_from(self: &Arc<Self>, seq: u64) -> EventStream {
-        EventStream::new(Arc::clone(self), seq.max(1))
-    }
-
     /// Ends every stream after the events published so far.
     pub(crate) fn close(&self) {
         self.lock().closed = true;
@@ -262,7 +257,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_waiting_subscriber_is_woken_by_publish_and_by_wake() {
         let bus = Bus::new("run");
-        let mut stream = bus.subscribe_from(2);
+        let mut stream = EventStream::new(Arc::clone(&bus), 2);
         let reader = tokio::spawn(async move {
             let mut seqs = Vec::new();
             while let Some(e) = stream.next().await {

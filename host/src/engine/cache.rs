@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 
+use super::recycler::WarmPool;
 use super::state::TaskState;
 use crate::model::report::CacheSource;
 use crate::wit::SubAgentPre;
@@ -23,6 +24,8 @@ use crate::wit::SubAgentPre;
 pub(crate) struct LoadedAgent {
     pub(crate) digest: String,
     pub(crate) pre: SubAgentPre<TaskState>,
+    /// Instances made ahead of the attempts that will take them (see `recycler`).
+    pub(crate) warm: WarmPool,
 }
 
 /// Why a component could not be loaded.
@@ -75,6 +78,7 @@ impl ComponentCache {
         let agent = Arc::new(LoadedAgent {
             digest: digest.clone(),
             pre,
+            warm: WarmPool::default(),
         });
         self.lock().insert(digest, Arc::clone(&agent));
         Ok((agent, source, started.elapsed()))

@@ -28,6 +28,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use super::Engine;
 use super::cache::LoadedAgent;
 use super::limiter::MemoryLimiter;
+use super::recycler::Warm;
 use super::sandbox::wasi_ctx;
 use super::state::TaskState;
 use crate::bus::{SharedEmitter, TaskEmitter, lock};
@@ -116,17 +117,27 @@ impl Engine {
         let started = Instant::now();
         let deadline = started + limits.timeout;
 
-        let permit = tokio::select! {
-            biased;
-            () = job.cancel.cancelled() => None,
-            permit = self.instances.acquire() => permit.ok(),
-        };
-        let Some(_permit) = permit else {
-            return Attempt::not_run(
-                TaskStatus::Cancelled,
-                ErrorKind::Cancelled,
-                "the run was cancelled".into(),
-            );
+        let _active = self.recycler.attempt();
+        // An instance made ahead (with its pool slot), or a slot for a new one.
+        let warm = agent.warm.take(limits.memory, limits.fuel);
+        self.recycler.warm(&agent);
+        let permit = match &warm {
+            Some(_) => None,
+            None => {
+                let acquired = tokio::select! {
+                    biased;
+                    () = job.cancel.cancelled() => None,
+                    permit = Arc::clone(&self.instances).acquire_owned() => permit.ok(),
+                };
+                if acquired.is_none() {
+                    return Attempt::not_run(
+                        TaskStatus::Cancelled,
+                        ErrorKind::Cancelled,
+                        "the run was cancelled".into(),
+                    );
+                }
+                acquired
+            }
         };
 
         let wasi = match wasi_ctx(&files, &events) {
@@ -139,31 +150,59 @@ impl Engine {
                 );
             }
         };
-        let mut store = Store::new(
-            &self.engine,
-            TaskState {
-                wasi,
-                table: ResourceTable::new(),
-                limiter: MemoryLimiter::new(limits.memory),
-                disk: DiskQuota::new(limits.disk),
-                events: Arc::clone(&events),
-                board,
-                tools,
-                secrets,
-                deadline,
-                buckets,
-                fuel_seen: limits.fuel,
-            },
-        );
-        store.limiter(|s| &mut s.limiter);
+        let (mut store, instance, permit, init_fuel) = match warm {
+            Some(Warm {
+                mut store,
+                instance,
+                permit,
+                init_fuel,
+            }) => {
+                // Everything of its own, before any of its code runs for it.
+                let state = store.data_mut();
+                state.wasi = wasi;
+                state.limiter.set_limit(limits.memory);
+                state.disk = DiskQuota::new(limits.disk);
+                state.events = Arc::clone(&events);
+                state.board = board;
+                state.tools = tools;
+                state.secrets = secrets;
+                state.deadline = deadline;
+                state.buckets = buckets;
+                state.fuel_seen = limits.fuel;
+                (store, Some(instance), Some(permit), init_fuel)
+            }
+            None => {
+                let mut store = Store::new(
+                    &self.engine,
+                    TaskState {
+                        wasi,
+                        table: ResourceTable::new(),
+                        limiter: MemoryLimiter::new(limits.memory),
+                        disk: DiskQuota::new(limits.disk),
+                        events: Arc::clone(&events),
+                        board,
+                        tools,
+                        secrets,
+                        deadline,
+                        buckets,
+                        fuel_seen: limits.fuel,
+                    },
+                );
+                store.limiter(|s| &mut s.limiter);
+                (store, None, permit, 0)
+            }
+        };
         // Compiled code keeps its fuel counter in a register and stores it back only at calls,
         // so in a loop without calls `get_fuel` would not see what the guest burns. Yielding
         // every FUEL_SLICE stores it back: fuel read on an epoch tick (for rates) or after a
         // timeout (for the report) is then at most one slice stale.
+        // A warm instance's instantiation is paid from the attempt's fuel, as a cold one's is
+        // (and drawn from the buckets with the rest).
         let fuelled = store
-            .set_fuel(limits.fuel)
+            .set_fuel(limits.fuel - init_fuel)
             .and_then(|()| store.fuel_async_yield_interval(Some(FUEL_SLICE)));
         if let Err(e) = fuelled {
+            self.recycler.retire(store, permit);
             return Attempt::not_run(
                 TaskStatus::Failed,
                 ErrorKind::Host,
@@ -226,7 +265,10 @@ impl Engine {
 
         let ended = {
             let call = async {
-                let instance = agent.pre.instantiate_async(&mut store).await?;
+                let instance = match instance {
+                    Some(instance) => instance,
+                    None => agent.pre.instantiate_async(&mut store).await?,
+                };
                 instance
                     .wasm_orch_agent_agent()
                     .call_run(&mut store, &input)
@@ -256,7 +298,9 @@ impl Engine {
         }
         let memory_peak = limiter.peak();
         lock(&events).finish();
-        drop(store);
+        // Its instance (and pool slot) goes back before anything else happens, the debt's
+        // sleep included.
+        self.recycler.retire(store, permit);
         // Most tasks leave nothing: that is one `read_dir`; a walk (and any scrubbing) of
         // what a guest left runs off the async threads.
         let artifacts = match files.work.as_ref().map(|w| w.path()) {

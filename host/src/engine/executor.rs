@@ -26,7 +26,6 @@ use crate::redact::Redactor;
 /// An agent of a run, ready to execute.
 #[derive(Clone)]
 pub(crate) struct RunAgent {
-    pub(crate) name: String,
     pub(crate) loaded: Arc<LoadedAgent>,
     /// Tools granted to it (by its registry entry or workflow).
     pub(crate) granted: Arc<[String]>,
@@ -192,6 +191,8 @@ impl Executor for LocalExecutor {
             redactor: Arc::clone(&run.redactor),
             files,
         };
-        self.engine.execute(job, setup).await
+        // Boxed: the future of an attempt is large (the store's setup, the guest call), and
+        // the task spawned for it is moved a few times before it runs.
+        Box::pin(self.engine.execute(job, setup)).await
     }
 }

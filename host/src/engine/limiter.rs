@@ -41,6 +41,17 @@ impl MemoryLimiter {
     pub(crate) fn limit(&self) -> u64 {
         self.limit
     }
+
+    /// Bytes the instance holds now.
+    pub(crate) fn held(&self) -> u64 {
+        self.total
+    }
+
+    /// A new limit, for a store instantiated ahead of its attempt (what it holds already
+    /// stays counted).
+    pub(crate) fn set_limit(&mut self, limit: u64) {
+        self.limit = limit;
+    }
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {

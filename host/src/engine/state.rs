@@ -10,13 +10,15 @@ use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::limiter::MemoryLimiter;
-use crate::bus::SharedEmitter;
+use crate::bus::{Bus, EmitterLimits, SharedEmitter, TaskEmitter};
 use crate::capabilities::blackboard::{self, BlackboardView, BoardScope};
 use crate::capabilities::files::{self, AuditedFs, DiskQuota};
 use crate::capabilities::secrets::{self, SecretAccess, SecretsView};
 use crate::capabilities::status::{self, StatusView};
 use crate::capabilities::tools::{self, ToolAccess, ToolsView};
 use crate::govern::FuelBucket;
+use crate::model::Name;
+use crate::model::events::TaskRef;
 
 pub(crate) struct TaskState {
     pub(crate) wasi: WasiCtx,
@@ -45,6 +47,40 @@ impl TaskState {
             return None;
         }
         self.buckets.iter().filter_map(|b| b.draw(burned)).max()
+    }
+}
+
+impl TaskState {
+    /// The state of a store instantiated ahead of its attempt: no filesystem, tools, secrets or
+    /// buckets, an emitter that keeps nothing, no memory limit yet. The attempt that takes it
+    /// gives it all of its own before the guest's `run` is called.
+    pub(crate) fn idle() -> Self {
+        let task = TaskRef {
+            node: Name::from("warm"),
+            branch: Name::from("warm"),
+            agent: Name::from("warm"),
+            attempt: 0,
+        };
+        let limits = EmitterLimits {
+            max_logs: 0,
+            max_partials: 0,
+            max_audits: 0,
+            ..EmitterLimits::default()
+        };
+        let emitter = TaskEmitter::new(Bus::new("warm"), task, limits);
+        Self {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(u64::MAX),
+            disk: DiskQuota::new(0),
+            events: Arc::new(std::sync::Mutex::new(emitter)),
+            board: BoardScope::alone(),
+            tools: ToolAccess::none(),
+            secrets: SecretAccess::none(),
+            deadline: Instant::now() + std::time::Duration::from_secs(3600),
+            buckets: Vec::new(),
+            fuel_seen: 0,
+        }
     }
 }
 

@@ -124,11 +124,6 @@ impl Heartbeat {
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((fraction, message.to_owned()));
     }
 
-    /// How long since the last progress report (or since the attempt started).
-    pub(crate) fn silent_for(&self) -> Duration {
-        self.silent_at(Instant::now())
-    }
-
     /// How long, at `now`, since the last progress report (or since the attempt started).
     pub(crate) fn silent_at(&self, now: Instant) -> Duration {
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));

@@ -148,6 +148,10 @@ pub struct RunMetrics {
     pub result_generation_latency_ms: f64,
     /// Fuel burned by this run, and by its tenant in this runtime so far.
     pub fuel: FuelUse,
+    /// Events the run's bus dropped from its bounded history (a subscriber that read late
+    /// missed them; see `EventStream::missed`).
+    #[serde(default)]
+    pub events_evicted: u64,
     /// Per agent: attempts, time busy, utilisation, learned score.
     pub agents: BTreeMap<String, AgentUsage>,
 }

@@ -86,7 +86,6 @@ impl Runtime {
         for (def, l) in workflow.agents.iter().zip(loaded) {
             let key = format!("{}@{}", def.name, &l.loaded.digest[..16]);
             run_agents.push(RunAgent {
-                name: def.name.clone(),
                 loaded: l.loaded,
                 granted: def.tools.iter().map(|(t, _)| t.clone()).collect(),
                 secrets: access.secrets_of(&def.name).into(),
@@ -261,6 +260,7 @@ impl Runtime {
                 failures,
                 statebus_lag_ms: Lag::default(),
                 result_generation_latency_ms: 0.0,
+                events_evicted: 0,
                 fuel: FuelUse {
                     run: finished.fuel_used,
                     tenant: tenant.name.clone(),
@@ -320,6 +320,7 @@ impl Runtime {
             run_bus.close();
             let _ = recorder.await;
             metrics.statebus_lag_ms = run_bus.lag();
+            metrics.events_evicted = run_bus.stats().evicted;
             report.metrics = metrics;
             report.events = run_bus.len();
             report

@@ -215,13 +215,16 @@ struct TaskState {
 
 enum JobKind {
     Attempt(usize),
-    Diagnosis {
-        task: usize,
-        attempt: u32,
-        agent: usize,
-        report: Value,
-        grant: Grant,
-    },
+    Diagnosis(Box<DiagnosisJob>),
+}
+
+/// A diagnosis in flight, and what it holds.
+struct DiagnosisJob {
+    task: usize,
+    attempt: u32,
+    agent: usize,
+    report: Value,
+    grant: Grant,
 }
 
 /// What a task is, named once for the whole run (events repeat these, by reference).
@@ -566,13 +569,16 @@ impl<'a> Scheduler<'a> {
         };
         match self.jobs.remove(&id) {
             Some(JobKind::Attempt(task)) => self.attempt_ended(task, attempt),
-            Some(JobKind::Diagnosis {
-                task,
-                attempt: number,
-                agent,
-                report,
-                grant,
-            }) => self.diagnosis_ended(task, number, agent, report, grant, attempt),
+            Some(JobKind::Diagnosis(d)) => {
+                let DiagnosisJob {
+                    task,
+                    attempt: number,
+                    agent,
+                    report,
+                    grant,
+                } = *d;
+                self.diagnosis_ended(task, number, agent, report, grant, attempt)
+            }
             None => {}
         }
     }

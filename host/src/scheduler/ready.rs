@@ -37,10 +37,6 @@ impl ReadyQueue {
     pub(super) fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }
-
-    pub(super) fn len(&self) -> usize {
-        self.heap.len()
-    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 
 use super::grants::{Acquired, AgentSlots, Grant};
 use super::retry::Timer;
-use super::{Diagnosis, JobKind, Scheduler, handoff};
+use super::{Diagnosis, DiagnosisJob, JobKind, Scheduler, handoff};
 use crate::model::Name;
 use crate::model::events::{EventKind, LastProgress, TaskBlocked, TaskHandoff, TaskRef};
 use crate::model::policy::OnBlocked;
@@ -223,13 +223,13 @@ impl Scheduler<'_> {
         let handle = jobs.spawn(async move { executor.execute(job).await });
         self.jobs.insert(
             handle.id(),
-            JobKind::Diagnosis {
+            JobKind::Diagnosis(Box::new(DiagnosisJob {
                 task: pending.task,
                 attempt: pending.attempt,
                 agent: doctor,
                 report: pending.report,
                 grant,
-            },
+            })),
         );
     }
 

@@ -918,3 +918,50 @@ async fn every_task_goes_pending_ready_running_then_final() {
         assert_eq!(seen[node], [Pending, Ready, Running, Succeeded], "{node}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_at_the_head_of_a_20_000_task_chain_settles_without_recursion() {
+    const N: usize = 20_000;
+    let body: String = (0..N)
+        .map(|i| {
+            let dep = if i > 0 {
+                format!("depends_on = [\"t{}\"]\n", i - 1)
+            } else {
+                String::new()
+            };
+            format!("[[tasks]]\nid = \"t{i}\"\nagent = \"a\"\n{dep}")
+        })
+        .collect();
+    let wf = workflow(&body);
+    let failed = Behaviour {
+        status: TaskStatus::Failed,
+        ..Behaviour::default()
+    };
+    let fake = Arc::new(Fake::new(1).task("t0", failed));
+    // A thread with a small stack: a recursion per task would overflow it.
+    let (done, _) = std::thread::Builder::new()
+        .stack_size(256 << 10)
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio");
+            rt.block_on(Harness::new(4).run(&wf, fake))
+        })
+        .expect("a thread")
+        .join()
+        .expect("the run settles");
+    assert_eq!(done.tasks[0].status, TaskStatus::Failed);
+    assert!(
+        done.tasks[1..]
+            .iter()
+            .all(|o| o.status == TaskStatus::Skipped),
+        "every dependent is skipped"
+    );
+    let last = done.tasks[N - 1].error.as_ref().expect("a reason");
+    assert!(
+        last.message.contains("`t0`"),
+        "the skip names the failure: {}",
+        last.message
+    );
+}
