@@ -49,7 +49,7 @@ def ensure_dask(install):
         if not os.path.exists(py):
             subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
         subprocess.run([py, "-m", "pip", "install", "--quiet", DASK], check=True)
-    if os.path.exists(py) and os.path.realpath(sys.executable) != os.path.realpath(py):
+    if os.path.exists(py) and os.path.realpath(sys.prefix) != os.path.realpath(VENV):
         os.execv(py, [py, __file__] + [a for a in sys.argv[1:] if a != "--install"])
     sys.exit(f"dask is not installed: run `python3 {sys.argv[0]} --install` ({DASK} into {VENV})")
 

@@ -556,7 +556,7 @@ async fn an_exhausted_error_budget_pauses_dispatch_with_a_handoff_report() {
 async fn a_tenant_fuel_rate_throttles_its_guests_and_its_concurrency_is_capped() {
     let scratch = Scratch::new();
     let policy = Policy::parse(
-        "[tenants.slow]\nfuel_rate = 1_000_000_000\nfuel_burst = 100_000_000\nmax_concurrency = 2\n",
+        "[tenants.fast]\n[tenants.slow]\nfuel_rate = 1_000_000_000\nfuel_burst = 100_000_000\nmax_concurrency = 2\n",
         "policy.toml",
     )
     .expect("policy");

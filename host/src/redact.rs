@@ -94,6 +94,15 @@ impl Redactor {
         out
     }
 
+    /// `text` without secrets, cut to at most `max` bytes: cut first (leaving room for the
+    /// longest secret, so that a secret across the cut is still seen whole), then redacted,
+    /// then cut to `max`. However long `text` is, only about `max` bytes of it are looked at.
+    pub(crate) fn clean(&self, text: &str, max: usize) -> String {
+        use crate::model::text::truncate;
+        let wide = truncate(text, max.saturating_add(self.longest()));
+        truncate(&self.text(wide), max).to_owned()
+    }
+
     /// Redacts every string (and key) inside a JSON value; says whether anything changed.
     pub(crate) fn json(&self, value: &mut serde_json::Value) -> bool {
         if !self.any.load(Ordering::Acquire) {

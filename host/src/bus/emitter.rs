@@ -20,7 +20,6 @@ use crate::model::events::{
     TaskPartial, TaskProgress, TaskRef,
 };
 use crate::model::port::Heartbeat;
-use crate::model::text::truncate;
 use crate::redact::Redactor;
 
 /// The emitter of a task attempt, shared by its capabilities (status, audit) and its stdout and
@@ -309,8 +308,7 @@ impl TaskEmitter {
     /// `text` without secrets, cut to `max` bytes. Redacted before it is cut (with room for
     /// the longest secret), so that no cut leaves part of a secret.
     fn clean(&self, text: &str, max: usize) -> String {
-        let wide = truncate(text, max.saturating_add(self.redactor.longest()));
-        truncate(&self.redactor.text(wide), max).to_owned()
+        self.redactor.clean(text, max)
     }
 
     /// Publishes what is still pending (unfinished lines, coalesced progress) and a note of what

@@ -1,6 +1,7 @@
 //! `wasm-orch inspect`: a component's WIT world, and whether it implements `sub-agent`.
 
 use super::{INVALID, InspectArgs, SUCCESS, report_error};
+use crate::events::inert;
 
 pub(super) async fn inspect(args: InspectArgs) -> u8 {
     let runtime = match args.runtime.build() {
@@ -19,17 +20,25 @@ pub(super) async fn inspect(args: InspectArgs) -> u8 {
     match &info.sub_agent {
         Ok(agent) => {
             println!("sub-agent: yes, implements wasm-orch:agent/sub-agent");
-            println!("  name:         {} {}", agent.name, agent.version);
+            // What a component says of itself is its author's text: shown, never obeyed.
+            println!(
+                "  name:         {} {}",
+                inert(&agent.name),
+                inert(&agent.version)
+            );
             if !agent.description.is_empty() {
-                println!("  description:  {}", agent.description);
+                println!("  description:  {}", inert(&agent.description));
             }
             if !agent.capabilities.is_empty() {
-                println!("  capabilities: {}", agent.capabilities.join(", "));
+                println!("  capabilities: {}", inert(&agent.capabilities.join(", ")));
             }
         }
-        Err(why) => println!("sub-agent: no: {why}"),
+        Err(why) => println!("sub-agent: no: {}", inert(why)),
     }
-    println!("\n{}", info.wit.trim_end());
+    println!();
+    for line in info.wit.trim_end().lines() {
+        println!("{}", inert(line));
+    }
     if info.sub_agent.is_ok() {
         SUCCESS
     } else {

@@ -211,7 +211,7 @@ pub fn main() -> ExitCode {
     };
     let code = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run::run(args).await,
+            Command::Run(args) => run::run(args, cli.verbose > 0).await,
             Command::Validate(args) => validate::validate(args).await,
             Command::Graph(args) => graph::graph(args),
             Command::Inspect(args) => inspect::inspect(args).await,

@@ -12,7 +12,7 @@ use crate::events::{Event, EventStream};
 use crate::report::RunReport;
 use crate::{RunOptions, RunStatus, Workflow};
 
-pub(super) async fn run(args: RunArgs) -> u8 {
+pub(super) async fn run(args: RunArgs, verbose: bool) -> u8 {
     if is_stdout(args.output.as_deref()) && is_stdout(args.events.as_deref()) {
         eprintln!("error: --output and --events cannot both be `-` (stdout)");
         return INVALID;
@@ -71,7 +71,7 @@ pub(super) async fn run(args: RunArgs) -> u8 {
     let live = !args.plain
         && std::io::stderr().is_terminal()
         && std::env::var("TERM").map_or(true, |t| t != "dumb");
-    let shown = tokio::spawn(view::show(run.events(), live, false));
+    let shown = tokio::spawn(view::show(run.events(), live, verbose));
 
     let report = match run.wait().await {
         Ok(report) => report,

@@ -31,8 +31,8 @@ pub(super) fn render(report: &RunReport, style: Style, width: usize) -> String {
     let fixed = node_w + agent_w + 15 + 9 + 8 + 10 + 12;
     for t in &report.tasks {
         let detail = match (&t.output, &t.error) {
-            (Some(output), _) => output.get().to_owned(),
-            (None, Some(error)) => error.message.clone(),
+            (Some(output), _) => crate::events::inert(output.get()).into_owned(),
+            (None, Some(error)) => crate::events::inert(&error.message).into_owned(),
             (None, None) => String::new(),
         };
         let status = format!("{:<15}", t.status.as_str());
@@ -66,11 +66,15 @@ pub(super) fn render(report: &RunReport, style: Style, width: usize) -> String {
         counts.join(", ")
     );
     for (node, output) in &report.outputs {
-        let text = output.as_ref().map_or("(none)", |o| o.get());
+        let text = output
+            .as_ref()
+            .map_or(std::borrow::Cow::Borrowed("(none)"), |o| {
+                crate::events::inert(o.get())
+            });
         let _ = writeln!(
             out,
             "output {node}: {}",
-            format::fit(text, width.saturating_sub(node.len() + 9).max(20))
+            format::fit(&text, width.saturating_sub(node.len() + 9).max(20))
         );
     }
     out

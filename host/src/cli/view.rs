@@ -7,12 +7,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::format::{self, Style};
 use crate::TaskStatus;
-use crate::events::{Event, EventKind, EventStream, LogLevel};
+use crate::events::{Event, EventKind, EventStream, LogLevel, inert};
 
 /// Shows events until the stream ends.
 pub(super) async fn show(mut events: EventStream, live: bool, verbose: bool) {
     if live {
-        let mut board = Board::new(Style::for_stderr());
+        let mut board = Board::new(Style::for_stderr(), verbose);
         let mut ticker = tokio::time::interval(Duration::from_millis(100));
         eprint!("\x1b[?25l");
         loop {
@@ -57,11 +57,14 @@ struct Board {
     notes: Vec<String>,
     drawn: usize,
     tick: usize,
+    /// `-v`: allowed audit records and every guest log line go into the notes too.
+    verbose: bool,
 }
 
 impl Board {
-    fn new(style: Style) -> Self {
+    fn new(style: Style, verbose: bool) -> Self {
         Self {
+            verbose,
             style,
             title: String::new(),
             started: Instant::now(),
@@ -82,6 +85,8 @@ impl Board {
         match &event.kind {
             EventKind::PlanCreated(plan) => {
                 self.title = format!("{} · run {}", plan.workflow, event.run_id);
+                self.notes
+                    .extend(plan.notes.iter().map(|n| format!("note: {n}")));
                 for t in &plan.tasks {
                     self.index.insert(t.node.clone(), self.rows.len());
                     self.rows.push(Row {
@@ -110,10 +115,12 @@ impl Board {
                     row.latency_ms = update.latency_ms;
                     if let Some(error) = &update.error {
                         row.message = match update.retry_in_ms {
-                            Some(ms) => {
-                                format!("{} — retry in {}", error.message, format::duration_ms(ms))
-                            }
-                            None => error.message.clone(),
+                            Some(ms) => format!(
+                                "{} — retry in {}",
+                                inert(&error.message),
+                                format::duration_ms(ms)
+                            ),
+                            None => inert(&error.message).into_owned(),
                         };
                     }
                 }
@@ -121,12 +128,12 @@ impl Board {
             EventKind::Progress(p) => {
                 if let Some(row) = self.row(&p.task.node) {
                     row.fraction = Some(p.fraction);
-                    row.message.clone_from(&p.message);
+                    row.message = inert(&p.message).into_owned();
                 }
             }
             EventKind::Partial(p) => {
                 if let Some(row) = self.row(&p.task.node) {
-                    row.message = format!("partial #{}: {}", p.index, p.data);
+                    row.message = format!("partial #{}: {}", p.index, inert(&p.data.to_string()));
                 }
             }
             EventKind::TaskBlocked(b) => {
@@ -144,8 +151,10 @@ impl Board {
                     .as_ref()
                     .map_or_else(String::new, |d| d.to_string());
                 self.notes.push(format!(
-                    "handoff {} → {}: {diagnosis}",
-                    h.task.node, h.diagnostic_agent
+                    "handoff {} → {}: {}",
+                    h.task.node,
+                    h.diagnostic_agent,
+                    inert(&diagnosis)
                 ));
             }
             EventKind::RunPaused(p) => {
@@ -155,11 +164,25 @@ impl Board {
                 ));
             }
             EventKind::RunResumed(_) => self.notes.push("run resumed".to_owned()),
-            EventKind::Audit(a) if a.decision == crate::events::Decision::Denied => {
+            EventKind::Audit(a)
+                if a.decision == crate::events::Decision::Denied || self.verbose =>
+            {
+                let decision = match a.decision {
+                    crate::events::Decision::Denied => "denied",
+                    crate::events::Decision::Allowed => "allowed",
+                };
                 self.notes.push(format!(
-                    "denied {}: {} ({})",
-                    a.task.node, a.action, a.reason
+                    "{decision} {}: {} ({})",
+                    a.task.node,
+                    inert(&a.action),
+                    inert(&a.reason)
                 ));
+            }
+            EventKind::Log(l) if self.verbose || l.level >= LogLevel::Warn => {
+                self.notes.push(
+                    format!("{} [{:?}] {}", l.task.node, l.stream, inert(&l.message))
+                        .to_lowercase(),
+                );
             }
             _ => {}
         }
@@ -323,13 +346,17 @@ impl Lines {
                     .max()
                     .unwrap_or(8)
                     .clamp(4, 28);
-                format!(
+                let mut line = format!(
                     "{stamp} plan {}: {} tasks, max_concurrency {}, run {}",
                     plan.workflow,
                     plan.tasks.len(),
                     plan.max_concurrency,
                     event.run_id
-                )
+                );
+                for note in &plan.notes {
+                    line.push_str(&format!("\n{stamp} note: {note}"));
+                }
+                line
             }
             EventKind::TaskStatus(u) => {
                 let mut line = format!("{stamp} {:<w$} {}", u.task.node, s.status(u.status));
@@ -346,7 +373,7 @@ impl Lines {
                     line.push_str(&format!(", fuel {}", format::count(fuel)));
                 }
                 if let Some(e) = &u.error {
-                    line.push_str(&format!(": {}", e.message));
+                    line.push_str(&format!(": {}", inert(&e.message)));
                 }
                 if let Some(ms) = u.retry_in_ms {
                     line.push_str(&format!("; retry in {}", format::duration_ms(ms)));
@@ -357,13 +384,13 @@ impl Lines {
                 "{stamp} {:<w$} {:>3.0}% {}",
                 p.task.node,
                 p.fraction * 100.0,
-                p.message
+                inert(&p.message)
             ),
             EventKind::Partial(p) => format!(
                 "{stamp} {:<w$} partial #{}: {}",
                 p.task.node,
                 p.index,
-                format::fit(&p.data.to_string(), 100)
+                format::fit(&inert(&p.data.to_string()), 100)
             ),
             EventKind::TaskBlocked(b) => format!(
                 "{stamp} {:<w$} {} silent for {} (stall timeout {}): {}",
@@ -380,8 +407,8 @@ impl Lines {
                 h.diagnosis.as_ref().map_or_else(
                     || h.error
                         .as_ref()
-                        .map_or_else(String::new, |e| e.message.clone()),
-                    |d| format::fit(&d.to_string(), 120)
+                        .map_or_else(String::new, |e| inert(&e.message).into_owned()),
+                    |d| format::fit(&inert(&d.to_string()), 120)
                 )
             ),
             EventKind::RunPaused(p) => format!(
@@ -403,21 +430,21 @@ impl Lines {
                     "{stamp} {:<w$} {decision} {} `{}`: {}",
                     a.task.node,
                     a.resource.as_str(),
-                    a.action,
-                    a.reason
+                    inert(&a.action),
+                    inert(&a.reason)
                 )
             }
             EventKind::Credential(c) => format!(
                 "{stamp} run: credential {} {}: {}",
                 c.credential,
                 c.action.as_str(),
-                c.reason
+                inert(&c.reason)
             ),
             EventKind::Log(l) if self.verbose || l.level >= LogLevel::Warn => format!(
                 "{stamp} {:<w$} {} {}",
                 l.task.node,
                 s.dim(&format!("[{:?} {:?}]", l.level, l.stream).to_lowercase()),
-                l.message
+                inert(&l.message)
             ),
             _ => return,
         };

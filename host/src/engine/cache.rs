@@ -65,7 +65,7 @@ impl ComponentCache {
         path: &Path,
     ) -> Result<(Arc<LoadedAgent>, CacheSource, Duration), LoadError> {
         let started = Instant::now();
-        let bytes = std::fs::read(path).map_err(LoadError::Read)?;
+        let bytes = read_component(path)?;
         let digest = hex(&Sha256::digest(&bytes));
         if let Some(agent) = self.lock().get(&digest) {
             return Ok((Arc::clone(agent), CacheSource::Memory, started.elapsed()));
@@ -109,7 +109,8 @@ impl ComponentCache {
                 }
             }
         }
-        let component = Component::new(engine, bytes).map_err(|e| {
+        // Binary only: a text file named as a component is not parsed (nor echoed) as WAT.
+        let component = Component::from_binary(engine, bytes).map_err(|e| {
             LoadError::Compile(if is_core_module(bytes) {
                 "this is a core WebAssembly module, not a component; build it for the \
                  wasm32-wasip2 target (or wrap it with `wasm-tools component new`)"
@@ -141,6 +142,38 @@ fn store(component: &Component, file: &Path) -> anyhow::Result<()> {
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, file)?;
     Ok(())
+}
+
+/// The largest component file read.
+pub(crate) const MAX_COMPONENT: u64 = 256 << 20;
+
+/// A component file's bytes: a regular file of at most [`MAX_COMPONENT`] bytes that starts
+/// like WebAssembly. Nothing of a file that does not is read further, or shown.
+pub(crate) fn read_component(path: &Path) -> Result<Vec<u8>, LoadError> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(LoadError::Read)?;
+    if !meta.is_file() {
+        return Err(LoadError::Compile(
+            "it is not a regular file (a directory, a pipe or a device)".into(),
+        ));
+    }
+    if meta.len() > MAX_COMPONENT {
+        return Err(LoadError::Compile(format!(
+            "it has {} bytes, more than the {} a component may have",
+            meta.len(),
+            MAX_COMPONENT
+        )));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_COMPONENT).read_to_end(&mut bytes))
+        .map_err(LoadError::Read)?;
+    if !bytes.starts_with(b"\0asm") {
+        return Err(LoadError::Compile(
+            "it is not a WebAssembly binary (it does not start with `\\0asm`)".into(),
+        ));
+    }
+    Ok(bytes)
 }
 
 fn is_core_module(bytes: &[u8]) -> bool {

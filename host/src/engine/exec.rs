@@ -64,6 +64,9 @@ pub(crate) struct Setup {
     pub(crate) files: TaskFiles,
 }
 
+/// The longest error message kept of an attempt (a guest's, a trap's); the rest is cut.
+pub(crate) const MAX_ERROR_BYTES: usize = 4 << 10;
+
 /// Fuel between the yields that keep fuel readings exact to within this much (about a
 /// millisecond of guest CPU).
 const FUEL_SLICE: u64 = 10_000_000;
@@ -229,7 +232,13 @@ impl Engine {
                         Box::pin(tokio::time::sleep_until(until.into())),
                     ))
                 }
-                None => Ok(UpdateDeadline::Yield(1)),
+                // `yield_now` goes to the back of the worker's queue; a plain wake-up would
+                // put the guest in the worker's "run next" slot, and one spinning guest could
+                // keep a worker while others wait.
+                None => Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                )),
             }
         });
 
@@ -293,8 +302,15 @@ impl Engine {
         let debt = store.data_mut().draw(left);
         let limiter = &store.data().limiter;
         let (status, output, mut error) = classify(ended, &limits, limiter, &events, &redactor);
+        // A guest's error message is bounded (and redacted) before it is kept, copied into
+        // events, the history, retries and dependents.
         if let Some(e) = &mut error {
-            e.message = redactor.text(&e.message).into_owned();
+            if e.message.len() > MAX_ERROR_BYTES {
+                let cut = redactor.clean(&e.message, MAX_ERROR_BYTES);
+                e.message = format!("{cut}… ({} bytes in all)", e.message.len());
+            } else if !redactor.is_empty() {
+                e.message = redactor.text(&e.message).into_owned();
+            }
         }
         let memory_peak = limiter.peak();
         lock(&events).finish();

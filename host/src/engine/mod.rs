@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
-pub(crate) use self::cache::{LoadError, LoadedAgent};
+pub(crate) use self::cache::{LoadError, LoadedAgent, read_component};
 pub(crate) use self::executor::{LocalExecutor, RunAgent, RunContext};
 use self::state::TaskState;
 use crate::bus::{Bus, EmitterLimits, TaskEmitter};

@@ -252,6 +252,10 @@ pub struct PlanCreated {
     #[serde(default)]
     pub budget: Budget,
     pub tasks: Vec<PlannedTask>,
+    /// What the operator should know about how the run is governed (e.g. that its tenant is
+    /// not named in the policy).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// One task of a plan.

@@ -83,6 +83,22 @@ pub(crate) struct TenantLimits {
     pub(crate) budget: Budget,
 }
 
+impl TenantLimits {
+    /// A tenant a policy does not name, when it has no `[tenants."*"]` entry: a little compute
+    /// (two tasks at once, 10 G fuel and an hour of task time in all), no more.
+    pub(crate) fn stranger() -> Self {
+        Self {
+            fuel_rate: None,
+            max_concurrency: Some(2),
+            budget: Budget {
+                fuel: Some(10_000_000_000),
+                wall_time: Some(Duration::from_secs(3600)),
+                memory: None,
+            },
+        }
+    }
+}
+
 /// Defaults an operator sets for every workflow.
 #[derive(Debug, Clone)]
 pub(crate) struct PolicyDefaults {
@@ -125,6 +141,14 @@ pub(crate) struct TenantAccess {
 }
 
 impl TenantAccess {
+    /// No tool, no host, no secret.
+    pub(crate) fn nothing() -> Self {
+        Self {
+            tools: Some(Vec::new()),
+            ..Self::default()
+        }
+    }
+
     pub(crate) fn allows_tool(&self, tool: &str) -> bool {
         self.tools
             .as_ref()
@@ -168,6 +192,8 @@ pub struct Policy {
     pub(crate) defaults: PolicyDefaults,
     pub(crate) tenants: HashMap<String, TenantLimits>,
     pub(crate) access: HashMap<String, TenantAccess>,
+    /// `[tenants."*"]`: what a tenant the policy does not name gets.
+    pub(crate) fallback: Option<(TenantLimits, TenantAccess)>,
     pub(crate) source: Option<Arc<Source>>,
 }
 
@@ -192,10 +218,47 @@ impl Policy {
         self.tenants.keys().map(String::as_str)
     }
 
-    /// What tenant `tenant` may reach (everything unlimited if the policy does not name it:
-    /// every tool, no hosts, no secrets).
+    /// What tenant `tenant` may reach. A policy fails closed: a tenant it does not name gets
+    /// its `[tenants."*"]` entry, or, without one, nothing at all (no tools, no hosts, no
+    /// secrets). Without a policy (none was given to the runtime) every tenant may use every
+    /// tool of the host.
     pub(crate) fn access(&self, tenant: &str) -> TenantAccess {
-        self.access.get(tenant).cloned().unwrap_or_default()
+        match (self.access.get(tenant), &self.fallback, &self.source) {
+            (Some(access), _, _) => access.clone(),
+            (None, Some((_, access)), _) => access.clone(),
+            (None, None, Some(_)) => TenantAccess::nothing(),
+            (None, None, None) => TenantAccess::default(),
+        }
+    }
+
+    /// The limits of a tenant the policy does not name: its `[tenants."*"]` entry, or
+    /// [`TenantLimits::stranger`]; none without a policy.
+    pub(crate) fn fallback_limits(&self) -> Option<TenantLimits> {
+        match (&self.fallback, &self.source) {
+            (Some((limits, _)), _) => Some(limits.clone()),
+            (None, Some(_)) => Some(TenantLimits::stranger()),
+            (None, None) => None,
+        }
+    }
+
+    /// Why tenant `tenant` runs under the fallback, if it does: a note for the run's plan.
+    pub(crate) fn stranger_note(&self, tenant: &str) -> Option<String> {
+        let source = self.source.as_ref()?;
+        if self.tenants.contains_key(tenant) {
+            return None;
+        }
+        let file = source.path.display();
+        Some(match &self.fallback {
+            Some(_) => format!(
+                "tenant `{tenant}` is not named in the policy `{file}`: it runs under its `[tenants.\"*\"]` entry"
+            ),
+            None => format!(
+                "tenant `{tenant}` is not named in the policy `{file}`, which has no `[tenants.\"*\"]` entry: \
+                 it gets no tools, hosts or secrets, at most {} tasks at once and {} fuel in all",
+                TenantLimits::stranger().max_concurrency.unwrap_or(1),
+                TenantLimits::stranger().budget.fuel.unwrap_or(0),
+            ),
+        })
     }
 }
 

@@ -216,8 +216,11 @@ pub(crate) fn policy(source: Arc<Source>) -> Result<Policy, Diagnostics> {
     };
     let mut tenants = std::collections::HashMap::new();
     let mut access = std::collections::HashMap::new();
+    let mut fallback = None;
     for (name, t) in &spec.tenants {
-        c.name(name, "tenant name");
+        if name.get_ref() != "*" {
+            c.name(name, "tenant name");
+        }
         let limits = TenantLimits {
             fuel_rate: fuel_rate(&mut c, t.fuel_rate.as_ref(), t.fuel_burst.as_ref()),
             max_concurrency: t
@@ -231,14 +234,20 @@ pub(crate) fn policy(source: Arc<Source>) -> Result<Policy, Diagnostics> {
                 .map(|b| budget(&mut c, b))
                 .unwrap_or_default(),
         };
-        tenants.insert(name.get_ref().clone(), limits);
-        access.insert(name.get_ref().clone(), tenant_access(&mut c, t));
+        let reach = tenant_access(&mut c, t);
+        if name.get_ref() == "*" {
+            fallback = Some((limits, reach));
+        } else {
+            tenants.insert(name.get_ref().clone(), limits);
+            access.insert(name.get_ref().clone(), reach);
+        }
     }
     c.finish()?;
     Ok(Policy {
         defaults,
         tenants,
         access,
+        fallback,
         source: Some(source),
     })
 }

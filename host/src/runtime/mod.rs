@@ -13,7 +13,7 @@ pub use self::run::{CancelHandle, Run};
 use crate::capabilities::secrets::{Backend, EnvSecrets, SecretBackend};
 use crate::capabilities::tools::{Tool, ToolRegistry};
 use crate::claims::{ClaimError, Claims};
-use crate::engine::{Engine, EngineConfig, LoadError, LoadedAgent};
+use crate::engine::{Engine, EngineConfig, LoadError, LoadedAgent, read_component};
 use crate::error::Error;
 use crate::govern::Governor;
 use crate::model::report::AgentReport;
@@ -127,6 +127,12 @@ impl RuntimeBuilder {
             .access
             .iter()
             .map(|(tenant, access)| (tenant.clone(), access.http_allow.clone()))
+            .chain(
+                self.policy
+                    .fallback
+                    .iter()
+                    .map(|(_, access)| ("*".to_owned(), access.http_allow.clone())),
+            )
             .collect();
         let mut tools = ToolRegistry::with_builtins(&state_dir, http_allow);
         tools.extend(self.tools);
@@ -134,7 +140,7 @@ impl RuntimeBuilder {
             inner: Arc::new(Inner {
                 engine: Arc::new(engine),
                 tools: Arc::new(tools),
-                governor: Governor::new(self.policy.tenants.clone(), None),
+                governor: Governor::new(self.policy.tenants.clone(), self.policy.fallback_limits()),
                 policy: self.policy,
                 state_dir,
                 secrets: self.secrets,
@@ -320,10 +326,23 @@ impl Runtime {
     /// Describes a component: its WIT world, and whether (and as what) it is a sub-agent.
     pub async fn inspect(&self, component: impl AsRef<Path>) -> Result<ComponentInfo, Error> {
         let path = component.as_ref().to_path_buf();
-        let bytes = std::fs::read(&path).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let read = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || read_component(&path)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("reading a component: {e}")))?;
+        let bytes = match read {
+            Ok(bytes) => bytes,
+            Err(LoadError::Read(source)) => return Err(Error::Io { path, source }),
+            Err(
+                LoadError::Compile(message)
+                | LoadError::Link(message)
+                | LoadError::NotSubAgent(message),
+            ) => {
+                return Err(Error::Component { path, message });
+            }
+        };
         let wit = world_wit(&bytes).map_err(|message| Error::Component {
             path: path.clone(),
             message,
@@ -340,11 +359,22 @@ impl Runtime {
                     .engine
                     .describe(&agent)
                     .await
-                    .map(|i| AgentInfo {
-                        name: i.name,
-                        version: i.version,
-                        description: i.description,
-                        capabilities: i.capabilities,
+                    .map(|i| {
+                        // The component's own words: bounded before they go anywhere.
+                        let cut = |s: String, max: usize| {
+                            crate::model::text::truncate(&s, max).to_owned()
+                        };
+                        AgentInfo {
+                            name: cut(i.name, 256),
+                            version: cut(i.version, 256),
+                            description: cut(i.description, 4096),
+                            capabilities: i
+                                .capabilities
+                                .into_iter()
+                                .take(64)
+                                .map(|c| cut(c, 256))
+                                .collect(),
+                        }
                     })
                     .map_err(|e| format!("its `describe` failed: {e:#}"));
                 (agent.digest.clone(), info)

@@ -51,6 +51,7 @@ impl Runtime {
             None => new_run_id(),
         };
         let doctors = diagnostic_agents(workflow, &inner.policy)?;
+        guard_inputs(workflow, &inner.state_dir, inner.secrets.0.directory())?;
         let loaded = self.load_agents(workflow).await?;
         let bus = Bus::new(run_id.clone());
         let Some(repeats) = inner
@@ -116,11 +117,10 @@ impl Runtime {
             let mut events = bus.subscribe();
             tokio::spawn(async move { while events.next().await.is_some() {} })
         };
-        bus.publish(EventKind::PlanCreated(plan_event(
-            workflow,
-            max_concurrency,
-            budget,
-        )));
+        let mut plan = plan_event(workflow, max_concurrency, budget);
+        plan.notes
+            .extend(inner.policy.stranger_note(&workflow.tenant));
+        bus.publish(EventKind::PlanCreated(plan));
         // The run's credential for secrets, renewed at half its TTL while the run lives.
         let lease = Arc::new(Lease::issue(
             &run_id,
@@ -336,6 +336,38 @@ impl Runtime {
     }
 }
 
+/// Refuses a workflow whose tasks would read the runtime's own files: its state directory
+/// (other runs' and tenants' working directories, stores) or a secrets directory. A workflow
+/// file may sit beside them, so being under the workflow's directory is not enough.
+fn guard_inputs(workflow: &Workflow, state: &Path, secrets: Option<&Path>) -> Result<(), Error> {
+    let protected: Vec<(PathBuf, &str)> = [(Some(state), "state"), (secrets, "secrets")]
+        .into_iter()
+        .filter_map(|(dir, what)| Some((std::fs::canonicalize(dir?).ok()?, what)))
+        .collect();
+    let mut problems = Vec::new();
+    for task in &workflow.tasks {
+        for input in &task.inputs {
+            for (dir, what) in &protected {
+                // Either way round: an input that contains the directory gives it away too.
+                if input.starts_with(dir) || dir.starts_with(input) {
+                    problems.push(workflow.source.error_in_file(format!(
+                        "task `{}` would read `{}`, which holds (or is inside) the runtime's {what} \
+                         directory `{}`",
+                        task.id,
+                        input.display(),
+                        dir.display()
+                    )).help("give tasks files of their own: the runtime's directories belong to no workflow"));
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::InvalidWorkflow(Diagnostics(problems)))
+    }
+}
+
 /// The diagnostic agent of each task whose blocked-task policy is `diagnose`, checked
 /// against the workflow's agents (the policy file may name one the workflow lacks).
 pub(crate) fn diagnostic_agents(
@@ -444,6 +476,7 @@ fn plan_event(
                 description: t.description.clone(),
             })
             .collect(),
+        notes: Vec::new(),
     }
 }
 

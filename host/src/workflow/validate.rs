@@ -28,17 +28,46 @@ const MAX_SPLIT_PARTS: i64 = 10_000;
 /// Files a run writes beside its task directories; no branch may take these names.
 const RESERVED_BRANCHES: [&str; 2] = ["results.json", "events.jsonl"];
 
+/// The directory a workflow file's relative paths start from, absolute and canonical: a file
+/// given by a bare name lives in the current directory (never "no directory at all", which
+/// would confine nothing).
+fn base_dir(file: &Path) -> PathBuf {
+    let parent = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::canonicalize(&parent).unwrap_or_else(|_| {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(&parent))
+            .unwrap_or(parent)
+    })
+}
+
+/// `path`, resolved (symlinks followed), if it is under `root` (canonical); else why not.
+fn confined(root: &Path, path: &Path) -> Result<PathBuf, String> {
+    let real = std::fs::canonicalize(path)
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    if real.starts_with(root) {
+        Ok(real)
+    } else {
+        Err(format!(
+            "`{}` is outside the workflow's directory `{}`",
+            real.display(),
+            root.display()
+        ))
+    }
+}
+
+/// The largest file a `split` reads.
+const MAX_SPLIT_FILE: u64 = 64 << 20;
+
 pub(crate) fn validate(
     source: Arc<Source>,
     overrides: &[(String, String)],
 ) -> Result<Workflow, Diagnostics> {
     let spec: FileSpec = parse_toml(&source)?;
     let mut v = Validator {
-        base_dir: source
-            .path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default(),
+        base_dir: base_dir(&source.path),
         c: Checker::new(source),
     };
     let workflow = v.workflow(spec, overrides);
@@ -340,7 +369,29 @@ impl Validator {
                 return;
             }
         };
-        let path = self.base_dir.join(&rel);
+        let path = match confined(&self.base_dir, &self.base_dir.join(&rel)) {
+            Ok(path) => path,
+            Err(why) => {
+                c.err(
+                    file.span(),
+                    format!("cannot split `{rel}`: {why}"),
+                    "a split reads a text file under the workflow file's directory",
+                );
+                return;
+            }
+        };
+        let size = std::fs::metadata(&path).map(|m| (m.is_file(), m.len()));
+        if !matches!(size, Ok((true, n)) if n <= MAX_SPLIT_FILE) {
+            c.err(
+                file.span(),
+                format!(
+                    "cannot split `{rel}`: it is not a regular file of at most {}",
+                    crate::config::format_size(MAX_SPLIT_FILE)
+                ),
+                "split a text file (larger inputs belong in `inputs`, read by the guest)",
+            );
+            return;
+        }
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) => {
@@ -729,22 +780,14 @@ fn inputs(
                     );
                     continue;
                 }
-                let real = std::fs::canonicalize(&path).unwrap_or(path);
-                let root =
-                    std::fs::canonicalize(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
-                if !real.starts_with(&root) {
-                    c.err(
+                match confined(base_dir, &path) {
+                    Ok(real) => found.push(real),
+                    Err(why) => c.err(
                         input.span(),
-                        format!(
-                            "input `{rel}` is `{}`, outside the workflow's directory `{}`",
-                            real.display(),
-                            root.display()
-                        ),
+                        format!("input `{rel}`: {why}"),
                         "inputs are files under the workflow file's directory: copy the file there",
-                    );
-                    continue;
+                    ),
                 }
-                found.push(real);
             }
         }
     }

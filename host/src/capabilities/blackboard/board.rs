@@ -68,6 +68,11 @@ impl Blackboard {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The largest value it keeps.
+    pub(crate) fn max_value_bytes(&self) -> usize {
+        self.limits.max_value_bytes
+    }
+
     pub(crate) fn get(&self, key: &str) -> Option<Entry> {
         self.lock().entries.get(key).cloned()
     }

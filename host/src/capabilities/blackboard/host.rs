@@ -10,9 +10,10 @@ use std::collections::HashSet;
 use wasmtime::component::{HasData, Linker};
 
 use super::board::{Blackboard, Entry, Refusal};
-use super::scope::{BRANCHES, BoardScope, RESERVED, SHARED, resolve};
+use super::scope::{BRANCHES, BoardScope, MAX_KEY, RESERVED, SHARED, resolve};
 use crate::bus::{SharedEmitter, lock};
 use crate::model::events::{AuditResource, Decision};
+use crate::model::text::truncate;
 use crate::wit::wasm_orch::agent::blackboard as wit;
 
 /// What the `blackboard` import can reach: its run's blackboard, as its branch.
@@ -66,7 +67,8 @@ impl BlackboardView<'_> {
     /// The key's place, or a denial (audited).
     fn place(&self, op: &str, key: &str) -> Result<String, wit::BlackboardError> {
         let redactor = lock(self.events).redactor().clone();
-        let resolved = match redactor.text(key) {
+        // A key longer than any valid one is refused before anything reads all of it.
+        let resolved = match redactor.text(truncate(key, MAX_KEY + 1)) {
             std::borrow::Cow::Borrowed(_) => resolve(
                 key,
                 self.branch,
@@ -78,7 +80,7 @@ impl BlackboardView<'_> {
         resolved.map_err(|why| {
             lock(self.events).audit(
                 AuditResource::Blackboard,
-                &format!("{op} {key}"),
+                &format!("{op} {}", truncate(key, MAX_KEY)),
                 Decision::Denied,
                 &why,
             );
@@ -86,9 +88,21 @@ impl BlackboardView<'_> {
         })
     }
 
-    fn redact(&self, value: String) -> String {
+    /// The value as kept: redacted, once it is known to fit (a value over the limit is refused
+    /// before it is parsed or copied).
+    fn redact(&self, value: String) -> Result<String, wit::BlackboardError> {
+        let max = self.board.max_value_bytes();
+        if value.len() > max {
+            return Err(wit::BlackboardError::Denied(format!(
+                "values may have at most {max} bytes, this one has {}",
+                value.len()
+            )));
+        }
         let redactor = lock(self.events).redactor().clone();
-        redactor.json_text(&value).into_owned()
+        Ok(match redactor.json_text(&value) {
+            std::borrow::Cow::Borrowed(_) => value,
+            std::borrow::Cow::Owned(clean) => clean,
+        })
     }
 }
 
@@ -115,13 +129,16 @@ impl wit::Host for BlackboardView<'_> {
             let why = "a shared key is written with compare-and-swap, so that no update is lost";
             lock(self.events).audit(
                 AuditResource::Blackboard,
-                &format!("put {key}"),
+                &format!("put {}", truncate(&key, MAX_KEY)),
                 Decision::Denied,
                 why,
             );
             return Ok(Err(wit::BlackboardError::Denied(why.to_owned())));
         }
-        let value = self.redact(value);
+        let value = match self.redact(value) {
+            Ok(value) => value,
+            Err(e) => return Ok(Err(e)),
+        };
         Ok(self.board.put(&place, value).map_err(refusal))
     }
 
@@ -135,7 +152,10 @@ impl wit::Host for BlackboardView<'_> {
             Ok(place) => place,
             Err(e) => return Ok(Err(e)),
         };
-        let value = self.redact(value);
+        let value = match self.redact(value) {
+            Ok(value) => value,
+            Err(e) => return Ok(Err(e)),
+        };
         Ok(self
             .board
             .compare_and_swap(&place, expected, value)

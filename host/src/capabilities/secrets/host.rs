@@ -51,6 +51,9 @@ impl std::fmt::Debug for SecretAccess {
     }
 }
 
+/// The longest secret name.
+const MAX_NAME: usize = 256;
+
 pub(crate) struct SecretsView<'a> {
     access: &'a SecretAccess,
     events: &'a SharedEmitter,
@@ -90,6 +93,15 @@ impl SecretsView<'_> {
 impl wit::Host for SecretsView<'_> {
     async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, wit::SecretError>> {
         let access = self.access;
+        if name.len() > MAX_NAME {
+            let why = format!("secret names have at most {MAX_NAME} bytes");
+            self.audit(
+                crate::model::text::truncate(&name, MAX_NAME),
+                Decision::Denied,
+                &why,
+            );
+            return Ok(Err(wit::SecretError::Denied(why)));
+        }
         if !access.granted.contains(&name) {
             let why = "the tenant's policy does not grant this secret to this agent";
             self.audit(&name, Decision::Denied, why);

@@ -50,6 +50,12 @@ pub trait SecretBackend: Send + Sync + 'static {
     /// (Vault: a token per run) mints, renews or revokes it here; it is called on the
     /// runtime's threads and must not block. Default: nothing to do.
     fn credential(&self, _credential: &Credential, _action: CredentialAction) {}
+
+    /// A directory on this host that holds secrets (a file backend's): no workflow may give
+    /// its tasks a file from inside it. Default: none.
+    fn directory(&self) -> Option<&std::path::Path> {
+        None
+    }
 }
 
 /// A shared secret backend (`Debug` without showing anything).
@@ -76,28 +82,50 @@ impl Default for EnvSecrets {
 }
 
 impl EnvSecrets {
-    /// Secrets from variables named `<prefix><TENANT>__<NAME>` (upper case, `-` and `.` as
-    /// `_`). A tenant or secret name that would make the variable ambiguous (a `__` in it, a
-    /// tenant ending or a name starting with `_` once converted) is never found.
+    /// Secrets from variables named `<prefix><TENANT>__<NAME>`: the tenant and the secret name
+    /// upper-cased, each `-` written `_`. So that no two tenants (or names) can share a
+    /// variable, the mapping is one-to-one: it takes only names of lowercase letters, digits
+    /// and single hyphens (`acme-eu`, `api-token`); any other name (`acme_eu`, `acme.eu`,
+    /// `ACME-EU`, `a--b`) is refused with an explanation, since it would share a variable
+    /// with another name. ([`FileSecrets`] takes every plain file name.)
     pub fn with_prefix(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
         }
     }
+
+    /// The variable of `tenant`'s `name`, or why the pair has none.
+    pub(crate) fn variable(&self, tenant: &str, name: &str) -> Result<String, String> {
+        Ok(format!(
+            "{}{}__{}",
+            self.prefix,
+            env_part("tenant", tenant)?,
+            env_part("secret", name)?
+        ))
+    }
 }
 
-impl EnvSecrets {
-    /// The variable of `tenant`'s `name`, if the pair maps to one unambiguously.
-    pub(crate) fn variable(&self, tenant: &str, name: &str) -> Option<String> {
-        let upper = |s: &str| s.to_ascii_uppercase().replace(['-', '.'], "_");
-        let (tenant, name) = (upper(tenant), upper(name));
-        let clear = !tenant.is_empty()
-            && !name.is_empty()
-            && !tenant.contains("__")
-            && !name.contains("__")
-            && !tenant.ends_with('_')
-            && !name.starts_with('_');
-        clear.then(|| format!("{}{tenant}__{name}", self.prefix))
+/// `text` as part of an environment variable: upper case, `-` as `_`; only for text that no
+/// other text maps to the same way.
+fn env_part(what: &str, text: &str) -> Result<String, String> {
+    let canonical = !text.is_empty()
+        && text.len() <= 128
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !text.starts_with('-')
+        && !text.ends_with('-')
+        && !text.contains("--");
+    if canonical {
+        Ok(text.to_ascii_uppercase().replace('-', "_"))
+    } else {
+        Err(format!(
+            "{what} name `{}` has no environment variable of its own: variables are upper case \
+             with `_` for `-`, so only lowercase letters, digits and single hyphens map one to \
+             one (another name would share its variable); use the file backend \
+             (`--secrets-dir`) for it, or rename it",
+            crate::model::text::inert(crate::model::text::truncate(text, 128))
+        ))
     }
 }
 
@@ -105,8 +133,8 @@ impl SecretBackend for EnvSecrets {
     fn read(&self, tenant: &str, name: &str) -> SecretFuture<'_> {
         let value = self
             .variable(tenant, name)
-            .and_then(|var| std::env::var(var).ok());
-        Box::pin(async move { Ok(value) })
+            .map(|var| std::env::var(var).ok());
+        Box::pin(async move { value })
     }
 }
 
@@ -124,6 +152,10 @@ impl FileSecrets {
 }
 
 impl SecretBackend for FileSecrets {
+    fn directory(&self) -> Option<&std::path::Path> {
+        Some(&self.dir)
+    }
+
     fn read(&self, tenant: &str, name: &str) -> SecretFuture<'_> {
         let plain = crate::config::is_valid_name(tenant) && crate::config::is_valid_name(name);
         let path = self.dir.join(tenant).join(name);
@@ -162,19 +194,27 @@ mod tests {
     }
 
     #[test]
-    fn environment_variables_are_per_tenant_and_never_ambiguous() {
+    fn environment_variables_are_one_to_one() {
         let env = EnvSecrets::default();
         assert_eq!(
-            env.variable("acme", "api-token").as_deref(),
-            Some("WASM_ORCH_SECRET_ACME__API_TOKEN")
+            env.variable("acme-eu", "api-token").as_deref(),
+            Ok("WASM_ORCH_SECRET_ACME_EU__API_TOKEN")
         );
-        assert_eq!(
-            env.variable("acme.eu", "db.password").as_deref(),
-            Some("WASM_ORCH_SECRET_ACME_EU__DB_PASSWORD")
+        // Every other spelling of that tenant would share its variable: refused, and why.
+        for tenant in [
+            "acme_eu", "acme.eu", "ACME-EU", "Acme-eu", "acme--eu", "-acme", "",
+        ] {
+            let refused = env.variable(tenant, "api-token");
+            assert!(
+                refused.as_ref().is_err_and(|why| why.contains("one to")),
+                "{tenant}: {refused:?}"
+            );
+        }
+        assert!(env.variable("acme", "api_token").is_err());
+        assert!(
+            env.variable("acme", "a--b").is_err(),
+            "`__` is the separator"
         );
-        // `a_` + `_b` and `a` + `__b` would both be `A___B`.
-        assert_eq!(env.variable("a_", "b"), None);
-        assert_eq!(env.variable("a", "_b"), None);
-        assert_eq!(env.variable("a__x", "b"), None);
+        assert!(env.variable("a-", "b").is_err());
     }
 }

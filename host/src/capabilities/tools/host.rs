@@ -11,6 +11,9 @@ use crate::bus::{SharedEmitter, lock};
 use crate::model::events::{AuditResource, Decision};
 use crate::wit::wasm_orch::agent::tools as wit;
 
+/// The largest input a guest may pass to a tool.
+pub(crate) const MAX_INPUT_BYTES: usize = 1 << 20;
+
 pub(crate) struct ToolsView<'a> {
     access: &'a ToolAccess,
     events: &'a SharedEmitter,
@@ -94,6 +97,15 @@ impl wit::Host for ToolsView<'_> {
                 &format!("rate limited: waited {} ms", wait.as_millis()),
             );
             tokio::time::sleep(wait).await;
+        }
+        // Bounded before it is parsed (a JSON value takes several times its text's size).
+        if input.len() > MAX_INPUT_BYTES {
+            let reason = format!(
+                "the input has {} bytes, over the {MAX_INPUT_BYTES} a tool call may pass",
+                input.len()
+            );
+            self.audit(AuditResource::Tool, &name, Decision::Denied, &reason);
+            return Ok(Err(wit::ToolError::InvalidInput(reason)));
         }
         let input = match serde_json::from_str(&input) {
             Ok(input) => input,

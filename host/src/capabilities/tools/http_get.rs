@@ -46,7 +46,9 @@ impl HttpGet {
         // (`Url` drops a port that is the scheme's own: `port()` is then `None`.)
         let standard_port = url.port().is_none();
         let with_port = format!("{host}:{port}");
-        let allowed = self.allow.get(&call.tenant).is_some_and(|hosts| {
+        // A tenant the policy does not name has the `[tenants."*"]` list, if any.
+        let list = self.allow.get(&call.tenant).or_else(|| self.allow.get("*"));
+        let allowed = list.is_some_and(|hosts| {
             hosts
                 .iter()
                 .any(|h| (*h == host && standard_port) || *h == with_port)
