@@ -75,6 +75,7 @@ impl ComponentCache {
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let pre = SubAgentPre::new(pre).map_err(|e| LoadError::NotSubAgent(format!("{e:#}")))?;
+        typecheck(engine, &pre)?;
         let agent = Arc::new(LoadedAgent {
             digest: digest.clone(),
             pre,
@@ -142,6 +143,31 @@ fn store(component: &Component, file: &Path) -> anyhow::Result<()> {
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, file)?;
     Ok(())
+}
+
+/// Checks the types of the component's exports (`run` and `describe`) now, not when a task
+/// first calls them: instantiates it once in an idle store and looks them up as typed
+/// functions. A component whose start functions fail is not judged here (its attempts report
+/// that, each under its own limits).
+fn typecheck(engine: &wasmtime::Engine, pre: &SubAgentPre<TaskState>) -> Result<(), LoadError> {
+    let mut store = wasmtime::Store::new(engine, TaskState::idle());
+    store.limiter(|s| &mut s.limiter);
+    if store.set_fuel(100_000_000).is_err() {
+        return Ok(());
+    }
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Continue(1)));
+    let Ok(instance) = super::recycler::block_on(pre.instance_pre().instantiate_async(&mut store))
+    else {
+        return Ok(());
+    };
+    crate::wit::SubAgent::new(&mut store, &instance)
+        .map(|_| ())
+        .map_err(|e| {
+            LoadError::NotSubAgent(format!(
+                "its exports do not have the types of `wasm-orch:agent/sub-agent`: {e:#}"
+            ))
+        })
 }
 
 /// The largest component file read.

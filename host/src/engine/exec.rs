@@ -106,19 +106,31 @@ impl Engine {
             files,
         } = setup;
         let events: SharedEmitter = Arc::new(Mutex::new(emitter));
+        // The attempt's time limit covers everything it waits for, its fuel debt included.
+        let deadline = Instant::now() + limits.timeout;
         // A tenant (or agent) in fuel debt starts nothing until the debt is paid.
         if let Some(wait) = buckets.iter().filter_map(|b| b.debt()).max() {
+            let until = (Instant::now() + wait).min(deadline);
             tokio::select! {
                 biased;
                 () = job.cancel.cancelled() => {
                     return Attempt::not_run(TaskStatus::Cancelled, ErrorKind::Cancelled, "the run was cancelled".into());
                 }
-                () = tokio::time::sleep(wait) => {}
+                () = tokio::time::sleep_until(until.into()) => {}
+            }
+            if until >= deadline {
+                return Attempt::not_run(
+                    TaskStatus::TimedOut,
+                    ErrorKind::Timeout,
+                    format!(
+                        "ran past its time limit of {} waiting for its tenant's fuel rate to allow it to start",
+                        humantime::format_duration(limits.timeout)
+                    ),
+                );
             }
         }
         let started_at = Timestamp::now();
         let started = Instant::now();
-        let deadline = started + limits.timeout;
 
         let _active = self.recycler.attempt();
         // An instance made ahead (with its pool slot), or a slot for a new one.
@@ -329,10 +341,13 @@ impl Engine {
             _ => Vec::new(),
         };
         drop(files);
+        // What is left of the debt when the time limit comes is paid by the tenant's next
+        // attempt, before it starts: the rate holds, and no attempt outlives its limit.
         if let Some(wait) = debt {
+            let until = (Instant::now() + wait).min(deadline.max(Instant::now()));
             tokio::select! {
                 () = job.cancel.cancelled() => {}
-                () = tokio::time::sleep(wait) => {}
+                () = tokio::time::sleep_until(until.into()) => {}
             }
         }
         Attempt {

@@ -247,7 +247,7 @@ fn instantiate(
 }
 
 /// Polls a future to completion on this thread (instantiation never waits on I/O).
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
     use std::task::{Context, Poll, Wake, Waker};
     struct Unpark(std::thread::Thread);
     impl Wake for Unpark {
