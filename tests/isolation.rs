@@ -11,7 +11,7 @@ use wasm_orch::events::{AuditResource, CredentialAction, Decision, EventKind};
 use wasm_orch::policy::Policy;
 use wasm_orch::secrets::{SecretBackend, SecretFuture};
 use wasm_orch::{ClaimError, RunOptions, Runtime, TaskStatus, Workflow};
-use wasm_orch_tests::{Finished, Scratch, guests, shared_cache};
+use wasm_orch_tests::{Finished, Scratch, guests, kv_store, shared_cache};
 
 const ALICE_TOKEN: &str = "alice-s3cr3t-7f3a9b1c";
 const MALLORY_TOKEN: &str = "mallory-s3cr3t-5e2d8a40";
@@ -146,7 +146,12 @@ impl World {
     /// run of alice's. Returns (mallory's run, alice's run).
     async fn side_by_side(&self, mallory: &str) -> (Finished, Finished) {
         let before = snapshot(&self.alice_dir().join("runs/alice-1"));
-        let kv_before = std::fs::read(self.alice_dir().join("kv.json")).ok();
+        // Keys and values (her own second run writes her note again: a new version).
+        let contents = |store: Vec<(String, String, i64)>| -> Vec<(String, String)> {
+            store.into_iter().map(|(k, v, _)| (k, v)).collect()
+        };
+        let kv_before = contents(kv_store(&self.scratch.state_dir(), "alice"));
+        assert!(!kv_before.is_empty(), "alice has a store");
         let (attack, alice) = tokio::join!(
             self.run("attack.toml", mallory, "attack-1"),
             self.run("alice.toml", ALICE, "alice-2"),
@@ -164,7 +169,7 @@ impl World {
             "alice's files changed"
         );
         assert_eq!(
-            std::fs::read(self.alice_dir().join("kv.json")).ok(),
+            contents(kv_store(&self.scratch.state_dir(), "alice")),
             kv_before,
             "alice's key-value store changed"
         );
@@ -546,7 +551,13 @@ async fn tools_the_policy_does_not_grant_are_refused_and_quotas_hold() {
             ("tool kv #1", false),
         ]
     );
-    assert_eq!(answers[3].1, Ok(json!({ "value": null }).to_string()));
+    let read: serde_json::Value =
+        serde_json::from_str(answers[3].1.as_deref().unwrap_or("{}")).expect("json");
+    assert_eq!(
+        read["value"],
+        serde_json::Value::Null,
+        "alice's key is not mallory's"
+    );
     let tools = denials(&done, AuditResource::Tool);
     assert!(
         tools
@@ -583,12 +594,14 @@ async fn tools_the_policy_does_not_grant_are_refused_and_quotas_hold() {
     assert_eq!(grants.tools, ["kv"]);
     assert_eq!(grants.tenant, "mallory");
     // Mallory's store is hers, beside alice's.
-    let mallory_kv =
-        std::fs::read_to_string(world.scratch.state_dir().join("tenants/mallory/kv.json"))
-            .expect("mallory's store");
+    let mallory_kv = kv_store(&world.scratch.state_dir(), "mallory");
+    let keys: Vec<&str> = mallory_kv.iter().map(|(k, _, _)| k.as_str()).collect();
     assert!(
-        mallory_kv.contains("\"a\"") && !mallory_kv.contains("alice"),
-        "{mallory_kv}"
+        keys.contains(&"a")
+            && mallory_kv
+                .iter()
+                .all(|(k, v, _)| !k.contains("alice") && !v.contains("alice")),
+        "{mallory_kv:?}"
     );
 }
 

@@ -50,6 +50,16 @@ pub enum Error {
     /// The engine could not be built or its host imports linked (the machine, not the input).
     #[error("the WebAssembly engine could not be set up: {0}")]
     Engine(String),
+    /// The journal (`<state dir>/journal.db`) cannot be used: damaged, written by a newer
+    /// wasm-orch, missing a record a run needs; the message says what to do.
+    #[error("journal `{}`: {message}", path.display())]
+    Journal { path: PathBuf, message: String },
+    /// No run with this id is in the journal (or the caller's tenant has none).
+    #[error("no run `{0}`: see `wasm-orch runs`")]
+    UnknownRun(String),
+    /// The run cannot be resumed: it is still running elsewhere, or it has nothing left to do.
+    #[error("run `{run}` cannot be resumed: {why}")]
+    NotResumable { run: String, why: String },
     /// The run's background task ended abnormally (a bug in wasm-orch).
     #[error("the run ended abnormally: {0}")]
     Internal(String),

@@ -48,6 +48,7 @@ mod config;
 mod engine;
 mod error;
 mod govern;
+mod journal;
 mod model;
 pub mod policy;
 mod redact;

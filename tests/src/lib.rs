@@ -227,3 +227,19 @@ pub fn bench_workflow(
     std::fs::write(&path, toml).expect("write");
     Workflow::from_file(&path).unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// A tenant's `kv` store, read straight from the journal's database of `state_dir`:
+/// (key, value as JSON text, version), by key.
+pub fn kv_store(state_dir: &Path, tenant: &str) -> Vec<(String, String, i64)> {
+    let Ok(db) = rusqlite::Connection::open(state_dir.join("journal.db")) else {
+        return Vec::new();
+    };
+    let Ok(mut stmt) =
+        db.prepare("SELECT key, value, version FROM kv WHERE tenant = ?1 ORDER BY key")
+    else {
+        return Vec::new();
+    };
+    stmt.query_map([tenant], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .map(|rows| rows.filter_map(Result::ok).collect())
+        .unwrap_or_default()
+}

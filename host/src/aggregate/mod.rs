@@ -41,7 +41,7 @@ pub(crate) fn report(f: Finished<'_>) -> RunReport {
         .tasks
         .iter()
         .zip(&outcomes)
-        .all(|(t, o)| !t.critical || o.status == TaskStatus::Succeeded);
+        .all(|(t, o)| !t.critical || o.status.is_success());
     let status = match (all_critical_succeeded, f.cancelled) {
         (true, _) => RunStatus::Succeeded,
         (false, true) => RunStatus::Cancelled,
@@ -57,7 +57,7 @@ pub(crate) fn report(f: Finished<'_>) -> RunReport {
         let a = last.map(|(_, a)| a);
         let output = a
             .and_then(|a| a.output.clone())
-            .filter(|_| o.status == TaskStatus::Succeeded);
+            .filter(|_| o.status.is_success());
         let is_sink = wf
             .graph
             .neighbors(petgraph::graph::NodeIndex::new(i))

@@ -45,11 +45,53 @@ impl Default for BusLimits {
     }
 }
 
+/// Where a run's events go besides its subscribers: the journal. Called under the bus's lock,
+/// in sequence order, so it sees exactly the stream subscribers see; it must not block.
+pub(crate) trait Sink: Send + Sync + std::fmt::Debug {
+    fn append(&self, event: &Arc<Event>);
+    /// How far the sink has made the events durable, when publishers should wait for it
+    /// (`sync` durability); `None`: they never wait.
+    fn durable(&self) -> Option<&DurableMark>;
+}
+
+/// How far a run's events are durable: the last sequence number the journal committed.
+#[derive(Debug, Default)]
+pub(crate) struct DurableMark {
+    seq: std::sync::atomic::AtomicU64,
+    notify: Notify,
+}
+
+impl DurableMark {
+    pub(crate) fn advance(&self, seq: u64) {
+        self.seq.fetch_max(seq, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    /// Completes once event `seq` is durable.
+    pub(crate) async fn reach(&self, seq: u64) {
+        loop {
+            let mut notified = std::pin::pin!(self.notify.notified());
+            notified.as_mut().enable();
+            if self.get() >= seq {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// The event stream of one run.
 #[derive(Debug)]
 pub(crate) struct Bus {
     run_id: Name,
     limits: BusLimits,
+    sink: Option<Box<dyn Sink>>,
+    /// The first sequence number this bus gives (after a resumed run's journaled events).
+    origin: u64,
     inner: Mutex<Inner>,
     /// Wakes subscribers waiting for the next event.
     notify: Notify,
@@ -85,11 +127,25 @@ impl Bus {
     }
 
     pub(crate) fn with_limits(run_id: impl Into<Name>, limits: BusLimits) -> Arc<Self> {
+        Self::journaled(run_id, limits, 0, None)
+    }
+
+    /// A bus whose events also go to `sink`, numbered on from `after` (a resumed run goes on
+    /// from its last journaled event).
+    pub(crate) fn journaled(
+        run_id: impl Into<Name>,
+        limits: BusLimits,
+        after: u64,
+        sink: Option<Box<dyn Sink>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             run_id: run_id.into(),
             limits,
+            sink,
+            origin: after + 1,
             inner: Mutex::new(Inner {
-                first: 1,
+                seq: after,
+                first: after + 1,
                 ..Inner::default()
             }),
             notify: Notify::new(),
@@ -141,6 +197,9 @@ impl Bus {
             at: Timestamp::now(),
             kind,
         });
+        if let Some(sink) = &self.sink {
+            sink.append(&event);
+        }
         inner.history.push_back(event);
         inner.bytes += weight;
         while inner.bytes > self.limits.max_bytes && inner.history.len() > 1 {
@@ -153,10 +212,23 @@ impl Bus {
         inner.seq
     }
 
+    /// Completes once event `seq` is durable, when the run's sink asks publishers to wait
+    /// (`sync` durability); at once otherwise.
+    pub(crate) async fn durable(&self, seq: u64) {
+        if let Some(mark) = self.sink.as_ref().and_then(|s| s.durable()) {
+            mark.reach(seq).await;
+        }
+    }
+
+    /// Whether publishers should wait for durability (see [`Bus::durable`]).
+    pub(crate) fn waits_for_durability(&self) -> bool {
+        self.sink.as_ref().is_some_and(|s| s.durable().is_some())
+    }
+
     /// A stream of every event of the run still held: the history so far, then live events
     /// until the run ends.
     pub(crate) fn subscribe(self: &Arc<Self>) -> EventStream {
-        EventStream::new(Arc::clone(self), 1)
+        EventStream::new(Arc::clone(self), self.origin)
     }
 
     /// Ends every stream after the events published so far.

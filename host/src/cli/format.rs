@@ -32,7 +32,7 @@ impl Style {
     /// `text`, in the colour of `status`.
     pub(super) fn in_status_colour(self, status: TaskStatus, text: &str) -> String {
         let code = match status {
-            TaskStatus::Succeeded => "32",
+            TaskStatus::Succeeded | TaskStatus::Cached => "32",
             TaskStatus::Running | TaskStatus::Retrying => "33",
             TaskStatus::Pending | TaskStatus::Ready | TaskStatus::Skipped => "2",
             TaskStatus::Cancelled => "35",
@@ -59,6 +59,7 @@ pub(super) fn symbol(status: TaskStatus, tick: usize) -> &'static str {
         TaskStatus::Running => SPINNER[tick % SPINNER.len()],
         TaskStatus::Retrying => "↻",
         TaskStatus::Succeeded => "✔",
+        TaskStatus::Cached => "↺",
         TaskStatus::Skipped => "↷",
         TaskStatus::Cancelled => "⊘",
         _ => "✘",

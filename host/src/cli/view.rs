@@ -107,7 +107,7 @@ impl Board {
                     if update.status == TaskStatus::Running {
                         row.since = Some(Instant::now());
                     }
-                    if update.status == TaskStatus::Succeeded {
+                    if update.status.is_success() {
                         row.fraction = Some(1.0);
                     }
                     row.agent = update.task.agent.to_string();

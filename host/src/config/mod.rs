@@ -3,9 +3,11 @@
 
 mod check;
 mod diagnostic;
+mod read;
 mod units;
 
 pub(crate) use self::check::{Checker, is_valid_name, parse_toml};
 pub(crate) use self::diagnostic::Source;
 pub use self::diagnostic::{Diagnostic, Diagnostics};
+pub(crate) use self::read::{MAX_CONFIG_BYTES, read_text};
 pub(crate) use self::units::{format_size, parse_duration, parse_size};

@@ -6,17 +6,16 @@
 //! cannot be loaded (corrupt, or from another wasmtime) is recompiled and replaced.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 
 use super::recycler::WarmPool;
 use super::state::TaskState;
+use crate::model::digest::sha256_hex;
 use crate::model::report::CacheSource;
 use crate::wit::SubAgentPre;
 
@@ -66,7 +65,7 @@ impl ComponentCache {
     ) -> Result<(Arc<LoadedAgent>, CacheSource, Duration), LoadError> {
         let started = Instant::now();
         let bytes = read_component(path)?;
-        let digest = hex(&Sha256::digest(&bytes));
+        let digest = sha256_hex(&bytes);
         if let Some(agent) = self.lock().get(&digest) {
             return Ok((Arc::clone(agent), CacheSource::Memory, started.elapsed()));
         }
@@ -204,11 +203,4 @@ pub(crate) fn read_component(path: &Path) -> Result<Vec<u8>, LoadError> {
 
 fn is_core_module(bytes: &[u8]) -> bool {
     bytes.starts_with(b"\0asm\x01\0\0\0")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }

@@ -39,6 +39,7 @@ use crate::capabilities::tools::ToolAccess;
 use crate::config::format_size;
 use crate::govern::FuelBucket;
 use crate::model::Name;
+use crate::model::digest::sha256_hex;
 use crate::model::limits::Limits;
 use crate::model::port::{Attempt, Job, UpstreamResult};
 use crate::model::status::{ErrorKind, TaskError, TaskStatus};
@@ -350,9 +351,14 @@ impl Engine {
                 () = tokio::time::sleep_until(until.into()) => {}
             }
         }
+        let output_digest = output
+            .as_ref()
+            .map(|o| Name::from(sha256_hex(o.get().as_bytes())));
         Attempt {
             status,
             output,
+            output_digest,
+            cached_from: None,
             error,
             started_at,
             finished_at: Timestamp::now(),

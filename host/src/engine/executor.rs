@@ -81,7 +81,9 @@ impl LocalExecutor {
             return Ok(TaskFiles::default());
         }
         let branch = &job.task_ref.branch;
-        let work = run.run_dir.work_dir(branch)?;
+        let work = run
+            .run_dir
+            .work_dir(branch, job.task_ref.attempt > 1 && !job.keep_files)?;
         let sources = job
             .task
             .and_then(|t| run.inputs.get(t))

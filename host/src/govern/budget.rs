@@ -89,6 +89,11 @@ impl Account {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Counts fuel burned before this account existed (a resumed run's earlier attempts).
+    pub(crate) fn spent(&self, fuel: u64) {
+        self.fuel_used.fetch_add(fuel, Ordering::Relaxed);
+    }
+
     /// Fuel burned by the attempts settled so far.
     pub(crate) fn fuel_used(&self) -> u64 {
         self.fuel_used.load(Ordering::Relaxed)

@@ -5,7 +5,10 @@
 //! emitter); control characters are kept as they came, and escaped by whoever prints them
 //! (see [`super::text`]).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::Name;
 use super::limits::Budget;
@@ -322,6 +325,33 @@ pub struct TaskStatusUpdated {
     /// Files the attempt left in its working directory (final states only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<Artifact>,
+    /// The output (valid JSON), for `succeeded` and `cached`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Output>,
+    /// SHA-256 of the output: how the journal stores it (once) and a memoized task finds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_digest: Option<Name>,
+    /// For `cached`: the run whose output was reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_from: Option<Name>,
+}
+
+/// A task's output: valid JSON text, shared (never copied per event or subscriber).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Output(pub Arc<RawValue>);
+
+impl Output {
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for Output {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
 }
 
 impl TaskStatusUpdated {
@@ -340,6 +370,9 @@ impl TaskStatusUpdated {
             retry_in_ms: None,
             key: None,
             artifacts: Vec::new(),
+            output: None,
+            output_digest: None,
+            cached_from: None,
         }
     }
 }
@@ -460,6 +493,9 @@ mod tests {
                 retry_in_ms: None,
                 key: None,
                 artifacts: Vec::new(),
+                output: None,
+                output_digest: None,
+                cached_from: None,
             }),
         };
         let json = serde_json::to_value(&event).expect("serializes");

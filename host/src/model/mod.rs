@@ -14,6 +14,7 @@
 //! It holds data and the rules that are the data's own (a budget within its parent, a retry's
 //! delay); it never does I/O and never decides what runs.
 
+pub mod digest;
 pub mod events;
 pub mod limits;
 mod name;

@@ -23,6 +23,10 @@ pub struct RetryPolicy {
     pub jitter: f64,
     /// The errors that are retried (never `invalid-input`).
     pub on: Vec<ErrorKind>,
+    /// Whether a retry keeps the files the failed attempt left in the task's working
+    /// directory (default: every attempt starts with an empty one).
+    #[serde(default)]
+    pub keep_files: bool,
 }
 
 impl Default for RetryPolicy {
@@ -39,6 +43,7 @@ impl Default for RetryPolicy {
                 ErrorKind::Trap,
                 ErrorKind::Blocked,
             ],
+            keep_files: false,
         }
     }
 }

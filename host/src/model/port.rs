@@ -37,6 +37,9 @@ pub(crate) struct Job {
     /// Cancelled when the run is (or the attempt is stopped): the executor must then end the
     /// attempt promptly.
     pub(crate) cancel: CancellationToken,
+    /// A retry that keeps the files earlier attempts left in its working directory (by its
+    /// retry policy); otherwise every attempt starts with an empty one.
+    pub(crate) keep_files: bool,
 }
 
 /// How an upstream task ended, as given to its dependents.
@@ -55,8 +58,11 @@ pub(crate) enum UpstreamResult {
 pub(crate) struct Attempt {
     /// A final status.
     pub(crate) status: TaskStatus,
-    /// The output (valid JSON) if the attempt succeeded.
+    /// The output (valid JSON) if the attempt succeeded, and its SHA-256.
     pub(crate) output: Option<Arc<RawValue>>,
+    pub(crate) output_digest: Option<Name>,
+    /// For a memoized attempt (`cached`): the run whose output it reused.
+    pub(crate) cached_from: Option<Name>,
     pub(crate) error: Option<TaskError>,
     pub(crate) started_at: Timestamp,
     pub(crate) finished_at: Timestamp,
@@ -74,6 +80,8 @@ impl Attempt {
         Self {
             status,
             output: None,
+            output_digest: None,
+            cached_from: None,
             error: Some(TaskError::new(kind, message)),
             started_at: now,
             finished_at: now,

@@ -40,9 +40,17 @@ pub enum TaskStatus {
     Blocked,
     /// A tenant's or the workflow's budget (fuel or wall time) ran out.
     BudgetExhausted,
+    /// Not run: a memoized task whose inputs matched an earlier run's, whose output it took.
+    Cached,
 }
 
 impl TaskStatus {
+    /// Whether the task has an output its dependents can use: it succeeded, or its output was
+    /// reused from an earlier run.
+    pub fn is_success(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Cached)
+    }
+
     /// Whether the task is finished (succeeded or not).
     pub fn is_final(self) -> bool {
         !matches!(
@@ -69,6 +77,7 @@ impl TaskStatus {
             Self::Skipped => "skipped",
             Self::Blocked => "blocked",
             Self::BudgetExhausted => "budget-exhausted",
+            Self::Cached => "cached",
         }
     }
 }

@@ -32,6 +32,7 @@ pub(crate) struct RetryOverride {
     pub(crate) max_backoff: Option<Duration>,
     pub(crate) jitter: Option<f64>,
     pub(crate) on: Option<Vec<ErrorKind>>,
+    pub(crate) keep_files: Option<bool>,
 }
 
 impl RetryOverride {
@@ -42,6 +43,7 @@ impl RetryOverride {
             max_backoff: self.max_backoff.unwrap_or(base.max_backoff),
             jitter: self.jitter.unwrap_or(base.jitter),
             on: self.on.clone().unwrap_or(base.on),
+            keep_files: self.keep_files.unwrap_or(base.keep_files),
         }
     }
 }
@@ -201,10 +203,13 @@ impl Policy {
     /// Reads and validates a policy file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            crate::config::read_text(path, crate::config::MAX_CONFIG_BYTES).map_err(|source| {
+                Error::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
         Self::parse(&text, path)
     }
 

@@ -48,6 +48,7 @@ pub(crate) fn retry(c: &mut Checker, spec: &RetrySpec) -> RetryOverride {
     if let Some(j) = &spec.jitter {
         r.jitter = c.fraction(j, "jitter");
     }
+    r.keep_files = spec.keep_files;
     if let Some(on) = &spec.on {
         let mut kinds = Vec::new();
         for name in on {

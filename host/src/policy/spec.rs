@@ -12,6 +12,7 @@ pub(crate) struct RetrySpec {
     pub(crate) backoff: Option<Spanned<toml::Value>>,
     pub(crate) max_backoff: Option<Spanned<toml::Value>>,
     pub(crate) jitter: Option<Spanned<f64>>,
+    pub(crate) keep_files: Option<bool>,
     pub(crate) on: Option<Vec<Spanned<String>>>,
 }
 

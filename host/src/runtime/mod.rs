@@ -2,6 +2,7 @@
 //! and results together. One `Runtime` per process; it runs any number of workflows, side by
 //! side, sharing its engine, compile cache, instance pool, tenants and learned agent scores.
 
+mod memo;
 mod run;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use crate::claims::{ClaimError, Claims};
 use crate::engine::{Engine, EngineConfig, LoadError, LoadedAgent, read_component};
 use crate::error::Error;
 use crate::govern::Governor;
+use crate::journal::{Durability, Journal};
 use crate::model::report::AgentReport;
 use crate::model::time::millis;
 use crate::policy::Policy;
@@ -33,9 +35,26 @@ pub struct RuntimeBuilder {
     policy: Policy,
     keep_resident: usize,
     secrets: Backend,
+    durability: Durability,
+    journal_runs: bool,
 }
 
 impl RuntimeBuilder {
+    /// How durable the journal (`<state dir>/journal.db`) is: [`Durability::Async`] (the
+    /// default) survives a killed process, [`Durability::Sync`] a power failure.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Keeps runs in memory only: they are not journaled, so they cannot be listed, shown or
+    /// resumed afterwards (the `kv` tool's stores are still kept in the journal's database).
+    /// Default: every run is journaled.
+    pub fn without_journal(mut self) -> Self {
+        self.journal_runs = false;
+        self
+    }
+
     /// Where compiled components are cached on disk, so that a later run (or process) does
     /// not compile them again. Default: `$WASM_ORCH_CACHE_DIR`, else
     /// `$XDG_CACHE_HOME/wasm-orch`, else `~/.cache/wasm-orch`.
@@ -134,7 +153,8 @@ impl RuntimeBuilder {
                     .map(|(_, access)| ("*".to_owned(), access.http_allow.clone())),
             )
             .collect();
-        let mut tools = ToolRegistry::with_builtins(&state_dir, http_allow);
+        let journal = Journal::open(&state_dir, self.durability)?;
+        let mut tools = ToolRegistry::with_builtins(Arc::clone(&journal), http_allow);
         tools.extend(self.tools);
         Ok(Runtime {
             inner: Arc::new(Inner {
@@ -145,6 +165,8 @@ impl RuntimeBuilder {
                 state_dir,
                 secrets: self.secrets,
                 claims: Arc::default(),
+                journal,
+                journal_runs: self.journal_runs,
             }),
         })
     }
@@ -178,6 +200,9 @@ struct Inner {
     secrets: Backend,
     /// Idempotency keys claimed, per live run.
     claims: Arc<Claims>,
+    journal: Arc<Journal>,
+    /// Whether runs are journaled (see [`RuntimeBuilder::without_journal`]).
+    journal_runs: bool,
 }
 
 /// Options of one run.
@@ -256,6 +281,8 @@ impl Runtime {
             policy: Policy::default(),
             keep_resident: 2 << 20,
             secrets: Backend(Arc::new(EnvSecrets::default())),
+            durability: Durability::default(),
+            journal_runs: true,
         }
     }
 

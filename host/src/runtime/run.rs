@@ -9,17 +9,20 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::memo::{MemoAgent, MemoTask, Memoized};
 use super::{Inner, RunOptions, Runtime};
 use crate::aggregate;
-use crate::bus::{Bus, EmitterLimits, EventStream};
+use crate::bus::{Bus, BusLimits, EmitterLimits, EventStream};
 use crate::capabilities::blackboard::{Blackboard, BlackboardLimits};
 use crate::capabilities::files::RunDir;
 use crate::capabilities::secrets::Lease;
 use crate::engine::{LocalExecutor, RunAgent, RunContext};
 use crate::error::Error;
+use crate::journal::{Folded, NewRun, RunState};
 use crate::model::Name;
 use crate::model::events::{EventKind, PlanCreated, PlannedTask, RunCompleted};
 use crate::model::policy::{OnBlocked, RetryPolicy};
+use crate::model::port::Attempt;
 use crate::model::report::{FuelUse, Lag, RunMetrics, RunReport};
 use crate::model::status::TaskStatus;
 use crate::model::time::Timestamp;
@@ -34,6 +37,60 @@ impl Runtime {
     /// Returns once every component is loaded and the run has begun; errors mean nothing ran.
     /// Every way a task can fail is an outcome in the [`RunReport`] that [`Run::wait`] returns.
     pub async fn start(&self, workflow: &Workflow, options: RunOptions) -> Result<Run, Error> {
+        self.launch(workflow, options, None).await
+    }
+
+    /// Resumes run `run_id` from the journal: a run whose process was killed (or that ended
+    /// without succeeding). Tasks that succeeded are not run again (their outputs, artifacts
+    /// and blackboard writes stay as they were); every other task runs, its attempt numbers
+    /// going on from the journal's. The run keeps its id, tenant and budgets (what was spent
+    /// stays spent); it gets a new credential. Bound to a tenant
+    /// ([`RunOptions::tenant`]), another tenant's run is [`Error::UnknownRun`].
+    pub async fn resume(&self, run_id: &str, options: RunOptions) -> Result<Run, Error> {
+        let journal = Arc::clone(&self.inner.journal);
+        let id = run_id.to_owned();
+        let folded = tokio::task::spawn_blocking(move || journal.fold(&id))
+            .await
+            .map_err(|e| Error::Internal(format!("reading the journal: {e}")))??;
+        let summary = &folded.run.summary;
+        if options
+            .tenant
+            .as_deref()
+            .is_some_and(|t| t != summary.tenant)
+        {
+            return Err(Error::UnknownRun(run_id.to_owned()));
+        }
+        let not = |why: String| Error::NotResumable {
+            run: run_id.to_owned(),
+            why,
+        };
+        match summary.state {
+            RunState::Running => {
+                return Err(not(
+                    "it is running (its process is alive): cancel it there, or wait".into(),
+                ));
+            }
+            RunState::Succeeded => return Err(not("it succeeded: nothing is left to do".into())),
+            _ => {}
+        }
+        let workflow = Workflow::parse(
+            &folded.run.source_text,
+            &folded.run.source_path,
+            &folded.run.params,
+        )?;
+        let options = RunOptions {
+            run_id: Some(run_id.to_owned()),
+            ..options
+        };
+        self.launch(&workflow, options, Some(folded)).await
+    }
+
+    async fn launch(
+        &self,
+        workflow: &Workflow,
+        options: RunOptions,
+        resumed: Option<Folded>,
+    ) -> Result<Run, Error> {
         let inner: &Inner = &self.inner;
         if let Some(tenant) = options.tenant.as_deref()
             && tenant != workflow.tenant
@@ -53,19 +110,62 @@ impl Runtime {
         let doctors = diagnostic_agents(workflow, &inner.policy)?;
         guard_inputs(workflow, &inner.state_dir, inner.secrets.0.directory())?;
         let loaded = self.load_agents(workflow).await?;
-        let bus = Bus::new(run_id.clone());
-        let Some(repeats) = inner
-            .claims
-            .open(&run_id, &workflow.tenant, Arc::clone(&bus))
-        else {
-            return Err(Error::RunIdInUse(run_id));
-        };
         let directory = inner
             .state_dir
             .join("tenants")
             .join(&workflow.tenant)
             .join("runs")
             .join(&run_id);
+        // The journal's record of the run, and where its events go.
+        let link = match (&resumed, inner.journal_runs) {
+            (_, false) => None,
+            (Some(folded), true) => Some(
+                blocking({
+                    let journal = Arc::clone(&inner.journal);
+                    let (id, last) = (run_id.clone(), folded.run.summary.last_seq);
+                    move || journal.reopen(&id, last)
+                })
+                .await?,
+            ),
+            (None, true) => Some(
+                blocking({
+                    let journal = Arc::clone(&inner.journal);
+                    let (id, tenant, name) = (
+                        run_id.clone(),
+                        workflow.tenant.clone(),
+                        workflow.name.clone(),
+                    );
+                    let (path, text) = (workflow.source.path.clone(), workflow.source.text.clone());
+                    let (params, tasks, dir) = (
+                        workflow.overrides.clone(),
+                        workflow.tasks.len(),
+                        directory.clone(),
+                    );
+                    move || {
+                        journal.begin(&NewRun {
+                            run_id: &id,
+                            tenant: &tenant,
+                            workflow: &name,
+                            source_path: &path,
+                            source_text: &text,
+                            params: &params,
+                            tasks,
+                            directory: &dir,
+                        })
+                    }
+                })
+                .await?,
+            ),
+        };
+        let after = resumed.as_ref().map_or(0, |f| f.run.summary.last_seq);
+        let sink = link.as_ref().map(|l| inner.journal.sink(l));
+        let bus = Bus::journaled(run_id.clone(), BusLimits::default(), after, sink);
+        let Some(repeats) = inner
+            .claims
+            .open(&run_id, &workflow.tenant, Arc::clone(&bus))
+        else {
+            return Err(Error::RunIdInUse(run_id));
+        };
         let run_dir = match RunDir::create(&directory) {
             Ok(dir) => Arc::new(dir),
             Err(source) => {
@@ -102,6 +202,7 @@ impl Runtime {
             agent_reports.insert(def.name.clone(), l.report);
         }
         let tasks = task_plans(workflow, &inner.policy, &doctors);
+        let (memo_tasks, memo_notes) = memo_tasks(workflow, &run_agents);
         let tenant = governor.tenant(&workflow.tenant);
         let budget = workflow.budget.within(tenant.limits.budget);
         let max_concurrency = options.max_concurrency.unwrap_or(workflow.max_concurrency);
@@ -110,7 +211,21 @@ impl Runtime {
             .clone()
             .or_else(|| inner.policy.defaults.error_budget.clone());
 
-        let blackboard = Arc::new(Blackboard::new(BlackboardLimits::default()));
+        let on_write = link.as_ref().map(|l| {
+            let (journal, link) = (Arc::clone(&inner.journal), Arc::clone(l));
+            Box::new(move |key: &str, value: &str, version: u64| {
+                journal.board(&link, key, value, version);
+            }) as crate::capabilities::blackboard::OnWrite
+        });
+        let prior_board = resumed
+            .as_ref()
+            .map(|f| f.blackboard.clone())
+            .unwrap_or_default();
+        let blackboard = Arc::new(Blackboard::restored(
+            BlackboardLimits::default(),
+            prior_board,
+            on_write,
+        ));
         // The run's own subscriber: it reads every event as it is published, so the bus's lag
         // (`agent.statebus.lag_ms`) is measured whoever else listens.
         let recorder = {
@@ -118,8 +233,17 @@ impl Runtime {
             tokio::spawn(async move { while events.next().await.is_some() {} })
         };
         let mut plan = plan_event(workflow, max_concurrency, budget);
+        plan.notes.extend(memo_notes);
         plan.notes
             .extend(inner.policy.stranger_note(&workflow.tenant));
+        if let Some(folded) = &resumed {
+            let done = folded.tasks.values().filter(|t| t.succeeded).count();
+            plan.notes.push(format!(
+                "resumed after event {}: {done} of {} tasks had succeeded and do not run again",
+                folded.run.summary.last_seq,
+                workflow.tasks.len()
+            ));
+        }
         bus.publish(EventKind::PlanCreated(plan));
         // The run's credential for secrets, renewed at half its TTL while the run lives.
         let lease = Arc::new(Lease::issue(
@@ -179,9 +303,28 @@ impl Runtime {
             emitter_limits: EmitterLimits::default(),
         });
         let redactor = Arc::clone(&context.redactor);
-        let executor = Arc::new(LocalExecutor {
-            engine: Arc::clone(&inner.engine),
-            run: context,
+        let memo_agents = context
+            .agents
+            .iter()
+            .map(|a| MemoAgent {
+                digest: a.loaded.digest.clone(),
+                grants: serde_json::json!({ "tools": &*a.granted, "secrets": &*a.secrets }),
+            })
+            .collect();
+        let executor = Arc::new(Memoized {
+            inner: LocalExecutor {
+                engine: Arc::clone(&inner.engine),
+                run: context,
+            },
+            journal: Arc::clone(&inner.journal),
+            run_id: Name::from(&run_id),
+            agents: memo_agents,
+            // Memoized outputs live in the journal: a run that is not journaled reuses none.
+            tasks: if inner.journal_runs {
+                memo_tasks
+            } else {
+                Vec::new()
+            },
         });
 
         let cancel = CancellationToken::new();
@@ -190,10 +333,32 @@ impl Runtime {
         let (run_bus, run_cancel, run_directory) =
             (Arc::clone(&bus), cancel.clone(), directory.clone());
         let id = run_id.clone();
+        // A resumed run: what each task did before, when the run first started, and what it
+        // has spent.
+        let (prior, fuel_spent, first_started) = match &resumed {
+            Some(folded) => (
+                prior_tasks(&workflow, folded),
+                folded.fuel_used,
+                Some(folded.run.started_ms),
+            ),
+            None => (Vec::new(), 0, None),
+        };
+        let journal = Arc::clone(&inner.journal);
         let handle = tokio::spawn(async move {
             let governor = &runtime.inner.governor;
-            let started_at = Timestamp::now();
-            let started = Instant::now();
+            let (started_at, started) = match first_started {
+                Some(ms) => {
+                    let at = Timestamp::from_unix_millis(ms);
+                    let ago = std::time::SystemTime::now()
+                        .duration_since(at.0)
+                        .unwrap_or_default();
+                    (
+                        at,
+                        Instant::now().checked_sub(ago).unwrap_or_else(Instant::now),
+                    )
+                }
+                None => (Timestamp::now(), Instant::now()),
+            };
             let agent_names: Vec<String> = agent_plans.iter().map(|a| a.name.clone()).collect();
             let capacities: BTreeMap<String, usize> = agent_plans
                 .iter()
@@ -218,6 +383,9 @@ impl Runtime {
                 tasks,
                 error_budget,
                 budget,
+                started,
+                resumed: prior,
+                fuel_spent,
             };
             let renewal = renewal;
             let revoke = |change| match change {
@@ -323,6 +491,10 @@ impl Runtime {
             metrics.events_evicted = run_bus.stats().evicted;
             report.metrics = metrics;
             report.events = run_bus.len();
+            if let Some(link) = &link {
+                let body = serde_json::to_vec(&report).unwrap_or_default();
+                journal.finish(link, &report.status.to_string(), body);
+            }
             report
         });
         Ok(Run {
@@ -334,6 +506,93 @@ impl Runtime {
             detached: false,
         })
     }
+}
+
+/// Which tasks are memoized, and notes on those that asked to be and are not.
+fn memo_tasks(
+    workflow: &Workflow,
+    agents: &[RunAgent],
+) -> (Vec<Option<Arc<MemoTask>>>, Vec<String>) {
+    let mut notes = Vec::new();
+    let tasks = workflow
+        .tasks
+        .iter()
+        .map(|t| {
+            let candidates = t.target.agents();
+            let asked = candidates
+                .iter()
+                .any(|&a| t.cache.or(workflow.agents[a].cache).unwrap_or(false));
+            if !asked || t.cache == Some(false) {
+                return None;
+            }
+            // What may depend on the world is memoized only when its agent says so.
+            let worldly = candidates.iter().find(|&&a| {
+                let run = &agents[a];
+                (!run.granted.is_empty() || !run.secrets.is_empty())
+                    && workflow.agents[a].cache != Some(true)
+            });
+            if let Some(&a) = worldly {
+                notes.push(format!(
+                    "task `{}` is not memoized: agent `{}` calls tools or reads secrets; set \
+                     `cache = true` on the agent itself to memoize it anyway",
+                    t.id, workflow.agents[a].name
+                ));
+                return None;
+            }
+            Some(Arc::new(MemoTask::new(t.inputs.clone())))
+        })
+        .collect();
+    (tasks, notes)
+}
+
+/// Runs a blocking journal call off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("a journal call failed: {e}")))?
+}
+
+/// What each task of a resumed run did before, as the scheduler takes it.
+fn prior_tasks(workflow: &Workflow, folded: &Folded) -> Vec<Option<scheduler::Resumed>> {
+    workflow
+        .tasks
+        .iter()
+        .map(|t| {
+            let prior = folded.tasks.get(&t.id)?;
+            let attempts = prior
+                .attempts
+                .iter()
+                .map(|a| {
+                    let agent = workflow
+                        .agents
+                        .iter()
+                        .position(|d| d.name == a.agent)
+                        .or_else(|| t.target.agents().first().copied())
+                        .unwrap_or(0);
+                    let attempt = Attempt {
+                        status: a.status,
+                        output: a.output.clone(),
+                        output_digest: a.output_digest.clone(),
+                        cached_from: a.cached_from.clone(),
+                        error: a.error.clone(),
+                        started_at: a.started_at,
+                        finished_at: a.finished_at,
+                        latency: Duration::from_secs_f64(a.latency_ms.max(0.0) / 1000.0),
+                        fuel_used: a.fuel_used,
+                        memory_peak: a.memory_peak,
+                        artifacts: a.artifacts.clone(),
+                    };
+                    (agent, attempt)
+                })
+                .collect();
+            Some(scheduler::Resumed {
+                attempts,
+                succeeded: prior.succeeded,
+            })
+        })
+        .collect()
 }
 
 /// Refuses a workflow whose tasks would read the runtime's own files: its state directory

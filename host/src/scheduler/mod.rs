@@ -46,7 +46,7 @@ use self::retry::Timer;
 use crate::bus::Bus;
 use crate::govern::{Account, Governor, SlotPool, Tenant};
 use crate::model::Name;
-use crate::model::events::{EventKind, TaskRef, TaskStatusUpdated};
+use crate::model::events::{EventKind, Output, TaskRef, TaskStatusUpdated};
 use crate::model::limits::{Budget, Limits};
 use crate::model::policy::{ErrorBudget, RetryPolicy, StallPolicy};
 use crate::model::port::{Attempt, Executor, Heartbeat, Job, UpstreamResult};
@@ -85,6 +85,21 @@ pub(crate) struct Plan<'a> {
     pub(crate) error_budget: Option<ErrorBudget>,
     /// The run's budget (its tenant's account is checked too).
     pub(crate) budget: Budget,
+    /// When the run started (a resumed run: when it first started; its wall-time budget is a
+    /// deadline from then).
+    pub(crate) started: Instant,
+    /// A resumed run: per task, what it did before (empty for a new run).
+    pub(crate) resumed: Vec<Option<Resumed>>,
+    /// Fuel the run burned before it was resumed.
+    pub(crate) fuel_spent: u64,
+}
+
+/// What a task of a resumed run did before: its attempts (numbering goes on after them) and
+/// whether the last one succeeded (then it does not run again).
+#[derive(Debug, Clone)]
+pub(crate) struct Resumed {
+    pub(crate) attempts: Vec<(usize, Attempt)>,
+    pub(crate) succeeded: bool,
 }
 
 /// What the run shares with the rest of the runtime.
@@ -154,6 +169,12 @@ pub(crate) async fn run<E: Executor>(
     let mut armed: Option<Instant> = None;
     s.begin();
     loop {
+        if let Some(last) = s.unsynced.iter().map(|u| u.3).max() {
+            // Group commit: every outcome of this step shares the wait for one fsync.
+            s.shared.bus.wake();
+            s.shared.bus.durable(last).await;
+            s.settle_synced();
+        }
         s.dispatch(&mut jobs, &executor);
         s.shared.bus.wake();
         if s.is_done(&jobs) {
@@ -262,6 +283,8 @@ struct Scheduler<'a> {
     paused_since: Option<Instant>,
     failures: Vec<(String, u32, TaskError)>,
     finished_attempts: u32,
+    /// Outcomes published but not yet durable (`sync` durability), with their events' numbers.
+    unsynced: Vec<(usize, TaskStatus, Option<TaskError>, u64)>,
     /// Diagnoses waiting for what they need (their agent's slot, the budget).
     pending_diagnoses: Vec<stall::PendingDiagnosis>,
     diagnoses: Vec<Diagnosis>,
@@ -272,7 +295,7 @@ struct Scheduler<'a> {
 impl<'a> Scheduler<'a> {
     fn new(plan: Plan<'a>, shared: Shared<'a>) -> Self {
         let wf = plan.workflow;
-        let start = Instant::now();
+        let start = plan.started;
         let mut mutex_names: Vec<&str> = Vec::new();
         let names = wf
             .tasks
@@ -304,12 +327,14 @@ impl<'a> Scheduler<'a> {
                     .map(|cap| governor.agent_slots(&a.key, cap))
             })
             .collect();
+        let account = Account::with_deadline("the workflow", plan.budget, start);
+        account.spent(plan.fuel_spent);
         let resources = Resources::new(
             plan.max_concurrency,
             &capacities,
             shared.tenant.slots.clone(),
             Arc::clone(&shared.tenant.account),
-            Account::with_deadline("the workflow", plan.budget, start),
+            account,
         );
         Self {
             names,
@@ -319,8 +344,15 @@ impl<'a> Scheduler<'a> {
             tasks: wf
                 .tasks
                 .iter()
-                .map(|t| TaskState {
+                .enumerate()
+                .map(|(i, t)| TaskState {
                     remaining: t.deps.len(),
+                    attempts: plan
+                        .resumed
+                        .get(i)
+                        .and_then(Option::as_ref)
+                        .map(|r| r.attempts.clone())
+                        .unwrap_or_default(),
                     ..TaskState::default()
                 })
                 .collect(),
@@ -337,6 +369,7 @@ impl<'a> Scheduler<'a> {
             failures: Vec::new(),
             finished_attempts: 0,
             pending_diagnoses: Vec::new(),
+            unsynced: Vec::new(),
             diagnoses: Vec::new(),
             meter: Meter::new(start),
             last_settled: start,
@@ -368,20 +401,43 @@ impl<'a> Scheduler<'a> {
         u32::try_from(self.tasks[task].attempts.len()).unwrap_or(u32::MAX - 1) + 1
     }
 
-    /// Publishes a state change; subscribers are woken once per step of the loop.
-    fn publish(&self, update: TaskStatusUpdated) {
-        self.shared.bus.publish_quiet(EventKind::TaskStatus(update));
+    /// Publishes a state change (subscribers are woken once per step of the loop); returns
+    /// its sequence number.
+    fn publish(&self, update: TaskStatusUpdated) -> u64 {
+        self.shared.bus.publish_quiet(EventKind::TaskStatus(update))
     }
 
     fn begin(&mut self) {
+        let done = |s: &Self, task: usize| {
+            s.plan
+                .resumed
+                .get(task)
+                .and_then(Option::as_ref)
+                .is_some_and(|r| r.succeeded)
+        };
         for task in 0..self.tasks.len() {
-            self.publish(TaskStatusUpdated::new(
-                self.task_ref(task, None, 1),
-                TaskStatus::Pending,
-            ));
+            if !done(self, task) {
+                let attempt = self.next_attempt(task);
+                self.publish(TaskStatusUpdated::new(
+                    self.task_ref(task, None, attempt),
+                    TaskStatus::Pending,
+                ));
+            }
+        }
+        // A resumed run's tasks that succeeded before are done, as they were (nothing is
+        // published again for them); their dependents go on from there.
+        for task in 0..self.tasks.len() {
+            if done(self, task) {
+                let status = self.tasks[task]
+                    .attempts
+                    .last()
+                    .map_or(TaskStatus::Succeeded, |(_, a)| a.status);
+                self.settle(task, status, None, false);
+            }
         }
         for task in 0..self.tasks.len() {
-            if self.tasks[task].remaining == 0 {
+            let state = &self.tasks[task];
+            if state.remaining == 0 && state.outcome.is_none() && !state.waiting {
                 self.make_ready(task);
             }
         }
@@ -504,7 +560,7 @@ impl<'a> Scheduler<'a> {
             .iter()
             .filter_map(|&d| {
                 let outcome = self.tasks[d].outcome.as_ref()?;
-                let result = if outcome.status == TaskStatus::Succeeded {
+                let result = if outcome.status.is_success() {
                     let output = outcome.attempts.last()?.1.output.clone()?;
                     UpstreamResult::Output(output)
                 } else {
@@ -530,6 +586,11 @@ impl<'a> Scheduler<'a> {
             params: Arc::clone(&self.names[task].params),
             upstream,
             cancel: cancel.clone(),
+            keep_files: self.plan.tasks[task]
+                .retry
+                .iter()
+                .find(|(a, _)| *a == agent)
+                .is_some_and(|(_, r)| r.keep_files),
         };
         if let Some(stall) = &self.plan.tasks[task].stall {
             self.timers.push(std::cmp::Reverse((
@@ -623,7 +684,7 @@ impl<'a> Scheduler<'a> {
         // Everything the attempt held goes back now: what it used is charged.
         let Grant { reservation, .. } = run.grant;
         reservation.settle(attempt.fuel_used, attempt.latency);
-        let succeeded = attempt.status == TaskStatus::Succeeded;
+        let succeeded = attempt.status.is_success();
         let cancelled = attempt.status == TaskStatus::Cancelled;
         let key = &self.plan.agents[run.agent].key;
         // A cancelled attempt says nothing about its agent.
@@ -648,6 +709,9 @@ impl<'a> Scheduler<'a> {
             memory_peak: Some(attempt.memory_peak),
             error: error.clone(),
             artifacts: attempt.artifacts.clone(),
+            output: attempt.output.clone().map(Output),
+            output_digest: attempt.output_digest.clone(),
+            cached_from: attempt.cached_from.clone(),
             ..TaskStatusUpdated::new(task_ref, status)
         };
         self.tasks[task].attempts.push((run.agent, attempt));
@@ -677,8 +741,20 @@ impl<'a> Scheduler<'a> {
             )));
             return;
         }
-        self.publish(update);
+        let seq = self.publish(update);
+        if self.shared.bus.waits_for_durability() {
+            // `sync` durability: the run acts on an outcome once the journal has it on disk.
+            self.unsynced.push((task, status, error, seq));
+            return;
+        }
         self.settle(task, status, error, false);
+    }
+
+    /// Settles the outcomes whose events are now durable.
+    fn settle_synced(&mut self) {
+        for (task, status, error, _) in std::mem::take(&mut self.unsynced) {
+            self.settle(task, status, error, false);
+        }
     }
 
     fn run_info(&self) -> handoff::RunInfo<'_> {

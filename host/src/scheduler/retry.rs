@@ -38,7 +38,7 @@ impl Scheduler<'_> {
         status: TaskStatus,
         error: Option<&TaskError>,
     ) -> Option<Duration> {
-        let counted = status != TaskStatus::Succeeded && status != TaskStatus::Cancelled;
+        let counted = !status.is_success() && status != TaskStatus::Cancelled;
         if !counted || self.cancelled || self.stopped || status == TaskStatus::BudgetExhausted {
             return None;
         }

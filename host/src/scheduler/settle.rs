@@ -55,7 +55,7 @@ impl Scheduler<'_> {
                 // The run is ending: what has not run ends as cancelled, not skipped.
                 continue;
             }
-            let succeeded = status == TaskStatus::Succeeded;
+            let succeeded = status.is_success();
             let wf = self.wf();
             for next in wf.graph.neighbors(NodeIndex::new(task)) {
                 let next = next.index();

@@ -218,6 +218,7 @@ impl Scheduler<'_> {
             params: Arc::from(pending.report.to_string()),
             upstream: Vec::new(),
             cancel: self.shared.cancel.child_token(),
+            keep_files: false,
         };
         let executor = Arc::clone(executor);
         let handle = jobs.spawn(async move { executor.execute(job).await });

@@ -158,6 +158,8 @@ impl Executor for Fake {
             status,
             output: (status == TaskStatus::Succeeded)
                 .then(|| Arc::from(RawValue::from_string(output).expect("json"))),
+            output_digest: None,
+            cached_from: None,
             error: (status != TaskStatus::Succeeded).then(|| TaskError::new(b.kind, "as planned")),
             started_at: Timestamp::now(),
             finished_at: Timestamp::now(),
@@ -262,6 +264,9 @@ impl Harness {
             tasks,
             error_budget: self.error_budget,
             budget: self.budget,
+            started: Instant::now(),
+            resumed: Vec::new(),
+            fuel_spent: 0,
         };
         let bus = Bus::new("run");
         let cancel = CancellationToken::new();

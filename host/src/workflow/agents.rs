@@ -103,6 +103,7 @@ pub(crate) fn agents(
             limits,
             tools,
             workdir: spec.workdir.unwrap_or(true),
+            cache: spec.cache,
             capabilities,
             tenants,
             max_concurrency: spec
@@ -128,7 +129,7 @@ pub(crate) fn registry(
     path: &Path,
     span: std::ops::Range<usize>,
 ) -> Vec<AgentDef> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match crate::config::read_text(path, crate::config::MAX_CONFIG_BYTES) {
         Ok(text) => text,
         Err(e) => {
             c.err(
@@ -139,6 +140,11 @@ pub(crate) fn registry(
             return Vec::new();
         }
     };
+    parse_registry(c, path, text)
+}
+
+/// Validates registry text read from `path`.
+pub(crate) fn parse_registry(c: &mut Checker, path: &Path, text: String) -> Vec<AgentDef> {
     let source = Source::new(path, text);
     let spec: RegistrySpec = match parse_toml(&source) {
         Ok(spec) => spec,

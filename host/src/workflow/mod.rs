@@ -54,6 +54,8 @@ pub struct Workflow {
     /// The run's budget, as written (the tenant's may cut it further).
     pub(crate) budget: Budget,
     pub(crate) source: Arc<Source>,
+    /// The parameters the caller overrode (kept to run it again: resume).
+    pub(crate) overrides: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +79,9 @@ pub(crate) struct AgentDef {
     pub(crate) max_concurrency: Option<usize>,
     pub(crate) fuel_rate: Option<FuelRate>,
     pub(crate) retry: RetryOverride,
+    /// `cache = true`: its tasks' outputs may be reused (even if it calls tools or reads
+    /// secrets: the agent says its results do not depend on them).
+    pub(crate) cache: Option<bool>,
 }
 
 /// What runs a task.
@@ -118,6 +123,8 @@ pub(crate) struct TaskDef {
     pub(crate) on_upstream_failure: OnUpstreamFailure,
     /// Files and directories the task reads (read-only, under `inputs/`).
     pub(crate) inputs: Vec<PathBuf>,
+    /// `cache = true`: its output may be reused when everything it depends on is the same.
+    pub(crate) cache: Option<bool>,
 }
 
 impl Workflow {
@@ -133,10 +140,13 @@ impl Workflow {
         params: &[(String, String)],
     ) -> Result<Self, Error> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            crate::config::read_text(path, crate::config::MAX_CONFIG_BYTES).map_err(|source| {
+                Error::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
         Self::parse(&text, path, params)
     }
 
@@ -148,7 +158,9 @@ impl Workflow {
         params: &[(String, String)],
     ) -> Result<Self, Error> {
         let source = Source::new(path.as_ref(), text);
-        validate::validate(source, params).map_err(Error::InvalidWorkflow)
+        let mut workflow = validate::validate(source, params).map_err(Error::InvalidWorkflow)?;
+        workflow.overrides = params.to_vec();
+        Ok(workflow)
     }
 
     /// The workflow's name.

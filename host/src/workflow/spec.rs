@@ -80,6 +80,8 @@ pub(crate) struct AgentSpec {
     pub(crate) tools: Vec<Spanned<String>>,
     /// Whether each task gets its own working directory (default: yes).
     pub(crate) workdir: Option<bool>,
+    /// Whether its tasks' outputs may be reused (memoized).
+    pub(crate) cache: Option<bool>,
     /// How many of its tasks may run at once, across every run of the runtime.
     pub(crate) max_concurrency: Option<Spanned<i64>>,
     /// Fuel per second for all its tasks together, and the burst above it.
@@ -128,6 +130,8 @@ pub(crate) struct TaskSpec {
     pub(crate) stall_timeout: Option<Spanned<toml::Value>>,
     pub(crate) on_blocked: Option<Spanned<String>>,
     pub(crate) diagnostic_agent: Option<Spanned<String>>,
+    /// Whether its output may be reused when its inputs match an earlier run's.
+    pub(crate) cache: Option<bool>,
     /// `skip` (default) or `run`: what this task does when a task it depends on fails.
     pub(crate) on_upstream_failure: Option<Spanned<String>>,
     /// Files or directories (relative to the workflow file; may use `${param}`) the task

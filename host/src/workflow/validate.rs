@@ -208,6 +208,7 @@ impl Validator {
             error_budget,
             budget,
             source: Arc::clone(&self.c.source),
+            overrides: Vec::new(),
         })
     }
 
@@ -392,7 +393,7 @@ impl Validator {
             );
             return;
         }
-        let text = match std::fs::read_to_string(&path) {
+        let text = match crate::config::read_text(&path, MAX_SPLIT_FILE) {
             Ok(text) => text,
             Err(e) => {
                 c.err(
@@ -642,6 +643,7 @@ impl Validator {
                     stall,
                     on_upstream_failure,
                     inputs: d.inputs.clone(),
+                    cache: d.spec.cache,
                 },
                 spans,
             ));

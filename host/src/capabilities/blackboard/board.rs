@@ -44,10 +44,22 @@ impl Default for BlackboardLimits {
     }
 }
 
-#[derive(Debug, Default)]
+/// Told of every write, in order (the journal keeps the run's blackboard).
+pub(crate) type OnWrite = Box<dyn Fn(&str, &str, u64) + Send + Sync>;
+
+#[derive(Default)]
 pub(crate) struct Blackboard {
     limits: BlackboardLimits,
     inner: Mutex<Inner>,
+    on_write: Option<OnWrite>,
+}
+
+impl std::fmt::Debug for Blackboard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Blackboard")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +73,26 @@ impl Blackboard {
         Self {
             limits,
             inner: Mutex::default(),
+            on_write: None,
+        }
+    }
+
+    /// A blackboard that starts with `entries` (key, value, version: a resumed run's) and
+    /// tells `on_write` of every write.
+    pub(crate) fn restored(
+        limits: BlackboardLimits,
+        entries: Vec<(String, String, u64)>,
+        on_write: Option<OnWrite>,
+    ) -> Self {
+        let mut inner = Inner::default();
+        for (key, value, version) in entries {
+            inner.total_bytes += key.len() + value.len();
+            inner.entries.insert(key, Entry { value, version });
+        }
+        Self {
+            limits,
+            inner: Mutex::new(inner),
+            on_write,
         }
     }
 
@@ -133,6 +165,10 @@ impl Blackboard {
         }
         let version = current.map_or(1, |e| e.version + 1);
         inner.total_bytes = total;
+        // Under the lock, so that the journal sees the writes in their order.
+        if let Some(on_write) = &self.on_write {
+            on_write(key, &value, version);
+        }
         inner
             .entries
             .insert(key.to_owned(), Entry { value, version });

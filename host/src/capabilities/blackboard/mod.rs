@@ -9,6 +9,6 @@ mod board;
 mod host;
 mod scope;
 
-pub(crate) use self::board::{Blackboard, BlackboardLimits};
+pub(crate) use self::board::{Blackboard, BlackboardLimits, OnWrite};
 pub(crate) use self::host::{BlackboardView, add_to_linker};
 pub(crate) use self::scope::BoardScope;

@@ -33,10 +33,18 @@ impl RunDir {
     }
 
     /// A fresh working directory for a task. `branch` is a validated name (no `/`, no `..`).
-    pub(crate) fn work_dir(self: &Arc<Self>, branch: &str) -> io::Result<WorkDir> {
+    ///
+    /// `fresh`: an earlier attempt's files are removed first, so that an attempt never sees
+    /// what another left (a retry whose policy keeps them passes `false`).
+    pub(crate) fn work_dir(self: &Arc<Self>, branch: &str, fresh: bool) -> io::Result<WorkDir> {
         match self.dir.create_dir(branch) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if fresh {
+                    self.dir.remove_dir_all(branch)?;
+                    self.dir.create_dir(branch)?;
+                }
+            }
             Err(e) => return Err(e),
         }
         Ok(WorkDir {

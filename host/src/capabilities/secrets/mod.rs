@@ -138,6 +138,9 @@ impl SecretBackend for EnvSecrets {
     }
 }
 
+/// The largest secret a file may hold.
+const MAX_SECRET_BYTES: u64 = 1 << 20;
+
 /// Secrets from files: tenant `acme`'s `api-token` is the content of `<dir>/acme/api-token`
 /// (one trailing newline removed). Names that are not plain file names are never found.
 #[derive(Debug, Clone)]
@@ -163,10 +166,15 @@ impl SecretBackend for FileSecrets {
             if !plain {
                 return Ok(None);
             }
-            match tokio::fs::read_to_string(&path).await {
+            let read = tokio::task::spawn_blocking(move || {
+                crate::config::read_text(&path, MAX_SECRET_BYTES).map_err(|e| (path, e))
+            })
+            .await
+            .map_err(|e| format!("reading a secret: {e}"))?;
+            match read {
                 Ok(text) => Ok(Some(text.strip_suffix('\n').unwrap_or(&text).to_owned())),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(format!("cannot read `{}`: {e}", path.display())),
+                Err((_, e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err((path, e)) => Err(format!("cannot read `{}`: {e}", path.display())),
             }
         })
     }

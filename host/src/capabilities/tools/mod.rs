@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -121,15 +120,15 @@ impl ToolRegistry {
         }
     }
 
-    /// The built-in tools: `sleep`, `kv` (kept under `state_dir`) and `http_get` (reaching
+    /// The built-in tools: `sleep`, `kv` (kept in the journal's database) and `http_get` (reaching
     /// only the hosts each tenant's policy allows).
     pub(crate) fn with_builtins(
-        state_dir: &Path,
+        journal: Arc<crate::journal::Journal>,
         http_allow: HashMap<String, Vec<String>>,
     ) -> Self {
         let mut tools: BTreeMap<String, Arc<dyn Tool>> = BTreeMap::new();
         tools.insert("sleep".to_owned(), Arc::new(Sleep));
-        tools.insert("kv".to_owned(), Arc::new(Kv::new(state_dir)));
+        tools.insert("kv".to_owned(), Arc::new(Kv::new(journal)));
         tools.insert("http_get".to_owned(), Arc::new(HttpGet::new(http_allow)));
         Self { tools }
     }

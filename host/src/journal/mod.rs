@@ -1,0 +1,292 @@
+//! The journal: every run's plan, events, outputs, blackboard and results, in one SQLite file
+//! per state directory (`<state dir>/journal.db`, WAL), and the `kv` tool's stores and the
+//! memo of cached tasks beside them.
+//!
+//! - The event stream subscribers see *is* the journal: each run's bus hands the writer every
+//!   event as it numbers it (see `writer`), so `Last-Event-ID`, `runs show`, and resume all
+//!   read the same records.
+//! - Outputs are stored once, by SHA-256 digest, and referenced from events.
+//! - Durability: `async` (WAL, `synchronous = NORMAL`): what was committed survives a killed
+//!   process, and the last commits may be lost on a power failure or an OS crash; `sync`
+//!   (`synchronous = FULL`): every commit is on disk when it returns, and a task's outcome is
+//!   committed before the run acts on it (group commit: many records share one fsync).
+//! - A run whose process died is told from a live one by its heartbeat.
+//! - A damaged file, a missing output, or a journal written by a newer wasm-orch is an error
+//!   naming the file and what to do; never an empty journal, never a run taken as finished.
+//!
+//! It never runs anything: the runtime writes and reads it.
+
+mod fold;
+mod kv;
+mod memo;
+mod prune;
+mod read;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, params};
+use serde::{Deserialize, Serialize};
+
+pub(crate) use self::fold::{Folded, PriorAttempt, PriorTask};
+pub(crate) use self::kv::{KvAnswer, KvOp};
+pub(crate) use self::memo::Memo;
+pub use self::prune::Pruned;
+pub use self::read::{RunFilter, RunState, RunSummary};
+use self::schema::OpenError;
+use self::writer::Record;
+pub(crate) use self::writer::RunLink;
+use crate::bus::{DurableMark, Sink};
+use crate::error::Error;
+use crate::model::events::Event;
+use crate::model::time::Timestamp;
+
+/// How durable the journal is (see the module's documentation).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Durability {
+    /// Survives a killed process; the last commits may be lost to a power failure.
+    #[default]
+    Async,
+    /// Survives a power failure: a task's outcome is on disk before the run acts on it.
+    Sync,
+}
+
+/// How many records may wait for the writer before publishers wait for it.
+const QUEUE: usize = 1 << 16;
+
+/// A state directory's journal.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    path: PathBuf,
+    durability: Durability,
+    tx: Mutex<Option<SyncSender<Record>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    /// For reads and short writes (a run's first row, pruning).
+    conn: Mutex<Connection>,
+    /// For the `kv` tool (its transactions are its own).
+    kv: Mutex<Connection>,
+    /// This process, as the owner of the runs it starts: `host:pid`.
+    owner: String,
+}
+
+/// A new run, as the journal records it before it starts.
+#[derive(Debug)]
+pub(crate) struct NewRun<'a> {
+    pub(crate) run_id: &'a str,
+    pub(crate) tenant: &'a str,
+    pub(crate) workflow: &'a str,
+    pub(crate) source_path: &'a Path,
+    pub(crate) source_text: &'a str,
+    pub(crate) params: &'a [(String, String)],
+    pub(crate) tasks: usize,
+    pub(crate) directory: &'a Path,
+}
+
+impl Journal {
+    /// Opens (creating it if needed) the journal of `state_dir`.
+    pub(crate) fn open(state_dir: &Path, durability: Durability) -> Result<Arc<Self>, Error> {
+        let path = state_dir.join("journal.db");
+        let open = |d| schema::open(&path, d).map_err(|e| open_error(&path, e));
+        let writer_conn = open(durability)?;
+        let conn = open(durability)?;
+        let kv = open(durability)?;
+        let owner = format!(
+            "{}:{}",
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "localhost".into()),
+            std::process::id()
+        );
+        let (tx, rx) = sync_channel(QUEUE);
+        let writer = std::thread::Builder::new()
+            .name("wasm-orch-journal".into())
+            .spawn({
+                let owner = owner.clone();
+                move || writer::run(writer_conn, &rx, &owner)
+            })
+            .map_err(|e| Error::Journal {
+                path: path.clone(),
+                message: format!("cannot start its writer thread: {e}"),
+            })?;
+        Ok(Arc::new(Self {
+            path,
+            durability,
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            conn: Mutex::new(conn),
+            kv: Mutex::new(kv),
+            owner,
+        }))
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An error about this journal: the file, what went wrong, what to do.
+    pub(crate) fn error(&self, what: impl std::fmt::Display) -> Error {
+        Error::Journal {
+            path: self.path.clone(),
+            message: what.to_string(),
+        }
+    }
+
+    fn send(&self, record: Record) {
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(tx) = tx
+            && tx.send(record).is_err()
+        {
+            tracing::error!("the journal's writer has stopped: a record was lost");
+        }
+    }
+
+    /// Records a new run (committed before it starts) and links it to the writer.
+    pub(crate) fn begin(&self, run: &NewRun<'_>) -> Result<Arc<RunLink>, Error> {
+        let now = Timestamp::now().unix_millis() as i64;
+        let params = serde_json::to_string(run.params).unwrap_or_else(|_| "[]".into());
+        self.conn()
+            .execute(
+                "INSERT INTO runs (run_id, tenant, workflow, source_path, source_text, params,
+                     status, tasks, created_ms, started_ms, updated_ms, owner, heartbeat_ms,
+                     directory)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?8, ?8, ?8, ?9, ?8, ?10)",
+                params![
+                    run.run_id,
+                    run.tenant,
+                    run.workflow,
+                    run.source_path.display().to_string(),
+                    run.source_text,
+                    params,
+                    run.tasks as i64,
+                    now,
+                    self.owner,
+                    run.directory.display().to_string(),
+                ],
+            )
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    Error::RunIdInUse(run.run_id.to_owned())
+                }
+                e => self.error(format!("cannot record run `{}`: {e}", run.run_id)),
+            })?;
+        Ok(RunLink::new(run.run_id.into(), 0))
+    }
+
+    /// Takes a journaled run over to resume it here: it is `running` again, owned by this
+    /// process, numbered on from its last event.
+    pub(crate) fn reopen(&self, run_id: &str, last_seq: u64) -> Result<Arc<RunLink>, Error> {
+        let now = Timestamp::now().unix_millis() as i64;
+        self.conn()
+            .execute(
+                "UPDATE runs SET status = 'running', owner = ?2, heartbeat_ms = ?3,
+                     updated_ms = ?3, finished_ms = NULL WHERE run_id = ?1",
+                params![run_id, self.owner, now],
+            )
+            .map_err(|e| self.error(format!("cannot take run `{run_id}` over: {e}")))?;
+        Ok(RunLink::new(run_id.into(), last_seq))
+    }
+
+    /// Where a run's bus sends its events.
+    pub(crate) fn sink(&self, link: &Arc<RunLink>) -> Box<dyn Sink> {
+        Box::new(RunSink {
+            link: Arc::clone(link),
+            tx: self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            sync: self.durability == Durability::Sync,
+        })
+    }
+
+    /// Records a blackboard write of a run.
+    pub(crate) fn board(&self, link: &Arc<RunLink>, key: &str, value: &str, version: u64) {
+        self.send(Record::Board {
+            run: Arc::clone(link),
+            key: key.to_owned(),
+            value: value.to_owned(),
+            version,
+        });
+    }
+
+    /// Records the end of a run and its results document.
+    pub(crate) fn finish(&self, link: &Arc<RunLink>, status: &str, report: Vec<u8>) {
+        self.send(Record::Finished {
+            run: Arc::clone(link),
+            status: status.to_owned(),
+            report,
+        });
+    }
+
+    /// Waits until everything sent so far is committed.
+    pub(crate) fn flush(&self) {
+        let (done, wait) = sync_channel(1);
+        self.send(Record::Flush(done));
+        let _ = wait.recv();
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        // What was sent before is committed; a subscriber holding a bus keeps no writer alive.
+        if let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = tx.send(Record::Stop);
+        }
+        if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+fn open_error(path: &Path, e: OpenError) -> Error {
+    let message = match e {
+        OpenError::Damaged(why) => format!(
+            "it is damaged or not a journal ({why}): move it aside (wasm-orch starts a new one) \
+             or restore it from a backup"
+        ),
+        OpenError::Newer(v) => format!(
+            "it was written by a newer wasm-orch (schema {v}, this one reads up to {}): use that \
+             version, or point --state-dir elsewhere",
+            schema::VERSION
+        ),
+        OpenError::Io(why) => format!("it cannot be opened: {why}"),
+    };
+    Error::Journal {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+/// A run's events, on their way to the writer.
+#[derive(Debug)]
+struct RunSink {
+    link: Arc<RunLink>,
+    tx: Option<SyncSender<Record>>,
+    sync: bool,
+}
+
+impl Sink for RunSink {
+    fn append(&self, event: &Arc<Event>) {
+        if let Some(tx) = &self.tx
+            && tx
+                .send(Record::Event(Arc::clone(&self.link), Arc::clone(event)))
+                .is_err()
+        {
+            tracing::error!(
+                "the journal's writer has stopped: event {} was lost",
+                event.seq
+            );
+        }
+    }
+
+    fn durable(&self) -> Option<&DurableMark> {
+        self.sync.then_some(&*self.link.mark)
+    }
+}

@@ -1,0 +1,165 @@
+//! The journal's tables, and opening a database file safely: a damaged file, or one written
+//! by a newer wasm-orch, is refused with the reason and what to do, never used as if it were
+//! empty.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+use super::Durability;
+
+/// The schema this wasm-orch writes and reads.
+pub(crate) const VERSION: i64 = 1;
+
+const TABLES: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- One row per run: what it is, how it is doing, and what it needs to be resumed.
+CREATE TABLE IF NOT EXISTS runs (
+    run_id        TEXT PRIMARY KEY,
+    tenant        TEXT NOT NULL,
+    workflow      TEXT NOT NULL,
+    source_path   TEXT NOT NULL,
+    source_text   TEXT NOT NULL,
+    params        TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    tasks         INTEGER NOT NULL,
+    settled       INTEGER NOT NULL DEFAULT 0,
+    last_seq      INTEGER NOT NULL DEFAULT 0,
+    created_ms    INTEGER NOT NULL,
+    started_ms    INTEGER NOT NULL,
+    updated_ms    INTEGER NOT NULL,
+    finished_ms   INTEGER,
+    owner         TEXT NOT NULL,
+    heartbeat_ms  INTEGER NOT NULL,
+    report_digest TEXT,
+    directory     TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS runs_by_age ON runs (created_ms);
+
+-- The run's events, in order, a batch per row (JSON lines); outputs are referenced by digest.
+CREATE TABLE IF NOT EXISTS events (
+    run_id    TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq  INTEGER NOT NULL,
+    body      BLOB NOT NULL,
+    PRIMARY KEY (run_id, first_seq)
+) WITHOUT ROWID;
+
+-- Outputs (and results documents), once each, by SHA-256.
+CREATE TABLE IF NOT EXISTS outputs (
+    digest TEXT PRIMARY KEY,
+    body   BLOB NOT NULL
+) WITHOUT ROWID;
+
+-- Every blackboard key of a run, as last written.
+CREATE TABLE IF NOT EXISTS blackboard (
+    run_id  TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    value   TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (run_id, key)
+) WITHOUT ROWID;
+
+-- The `kv` tool: one store per tenant, kept across runs and processes.
+CREATE TABLE IF NOT EXISTS kv (
+    tenant  TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    value   TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (tenant, key)
+) WITHOUT ROWID;
+
+-- Memoized tasks: a key of everything an output depends on, and the output it gave.
+CREATE TABLE IF NOT EXISTS memo (
+    key        TEXT PRIMARY KEY,
+    digest     TEXT NOT NULL,
+    run_id     TEXT NOT NULL,
+    node       TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// Why a journal cannot be used.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    /// Not a database, or a damaged one.
+    Damaged(String),
+    /// Written by a newer wasm-orch.
+    Newer(i64),
+    /// The file system refused.
+    Io(String),
+}
+
+/// Opens (creating it if needed) the journal at `path` for a writer or a reader.
+pub(crate) fn open(path: &Path, durability: Durability) -> Result<Connection, OpenError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| OpenError::Io(e.to_string()))?;
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| OpenError::Damaged(e.to_string()))?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(|e| OpenError::Damaged(e.to_string()))?;
+    let damaged = |e: rusqlite::Error| OpenError::Damaged(e.to_string());
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(damaged)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(OpenError::Io(format!(
+            "the file system does not allow a write-ahead log (journal mode `{mode}`)"
+        )));
+    }
+    let sync = match durability {
+        Durability::Sync => "FULL",
+        Durability::Async => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF;"
+    ))
+    .map_err(damaged)?;
+    let has_meta: bool = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)
+        .map_err(damaged)?;
+    // A new file has no tables yet.
+    let version: Option<String> = if has_meta {
+        conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(damaged)?
+    } else {
+        None
+    };
+    match version.map(|v| v.parse::<i64>()) {
+        Some(Ok(v)) if v > VERSION => return Err(OpenError::Newer(v)),
+        Some(Ok(_)) => {}
+        Some(Err(_)) => {
+            return Err(OpenError::Damaged(
+                "its schema version is not a number".into(),
+            ));
+        }
+        None => {
+            conn.execute_batch(TABLES).map_err(damaged)?;
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?1)",
+                [VERSION.to_string()],
+            )
+            .map_err(damaged)?;
+        }
+    }
+    Ok(conn)
+}

@@ -1,0 +1,253 @@
+//! The journal's writer: one thread, one connection, group commit.
+//!
+//! Every run's bus hands its events to the writer as it numbers them (so the journal holds
+//! exactly the stream subscribers see, in the same order); blackboard writes and results come
+//! the same way. The writer takes whatever has queued up (up to a batch), writes it in one
+//! transaction (a run's events of a batch become one row of JSON lines; outputs are stored
+//! once, by digest, outside the events), commits, and then marks each run's events durable up
+//! to the last one committed. With `sync` durability each commit is an fsync, shared by every
+//! record of the batch.
+//!
+//! While runs live, the writer also beats their heartbeat (every few seconds), so that
+//! another process can tell a live run from one whose process died.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, params};
+
+use crate::bus::DurableMark;
+use crate::model::Name;
+use crate::model::digest::sha256_hex;
+use crate::model::events::{Event, EventKind};
+use crate::model::time::Timestamp;
+
+/// How often the heartbeat of live runs is written.
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(2);
+/// The most records written in one transaction.
+const BATCH: usize = 8192;
+
+/// A run, as the writer knows it.
+#[derive(Debug)]
+pub(crate) struct RunLink {
+    pub(crate) run_id: Name,
+    /// The last sequence number committed.
+    pub(crate) mark: Arc<DurableMark>,
+    /// A write of this run failed: its journal is incomplete.
+    pub(crate) failed: AtomicBool,
+    pub(crate) failure: Mutex<Option<String>>,
+}
+
+impl RunLink {
+    pub(crate) fn new(run_id: Name, committed: u64) -> Arc<Self> {
+        let mark = Arc::new(DurableMark::default());
+        mark.advance(committed);
+        Arc::new(Self {
+            run_id,
+            mark,
+            failed: AtomicBool::new(false),
+            failure: Mutex::new(None),
+        })
+    }
+}
+
+/// What the writer is given.
+pub(crate) enum Record {
+    Event(Arc<RunLink>, Arc<Event>),
+    Board {
+        run: Arc<RunLink>,
+        key: String,
+        value: String,
+        version: u64,
+    },
+    /// The run ended: its status and its results document.
+    Finished {
+        run: Arc<RunLink>,
+        status: String,
+        report: Vec<u8>,
+    },
+    /// Answered once everything queued before it is committed.
+    Flush(SyncSender<()>),
+    /// Commit what came before, and end.
+    Stop,
+}
+
+pub(crate) fn run(mut conn: Connection, rx: &Receiver<Record>, owner: &str) {
+    let mut alive = true;
+    while alive {
+        let first = match rx.recv_timeout(HEARTBEAT) {
+            Ok(record) => record,
+            Err(RecvTimeoutError::Timeout) => {
+                beat(&conn, owner);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut batch = vec![first];
+        while batch.len() < BATCH && !matches!(batch.last(), Some(Record::Stop)) {
+            match rx.try_recv() {
+                Ok(record) => batch.push(record),
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    alive = false;
+                    break;
+                }
+            }
+        }
+        let marks = match commit(&mut conn, &batch) {
+            Ok(marks) => marks,
+            Err(e) => {
+                tracing::error!("the journal could not record {} records: {e}", batch.len());
+                fail(&batch, &e.to_string())
+            }
+        };
+        for (link, seq) in marks {
+            link.mark.advance(seq);
+        }
+        for record in batch {
+            match record {
+                Record::Flush(done) => {
+                    let _ = done.send(());
+                }
+                Record::Stop => alive = false,
+                _ => {}
+            }
+        }
+    }
+    beat(&conn, owner);
+}
+
+fn beat(conn: &Connection, owner: &str) {
+    let now = Timestamp::now().unix_millis();
+    if let Err(e) = conn.execute(
+        "UPDATE runs SET heartbeat_ms = ?1 WHERE owner = ?2 AND status = 'running'",
+        params![now as i64, owner],
+    ) {
+        tracing::warn!("the journal's heartbeat failed: {e}");
+    }
+}
+
+/// Marks every run of a failed batch as incompletely journaled; lets its waiters go.
+fn fail(batch: &[Record], why: &str) -> Vec<(Arc<RunLink>, u64)> {
+    let mut out = Vec::new();
+    for record in batch {
+        let link = match record {
+            Record::Event(link, _)
+            | Record::Board { run: link, .. }
+            | Record::Finished { run: link, .. } => link,
+            Record::Flush(_) | Record::Stop => continue,
+        };
+        if !link.failed.swap(true, Ordering::Relaxed) {
+            *link.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.to_owned());
+        }
+        out.push((Arc::clone(link), u64::MAX));
+    }
+    out
+}
+
+/// A run's events of one batch.
+struct Rows {
+    link: Arc<RunLink>,
+    first: u64,
+    last: u64,
+    body: Vec<u8>,
+    settled: i64,
+}
+
+fn commit(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<Vec<(Arc<RunLink>, u64)>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut rows: HashMap<Name, Rows> = HashMap::new();
+    {
+        let mut output =
+            tx.prepare_cached("INSERT OR IGNORE INTO outputs (digest, body) VALUES (?1, ?2)")?;
+        let mut board = tx.prepare_cached(
+            "INSERT INTO blackboard (run_id, key, value, version) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, version = excluded.version
+             WHERE excluded.version > blackboard.version",
+        )?;
+        for record in batch {
+            match record {
+                Record::Event(link, event) => {
+                    let row = rows.entry(link.run_id.clone()).or_insert_with(|| Rows {
+                        link: Arc::clone(link),
+                        first: event.seq,
+                        last: event.seq,
+                        body: Vec::new(),
+                        settled: 0,
+                    });
+                    row.last = event.seq;
+                    if let EventKind::TaskStatus(u) = &event.kind {
+                        if u.status.is_final() && u.retry_in_ms.is_none() {
+                            row.settled += 1;
+                        }
+                        if let (Some(out), Some(digest)) = (&u.output, &u.output_digest) {
+                            output.execute(params![digest.as_str(), out.get().as_bytes()])?;
+                            // The event keeps the digest; the output is stored once.
+                            let mut stored = (**event).clone();
+                            if let EventKind::TaskStatus(s) = &mut stored.kind {
+                                s.output = None;
+                            }
+                            encode(&mut row.body, &stored);
+                            continue;
+                        }
+                    }
+                    encode(&mut row.body, event);
+                }
+                Record::Board {
+                    run,
+                    key,
+                    value,
+                    version,
+                } => {
+                    board.execute(params![run.run_id.as_str(), key, value, *version as i64])?;
+                }
+                Record::Finished { .. } | Record::Flush(_) | Record::Stop => {}
+            }
+        }
+        let mut events = tx.prepare_cached(
+            "INSERT OR REPLACE INTO events (run_id, first_seq, last_seq, body) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut progress = tx.prepare_cached(
+            "UPDATE runs SET last_seq = max(last_seq, ?2), settled = settled + ?3, updated_ms = ?4,
+             heartbeat_ms = ?4 WHERE run_id = ?1",
+        )?;
+        let now = Timestamp::now().unix_millis() as i64;
+        for (run, row) in &rows {
+            events.execute(params![
+                run.as_str(),
+                row.first as i64,
+                row.last as i64,
+                &row.body
+            ])?;
+            progress.execute(params![run.as_str(), row.last as i64, row.settled, now])?;
+        }
+        let mut finish = tx.prepare_cached(
+            "UPDATE runs SET status = ?2, finished_ms = ?3, updated_ms = ?3, report_digest = ?4
+             WHERE run_id = ?1",
+        )?;
+        for record in batch {
+            if let Record::Finished {
+                run,
+                status,
+                report,
+            } = record
+            {
+                let digest = sha256_hex(report);
+                output.execute(params![digest, report])?;
+                finish.execute(params![run.run_id.as_str(), status, now, digest])?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(rows.into_values().map(|row| (row.link, row.last)).collect())
+}
+
+fn encode(body: &mut Vec<u8>, event: &Event) {
+    // Events are plain data: serializing one cannot fail.
+    if serde_json::to_writer(&mut *body, event).is_ok() {
+        body.push(b'\n');
+    }
+}
