@@ -92,6 +92,11 @@ pub mod report {
     };
 }
 
+/// The journal's view of runs: listing, filtering, retention, durability.
+pub mod runs {
+    pub use crate::journal::{Durability, Pruned, RunFilter, RunState, RunSummary};
+}
+
 /// Tools the host offers guests, and how a host adds its own.
 pub mod tools {
     pub use crate::capabilities::tools::{Tool, ToolCall, ToolError, ToolFuture};

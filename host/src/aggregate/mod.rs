@@ -11,7 +11,7 @@ use crate::model::limits::Budget;
 use crate::model::report::{
     AgentReport, AttemptReport, DiagnosisReport, RunMetrics, RunReport, TaskReport,
 };
-use crate::model::status::{RunStatus, TaskStatus};
+use crate::model::status::RunStatus;
 use crate::model::time::Timestamp;
 use crate::model::time::millis;
 use crate::scheduler;

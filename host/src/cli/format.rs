@@ -17,6 +17,12 @@ impl Style {
         }
     }
 
+    pub(super) fn for_stdout() -> Self {
+        Self {
+            on: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+
     pub(super) fn paint(self, code: &str, text: &str) -> String {
         if self.on {
             format!("\x1b[{code}m{text}\x1b[0m")
@@ -101,6 +107,17 @@ pub(super) fn bytes(n: u64) -> String {
 }
 
 /// `text` cut to `width` characters (with an ellipsis), on one line.
+/// How long ago, roughly: `12s`, `5m`, `3h`, `2d`.
+pub(super) fn age(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
 pub(super) fn fit(text: &str, width: usize) -> String {
     let one_line = text.replace(['\n', '\r', '\t'], " ");
     if one_line.chars().count() <= width {

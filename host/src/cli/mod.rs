@@ -7,6 +7,7 @@ mod format;
 mod graph;
 mod inspect;
 mod run;
+mod runs;
 mod summary;
 mod validate;
 mod view;
@@ -41,30 +42,100 @@ enum Command {
     Graph(GraphArgs),
     /// Show a component's WIT world and whether it implements `sub-agent`.
     Inspect(InspectArgs),
+    /// Resume a run from the journal: a killed run goes on; tasks that succeeded do not run
+    /// again.
+    Resume(ResumeArgs),
+    /// List the journaled runs (newest first); `runs show ID`, `runs prune --older-than 7d`.
+    Runs(RunsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ResumeArgs {
+    /// The run's id (see `wasm-orch runs`).
+    run_id: String,
+
+    /// Also write the results JSON here (`-`: stdout).
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+
+    /// Also write the events from here on as JSON lines (`-`: stdout).
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
+
+    /// Resume only a run of this tenant.
+    #[arg(long, value_name = "NAME")]
+    tenant: Option<String>,
+
+    /// Print plain lines even on a terminal.
+    #[arg(long)]
+    plain: bool,
+
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunsArgs {
+    #[command(subcommand)]
+    action: Option<RunsAction>,
+
+    /// Only runs of this tenant.
+    #[arg(long, value_name = "NAME", global = true)]
+    tenant: Option<String>,
+
+    /// Only runs in this state: running, interrupted, succeeded, failed, cancelled.
+    #[arg(long, value_name = "STATE")]
+    status: Option<String>,
+
+    /// At most this many (default 50).
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    limit: usize,
+
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum RunsAction {
+    /// One run's results table (from the journal alone).
+    Show {
+        /// The run's id.
+        run_id: String,
+    },
+    /// Delete runs that ended before a cut-off, with their files and unreferenced outputs.
+    Prune {
+        /// How old, e.g. `7d`, `12h` [default: the policy's `retention`, else 30d].
+        #[arg(long, value_name = "AGE")]
+        older_than: Option<String>,
+    },
 }
 
 /// Where the runtime keeps things.
 #[derive(Debug, clap::Args)]
 struct RuntimeArgs {
     /// Directory for run files (tasks' working directories). [default: $WASM_ORCH_STATE_DIR or .wasm-orch]
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     state_dir: Option<PathBuf>,
 
     /// Directory for compiled components. [default: $WASM_ORCH_CACHE_DIR or ~/.cache/wasm-orch]
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     cache_dir: Option<PathBuf>,
 
     /// Do not cache compiled components on disk.
-    #[arg(long, conflicts_with = "cache_dir")]
+    #[arg(long, conflicts_with = "cache_dir", global = true)]
     no_cache: bool,
 
     /// The operator's policy file: defaults (retries, blocked tasks, error budgets) and
     /// tenants' fuel rates, concurrency and budgets. [default: $WASM_ORCH_POLICY, if set]
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     policy: Option<PathBuf>,
     /// Read guests' secrets from files in DIR (`DIR/<tenant>/<name>`) instead of environment
     /// variables (`$WASM_ORCH_SECRET_<TENANT>__<NAME>`). [default: $WASM_ORCH_SECRETS_DIR, if set]
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     secrets_dir: Option<PathBuf>,
 }
 
@@ -129,6 +200,10 @@ struct RunArgs {
     /// Print plain lines even on a terminal.
     #[arg(long)]
     plain: bool,
+
+    /// The run's id (letters, digits, `_`, `-`, `.`) [default: a new, time-ordered one].
+    #[arg(long, value_name = "ID")]
+    run_id: Option<String>,
 
     #[command(flatten)]
     runtime: RuntimeArgs,
@@ -215,6 +290,8 @@ pub fn main() -> ExitCode {
             Command::Validate(args) => validate::validate(args).await,
             Command::Graph(args) => graph::graph(args),
             Command::Inspect(args) => inspect::inspect(args).await,
+            Command::Resume(args) => runs::resume(args, cli.verbose > 0).await,
+            Command::Runs(args) => runs::runs(args).await,
         }
     });
     ExitCode::from(code)

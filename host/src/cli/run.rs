@@ -1,7 +1,6 @@
 //! `wasm-orch run`: run a workflow, show it, write its results and events, exit with its
 //! outcome.
 
-use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,7 +26,7 @@ pub(super) async fn run(args: RunArgs, verbose: bool) -> u8 {
     };
     // Listen for Ctrl-C before anything runs: the handler must be in place when the first
     // interrupt can come.
-    let mut interrupts = match Interrupts::listen() {
+    let interrupts = match Interrupts::listen() {
         Ok(i) => i,
         Err(e) => {
             eprintln!("error: cannot listen for Ctrl-C: {e}");
@@ -41,11 +40,40 @@ pub(super) async fn run(args: RunArgs, verbose: bool) -> u8 {
     if let Some(tenant) = &args.tenant {
         options = options.tenant(tenant);
     }
+    if let Some(id) = &args.run_id {
+        options = options.run_id(id);
+    }
     let run = match runtime.start(&workflow, options).await {
         Ok(run) => run,
         Err(e) => return report_error(&e),
     };
+    follow(
+        run,
+        Follow {
+            output: args.output,
+            events: args.events,
+            plain: args.plain,
+            verbose,
+            append: false,
+        },
+        interrupts,
+    )
+    .await
+}
 
+/// How `follow` shows and writes a run.
+pub(super) struct Follow {
+    pub(super) output: Option<PathBuf>,
+    pub(super) events: Option<PathBuf>,
+    pub(super) plain: bool,
+    pub(super) verbose: bool,
+    /// The run's `events.jsonl` is added to, not rewritten (a resumed run).
+    pub(super) append: bool,
+}
+
+/// Shows a run until it ends, writes its events and results, prints its summary; returns
+/// the exit code.
+pub(super) async fn follow(run: crate::Run, how: Follow, mut interrupts: Interrupts) -> u8 {
     // Ctrl-C once: cancel (running guests stop promptly). Twice: leave now.
     let cancel = run.cancel_handle();
     tokio::spawn(async move {
@@ -60,18 +88,18 @@ pub(super) async fn run(args: RunArgs, verbose: bool) -> u8 {
     });
 
     let journal_path = run.directory().join("events.jsonl");
-    let mut journal_targets = vec![journal_path];
-    if let Some(path) = &args.events {
-        journal_targets.push(path.clone());
+    let mut journal_targets = vec![(journal_path, how.append)];
+    if let Some(path) = &how.events {
+        journal_targets.push((path.clone(), false));
     }
     let journal = tokio::task::spawn_blocking({
         let events = run.events();
         move || write_events(events, &journal_targets)
     });
-    let live = !args.plain
+    let live = !how.plain
         && std::io::stderr().is_terminal()
         && std::env::var("TERM").map_or(true, |t| t != "dumb");
-    let shown = tokio::spawn(view::show(run.events(), live, verbose));
+    let shown = tokio::spawn(view::show(run.events(), live, how.verbose));
 
     let report = match run.wait().await {
         Ok(report) => report,
@@ -83,7 +111,7 @@ pub(super) async fn run(args: RunArgs, verbose: bool) -> u8 {
     }
     let results_path = report.directory.join("results.json");
     let mut result_targets = vec![results_path.clone()];
-    if let Some(path) = &args.output {
+    if let Some(path) = &how.output {
         result_targets.push(path.clone());
     }
     for target in &result_targets {
@@ -108,23 +136,29 @@ fn is_stdout(path: Option<&Path>) -> bool {
     path.is_some_and(|p| p == Path::new("-"))
 }
 
-fn open(path: &Path) -> std::io::Result<Box<dyn Write + Send>> {
+fn open(path: &Path, append: bool) -> std::io::Result<Box<dyn Write + Send>> {
     if path == Path::new("-") {
         return Ok(Box::new(std::io::stdout()));
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    Ok(Box::new(BufWriter::new(File::create(path)?)))
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(path)?;
+    Ok(Box::new(BufWriter::new(file)))
 }
 
 /// Writes every event as a JSON line to each target, as they come (stdout is flushed per
 /// line so a pipe sees events live). A target that fails is reported and dropped; the others
 /// go on, so a closed pipe never costs the run's own journal.
-fn write_events(mut events: EventStream, targets: &[PathBuf]) {
+fn write_events(mut events: EventStream, targets: &[(PathBuf, bool)]) {
     let mut writers: Vec<(&PathBuf, Box<dyn Write + Send>)> = Vec::new();
-    for target in targets {
-        match open(target) {
+    for (target, append) in targets {
+        match open(target, *append) {
             Ok(w) => writers.push((target, w)),
             Err(e) => eprintln!(
                 "warning: cannot write events to `{}`: {e}",
@@ -169,7 +203,7 @@ fn json_line(event: &Arc<Event>) -> Vec<u8> {
 }
 
 /// Writes the results document: atomically for a file (a temporary file, then a rename).
-fn write_results(report: &RunReport, target: &Path) -> std::io::Result<()> {
+pub(super) fn write_results(report: &RunReport, target: &Path) -> std::io::Result<()> {
     let json = serde_json::to_vec_pretty(report)?;
     if target == Path::new("-") {
         let mut out = std::io::stdout().lock();
@@ -178,7 +212,7 @@ fn write_results(report: &RunReport, target: &Path) -> std::io::Result<()> {
         return out.flush();
     }
     let tmp = target.with_extension("json.tmp");
-    let mut w = open(&tmp)?;
+    let mut w = open(&tmp, false)?;
     w.write_all(&json)?;
     w.write_all(b"\n")?;
     w.flush()?;
@@ -187,13 +221,13 @@ fn write_results(report: &RunReport, target: &Path) -> std::io::Result<()> {
 }
 
 /// Ctrl-C, listened for from the moment this is created.
-struct Interrupts {
+pub(super) struct Interrupts {
     #[cfg(unix)]
     signal: tokio::signal::unix::Signal,
 }
 
 impl Interrupts {
-    fn listen() -> std::io::Result<Self> {
+    pub(super) fn listen() -> std::io::Result<Self> {
         Ok(Self {
             #[cfg(unix)]
             signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?,

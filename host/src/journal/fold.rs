@@ -11,7 +11,7 @@ use super::read::StoredRun;
 use crate::error::Error;
 use crate::model::Name;
 use crate::model::events::{Artifact, EventKind};
-use crate::model::status::{TaskError, TaskStatus};
+use crate::model::status::{ErrorKind, TaskError, TaskStatus};
 use crate::model::time::Timestamp;
 
 /// One attempt of a task, as the journal recorded it.
@@ -56,6 +56,9 @@ impl Journal {
         let mut tasks: HashMap<String, PriorTask> = HashMap::new();
         let mut fuel_used = 0u64;
         let mut seen = 0u64;
+        // Per task, an attempt that started and has not ended (yet): its number, agent, start.
+        let mut open: HashMap<String, (u32, String, Timestamp)> = HashMap::new();
+        let mut last_time = run.summary.created_at;
         let mut from = 1;
         loop {
             let events = self.events(run_id, from, 10_000)?;
@@ -72,9 +75,18 @@ impl Journal {
                     )));
                 }
                 seen = event.seq;
+                last_time = last_time.max(event.at);
                 let EventKind::TaskStatus(u) = &event.kind else {
                     continue;
                 };
+                if u.status == TaskStatus::Running {
+                    let started = u.started_at.unwrap_or(event.at);
+                    open.insert(
+                        u.task.node.to_string(),
+                        (u.task.attempt, u.task.agent.to_string(), started),
+                    );
+                    continue;
+                }
                 // An attempt that ended: a final status or a retry, with when it ran.
                 let ended = u.status.is_final() || u.status == TaskStatus::Retrying;
                 let (Some(started_at), Some(finished_at), true) =
@@ -90,6 +102,7 @@ impl Journal {
                 } else {
                     u.status
                 };
+                open.remove(u.task.node.as_ref());
                 let task = tasks.entry(u.task.node.to_string()).or_default();
                 task.succeeded = status.is_success();
                 task.attempts.push(PriorAttempt {
@@ -108,6 +121,32 @@ impl Journal {
                 });
             }
             from = last + 1;
+        }
+        // An attempt the stopped process never ended: in the history as interrupted, so the
+        // next one takes the next number (and the report says what happened to it).
+        for (node, (attempt, agent, started_at)) in open {
+            let task = tasks.entry(node).or_default();
+            if task.attempts.len() >= attempt as usize {
+                continue;
+            }
+            task.succeeded = false;
+            task.attempts.push(PriorAttempt {
+                agent,
+                status: TaskStatus::Failed,
+                error: Some(TaskError::new(
+                    ErrorKind::Interrupted,
+                    "its process stopped before the attempt ended; the run was resumed",
+                )),
+                started_at,
+                finished_at: last_time.max(started_at),
+                latency_ms: 0.0,
+                fuel_used: 0,
+                memory_peak: 0,
+                artifacts: Vec::new(),
+                output: None,
+                output_digest: None,
+                cached_from: None,
+            });
         }
         if seen < run.summary.last_seq {
             return Err(self.error(format!(

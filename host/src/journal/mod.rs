@@ -10,7 +10,8 @@
 //!   process, and the last commits may be lost on a power failure or an OS crash; `sync`
 //!   (`synchronous = FULL`): every commit is on disk when it returns, and a task's outcome is
 //!   committed before the run acts on it (group commit: many records share one fsync).
-//! - A run whose process died is told from a live one by its heartbeat.
+//! - A run whose process died is told from a live one by the kernel (same machine) or by
+//!   its heartbeat (three beats late).
 //! - A damaged file, a missing output, or a journal written by a newer wasm-orch is an error
 //!   naming the file and what to do; never an empty journal, never a run taken as finished.
 //!
@@ -19,6 +20,7 @@
 mod fold;
 mod kv;
 mod memo;
+mod owner;
 mod prune;
 mod read;
 mod schema;
@@ -32,9 +34,8 @@ use std::thread::JoinHandle;
 use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 
-pub(crate) use self::fold::{Folded, PriorAttempt, PriorTask};
+pub(crate) use self::fold::Folded;
 pub(crate) use self::kv::{KvAnswer, KvOp};
-pub(crate) use self::memo::Memo;
 pub use self::prune::Pruned;
 pub use self::read::{RunFilter, RunState, RunSummary};
 use self::schema::OpenError;
@@ -70,7 +71,7 @@ pub(crate) struct Journal {
     conn: Mutex<Connection>,
     /// For the `kv` tool (its transactions are its own).
     kv: Mutex<Connection>,
-    /// This process, as the owner of the runs it starts: `host:pid`.
+    /// This process, as the owner of the runs it starts (see `owner`).
     owner: String,
 }
 
@@ -95,13 +96,7 @@ impl Journal {
         let writer_conn = open(durability)?;
         let conn = open(durability)?;
         let kv = open(durability)?;
-        let owner = format!(
-            "{}:{}",
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_owned())
-                .unwrap_or_else(|_| "localhost".into()),
-            std::process::id()
-        );
+        let owner = owner::this_process();
         let (tx, rx) = sync_channel(QUEUE);
         let writer = std::thread::Builder::new()
             .name("wasm-orch-journal".into())
@@ -122,10 +117,6 @@ impl Journal {
             kv: Mutex::new(kv),
             owner,
         }))
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {

@@ -18,7 +18,7 @@ use crate::model::time::Timestamp;
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum RunState {
-    /// Running, and its process is alive (its heartbeat is fresh).
+    /// Running, and its process is alive.
     Running,
     /// Its process stopped (killed, crashed, lost its machine) before it ended: resumable.
     Interrupted,
@@ -121,14 +121,16 @@ pub(crate) struct StoredRun {
 
 const COLUMNS: &str = "run_id, tenant, workflow, status, tasks, settled, created_ms, updated_ms,
     finished_ms, last_seq, directory, heartbeat_ms, source_path, source_text, params, started_ms,
-    report_digest";
+    report_digest, owner";
 
 fn stored(row: &Row<'_>) -> rusqlite::Result<StoredRun> {
     let status: String = row.get(3)?;
     let heartbeat: i64 = row.get(11)?;
     let now = Timestamp::now().unix_millis() as i64;
-    // A running run whose heartbeat is three beats late has lost its process.
-    let stale = now - heartbeat > 3 * HEARTBEAT.as_millis() as i64;
+    // A running run whose process is gone, or whose heartbeat is three beats late, has
+    // lost its process.
+    let owner: String = row.get(17)?;
+    let stale = now - heartbeat > 3 * HEARTBEAT.as_millis() as i64 || super::owner::is_gone(&owner);
     let state = match status.as_str() {
         "running" if stale => RunState::Interrupted,
         "running" => RunState::Running,

@@ -95,37 +95,88 @@ pub(crate) enum OpenError {
     Io(String),
 }
 
-/// Opens (creating it if needed) the journal at `path` for a writer or a reader.
+/// Opens (creating it if needed) the journal at `path` for a writer or a reader. Another
+/// process opening the same file at the same moment is waited for (up to ten seconds).
 pub(crate) fn open(path: &Path, durability: Durability) -> Result<Connection, OpenError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| OpenError::Io(e.to_string()))?;
     }
+    let started = std::time::Instant::now();
+    loop {
+        match try_open(path, durability) {
+            Err(Attempt::Busy(why)) if started.elapsed() < Duration::from_secs(10) => {
+                tracing::debug!("the journal is busy ({why}); trying again");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(Attempt::Busy(why)) => {
+                return Err(OpenError::Io(format!(
+                    "another process has held it for ten seconds ({why})"
+                )));
+            }
+            Err(Attempt::Failed(e)) => return Err(e),
+            Ok(conn) => return Ok(conn),
+        }
+    }
+}
+
+enum Attempt {
+    Busy(String),
+    Failed(OpenError),
+}
+
+fn classify(e: rusqlite::Error) -> Attempt {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            Attempt::Busy(e.to_string())
+        }
+        _ => Attempt::Failed(OpenError::Damaged(e.to_string())),
+    }
+}
+
+fn try_open(path: &Path, durability: Durability) -> Result<Connection, Attempt> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| OpenError::Damaged(e.to_string()))?;
+    .map_err(classify)?;
     conn.busy_timeout(Duration::from_secs(10))
-        .map_err(|e| OpenError::Damaged(e.to_string()))?;
-    let damaged = |e: rusqlite::Error| OpenError::Damaged(e.to_string());
+        .map_err(classify)?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .map_err(damaged)?;
+        .map_err(classify)?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(OpenError::Io(format!(
+        return Err(Attempt::Failed(OpenError::Io(format!(
             "the file system does not allow a write-ahead log (journal mode `{mode}`)"
-        )));
+        ))));
     }
     let sync = match durability {
         Durability::Sync => "FULL",
         Durability::Async => "NORMAL",
     };
-    conn.execute_batch(&format!(
-        "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF;"
-    ))
-    .map_err(damaged)?;
+    conn.execute_batch(&format!("PRAGMA synchronous = {sync};"))
+        .map_err(classify)?;
+    // Created (or checked) in one write transaction: two processes never both create it.
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(classify)?;
+    let checked = check_or_create(&conn);
+    let end = if checked.is_ok() {
+        "COMMIT"
+    } else {
+        "ROLLBACK"
+    };
+    let ended = conn.execute_batch(end).map_err(classify);
+    checked?;
+    ended?;
+    Ok(conn)
+}
+
+fn check_or_create(conn: &Connection) -> Result<(), Attempt> {
     let has_meta: bool = conn
         .query_row(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
@@ -133,33 +184,31 @@ pub(crate) fn open(path: &Path, durability: Durability) -> Result<Connection, Op
             |r| r.get::<_, i64>(0),
         )
         .map(|n| n > 0)
-        .map_err(damaged)?;
+        .map_err(classify)?;
     // A new file has no tables yet.
     let version: Option<String> = if has_meta {
         conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
             r.get(0)
         })
         .optional()
-        .map_err(damaged)?
+        .map_err(classify)?
     } else {
         None
     };
     match version.map(|v| v.parse::<i64>()) {
-        Some(Ok(v)) if v > VERSION => return Err(OpenError::Newer(v)),
-        Some(Ok(_)) => {}
-        Some(Err(_)) => {
-            return Err(OpenError::Damaged(
-                "its schema version is not a number".into(),
-            ));
-        }
+        Some(Ok(v)) if v > VERSION => Err(Attempt::Failed(OpenError::Newer(v))),
+        Some(Ok(_)) => Ok(()),
+        Some(Err(_)) => Err(Attempt::Failed(OpenError::Damaged(
+            "its schema version is not a number".into(),
+        ))),
         None => {
-            conn.execute_batch(TABLES).map_err(damaged)?;
+            conn.execute_batch(TABLES).map_err(classify)?;
             conn.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?1)",
                 [VERSION.to_string()],
             )
-            .map_err(damaged)?;
+            .map_err(classify)?;
+            Ok(())
         }
     }
-    Ok(conn)
 }

@@ -171,6 +171,9 @@ pub enum ErrorKind {
     ErrorBudget,
     /// The attempt's idempotency key was claimed already: it runs elsewhere, not twice.
     Claimed,
+    /// The process running the attempt stopped (killed, crashed, lost its machine) before the
+    /// attempt ended; the run was resumed after it.
+    Interrupted,
 }
 
 impl ErrorKind {
@@ -193,6 +196,7 @@ impl ErrorKind {
             Self::Budget => "budget",
             Self::ErrorBudget => "error-budget",
             Self::Claimed => "claimed",
+            Self::Interrupted => "interrupted",
         }
     }
 }

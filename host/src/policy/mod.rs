@@ -108,6 +108,8 @@ pub(crate) struct PolicyDefaults {
     pub(crate) stall: StallOverride,
     pub(crate) error_budget: Option<ErrorBudget>,
     pub(crate) credential_ttl: Duration,
+    /// How long ended runs are kept in the journal (`runs prune` without `--older-than`).
+    pub(crate) retention: Option<Duration>,
 }
 
 impl Default for PolicyDefaults {
@@ -117,6 +119,7 @@ impl Default for PolicyDefaults {
             stall: StallOverride::default(),
             error_budget: None,
             credential_ttl: Duration::from_secs(600),
+            retention: None,
         }
     }
 }

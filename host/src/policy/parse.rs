@@ -183,6 +183,10 @@ pub(crate) fn policy(source: Arc<Source>) -> Result<Policy, Diagnostics> {
     let mut c = Checker::new(Arc::clone(&source));
     let d = spec.defaults.unwrap_or_default();
     let defaults = PolicyDefaults {
+        retention: d
+            .retention
+            .as_ref()
+            .and_then(|t| c.duration(t, Duration::from_secs(10 * 365 * 24 * 3600))),
         credential_ttl: d
             .credential_ttl
             .as_ref()

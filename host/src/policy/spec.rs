@@ -47,6 +47,8 @@ pub(crate) struct PolicySpec {
 pub(crate) struct DefaultsSpec {
     /// How long a run's credential (for secrets) lives before it must be renewed.
     pub(crate) credential_ttl: Option<Spanned<toml::Value>>,
+    /// How long ended runs stay in the journal.
+    pub(crate) retention: Option<Spanned<toml::Value>>,
     pub(crate) retry: Option<RetrySpec>,
     pub(crate) stall_timeout: Option<Spanned<toml::Value>>,
     pub(crate) on_blocked: Option<Spanned<String>>,

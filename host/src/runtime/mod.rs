@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use self::run::blocking;
 pub use self::run::{CancelHandle, Run};
 use crate::capabilities::secrets::{Backend, EnvSecrets, SecretBackend};
 use crate::capabilities::tools::{Tool, ToolRegistry};
@@ -19,6 +20,7 @@ use crate::error::Error;
 use crate::govern::Governor;
 use crate::journal::{Durability, Journal};
 use crate::model::report::AgentReport;
+use crate::model::report::RunReport;
 use crate::model::time::millis;
 use crate::policy::Policy;
 use crate::workflow::{AgentDef, Diagnostic, Diagnostics, Workflow};
@@ -442,6 +444,79 @@ impl Runtime {
             attempt: attempt.and_then(|a| a.parse().ok()).unwrap_or(0),
         };
         self.inner.claims.claim(tenant, key, &claimant)
+    }
+
+    /// The journaled runs, newest first (see [`RunFilter`](crate::runs::RunFilter)).
+    pub async fn runs(
+        &self,
+        filter: crate::runs::RunFilter,
+    ) -> Result<Vec<crate::runs::RunSummary>, Error> {
+        let journal = Arc::clone(&self.inner.journal);
+        blocking(move || journal.runs(&filter)).await
+    }
+
+    /// A journaled run.
+    pub async fn run_summary(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<crate::runs::RunSummary>, Error> {
+        let journal = Arc::clone(&self.inner.journal);
+        let id = run_id.to_owned();
+        blocking(move || journal.run(&id)).await
+    }
+
+    /// The results document of an ended run, from the journal (`None`: it has not ended).
+    pub async fn run_report(&self, run_id: &str) -> Result<Option<RunReport>, Error> {
+        let journal = Arc::clone(&self.inner.journal);
+        let id = run_id.to_owned();
+        let bytes = blocking({
+            let journal = Arc::clone(&journal);
+            move || journal.report(&id)
+        })
+        .await?;
+        bytes
+            .map(|b| {
+                serde_json::from_slice(&b).map_err(|e| {
+                    journal.error(format!(
+                        "the results of run `{run_id}` do not read back ({e})"
+                    ))
+                })
+            })
+            .transpose()
+    }
+
+    /// A journaled run's events with sequence numbers from `from` on, `limit` at most.
+    pub async fn run_events(
+        &self,
+        run_id: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<crate::events::Event>>, Error> {
+        let journal = Arc::clone(&self.inner.journal);
+        let id = run_id.to_owned();
+        blocking(move || journal.events(&id, from, limit)).await
+    }
+
+    /// Deletes the runs that ended more than `older_than` ago (their events, blackboards,
+    /// working directories, and the outputs nothing else references); the journal shrinks.
+    pub async fn prune(&self, older_than: Duration) -> Result<crate::runs::Pruned, Error> {
+        let journal = Arc::clone(&self.inner.journal);
+        let (pruned, dirs) = blocking(move || journal.prune(older_than)).await?;
+        for dir in dirs {
+            // Only directories under the state directory are the journal's to remove.
+            let climbs = dir
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir));
+            if dir.starts_with(&self.inner.state_dir) && !climbs {
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+            }
+        }
+        Ok(pruned)
+    }
+
+    /// How long the policy keeps ended runs (`[defaults] retention`), if it says.
+    pub fn retention(&self) -> Option<Duration> {
+        self.inner.policy.defaults.retention
     }
 
     /// Everything tenant `tenant` has burned in this runtime so far.

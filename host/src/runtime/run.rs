@@ -494,6 +494,9 @@ impl Runtime {
             if let Some(link) = &link {
                 let body = serde_json::to_vec(&report).unwrap_or_default();
                 journal.finish(link, &report.status.to_string(), body);
+                // The report is in the journal when `wait` returns (`runs show` finds it).
+                let journal = Arc::clone(&journal);
+                let _ = tokio::task::spawn_blocking(move || journal.flush()).await;
             }
             report
         });
@@ -546,7 +549,7 @@ fn memo_tasks(
 }
 
 /// Runs a blocking journal call off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
     tokio::task::spawn_blocking(f)

@@ -69,6 +69,7 @@ struct Inner {
 }
 
 impl Blackboard {
+    #[cfg(test)]
     pub(crate) fn new(limits: BlackboardLimits) -> Self {
         Self {
             limits,

@@ -1,0 +1,91 @@
+//! What the journal costs: a chain and a fan-out of 10,000 `noop` tasks (no filesystem,
+//! `max_concurrency` 16), embedded, on three runtimes of the same process: without a
+//! journal, with an `async` one (the default) and with a `sync` one (every outcome on disk
+//! before the run acts on it). Runs alternate between the three so that drift in the
+//! machine's speed falls on all alike; prints the median of each and its cost against none.
+
+use std::time::Instant;
+
+use wasm_orch::runs::Durability;
+use wasm_orch::{RunOptions, Runtime, TaskStatus};
+use wasm_orch_tests::{bench_workflow, shared_cache};
+
+// As the `wasm-orch` binary does (see host/src/bin/wasm-orch.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const ROUNDS: usize = 5;
+
+fn main() {
+    let scratch = tempfile::tempdir().expect("a temporary directory");
+    let runtime = |name: &str, how: Option<Durability>| {
+        let builder = Runtime::builder()
+            .state_dir(scratch.path().join(name))
+            .cache_dir(shared_cache());
+        match how {
+            None => builder.without_journal(),
+            Some(d) => builder.durability(d),
+        }
+        .build()
+        .expect("a runtime")
+    };
+    let modes = [
+        ("none", runtime("none", None)),
+        ("async", runtime("async", Some(Durability::Async))),
+        ("sync", runtime("sync", Some(Durability::Sync))),
+    ];
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    println!("journal cost, {ROUNDS} rounds each, medians:");
+    for (shape, chain) in [("chain", true), ("fan-out", false)] {
+        let n = 10_000;
+        let wf = bench_workflow(scratch.path(), "noop", n, chain, "{}", false, 16);
+        let mut times = vec![Vec::new(); modes.len()];
+        tokio.block_on(async {
+            // Round 0 warms each runtime up (compiles, fills the instance pool).
+            for round in 0..=ROUNDS {
+                for (i, (_, rt)) in modes.iter().enumerate() {
+                    let started = Instant::now();
+                    let run = rt
+                        .start(&wf, RunOptions::new())
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    let report = run.wait().await.expect("the run ends");
+                    assert!(
+                        report.tasks.iter().all(|t| t.status == TaskStatus::Succeeded),
+                        "benchmark tasks failed"
+                    );
+                    if round > 0 {
+                        times[i].push(started.elapsed().as_secs_f64());
+                    }
+                }
+            }
+        });
+        let medians: Vec<f64> = times
+            .iter_mut()
+            .map(|t| {
+                t.sort_by(f64::total_cmp);
+                t[t.len() / 2]
+            })
+            .collect();
+        for ((name, _), median) in modes.iter().zip(&medians) {
+            println!(
+                "{shape:<8} {n:>6} tasks  {name:<5}  {:>8.1} ms  {:>8.0} tasks/s  {:>+6.1}% vs none",
+                median * 1e3,
+                n as f64 / median,
+                (median / medians[0] - 1.0) * 100.0
+            );
+        }
+    }
+    let size = |name: &str| {
+        std::fs::metadata(scratch.path().join(name).join("journal.db")).map_or(0, |m| m.len())
+    };
+    println!(
+        "journal files after {} runs of 10,000 tasks each: async {:.1} MiB, sync {:.1} MiB",
+        2 * (ROUNDS + 1),
+        size("async") as f64 / (1 << 20) as f64,
+        size("sync") as f64 / (1 << 20) as f64
+    );
+}
