@@ -17,6 +17,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const ROUNDS: usize = 5;
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    // `--only chain` and `--modes async`: a part of it (for profiling).
+    let only = arg("--only");
+    let wanted = arg("--modes");
     let scratch = tempfile::tempdir().expect("a temporary directory");
     let runtime = |name: &str, how: Option<Durability>| {
         let builder = Runtime::builder()
@@ -29,17 +38,28 @@ fn main() {
         .build()
         .expect("a runtime")
     };
-    let modes = [
-        ("none", runtime("none", None)),
-        ("async", runtime("async", Some(Durability::Async))),
-        ("sync", runtime("sync", Some(Durability::Sync))),
-    ];
+    let modes: Vec<(&str, Runtime)> = [
+        ("none", None),
+        ("async", Some(Durability::Async)),
+        ("sync", Some(Durability::Sync)),
+    ]
+    .into_iter()
+    .filter(|(name, _)| {
+        wanted
+            .as_ref()
+            .is_none_or(|w| w.split(',').any(|m| m == *name))
+    })
+    .map(|(name, how)| (name, runtime(name, how)))
+    .collect();
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio");
     println!("journal cost, {ROUNDS} rounds each, medians:");
     for (shape, chain) in [("chain", true), ("fan-out", false)] {
+        if only.as_ref().is_some_and(|o| o != shape) {
+            continue;
+        }
         let n = 10_000;
         let wf = bench_workflow(scratch.path(), "noop", n, chain, "{}", false, 16);
         let mut times = vec![Vec::new(); modes.len()];
@@ -54,7 +74,10 @@ fn main() {
                         .unwrap_or_else(|e| panic!("{e}"));
                     let report = run.wait().await.expect("the run ends");
                     assert!(
-                        report.tasks.iter().all(|t| t.status == TaskStatus::Succeeded),
+                        report
+                            .tasks
+                            .iter()
+                            .all(|t| t.status == TaskStatus::Succeeded),
                         "benchmark tasks failed"
                     );
                     if round > 0 {
@@ -75,7 +98,7 @@ fn main() {
                 "{shape:<8} {n:>6} tasks  {name:<5}  {:>8.1} ms  {:>8.0} tasks/s  {:>+6.1}% vs none",
                 median * 1e3,
                 n as f64 / median,
-                (median / medians[0] - 1.0) * 100.0
+                (median / medians[0] - 1.0) * 100.0 // against the first mode run
             );
         }
     }

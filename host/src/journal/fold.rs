@@ -43,6 +43,8 @@ pub(crate) struct PriorTask {
 #[derive(Debug)]
 pub(crate) struct Folded {
     pub(crate) run: StoredRun,
+    /// The workflow file as it was when the run started.
+    pub(crate) source_text: String,
     pub(crate) tasks: HashMap<String, PriorTask>,
     pub(crate) blackboard: Vec<(String, String, u64)>,
     pub(crate) fuel_used: u64,
@@ -154,7 +156,19 @@ impl Journal {
                 run.summary.last_seq
             )));
         }
+        let source = self.output(&run.source_digest)?.ok_or_else(|| {
+            self.error(format!(
+                "run `{run_id}`'s workflow source ({}) is missing: it cannot be resumed",
+                run.source_digest
+            ))
+        })?;
+        let source_text = String::from_utf8(source).map_err(|_| {
+            self.error(format!(
+                "run `{run_id}`'s workflow source is not UTF-8: it is damaged"
+            ))
+        })?;
         Ok(Folded {
+            source_text,
             blackboard: self.blackboard(run_id)?,
             run,
             tasks,

@@ -144,33 +144,42 @@ impl Journal {
     pub(crate) fn begin(&self, run: &NewRun<'_>) -> Result<Arc<RunLink>, Error> {
         let now = Timestamp::now().unix_millis() as i64;
         let params = serde_json::to_string(run.params).unwrap_or_else(|_| "[]".into());
-        self.conn()
-            .execute(
-                "INSERT INTO runs (run_id, tenant, workflow, source_path, source_text, params,
-                     status, tasks, created_ms, started_ms, updated_ms, owner, heartbeat_ms,
-                     directory)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?8, ?8, ?8, ?9, ?8, ?10)",
-                params![
-                    run.run_id,
-                    run.tenant,
-                    run.workflow,
-                    run.source_path.display().to_string(),
-                    run.source_text,
-                    params,
-                    run.tasks as i64,
-                    now,
-                    self.owner,
-                    run.directory.display().to_string(),
-                ],
-            )
-            .map_err(|e| match e {
-                rusqlite::Error::SqliteFailure(f, _)
-                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    Error::RunIdInUse(run.run_id.to_owned())
-                }
-                e => self.error(format!("cannot record run `{}`: {e}", run.run_id)),
-            })?;
+        let source_digest = crate::model::digest::sha256_hex(run.source_text.as_bytes());
+        let failed = |e: rusqlite::Error| match e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Error::RunIdInUse(run.run_id.to_owned())
+            }
+            e => self.error(format!("cannot record run `{}`: {e}", run.run_id)),
+        };
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(failed)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO outputs (digest, body) VALUES (?1, ?2)",
+            params![source_digest, run.source_text.as_bytes()],
+        )
+        .map_err(failed)?;
+        tx.execute(
+            "INSERT INTO runs (run_id, tenant, workflow, source_path, source_digest, params,
+                 status, tasks, created_ms, started_ms, updated_ms, owner, heartbeat_ms,
+                 directory)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?8, ?8, ?8, ?9, ?8, ?10)",
+            params![
+                run.run_id,
+                run.tenant,
+                run.workflow,
+                run.source_path.display().to_string(),
+                source_digest,
+                params,
+                run.tasks as i64,
+                now,
+                self.owner,
+                run.directory.display().to_string(),
+            ],
+        )
+        .map_err(failed)?;
+        tx.commit().map_err(failed)?;
         Ok(RunLink::new(run.run_id.into(), 0))
     }
 

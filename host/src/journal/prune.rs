@@ -68,13 +68,14 @@ impl Journal {
                 [],
             )
             .map_err(db)?;
-            // Outputs still referenced: by a memo, a results document, or an event of a kept run.
+            // Outputs still referenced: by a memo, a kept run's results document or source, or an
+            // event of a kept run.
             let mut keep: std::collections::HashSet<String> = std::collections::HashSet::new();
             {
                 let mut stmt = tx
                     .prepare(
                         "SELECT digest FROM memo UNION SELECT report_digest FROM runs
-                         WHERE report_digest IS NOT NULL",
+                         WHERE report_digest IS NOT NULL UNION SELECT source_digest FROM runs",
                     )
                     .map_err(db)?;
                 for d in stmt.query_map([], |r| r.get::<_, String>(0)).map_err(db)? {

@@ -113,14 +113,14 @@ impl RunFilter {
 pub(crate) struct StoredRun {
     pub(crate) summary: RunSummary,
     pub(crate) source_path: String,
-    pub(crate) source_text: String,
+    pub(crate) source_digest: String,
     pub(crate) params: Vec<(String, String)>,
     pub(crate) started_ms: u64,
     pub(crate) report_digest: Option<String>,
 }
 
 const COLUMNS: &str = "run_id, tenant, workflow, status, tasks, settled, created_ms, updated_ms,
-    finished_ms, last_seq, directory, heartbeat_ms, source_path, source_text, params, started_ms,
+    finished_ms, last_seq, directory, heartbeat_ms, source_path, source_digest, params, started_ms,
     report_digest, owner";
 
 fn stored(row: &Row<'_>) -> rusqlite::Result<StoredRun> {
@@ -161,7 +161,7 @@ fn stored(row: &Row<'_>) -> rusqlite::Result<StoredRun> {
             directory: row.get(10)?,
         },
         source_path: row.get(12)?,
-        source_text: row.get(13)?,
+        source_digest: row.get(13)?,
         params: serde_json::from_str(&params).unwrap_or_default(),
         started_ms: row.get::<_, i64>(15)?.max(0) as u64,
         report_digest: row.get(16)?,

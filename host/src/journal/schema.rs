@@ -12,6 +12,10 @@ use super::Durability;
 /// The schema this wasm-orch writes and reads.
 pub(crate) const VERSION: i64 = 1;
 
+// Rows that hold large values (sources, event batches, outputs, blackboard and kv values) are
+// in rowid tables: a `WITHOUT ROWID` table keeps each row whole in its key's b-tree, so every
+// update or look-up there would read (and rewrite) the large value too. A run's row is small
+// and updated on every commit: its workflow source lives in `outputs`, by digest.
 const TABLES: &str = "
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -24,7 +28,7 @@ CREATE TABLE IF NOT EXISTS runs (
     tenant        TEXT NOT NULL,
     workflow      TEXT NOT NULL,
     source_path   TEXT NOT NULL,
-    source_text   TEXT NOT NULL,
+    source_digest TEXT NOT NULL,
     params        TEXT NOT NULL,
     status        TEXT NOT NULL,
     tasks         INTEGER NOT NULL,
@@ -38,8 +42,9 @@ CREATE TABLE IF NOT EXISTS runs (
     heartbeat_ms  INTEGER NOT NULL,
     report_digest TEXT,
     directory     TEXT NOT NULL
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS runs_by_age ON runs (created_ms);
+CREATE INDEX IF NOT EXISTS runs_running ON runs (owner) WHERE status = 'running';
 
 -- The run's events, in order, a batch per row (JSON lines); outputs are referenced by digest.
 CREATE TABLE IF NOT EXISTS events (
@@ -48,13 +53,13 @@ CREATE TABLE IF NOT EXISTS events (
     last_seq  INTEGER NOT NULL,
     body      BLOB NOT NULL,
     PRIMARY KEY (run_id, first_seq)
-) WITHOUT ROWID;
+);
 
--- Outputs (and results documents), once each, by SHA-256.
+-- Outputs, results documents and workflow sources, once each, by SHA-256.
 CREATE TABLE IF NOT EXISTS outputs (
     digest TEXT PRIMARY KEY,
     body   BLOB NOT NULL
-) WITHOUT ROWID;
+);
 
 -- Every blackboard key of a run, as last written.
 CREATE TABLE IF NOT EXISTS blackboard (
@@ -63,7 +68,7 @@ CREATE TABLE IF NOT EXISTS blackboard (
     value   TEXT NOT NULL,
     version INTEGER NOT NULL,
     PRIMARY KEY (run_id, key)
-) WITHOUT ROWID;
+);
 
 -- The `kv` tool: one store per tenant, kept across runs and processes.
 CREATE TABLE IF NOT EXISTS kv (
@@ -72,7 +77,7 @@ CREATE TABLE IF NOT EXISTS kv (
     value   TEXT NOT NULL,
     version INTEGER NOT NULL,
     PRIMARY KEY (tenant, key)
-) WITHOUT ROWID;
+);
 
 -- Memoized tasks: a key of everything an output depends on, and the output it gave.
 CREATE TABLE IF NOT EXISTS memo (

@@ -74,7 +74,7 @@ impl Runtime {
             _ => {}
         }
         let workflow = Workflow::parse(
-            &folded.run.source_text,
+            &folded.source_text,
             &folded.run.source_path,
             &folded.run.params,
         )?;
