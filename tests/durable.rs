@@ -53,29 +53,24 @@ fn resume_cmd(scratch: &Scratch, run_id: &str) -> Command {
     cmd
 }
 
-/// Every event of a run, from the journal's database.
-fn journal_events(state: &Path, run_id: &str) -> Vec<Value> {
-    let Ok(db) = rusqlite::Connection::open(state.join("journal.db")) else {
-        return Vec::new();
-    };
-    let Ok(mut stmt) = db.prepare("SELECT body FROM events WHERE run_id = ?1 ORDER BY first_seq")
-    else {
-        return Vec::new();
-    };
-    let bodies: Vec<Vec<u8>> = stmt
-        .query_map([run_id], |r| r.get(0))
-        .map(|rows| rows.filter_map(Result::ok).collect())
-        .unwrap_or_default();
-    bodies
+/// Every event of a run, as the journal gives it back (`Runtime::run_events`).
+fn journal_events(scratch: &Scratch, run_id: &str) -> Vec<Value> {
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let events = tokio
+        .block_on(scratch.runtime().run_events(run_id, 0, usize::MAX))
+        .unwrap_or_else(|e| panic!("the journal reads back: {e}"));
+    events
         .iter()
-        .flat_map(|b| b.split(|c| *c == b'\n').filter(|l| !l.is_empty()))
-        .filter_map(|l| serde_json::from_slice(l).ok())
+        .map(|e| serde_json::to_value(&**e).expect("an event is JSON"))
         .collect()
 }
 
 /// Tasks whose success the journal holds.
-fn succeeded(state: &Path, run_id: &str) -> Vec<String> {
-    journal_events(state, run_id)
+fn succeeded(scratch: &Scratch, run_id: &str) -> Vec<String> {
+    journal_events(scratch, run_id)
         .iter()
         .filter(|e| e["event"] == "agent.task.status.updated" && e["status"] == "succeeded")
         .filter_map(|e| e["node"].as_str().map(str::to_owned))
@@ -196,7 +191,7 @@ fn a_run_killed_at_twenty_random_moments_resumes_to_the_same_results_without_red
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
 
-        let done_before = succeeded(&state, &run_id);
+        let done_before = succeeded(&scratch, &run_id);
         let counts_before = executions(&state, &run_id);
         if done_before.len() < 33 {
             mid_run += 1;
@@ -220,7 +215,7 @@ fn a_run_killed_at_twenty_random_moments_resumes_to_the_same_results_without_red
             "trial {trial}: other results"
         );
         // Attempts of the tasks the kill interrupted go on numbering.
-        let events = journal_events(&state, &run_id);
+        let events = journal_events(&scratch, &run_id);
         for node in counts_after.keys().filter(|n| counts_after[*n] > 1) {
             let attempts: Vec<u64> = events
                 .iter()
@@ -442,19 +437,42 @@ fn a_damaged_journal_is_a_clear_error_never_a_panic_nor_an_empty_one() {
     std::fs::write(db(&s), bytes).expect("write");
     damaged(&s, &["runs", "show", "calc-1"]);
 
-    // A missing output object.
+    // A missing output object, in a run that was interrupted (its process is gone): it is not
+    // resumed as if the outputs were there.
     let s = fresh();
     {
         let conn = rusqlite::Connection::open(db(&s)).expect("open");
-        conn.execute("DELETE FROM outputs", []).expect("delete");
+        conn.execute_batch(
+            "DELETE FROM outputs; DELETE FROM reports;
+             UPDATE runs SET status = 'running', finished_ms = NULL;",
+        )
+        .expect("delete");
     }
-    let stderr = damaged(&s, &["runs", "show", "calc-1"]);
-    assert!(stderr.contains("missing"), "{stderr}");
     let stderr = damaged(&s, &["resume", "calc-1"]);
     assert!(
         stderr.contains("missing"),
         "a run is never taken as finished: {stderr}"
     );
+
+    // An event batch that does not decompress.
+    let s = fresh();
+    {
+        let conn = rusqlite::Connection::open(db(&s)).expect("open");
+        conn.execute("UPDATE events SET body = x'ffffff7f0102'", [])
+            .expect("update");
+    }
+    // (a run kept by the prune: which outputs it needs cannot be known, so nothing goes)
+    let stderr = damaged(&s, &["runs", "prune", "--older-than", "30d"]);
+    assert!(stderr.contains("damaged"), "{stderr}");
+    assert!(stderr.contains("nothing was pruned"), "{stderr}");
+    // A results document that does not decompress.
+    {
+        let conn = rusqlite::Connection::open(db(&s)).expect("open");
+        conn.execute("UPDATE reports SET body = x'ffffff7f0102'", [])
+            .expect("update");
+    }
+    let stderr = damaged(&s, &["runs", "show", "calc-1"]);
+    assert!(stderr.contains("damaged"), "{stderr}");
 
     // Written by a newer version.
     let s = fresh();

@@ -26,10 +26,13 @@ fn main() {
     // `--only chain` and `--modes async`: a part of it (for profiling).
     let only = arg("--only");
     let wanted = arg("--modes");
+    // `--keep DIR`: the state directories are kept there (to look into the journals).
+    let kept = arg("--keep").map(std::path::PathBuf::from);
     let scratch = tempfile::tempdir().expect("a temporary directory");
+    let root = kept.unwrap_or_else(|| scratch.path().to_path_buf());
     let runtime = |name: &str, how: Option<Durability>| {
         let builder = Runtime::builder()
-            .state_dir(scratch.path().join(name))
+            .state_dir(root.join(name))
             .cache_dir(shared_cache());
         match how {
             None => builder.without_journal(),
@@ -102,11 +105,15 @@ fn main() {
             );
         }
     }
+    // The database and its write-ahead log.
     let size = |name: &str| {
-        std::fs::metadata(scratch.path().join(name).join("journal.db")).map_or(0, |m| m.len())
+        ["journal.db", "journal.db-wal"]
+            .iter()
+            .map(|f| std::fs::metadata(root.join(name).join(f)).map_or(0, |m| m.len()))
+            .sum::<u64>()
     };
     println!(
-        "journal files after {} runs of 10,000 tasks each: async {:.1} MiB, sync {:.1} MiB",
+        "journal (database and log) after {} runs of 10,000 tasks each: async {:.1} MiB, sync {:.1} MiB",
         2 * (ROUNDS + 1),
         size("async") as f64 / (1 << 20) as f64,
         size("sync") as f64 / (1 << 20) as f64

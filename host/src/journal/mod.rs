@@ -17,6 +17,7 @@
 //!
 //! It never runs anything: the runtime writes and reads it.
 
+mod codec;
 mod fold;
 mod kv;
 mod memo;
@@ -102,7 +103,11 @@ impl Journal {
             .name("wasm-orch-journal".into())
             .spawn({
                 let owner = owner.clone();
-                move || writer::run(writer_conn, &rx, &owner)
+                let gather = match durability {
+                    Durability::Async => writer::Gather::Linger(writer::LINGER),
+                    Durability::Sync => writer::Gather::Urgent,
+                };
+                move || writer::run(writer_conn, &rx, &owner, gather)
             })
             .map_err(|e| Error::Journal {
                 path: path.clone(),

@@ -1,6 +1,6 @@
 //! Retention: runs that ended before a cut-off are deleted with their events, blackboards
 //! and working directories; outputs that nothing references any more (no event of a kept run,
-//! no memo, no results document) go too; the database file shrinks (`VACUUM`).
+//! no memo, no kept run's source) go too; the database file shrinks (`VACUUM`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,7 +53,7 @@ impl Journal {
                 rows.collect::<Result<_, _>>().map_err(db)?
             };
             for (run_id, dir) in &old {
-                for table in ["events", "blackboard", "runs"] {
+                for table in ["events", "blackboard", "reports", "runs"] {
                     tx.execute(
                         &format!("DELETE FROM {table} WHERE run_id = ?1"),
                         params![run_id],
@@ -68,22 +68,26 @@ impl Journal {
                 [],
             )
             .map_err(db)?;
-            // Outputs still referenced: by a memo, a kept run's results document or source, or an
+            // Outputs still referenced: by a memo, a kept run's source, or an
             // event of a kept run.
             let mut keep: std::collections::HashSet<String> = std::collections::HashSet::new();
             {
                 let mut stmt = tx
-                    .prepare(
-                        "SELECT digest FROM memo UNION SELECT report_digest FROM runs
-                         WHERE report_digest IS NOT NULL UNION SELECT source_digest FROM runs",
-                    )
+                    .prepare("SELECT digest FROM memo UNION SELECT source_digest FROM runs")
                     .map_err(db)?;
                 for d in stmt.query_map([], |r| r.get::<_, String>(0)).map_err(db)? {
                     keep.insert(d.map_err(db)?);
                 }
                 let mut stmt = tx.prepare("SELECT body FROM events").map_err(db)?;
                 for body in stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).map_err(db)? {
-                    let body = body.map_err(db)?;
+                    // Which outputs a batch that does not read back needs is not known: then
+                    // nothing is pruned (the transaction is dropped), and nothing is lost.
+                    let body = super::codec::unpack(&body.map_err(db)?).map_err(|why| {
+                        self.error(format!(
+                            "nothing was pruned: an event batch does not read back ({why}); \
+                             the journal is damaged"
+                        ))
+                    })?;
                     for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line)
                             && let Some(d) = v.get("output_digest").and_then(|d| d.as_str())

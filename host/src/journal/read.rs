@@ -116,12 +116,11 @@ pub(crate) struct StoredRun {
     pub(crate) source_digest: String,
     pub(crate) params: Vec<(String, String)>,
     pub(crate) started_ms: u64,
-    pub(crate) report_digest: Option<String>,
 }
 
 const COLUMNS: &str = "run_id, tenant, workflow, status, tasks, settled, created_ms, updated_ms,
     finished_ms, last_seq, directory, heartbeat_ms, source_path, source_digest, params, started_ms,
-    report_digest, owner";
+    owner";
 
 fn stored(row: &Row<'_>) -> rusqlite::Result<StoredRun> {
     let status: String = row.get(3)?;
@@ -129,7 +128,7 @@ fn stored(row: &Row<'_>) -> rusqlite::Result<StoredRun> {
     let now = Timestamp::now().unix_millis() as i64;
     // A running run whose process is gone, or whose heartbeat is three beats late, has
     // lost its process.
-    let owner: String = row.get(17)?;
+    let owner: String = row.get(16)?;
     let stale = now - heartbeat > 3 * HEARTBEAT.as_millis() as i64 || super::owner::is_gone(&owner);
     let state = match status.as_str() {
         "running" if stale => RunState::Interrupted,
@@ -164,7 +163,6 @@ fn stored(row: &Row<'_>) -> rusqlite::Result<StoredRun> {
         source_digest: row.get(13)?,
         params: serde_json::from_str(&params).unwrap_or_default(),
         started_ms: row.get::<_, i64>(15)?.max(0) as u64,
-        report_digest: row.get(16)?,
     })
 }
 
@@ -266,6 +264,11 @@ impl Journal {
         };
         let mut out = Vec::new();
         for body in bodies {
+            let body = super::codec::unpack(&body).map_err(|why| {
+                self.error(format!(
+                    "the events of run `{run_id}` do not read back ({why}): the journal is damaged"
+                ))
+            })?;
             for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                 let mut event: Event = serde_json::from_slice(line).map_err(|e| {
                     self.error(format!("an event of run `{run_id}` does not read back ({e}): the journal is damaged"))
@@ -326,13 +329,30 @@ impl Journal {
 
     /// The results document of an ended run, as written when it ended.
     pub(crate) fn report(&self, run_id: &str) -> Result<Option<Vec<u8>>, Error> {
-        match self.stored_run(run_id)?.and_then(|r| r.report_digest) {
-            Some(digest) => self.output(&digest)?.map(Some).ok_or_else(|| {
-                self.error(format!(
-                    "the results of run `{run_id}` are missing from the journal"
-                ))
-            }),
-            None => Ok(None),
+        let ended = self
+            .stored_run(run_id)?
+            .is_some_and(|r| r.summary.finished_at.is_some());
+        if !ended {
+            return Ok(None);
         }
+        let body: Option<Vec<u8>> = self
+            .conn()
+            .query_row(
+                "SELECT body FROM reports WHERE run_id = ?1",
+                [run_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.error(e))?;
+        let body = body.ok_or_else(|| {
+            self.error(format!(
+                "the results of run `{run_id}` are missing from the journal"
+            ))
+        })?;
+        super::codec::unpack(&body).map(Some).map_err(|why| {
+            self.error(format!(
+                "the results of run `{run_id}` do not read back ({why}): the journal is damaged"
+            ))
+        })
     }
 }

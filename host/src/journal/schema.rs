@@ -40,8 +40,13 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_ms   INTEGER,
     owner         TEXT NOT NULL,
     heartbeat_ms  INTEGER NOT NULL,
-    report_digest TEXT,
     directory     TEXT NOT NULL
+);
+
+-- An ended run's results document (compressed, see `codec`): one per run, so not by digest.
+CREATE TABLE IF NOT EXISTS reports (
+    run_id TEXT PRIMARY KEY,
+    body   BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_by_age ON runs (created_ms);
 CREATE INDEX IF NOT EXISTS runs_running ON runs (owner) WHERE status = 'running';
@@ -55,7 +60,7 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (run_id, first_seq)
 );
 
--- Outputs, results documents and workflow sources, once each, by SHA-256.
+-- Outputs and workflow sources, once each, by SHA-256.
 CREATE TABLE IF NOT EXISTS outputs (
     digest TEXT PRIMARY KEY,
     body   BLOB NOT NULL
@@ -161,12 +166,21 @@ fn try_open(path: &Path, durability: Durability) -> Result<Connection, Attempt> 
             "the file system does not allow a write-ahead log (journal mode `{mode}`)"
         ))));
     }
-    let sync = match durability {
-        Durability::Sync => "FULL",
-        Durability::Async => "NORMAL",
+    // `async`: a checkpoint copies the newest version of every page in the log back to the
+    // database, so a long log (16,384 pages, 64 MiB) copies a busy page (a run's row, the end
+    // of its events) once where a short one would copy it again and again; the log is cut back
+    // to 16 MiB after. `sync`: a short log (1,000 pages) that is written over again from its
+    // start after each checkpoint, since an fsync of a file that grew costs twice one that did
+    // not (it must write the file's new size too): 0.25 ms against 0.12 ms here.
+    let (sync, log) = match durability {
+        Durability::Sync => ("FULL", 1000),
+        Durability::Async => ("NORMAL", 16384),
     };
-    conn.execute_batch(&format!("PRAGMA synchronous = {sync};"))
-        .map_err(classify)?;
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {sync}; PRAGMA wal_autocheckpoint = {log}; \
+         PRAGMA journal_size_limit = 16777216;"
+    ))
+    .map_err(classify)?;
     // Created (or checked) in one write transaction: two processes never both create it.
     conn.execute_batch("BEGIN IMMEDIATE").map_err(classify)?;
     let checked = check_or_create(&conn);
