@@ -58,7 +58,7 @@ mod tests {
         assert!(unpack(&packed[..packed.len() - 3]).is_err());
         let mut huge = packed.clone();
         huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(unpack(&huge).unwrap_err().contains("claims"));
+        assert!(unpack(&huge).expect_err("refused").contains("claims"));
         let mut flipped = packed;
         let last = flipped.len() - 1;
         flipped[last] ^= 0xff;
