@@ -137,6 +137,17 @@ struct RuntimeArgs {
     /// variables (`$WASM_ORCH_SECRET_<TENANT>__<NAME>`). [default: $WASM_ORCH_SECRETS_DIR, if set]
     #[arg(long, value_name = "DIR", global = true)]
     secrets_dir: Option<PathBuf>,
+    /// How durable the journal is: `async` survives a killed process, `sync` a power failure
+    /// too (each task's outcome is on disk before the run goes on). [default: async]
+    #[arg(long, value_name = "MODE", global = true, env = "WASM_ORCH_DURABILITY")]
+    durability: Option<DurabilityArg>,
+}
+
+/// `--durability`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DurabilityArg {
+    Async,
+    Sync,
 }
 
 impl RuntimeArgs {
@@ -151,6 +162,10 @@ impl RuntimeArgs {
         if self.no_cache {
             builder = builder.without_disk_cache();
         }
+        builder = builder.durability(match self.durability {
+            Some(DurabilityArg::Sync) => crate::runs::Durability::Sync,
+            Some(DurabilityArg::Async) | None => crate::runs::Durability::Async,
+        });
         let policy = self
             .policy
             .clone()
