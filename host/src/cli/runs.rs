@@ -91,7 +91,7 @@ pub(super) async fn runs(args: RunsArgs) -> u8 {
                         println!(
                             "pruned {} runs that ended over {} ago and {} outputs; the journal went from {} to {}",
                             pruned.runs,
-                            humantime::format_duration(age),
+                            age_text(age),
                             pruned.outputs,
                             format::bytes(pruned.bytes_before),
                             format::bytes(pruned.bytes_after)
@@ -209,5 +209,15 @@ async fn show(runtime: &crate::Runtime, args: &RunsArgs, run_id: &str) -> u8 {
             SUCCESS
         }
         Err(e) => report_error(&e),
+    }
+}
+
+/// An age as the operator wrote it, roughly: `7 days`, `12h`.
+fn age_text(age: Duration) -> String {
+    let secs = age.as_secs();
+    match secs / 86_400 {
+        1 if secs % 86_400 == 0 => "1 day".into(),
+        days if days > 1 && secs % 86_400 == 0 => format!("{days} days"),
+        _ => humantime::format_duration(age).to_string(),
     }
 }

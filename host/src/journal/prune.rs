@@ -27,7 +27,14 @@ impl Journal {
     /// Deletes the runs that ended more than `older_than` ago. Returns their directories
     /// (to be removed by the caller) and what was removed.
     pub(crate) fn prune(&self, older_than: Duration) -> Result<(Pruned, Vec<PathBuf>), Error> {
-        let size = || std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        // The database and its write-ahead log.
+        let size = || {
+            let wal = self.path.with_extension("db-wal");
+            [&self.path, &wal]
+                .iter()
+                .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+                .sum::<u64>()
+        };
         let mut pruned = Pruned {
             bytes_before: size(),
             ..Pruned::default()
