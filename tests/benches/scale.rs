@@ -71,7 +71,9 @@ fn main() {
         ("fan-out of 100,000", 100_000, false, false),
         ("one task after 50,000 others", 50_000, false, true),
     ] {
-        let path = scratch.path().join(format!("scale-{n}-{chain}-{join}.toml"));
+        let path = scratch
+            .path()
+            .join(format!("scale-{n}-{chain}-{join}.toml"));
         let toml = text(n, chain, join);
         std::fs::write(&path, &toml).expect("write");
         reset_peak();

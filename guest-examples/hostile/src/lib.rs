@@ -52,8 +52,11 @@ impl Agent for Hostile {
                 let key = raw::put(&long, "1");
                 let value = raw::put("small", &format!("\"{}\"", "v".repeat(bytes)));
                 let secret = secrets::get(&long).map(|_| ()).map_err(|e| e.to_string());
-                let (key, value, secret) =
-                    (format!("{key:?}"), format!("{value:?}"), format!("{secret:?}"));
+                let (key, value, secret) = (
+                    format!("{key:?}"),
+                    format!("{value:?}"),
+                    format!("{secret:?}"),
+                );
                 let head = |s: &str| s.chars().take(200).collect::<String>();
                 Ok(serde_json::json!({
                     "key": head(&key), "key_len": key.len(),

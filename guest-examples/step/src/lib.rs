@@ -23,9 +23,11 @@ struct Params {
 struct Step;
 
 fn add(key: &str) -> Result<(), Error> {
-    let _: serde_json::Value =
-        tools::invoke("kv", &serde_json::json!({ "op": "add", "key": key, "by": 1 }))
-            .map_err(Error::unavailable)?;
+    let _: serde_json::Value = tools::invoke(
+        "kv",
+        &serde_json::json!({ "op": "add", "key": key, "by": 1 }),
+    )
+    .map_err(Error::unavailable)?;
     Ok(())
 }
 
@@ -44,8 +46,11 @@ impl Agent for Step {
         }
         let inputs: Vec<i64> = cx.upstream_all()?;
         let total = cx.params.value + inputs.iter().sum::<i64>();
-        std::fs::write("step.txt", format!("{} = {} + {:?}\n", task.node, cx.params.value, inputs))
-            .map_err(Error::failed)?;
+        std::fs::write(
+            "step.txt",
+            format!("{} = {} + {:?}\n", task.node, cx.params.value, inputs),
+        )
+        .map_err(Error::failed)?;
         blackboard::put("result", &total)?;
         Ok(total)
     }

@@ -216,8 +216,8 @@ async fn show(runtime: &crate::Runtime, args: &RunsArgs, run_id: &str) -> u8 {
 fn age_text(age: Duration) -> String {
     let secs = age.as_secs();
     match secs / 86_400 {
-        1 if secs % 86_400 == 0 => "1 day".into(),
-        days if days > 1 && secs % 86_400 == 0 => format!("{days} days"),
+        1 if secs.is_multiple_of(86_400) => "1 day".into(),
+        days if days > 1 && secs.is_multiple_of(86_400) => format!("{days} days"),
         _ => humantime::format_duration(age).to_string(),
     }
 }

@@ -32,12 +32,14 @@ impl Source {
         let line_text = self.text[line_start..line_end].trim_end_matches('\r');
         let end = span.end.clamp(start, line_end);
         let width = self.text[start..end].chars().count().max(1);
+        let (excerpt, marker_at, width) = excerpt(line_text, column - 1, width);
         Diagnostic {
             file: self.path.clone(),
             location: Some(Location {
                 line,
                 column,
-                line_text: line_text.to_owned(),
+                excerpt,
+                marker_at,
                 width,
             }),
             message: message.into(),
@@ -69,8 +71,43 @@ pub struct Diagnostic {
 struct Location {
     line: usize,
     column: usize,
-    line_text: String,
+    /// The line as shown: inert, and a window of it around the problem if it is long.
+    excerpt: String,
+    /// Characters of `excerpt` before the marker.
+    marker_at: usize,
     width: usize,
+}
+
+/// The most characters of a line a diagnostic shows (a file's line can be megabytes long).
+const WINDOW: usize = 120;
+
+/// What a diagnostic shows of `line` for a problem at character `at`, `width` characters
+/// wide: the line, or a window of it (`…` where it is cut), control characters escaped; and
+/// where the marker goes in it, and how wide it is.
+fn excerpt(line: &str, at: usize, width: usize) -> (String, usize, usize) {
+    let chars = line.chars().count();
+    let (from, to) = if chars <= WINDOW {
+        (0, chars)
+    } else {
+        let from = at.saturating_sub(WINDOW / 3).min(chars - WINDOW);
+        (from, from + WINDOW)
+    };
+    let piece = |a: usize, b: usize| -> String {
+        let text: String = line.chars().skip(a).take(b.saturating_sub(a)).collect();
+        crate::model::text::inert(&text).into_owned()
+    };
+    let before = piece(from, at.clamp(from, to));
+    let marked = piece(at.clamp(from, to), (at + width).clamp(from, to));
+    let after = piece((at + width).clamp(from, to), to);
+    let head = if from > 0 { "…" } else { "" };
+    let tail = if to < chars { "…" } else { "" };
+    let marker_at = head.chars().count() + before.chars().count();
+    let width = marked.chars().count().max(1);
+    (
+        format!("{head}{before}{marked}{after}{tail}"),
+        marker_at,
+        width,
+    )
 }
 
 impl Diagnostic {
@@ -108,7 +145,14 @@ impl Diagnostic {
 impl fmt::Display for Diagnostic {
     /// Rendered like a compiler error: message, `file:line:column`, the line, a marker, the fix.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "error: {}", self.message)?;
+        // A message quotes the file; the file can hold anything.
+        let message = crate::model::text::truncate(&self.message, 2048);
+        let cut = if message.len() < self.message.len() {
+            "…"
+        } else {
+            ""
+        };
+        writeln!(f, "error: {}{cut}", crate::model::text::inert(message))?;
         match &self.location {
             Some(loc) => {
                 let number = loc.line.to_string();
@@ -121,11 +165,11 @@ impl fmt::Display for Diagnostic {
                     loc.column
                 )?;
                 writeln!(f, "{pad} |")?;
-                writeln!(f, "{number} | {}", loc.line_text)?;
+                writeln!(f, "{number} | {}", loc.excerpt)?;
                 let indent: String = loc
-                    .line_text
+                    .excerpt
                     .chars()
-                    .take(loc.column - 1)
+                    .take(loc.marker_at)
                     .map(|c| if c == '\t' { '\t' } else { ' ' })
                     .collect();
                 write!(f, "{pad} | {indent}{}", "^".repeat(loc.width))?;
@@ -143,6 +187,9 @@ impl fmt::Display for Diagnostic {
         Ok(())
     }
 }
+
+/// The most problems a message shows (all of them are in [`Diagnostics::iter`]).
+const SHOWN: usize = 20;
 
 /// Every problem found in a workflow file (validation does not stop at the first).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,14 +214,20 @@ impl Diagnostics {
 
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, d) in self.0.iter().enumerate() {
+        for (i, d) in self.0.iter().take(SHOWN).enumerate() {
             if i > 0 {
                 writeln!(f)?;
                 writeln!(f)?;
             }
             write!(f, "{d}")?;
         }
-        if self.0.len() > 1 {
+        if self.0.len() > SHOWN {
+            write!(
+                f,
+                "\n\n{} problems found; the first {SHOWN} are shown (fix them and check again)",
+                self.0.len()
+            )?;
+        } else if self.0.len() > 1 {
             write!(f, "\n\n{} problems found", self.0.len())?;
         }
         Ok(())
@@ -199,5 +252,28 @@ mod tests {
         assert!(shown.contains("3 | agent = \"mull\""), "{shown}");
         assert!(shown.contains("  |         ^^^^^^"), "{shown}");
         assert!(shown.contains("= help: declare it"), "{shown}");
+    }
+
+    #[test]
+    fn a_long_line_is_shown_as_a_window_around_the_problem_and_inert() {
+        let line = format!("on = [{}\u{1b}[31m\"bad\"]", "\"x\", ".repeat(10_000));
+        let src = Source::new("p.toml", format!("[defaults]\n{line}\n"));
+        let start = src.text.find("\"bad\"").expect("present");
+        let shown = src.error(start..start + 5, "not an outcome").to_string();
+        assert!(shown.len() < 1000, "{} bytes: {shown}", shown.len());
+        assert!(shown.contains("2 | …"), "{shown}");
+        assert!(shown.contains("\\x1b[31m\"bad\"]"), "escaped: {shown}");
+        assert!(!shown.contains('\u{1b}'), "{shown}");
+        // The marker is under the problem.
+        let lines: Vec<&str> = shown.lines().collect();
+        let text = lines
+            .iter()
+            .find(|l| l.starts_with("2 | "))
+            .expect("the line");
+        let marker = lines.iter().find(|l| l.contains('^')).expect("the marker");
+        let col = |l: &str, pat: &str| l.find(pat).map(|i| l[..i].chars().count());
+        assert_eq!(col(text, "\"bad\""), col(marker, "^^^^^"), "{shown}");
+        let column = line.find("\"bad").map(|i| i + 1);
+        assert_eq!(src.error(start..start + 5, "m").column(), column);
     }
 }
