@@ -203,3 +203,73 @@ fn mutated_policy_files_parse_or_are_clear_errors() {
         }
     });
 }
+
+/// A check, by name, and the inputs its mutants start from.
+type Case = (&'static str, fn(&[u8]), Vec<Vec<u8>>);
+
+/// The checks of what a guest hands the host, each fed mutants of a few typical inputs (see
+/// `wasm_orch::fuzzing` for the property each one holds).
+#[test]
+fn mutated_guest_inputs_keep_the_hosts_promises() {
+    use wasm_orch::fuzzing;
+    let cases: [Case; 6] = [
+        (
+            "blackboard-key",
+            fuzzing::blackboard_key,
+            vec![
+                b"\x01notes".to_vec(),
+                b"\x00shared/total".to_vec(),
+                b"\x00branches/wf.b/notes".to_vec(),
+                b"\x01branches/wf.a/x/y".to_vec(),
+                b"\x00../runs/x".to_vec(),
+            ],
+        ),
+        (
+            "kv-request",
+            fuzzing::kv_request,
+            vec![
+                br#"{"op":"add","key":"n","by":2}"#.to_vec(),
+                br#"{"op":"swap","key":"n","expected":3,"value":{"a":[1,2]}}"#.to_vec(),
+                br#"{"op":"list","prefix":"a/"}"#.to_vec(),
+                br#"{"op":"put","key":"k","value":"v"}"#.to_vec(),
+            ],
+        ),
+        (
+            "output",
+            fuzzing::output,
+            vec![
+                br#"{"sum": 21, "words": ["a", "b"]}"#.to_vec(),
+                b"21".to_vec(),
+                b"\"text \\u001b[31m\"".to_vec(),
+                b"[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]".to_vec(),
+            ],
+        ),
+        (
+            "redaction",
+            fuzzing::redaction,
+            vec![
+                b"hunter2\0the password is hunter2, hunter2!".to_vec(),
+                b"ab\0aabb abab".to_vec(),
+                b"line one of a key\nline two of a key\0line two of a key".to_vec(),
+                b"q\"uote\0{\"v\":\"q\\\"uote\"}".to_vec(),
+            ],
+        ),
+        (
+            "journal-batch",
+            fuzzing::journal_batch,
+            vec![
+                vec![20, 0, 0, 0, 0xf0, 5, b'{', b'}', b'\n'],
+                vec![0, 0, 0, 0],
+                vec![255, 255, 255, 255, 1, 2, 3],
+            ],
+        ),
+        (
+            "workflow-bytes",
+            fuzzing::workflow,
+            vec![b"[workflow]\nname = \"x\"\n[[tasks]]\nid = \"a\"\nagent = \"b\"\n".to_vec()],
+        ),
+    ];
+    for (what, check, seeds) in cases {
+        mutate_all(what, &seeds, 50_000, check);
+    }
+}

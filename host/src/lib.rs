@@ -60,6 +60,9 @@ mod workflow;
 #[cfg(feature = "cli")]
 #[doc(hidden)]
 pub mod cli;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 
 pub use crate::claims::ClaimError;
 pub use crate::config::{Diagnostic, Diagnostics};

@@ -454,7 +454,7 @@ fn classify(
     }
 }
 
-fn accept_output(output: String, limits: &Limits) -> Classified {
+pub(crate) fn accept_output(output: String, limits: &Limits) -> Classified {
     let reject = |kind, message: String| {
         (
             TaskStatus::OutputRejected,
@@ -470,6 +470,14 @@ fn accept_output(output: String, limits: &Limits) -> Classified {
                 format_size(output.len() as u64),
                 format_size(limits.max_output)
             ),
+        );
+    }
+    // Valid JSON that a reader cannot take in (a number past f64's range, say) would be a
+    // success nobody downstream can read: the output must parse as a JSON value.
+    if let Err(e) = serde_json::from_str::<serde_json::Value>(&output) {
+        return reject(
+            ErrorKind::OutputNotJson,
+            format!("the output is not JSON that can be read back: {e}"),
         );
     }
     match RawValue::from_string(output) {
@@ -493,6 +501,18 @@ fn panic_message(stderr: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_output_no_reader_can_take_in_is_rejected() {
+        // Valid JSON by the grammar; past f64's range for every reader (found by fuzzing).
+        let huge = format!("2{}", "1".repeat(400));
+        let (status, output, error) = accept_output(huge, &Limits::default());
+        assert_eq!(status, TaskStatus::OutputRejected);
+        assert!(output.is_none());
+        assert_eq!(error.map(|e| e.kind), Some(ErrorKind::OutputNotJson));
+        let (status, ..) = accept_output("{\"n\": 1e300}".into(), &Limits::default());
+        assert_eq!(status, TaskStatus::Succeeded);
+    }
 
     #[test]
     fn panic_messages_are_read_from_stderr() {

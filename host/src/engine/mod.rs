@@ -24,6 +24,8 @@ use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 pub(crate) use self::cache::{LoadError, LoadedAgent, read_component};
+#[cfg(feature = "fuzzing")]
+pub(crate) use self::exec::accept_output;
 pub(crate) use self::executor::{LocalExecutor, RunAgent, RunContext};
 use self::state::TaskState;
 use crate::bus::{Bus, EmitterLimits, TaskEmitter};

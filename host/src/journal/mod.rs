@@ -35,6 +35,8 @@ use std::thread::JoinHandle;
 use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "fuzzing")]
+pub(crate) use self::codec::unpack as unpack_events;
 pub(crate) use self::fold::Folded;
 pub(crate) use self::kv::{KvAnswer, KvOp};
 pub use self::prune::Pruned;

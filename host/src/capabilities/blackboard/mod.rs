@@ -12,3 +12,5 @@ mod scope;
 pub(crate) use self::board::{Blackboard, BlackboardLimits, OnWrite};
 pub(crate) use self::host::{BlackboardView, add_to_linker};
 pub(crate) use self::scope::BoardScope;
+#[cfg(feature = "fuzzing")]
+pub(crate) use self::scope::resolve;

@@ -20,6 +20,8 @@ pub(crate) use self::access::{Caller, RunQuotas, ToolAccess};
 pub(crate) use self::host::{ToolsView, add_to_linker};
 use self::http_get::HttpGet;
 use self::kv::Kv;
+#[cfg(feature = "fuzzing")]
+pub(crate) use self::kv::parse as parse_kv_request;
 use self::sleep::Sleep;
 
 use serde_json::Value as Json;
