@@ -24,9 +24,12 @@ pub(crate) fn unpack(body: &[u8]) -> Result<Vec<u8>, String> {
         .split_first_chunk::<4>()
         .ok_or("an event batch is shorter than its header")?;
     let len = u32::from_le_bytes(*head) as usize;
-    if len > MOST {
+    // LZ4 expands a byte to at most 255: a longer claim is damage, refused before anything is
+    // allocated for it (found by fuzzing: a damaged row could make a reader allocate 256 MiB).
+    if len > MOST || len > rest.len().saturating_mul(255).saturating_add(16) {
         return Err(format!(
-            "an event batch claims {len} bytes, more than any writer makes"
+            "an event batch claims {len} bytes, more than its {} compressed bytes can hold",
+            rest.len()
         ));
     }
     lz4_flex::decompress(rest, len)
@@ -59,6 +62,12 @@ mod tests {
         let mut huge = packed.clone();
         huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(unpack(&huge).expect_err("refused").contains("claims"));
+        let mut inflated = packed.clone();
+        inflated[..4].copy_from_slice(&(200u32 << 20).to_le_bytes());
+        assert!(unpack(&inflated).expect_err("refused").contains("claims"));
+        // The most a batch can expand to is accepted.
+        let zeros = vec![b'0'; 1 << 20];
+        assert_eq!(unpack(&pack(&zeros)).map(|l| l.len()), Ok(1 << 20));
         let mut flipped = packed;
         let last = flipped.len() - 1;
         flipped[last] ^= 0xff;
