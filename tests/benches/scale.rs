@@ -7,24 +7,11 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use wasm_orch::{RunOptions, Runtime, TaskStatus, Workflow};
-use wasm_orch_tests::{guest, shared_cache};
+use wasm_orch_tests::{guest, peak_rss_mib, reset_peak, shared_cache};
 
 // As the `wasm-orch` binary does (see host/src/bin/wasm-orch.rs).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// The peak resident set of this process since the last reset, from `/proc/self/status`.
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
-/// Resets the peak resident set to what is resident now (Linux: `clear_refs` 5).
-fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
 
 /// The workflow's text: `n` tasks; `chain`: each after the one before; `join`: one more task
 /// after all of them.

@@ -6,22 +6,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use wasm_orch::events::EventKind;
 use wasm_orch::{RunOptions, Runtime, TaskStatus};
-use wasm_orch_tests::{bench_workflow, shared_cache};
+use wasm_orch_tests::{bench_workflow, peak_rss_mib, reset_peak, shared_cache};
 
 const N: usize = 1_000;
-
-/// The peak resident set of this process since the last reset, from `/proc/self/status`.
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
-/// Resets the peak resident set to what is resident now (Linux: `clear_refs` 5).
-fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
 
 // As the `wasm-orch` binary does (see host/src/bin/wasm-orch.rs).
 #[global_allocator]

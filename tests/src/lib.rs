@@ -243,3 +243,16 @@ pub fn kv_store(state_dir: &Path, tenant: &str) -> Vec<(String, String, i64)> {
         .map(|rows| rows.filter_map(Result::ok).collect())
         .unwrap_or_default()
 }
+
+/// The peak resident set of this process since the last reset, from `/proc/self/status`.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Resets the peak resident set to what is resident now (Linux: `clear_refs` 5).
+pub fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
