@@ -44,6 +44,9 @@ pub enum Error {
     /// (letters, digits, `_`, `-`, `.`).
     #[error("`{0}` is not a valid run id: use letters, digits, `_`, `-` and `.`")]
     InvalidRunId(String),
+    /// A tenant name that is not a name (letters, digits, `_`, `-`, `.`).
+    #[error("`{0}` is not a valid tenant name: use letters, digits, `_`, `-` and `.`")]
+    InvalidTenant(String),
     /// A run with this id is running already in this runtime.
     #[error("a run with id `{0}` is running already: give this one another id")]
     RunIdInUse(String),

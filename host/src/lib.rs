@@ -54,6 +54,8 @@ pub mod policy;
 mod redact;
 mod runtime;
 mod scheduler;
+#[cfg(feature = "serve")]
+pub mod serve;
 mod wit;
 mod workflow;
 
@@ -77,6 +79,7 @@ pub use crate::workflow::{GraphFormat, Workflow};
 /// What happens in a run, as it happens: the typed events of [`Run::events`].
 pub mod events {
     pub use crate::bus::EventStream;
+    pub use crate::runtime::EventFeed;
     pub use crate::model::events::{
         Artifact, AuditRecord, AuditResource, CredentialAction, CredentialEvent, Decision, Event,
         EventKind, LastProgress, LogLevel, LogStream, PlanCreated, PlannedTask, RunCompleted,

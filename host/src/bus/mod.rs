@@ -231,6 +231,12 @@ impl Bus {
         EventStream::new(Arc::clone(self), self.origin)
     }
 
+    /// A stream from sequence number `seq` on: events before the history's first are
+    /// [missed](EventStream::missed) (a resumed run's bus starts after its journaled events).
+    pub(crate) fn subscribe_from(self: &Arc<Self>, seq: u64) -> EventStream {
+        EventStream::new(Arc::clone(self), seq.max(1))
+    }
+
     /// Ends every stream after the events published so far.
     pub(crate) fn close(&self) {
         self.lock().closed = true;

@@ -8,6 +8,8 @@ mod graph;
 mod inspect;
 mod run;
 mod runs;
+#[cfg(feature = "serve")]
+mod serve;
 mod summary;
 mod validate;
 mod view;
@@ -47,6 +49,67 @@ enum Command {
     Resume(ResumeArgs),
     /// List the journaled runs (newest first); `runs show ID`, `runs prune --older-than 7d`.
     Runs(RunsArgs),
+    /// Serve the HTTP API, live event streams, Prometheus metrics and the dashboard.
+    #[cfg(feature = "serve")]
+    Serve(ServeArgs),
+    /// API tokens for `serve`: `token new --tenant NAME --policy FILE`.
+    #[cfg(feature = "serve")]
+    Token(TokenArgs),
+}
+
+#[cfg(feature = "serve")]
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Where to listen (port 0: any free port; the address is printed on stdout's first line).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+
+    /// Registered DAGs' relative paths (components, inputs) resolve against this directory,
+    /// as if each DAG were a file `<dag id>.toml` in it.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    workflows_dir: PathBuf,
+
+    /// Registered DAGs' components must be files in this directory. [default: the workflows
+    /// directory]
+    #[arg(long, value_name = "DIR")]
+    components_dir: Option<PathBuf>,
+
+    /// After SIGTERM: how long running work may go on before the server stops (the rest is
+    /// left resumable, and resumed when it starts again).
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    grace: String,
+
+    /// The largest request body, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    max_body: usize,
+
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[cfg(feature = "serve")]
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    #[command(subcommand)]
+    action: TokenAction,
+}
+
+#[cfg(feature = "serve")]
+#[derive(Debug, Subcommand)]
+enum TokenAction {
+    /// Make a new API token for a tenant: printed on the first line, its hash added to the
+    /// policy file (or, without `--policy`, the lines to add printed).
+    New {
+        /// The tenant the token acts for.
+        #[arg(long, value_name = "NAME")]
+        tenant: String,
+        /// The policy file to add the token's hash to.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// A label for people: who holds it, what for.
+        #[arg(long, value_name = "LABEL")]
+        name: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -307,6 +370,10 @@ pub fn main() -> ExitCode {
             Command::Inspect(args) => inspect::inspect(args).await,
             Command::Resume(args) => runs::resume(args, cli.verbose > 0).await,
             Command::Runs(args) => runs::runs(args).await,
+            #[cfg(feature = "serve")]
+            Command::Serve(args) => serve::run(args).await,
+            #[cfg(feature = "serve")]
+            Command::Token(args) => serve::token(args),
         }
     });
     ExitCode::from(code)

@@ -82,6 +82,28 @@ pub enum EventKind {
     RunCompleted(RunCompleted),
 }
 
+impl EventKind {
+    /// The event's name, as in its `event` field (e.g. `agent.task.status.updated`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::PlanCreated(_) => "agent.plan.created",
+            Self::TaskStatus(_) => "agent.task.status.updated",
+            Self::Progress(_) => "agent.task.progress",
+            Self::Partial(_) => "agent.task.partial",
+            Self::Log(_) => "agent.task.log",
+            Self::TaskBlocked(_) => "agent.task.blocked",
+            Self::TaskHandoff(_) => "agent.task.handoff",
+            Self::RunPaused(_) => "agent.run.paused",
+            Self::RunResumed(_) => "agent.run.resumed",
+            Self::TaskGrants(_) => "agent.task.grants",
+            Self::Audit(_) => "agent.audit",
+            Self::Credential(_) => "agent.run.credential",
+            Self::RunMetrics(_) => "agent.run.metrics",
+            Self::RunCompleted(_) => "agent.run.completed",
+        }
+    }
+}
+
 /// A task that stopped reporting progress.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]

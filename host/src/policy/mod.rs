@@ -8,6 +8,7 @@
 
 mod parse;
 mod spec;
+mod token;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -133,6 +134,16 @@ pub(crate) struct ToolLimit {
     pub(crate) per_second: Option<f64>,
 }
 
+/// An API token of `wasm-orch serve`: the tenant it acts for, and its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ApiToken {
+    pub(crate) tenant: String,
+    pub(crate) hash: [u8; 32],
+    pub(crate) name: Option<String>,
+}
+
+pub use self::token::{new_token, token_sha256};
+
 /// What a tenant's guests may reach besides compute: tools, hosts, secrets.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct TenantAccess {
@@ -199,6 +210,8 @@ pub struct Policy {
     pub(crate) access: HashMap<String, TenantAccess>,
     /// `[tenants."*"]`: what a tenant the policy does not name gets.
     pub(crate) fallback: Option<(TenantLimits, TenantAccess)>,
+    /// `[[tokens]]`: API tokens of `wasm-orch serve`, by hash.
+    pub(crate) tokens: Vec<ApiToken>,
     pub(crate) source: Option<Arc<Source>>,
 }
 
@@ -219,6 +232,25 @@ impl Policy {
     /// Validates policy text; `path` names it in messages.
     pub fn parse(text: &str, path: impl Into<PathBuf>) -> Result<Self, Error> {
         parse::policy(Source::new(path.into(), text)).map_err(Error::InvalidWorkflow)
+    }
+
+    /// The tenant API token `token` is bound to (`[[tokens]]` in the file holds only its
+    /// SHA-256), if the policy lists it.
+    pub fn token_tenant(&self, token: &str) -> Option<&str> {
+        let hash = token::hash(token);
+        // Every entry is compared, whole, whatever matches: the time taken tells nothing.
+        let mut found = None;
+        for t in &self.tokens {
+            if token::same(&t.hash, &hash) {
+                found = Some(t.tenant.as_str());
+            }
+        }
+        found
+    }
+
+    /// Whether the policy lists any API token.
+    pub fn has_tokens(&self) -> bool {
+        !self.tokens.is_empty()
     }
 
     /// Tenants the policy names.

@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::spec::{BudgetSpec, ErrorBudgetSpec, PolicySpec, RetrySpec};
 use super::{
-    Policy, PolicyDefaults, RetryOverride, StallOverride, TenantAccess, TenantLimits, ToolLimit,
+    ApiToken, Policy, PolicyDefaults, RetryOverride, StallOverride, TenantAccess, TenantLimits, ToolLimit,
 };
 use crate::config::{Checker, Diagnostics, Source, parse_toml};
 use crate::model::limits::{Budget, FuelRate};
@@ -247,12 +247,39 @@ pub(crate) fn policy(source: Arc<Source>) -> Result<Policy, Diagnostics> {
             access.insert(name.get_ref().clone(), reach);
         }
     }
+    let mut tokens: Vec<ApiToken> = Vec::new();
+    for t in &spec.tokens {
+        c.name(&t.tenant, "tenant name");
+        let hex = t.sha256.get_ref();
+        let Some(hash) = super::token::parse_hex(hex) else {
+            c.err(
+                t.sha256.span(),
+                "`sha256` must be 64 hexadecimal digits: a token's SHA-256",
+                "make a token with `wasm-orch token new --tenant NAME --policy FILE`",
+            );
+            continue;
+        };
+        if tokens.iter().any(|o| o.hash == hash) {
+            c.err(
+                t.sha256.span(),
+                "this token is listed twice",
+                "remove one of the two [[tokens]] entries",
+            );
+            continue;
+        }
+        tokens.push(ApiToken {
+            tenant: t.tenant.get_ref().clone(),
+            hash,
+            name: t.name.as_ref().map(|n| n.get_ref().clone()),
+        });
+    }
     c.finish()?;
     Ok(Policy {
         defaults,
         tenants,
         access,
         fallback,
+        tokens,
         source: Some(source),
     })
 }

@@ -40,6 +40,19 @@ pub(crate) struct PolicySpec {
     pub(crate) defaults: Option<DefaultsSpec>,
     #[serde(default)]
     pub(crate) tenants: BTreeMap<Spanned<String>, TenantSpec>,
+    /// API tokens of `wasm-orch serve`, each bound to a tenant; only their hashes.
+    #[serde(default)]
+    pub(crate) tokens: Vec<TokenSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenSpec {
+    pub(crate) tenant: Spanned<String>,
+    /// The SHA-256 of the token, in hex.
+    pub(crate) sha256: Spanned<String>,
+    /// A label for people (who holds it, what for).
+    pub(crate) name: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

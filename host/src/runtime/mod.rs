@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use self::run::blocking;
-pub use self::run::{CancelHandle, Run};
+pub use self::run::{CancelHandle, EventFeed, Run};
 use crate::capabilities::secrets::{Backend, EnvSecrets, SecretBackend};
 use crate::capabilities::tools::{Tool, ToolRegistry};
 use crate::claims::{ClaimError, Claims};
@@ -512,6 +512,16 @@ impl Runtime {
             }
         }
         Ok(pruned)
+    }
+
+    /// Where runs keep their files and the journal (see [`RuntimeBuilder::state_dir`]).
+    pub fn state_dir(&self) -> &Path {
+        &self.inner.state_dir
+    }
+
+    /// The operator's policy this runtime was built with.
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
     }
 
     /// How long the policy keeps ended runs (`[defaults] retention`), if it says.

@@ -73,10 +73,13 @@ impl Runtime {
             RunState::Succeeded => return Err(not("it succeeded: nothing is left to do".into())),
             _ => {}
         }
-        let workflow = Workflow::parse(
+        // The run's tenant is the journal's, whatever the file says (a service may have run
+        // it for its authenticated caller).
+        let workflow = Workflow::parse_for_tenant(
             &folded.source_text,
             &folded.run.source_path,
             &folded.run.params,
+            &summary.tenant,
         )?;
         let options = RunOptions {
             run_id: Some(run_id.to_owned()),
@@ -789,6 +792,25 @@ impl Drop for Run {
     }
 }
 
+/// Opens streams of one run's events (see [`Run::feed`]). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EventFeed(Arc<Bus>);
+
+impl EventFeed {
+    /// Every event still held, from the first, then live ones until the run ends.
+    pub fn stream(&self) -> EventStream {
+        self.0.subscribe()
+    }
+
+    /// Events from sequence number `seq` on. Those the feed no longer holds (the oldest past
+    /// its bound, or, for a resumed run, those before it was resumed: read them from the
+    /// journal, [`Runtime::run_events`]) are skipped and counted in
+    /// [`EventStream::missed`].
+    pub fn stream_from(&self, seq: u64) -> EventStream {
+        self.0.subscribe_from(seq)
+    }
+}
+
 /// Cancels a run from anywhere (a signal handler, another task). Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct CancelHandle(CancellationToken);
@@ -815,6 +837,12 @@ impl Run {
     /// Every event of the run, from its first (whenever this is called) to its last.
     pub fn events(&self) -> EventStream {
         self.bus.subscribe()
+    }
+
+    /// A handle that opens streams of this run's events, from any sequence number, for as
+    /// long as it is held (also after the run ended, or after [`Run::wait`] took the run).
+    pub fn feed(&self) -> EventFeed {
+        EventFeed(Arc::clone(&self.bus))
     }
 
     /// Cancels the run (see [`CancelHandle::cancel`]).

@@ -157,10 +157,40 @@ impl Workflow {
         path: impl AsRef<Path>,
         params: &[(String, String)],
     ) -> Result<Self, Error> {
-        let source = Source::new(path.as_ref(), text);
-        let mut workflow = validate::validate(source, params).map_err(Error::InvalidWorkflow)?;
+        Self::parse_inner(text, path.as_ref(), params, None)
+    }
+
+    /// Validates workflow text as [`Workflow::parse`] does, for `tenant` whatever the file's
+    /// `tenant` says: a service that has authenticated its caller runs the caller's files as
+    /// the caller's (agents and capabilities are resolved for that tenant).
+    pub fn parse_for_tenant(
+        text: &str,
+        path: impl AsRef<Path>,
+        params: &[(String, String)],
+        tenant: &str,
+    ) -> Result<Self, Error> {
+        if !is_valid_name(tenant) {
+            return Err(Error::InvalidTenant(tenant.to_owned()));
+        }
+        Self::parse_inner(text, path.as_ref(), params, Some(tenant))
+    }
+
+    fn parse_inner(
+        text: &str,
+        path: &Path,
+        params: &[(String, String)],
+        tenant: Option<&str>,
+    ) -> Result<Self, Error> {
+        let source = Source::new(path, text);
+        let mut workflow =
+            validate::validate(source, params, tenant).map_err(Error::InvalidWorkflow)?;
         workflow.overrides = params.to_vec();
         Ok(workflow)
+    }
+
+    /// The component files of its agents, in the order the file declares them.
+    pub fn components(&self) -> impl Iterator<Item = &Path> {
+        self.agents.iter().map(|a| a.component.as_path())
     }
 
     /// The workflow's name.

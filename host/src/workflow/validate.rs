@@ -64,13 +64,14 @@ const MAX_SPLIT_FILE: u64 = 64 << 20;
 pub(crate) fn validate(
     source: Arc<Source>,
     overrides: &[(String, String)],
+    tenant: Option<&str>,
 ) -> Result<Workflow, Diagnostics> {
     let spec: FileSpec = parse_toml(&source)?;
     let mut v = Validator {
         base_dir: base_dir(&source.path),
         c: Checker::new(source),
     };
-    let workflow = v.workflow(spec, overrides);
+    let workflow = v.workflow(spec, overrides, tenant);
     v.c.finish()?;
     workflow.ok_or_else(|| Diagnostics(Vec::new()))
 }
@@ -94,18 +95,25 @@ struct Validator {
 }
 
 impl Validator {
-    fn workflow(&mut self, spec: FileSpec, overrides: &[(String, String)]) -> Option<Workflow> {
+    fn workflow(
+        &mut self,
+        spec: FileSpec,
+        overrides: &[(String, String)],
+        for_tenant: Option<&str>,
+    ) -> Option<Workflow> {
         let section_span = spec.workflow.span();
         let section = spec.workflow.get_ref();
         let c = &mut self.c;
         let name = section.name.get_ref().clone();
         c.name(&section.name, "workflow name");
-        let tenant = match &section.tenant {
-            Some(t) => {
+        let tenant = match (&section.tenant, for_tenant) {
+            // A service that authenticated its caller runs the file as the caller's.
+            (_, Some(t)) => t.to_owned(),
+            (Some(t), None) => {
                 c.name(t, "tenant");
                 t.get_ref().clone()
             }
-            None => "default".to_owned(),
+            (None, None) => "default".to_owned(),
         };
         let max_concurrency = match &section.max_concurrency {
             Some(m) => c.int(m, 1..=100_000, "max_concurrency").unwrap_or(1) as usize,

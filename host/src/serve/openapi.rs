@@ -1,0 +1,58 @@
+//! `GET /v1/openapi.json`: the API's OpenAPI 3.1 document, generated from the handlers and
+//! their types (utoipa), so it cannot drift from what the server does.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::routing::get;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::App;
+use super::{api, stream};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "wasm-orch", description = "Run DAG workflows of sandboxed WebAssembly sub-agents"),
+    paths(
+        api::put_dag, api::list_dags, api::get_dag, api::execute,
+        api::list_runs, api::get_run, api::get_task, api::cancel_run, api::resume_run,
+        stream::events, stream::websocket,
+        api::me, api::healthz, api::readyz, api::metrics,
+    ),
+    modifiers(&Token),
+    tags((name = "dags", description = "Registered workflows"),
+         (name = "runs", description = "Runs, their events and results"),
+         (name = "service", description = "Health and metrics")),
+)]
+struct Doc;
+
+/// `Authorization: Bearer <token>`.
+struct Token;
+
+impl Modify for Token {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The document, also for tests and `wasm-orch serve --openapi`.
+pub(crate) fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = Doc::openapi();
+    // `POST /internal/agent/dag/{dag_id}/execute` is the seeds' name for the same call.
+    if let Some(item) = doc.paths.paths.get("/v1/dags/{dag_id}/execute").cloned() {
+        doc.paths
+            .paths
+            .insert("/internal/agent/dag/{dag_id}/execute".to_owned(), item);
+    }
+    doc
+}
+
+pub(crate) fn routes() -> Router<Arc<App>> {
+    Router::new().route("/v1/openapi.json", get(|| async { Json(document()) }))
+}
