@@ -3,6 +3,8 @@
 //!
 //! The guests are built by `cargo xtask guests` (which `cargo xtask test` runs first).
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;

@@ -444,11 +444,7 @@ pub(crate) async fn get_run(
 ) -> ApiResult<Json<RunView>> {
     let run = owned_run(&app, &tenant, &run_id).await?;
     let live = app.live.get(&run.run_id).is_some();
-    let report = if live {
-        None
-    } else {
-        app.runtime.run_report(&run.run_id).await?
-    };
+    let report = app.runtime.run_report(&run.run_id).await?;
     Ok(Json(RunView {
         dag_id: app.store.dag_of(&run.run_id)?,
         live,

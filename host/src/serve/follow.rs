@@ -49,7 +49,7 @@ async fn run(
         let page = app.runtime.run_events(run_id, next, PAGE).await?;
         let full = page.len() == PAGE;
         let got = !page.is_empty();
-        if let Step::Ended = send_all(page, &mut next, tx).await {
+        if let Step::Ended = send_all(app, run_id, page, &mut next, tx).await {
             return Ok(());
         }
         if full {
@@ -77,6 +77,9 @@ async fn run(
                     break;
                 }
                 let ended = is_end(&event);
+                if ended {
+                    settled(app, run_id).await;
+                }
                 next = event.seq + 1;
                 if tx.send(event).await.is_err() || ended {
                     return Ok(());
@@ -100,7 +103,7 @@ async fn run(
             if rest.is_empty() {
                 return Ok(());
             }
-            if let Step::Ended = send_all(rest, &mut next, tx).await {
+            if let Step::Ended = send_all(app, run_id, rest, &mut next, tx).await {
                 return Ok(());
             }
             continue;
@@ -113,18 +116,39 @@ async fn run(
     }
 }
 
-async fn send_all(page: Vec<Arc<Event>>, next: &mut u64, tx: &mpsc::Sender<Arc<Event>>) -> Step {
+async fn send_all(
+    app: &App,
+    run_id: &str,
+    page: Vec<Arc<Event>>,
+    next: &mut u64,
+    tx: &mpsc::Sender<Arc<Event>>,
+) -> Step {
     for event in page {
         if event.seq < *next {
             continue;
         }
         let ended = is_end(&event);
+        if ended {
+            settled(app, run_id).await;
+        }
         *next = event.seq + 1;
         if tx.send(event).await.is_err() || ended {
             return Step::Ended;
         }
     }
     Step::More
+}
+
+/// Waits (briefly) until the journal has the run's end and its results document (one
+/// commit), so that a client that saw the last event and then reads the run gets its results.
+async fn settled(app: &App, run_id: &str) {
+    for _ in 0..2000 {
+        match app.runtime.run_summary(run_id).await {
+            Ok(Some(s)) if s.state.is_final() => return,
+            Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(5)).await,
+            _ => return,
+        }
+    }
 }
 
 fn is_end(event: &Event) -> bool {

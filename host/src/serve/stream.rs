@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -116,11 +117,16 @@ pub(crate) async fn websocket(
     Path(run_id): Path<String>,
     headers: HeaderMap,
     query: Result<Query<After>, axum::extract::rejection::QueryRejection>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    // Whose run it is comes first: another tenant's is a 404, upgrade or not.
     owned(&app, &tenant, &run_id).await?;
     let from = start(&headers, query.after)?;
+    let upgrade = upgrade.map_err(|e| {
+        ApiError::bad_request(format!("not a WebSocket request: {}", e.body_text()))
+            .help("connect with a WebSocket client, or read /v1/runs/{id}/events (SSE)")
+    })?;
     Ok(upgrade
         .max_message_size(64 << 10)
         .on_upgrade(move |socket| send_events(socket, app, run_id, from))
