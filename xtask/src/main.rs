@@ -258,19 +258,23 @@ fn install_debian_toolchain() -> Result {
             "no {WASM_TARGET} target and no apt-get: run `rustup target add {WASM_TARGET}`"
         ));
     }
-    let root_user = output("id", &["-u"]).is_some_and(|uid| uid == "0");
-    let sudo = !root_user && output("sudo", &["-n", "true"]).is_some();
-    if !root_user && !sudo {
-        return Err(format!(
-            "installing the guest toolchain needs root: run `sudo apt-get install {}` \
-             (or `rustup target add {WASM_TARGET}`)",
-            DEBIAN_PACKAGES.join(" ")
-        ));
-    }
     step(&format!(
         "installing the guest toolchain: apt-get install {}",
         DEBIAN_PACKAGES.join(" ")
     ));
+    apt_install(&DEBIAN_PACKAGES)
+}
+
+/// `apt-get install` as root, or through `sudo -n`.
+fn apt_install(packages: &[&str]) -> Result {
+    let root_user = output("id", &["-u"]).is_some_and(|uid| uid == "0");
+    let sudo = !root_user && output("sudo", &["-n", "true"]).is_some();
+    if !root_user && !sudo {
+        return Err(format!(
+            "installing packages needs root: run `sudo apt-get install {}`",
+            packages.join(" ")
+        ));
+    }
     let apt = |args: &[&str]| {
         let mut cmd = if sudo {
             let mut c = Command::new("sudo");
@@ -284,8 +288,27 @@ fn install_debian_toolchain() -> Result {
     };
     apt(&["update", "-q"])?;
     let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
-    install.extend(DEBIAN_PACKAGES);
+    install.extend(packages);
     apt(&install)
+}
+
+/// What the dashboard's browser test needs: Debian's Chromium (never a browser downloaded by
+/// a test tool) and playwright-core from npm, at the version `tests/browser/package-lock.json`
+/// pins.
+fn browser_test_tools() -> Result {
+    if !Path::new("/usr/bin/chromium").is_file() {
+        step("installing Chromium for the dashboard's browser test: apt-get install chromium");
+        apt_install(&["chromium"])?;
+    }
+    let browser = root().join("tests/browser");
+    if !browser.join("node_modules/playwright-core").is_dir() {
+        step("installing playwright-core (npm ci in tests/browser)");
+        run(Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&browser)
+            .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1"))?;
+    }
+    Ok(())
 }
 
 /// `wasm-component-ld`: the copy in the active rustup toolchain, one on PATH, or one installed
@@ -357,6 +380,7 @@ fn test() -> Result {
         .args(["fmt", "--all", "--check", "--manifest-path"])
         .arg(root().join("guest-examples/Cargo.toml")))?;
     guests()?;
+    browser_test_tools()?;
     step("lints (cargo clippy -D warnings)");
     run(cargo().args([
         "clippy",
