@@ -1,7 +1,8 @@
 //! Project tasks: `cargo xtask <command>`.
 //!
 //! - `guests`: build the example guests into wasm32-wasip2 components in `target/guests/`;
-//! - `demo`:   build everything, then run the demo workflows with the live view;
+//! - `demo`:   build everything, then run the demo workflows with the live view, and calc
+//!   through `wasm-orch serve`'s HTTP API;
 //! - `test`:   every check CI runs: formatting, lints, unit and integration tests;
 //! - `bench`:  the runtime benchmarks (release build), printing a table;
 //! - `arch`:   the module graph of `host/src` against the layers of `docs/architecture.md`.
@@ -13,6 +14,7 @@
 //! `docs/guest-toolchain.md`). It detects; it does not assume.
 
 mod arch;
+mod serve_demo;
 
 use std::env;
 use std::ffi::OsString;
@@ -365,9 +367,12 @@ fn demo(file: Option<&str>) -> Result {
             ("examples/isolation.toml", &isolation),
         ],
     };
-    for (workflow, flags) in workflows {
+    for (workflow, flags) in &workflows {
         step(&format!("wasm-orch run {workflow} {}", flags.join(" ")));
-        run(Command::new(&cli).arg("run").arg(workflow).args(flags))?;
+        run(Command::new(&cli).arg("run").arg(workflow).args(*flags))?;
+    }
+    if file.is_none() {
+        serve_demo::run(&cli)?;
     }
     Ok(())
 }

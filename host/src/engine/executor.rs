@@ -117,6 +117,23 @@ impl LocalExecutor {
 
 impl Executor for LocalExecutor {
     async fn execute(&self, job: Job) -> Attempt {
+        let span = tracing::info_span!(
+            "attempt",
+            run = %self.run.run_id,
+            tenant = %self.run.tenant,
+            node = %job.task_ref.node,
+            agent = %job.task_ref.agent,
+            attempt = job.task_ref.attempt,
+            status = tracing::field::Empty,
+        );
+        let attempt = tracing::Instrument::instrument(self.attempt(job), span.clone()).await;
+        span.record("status", attempt.status.as_str());
+        attempt
+    }
+}
+
+impl LocalExecutor {
+    async fn attempt(&self, job: Job) -> Attempt {
         let run = &self.run;
         let agent = &run.agents[job.agent];
         if let Err(refused) = run.claims.claim(&run.tenant, &job.key, &job.task_ref) {

@@ -347,7 +347,14 @@ impl Runtime {
             None => (Vec::new(), 0, None),
         };
         let journal = Arc::clone(&inner.journal);
-        let handle = tokio::spawn(async move {
+        // Every attempt's span is a child of its run's.
+        let span = tracing::info_span!(
+            "run",
+            run = %run_id,
+            tenant = %workflow.tenant,
+            workflow = %workflow.name,
+        );
+        let handle = tokio::spawn(tracing::Instrument::instrument(async move {
             let governor = &runtime.inner.governor;
             let (started_at, started) = match first_started {
                 Some(ms) => {
@@ -502,7 +509,7 @@ impl Runtime {
                 let _ = tokio::task::spawn_blocking(move || journal.flush()).await;
             }
             report
-        });
+        }, span));
         Ok(Run {
             id: run_id,
             directory,
