@@ -18,7 +18,8 @@ async fn the_dashboard_runs_calc_and_cancels_a_long_run_in_chromium() {
         "playwright-core is missing: run `npm ci --prefix tests/browser` (.ci/run does)"
     );
     assert!(
-        std::path::Path::new("/usr/bin/chromium").exists() || std::env::var_os("CHROMIUM").is_some(),
+        std::path::Path::new("/usr/bin/chromium").exists()
+            || std::env::var_os("CHROMIUM").is_some(),
         "Chromium is missing: `apt-get install chromium` (.ci/run does)"
     );
     let scratch = Scratch::new();
@@ -56,7 +57,11 @@ with = { a = 1, delay_ms = 100000 }
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "the browser test failed:\n{said}\nserver log:\n{}", server.log(1));
+    assert!(
+        out.status.success(),
+        "the browser test failed:\n{said}\nserver log:\n{}",
+        server.log(1)
+    );
     assert!(shot.is_file(), "{said}");
     // What the page did, the API confirms: one calc succeeded with 21, one slow run cancelled.
     let (_, runs) = server.get("acme", "/v1/runs").await;
@@ -64,10 +69,21 @@ with = { a = 1, delay_ms = 100000 }
         .as_array()
         .map(|r| {
             r.iter()
-                .map(|r| (r["workflow"].as_str().unwrap_or("").to_owned(), r["state"].as_str().unwrap_or("").to_owned()))
+                .map(|r| {
+                    (
+                        r["workflow"].as_str().unwrap_or("").to_owned(),
+                        r["state"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
-    assert!(states.contains(&("calc".into(), "succeeded".into())), "{states:?}");
-    assert!(states.contains(&("slow".into(), "cancelled".into())), "{states:?}");
+    assert!(
+        states.contains(&("calc".into(), "succeeded".into())),
+        "{states:?}"
+    );
+    assert!(
+        states.contains(&("slow".into(), "cancelled".into())),
+        "{states:?}"
+    );
 }

@@ -69,8 +69,16 @@ with = { a = 100 }
 fn assert_contiguous(events: &[SseEvent], from: u64) {
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e.id, from + i as u64, "events are numbered without gaps");
-        assert_eq!(e.data["seq"].as_u64(), Some(e.id), "the SSE id is the event's seq");
-        assert_eq!(e.data["event"].as_str(), Some(e.event.as_str()), "SSE event name");
+        assert_eq!(
+            e.data["seq"].as_u64(),
+            Some(e.id),
+            "the SSE id is the event's seq"
+        );
+        assert_eq!(
+            e.data["event"].as_str(),
+            Some(e.event.as_str()),
+            "SSE event name"
+        );
     }
 }
 
@@ -116,7 +124,10 @@ async fn calc_over_http_gives_21_and_its_events_end_to_end() {
     assert_eq!(status, 200, "{task}");
     assert_eq!(task["attempts"][0]["status"], "succeeded");
     assert_eq!(task["attempts"][0]["output"], 21);
-    assert_eq!(task["planned"]["depends_on"], serde_json::json!(["left", "right"]));
+    assert_eq!(
+        task["planned"]["depends_on"],
+        serde_json::json!(["left", "right"])
+    );
     assert!(task["progress"]["message"].is_string(), "{task}");
     assert_eq!(task["report"]["status"], "succeeded");
     let (status, _) = server
@@ -133,14 +144,24 @@ async fn calc_over_http_gives_21_and_its_events_end_to_end() {
     let (status, list) = server.get("acme", "/v1/runs?dag=calc&limit=1").await;
     assert_eq!(status, 200);
     assert_eq!(list["runs"].as_array().map(Vec::len), Some(1));
-    let cursor = list["next_cursor"].as_str().expect("a next page").to_owned();
+    let cursor = list["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
     let (_, page2) = server
-        .get("acme", &format!("/v1/runs?dag=calc&limit=5&cursor={cursor}"))
+        .get(
+            "acme",
+            &format!("/v1/runs?dag=calc&limit=5&cursor={cursor}"),
+        )
         .await;
     assert_eq!(page2["runs"][0]["run_id"], run.as_str(), "{page2}");
     assert!(page2["next_cursor"].is_null());
     let (_, succeeded) = server.get("acme", "/v1/runs?status=succeeded").await;
-    assert!(succeeded["runs"].as_array().is_some_and(|r| r.iter().any(|r| r["run_id"] == run.as_str())));
+    assert!(
+        succeeded["runs"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["run_id"] == run.as_str()))
+    );
 
     let metrics = server
         .http
@@ -187,7 +208,10 @@ async fn a_client_that_reconnects_with_last_event_id_gets_exactly_what_it_missed
         .await;
     assert_eq!(rest.first().map(|e| e.id), Some(last_seen + 1));
     assert_contiguous(&rest, last_seen + 1);
-    assert_eq!(rest.last().map(|e| e.event.as_str()), Some("agent.run.completed"));
+    assert_eq!(
+        rest.last().map(|e| e.event.as_str()),
+        Some("agent.run.completed")
+    );
     // Together they are the run's whole stream, as a fresh reader sees it from the journal.
     let all = server.events("acme", &run, None).await.collect().await;
     let joined: Vec<Value> = first.iter().chain(&rest).map(|e| e.data.clone()).collect();
@@ -211,7 +235,9 @@ async fn a_client_that_reconnects_with_last_event_id_gets_exactly_what_it_missed
             .expect("a request");
     request.headers_mut().insert(
         "authorization",
-        format!("Bearer {}", server.token("acme")).parse().expect("a header"),
+        format!("Bearer {}", server.token("acme"))
+            .parse()
+            .expect("a header"),
     );
     let (mut ws, _) = tokio_tungstenite::connect_async(request)
         .await
@@ -248,7 +274,10 @@ async fn the_same_idempotency_key_returns_the_same_run() {
     assert_eq!(codes, [200, 202], "{a} {b}");
     assert_eq!(a["run_id"], b["run_id"]);
     let (s3, c) = execute("order-17").await;
-    assert_eq!((s3, &c["run_id"], &c["created"]), (200, &a["run_id"], &Value::Bool(false)));
+    assert_eq!(
+        (s3, &c["run_id"], &c["created"]),
+        (200, &a["run_id"], &Value::Bool(false))
+    );
     let (s4, d) = execute("order-18").await;
     assert_eq!(s4, 202);
     assert_ne!(d["run_id"], a["run_id"]);
@@ -281,8 +310,13 @@ async fn a_running_run_is_cancelled_over_the_api() {
     let last = seen.last().expect("events");
     assert_eq!(last.data["status"], "cancelled", "{:?}", last.data);
     assert!(statuses(&seen, "slow").any(|s| s == "cancelled"));
-    assert!(!statuses(&seen, "last").any(|s| s == "running"), "nothing more started");
-    server.wait_state("acme", &run, "cancelled", Duration::from_secs(30)).await;
+    assert!(
+        !statuses(&seen, "last").any(|s| s == "running"),
+        "nothing more started"
+    );
+    server
+        .wait_state("acme", &run, "cancelled", Duration::from_secs(30))
+        .await;
     let (status, body) = server.post("acme", &format!("/v1/runs/{run}/cancel")).await;
     assert_eq!(status, 409, "{body}");
     // A cancelled run resumes: what succeeded stays, the rest runs.
@@ -320,7 +354,11 @@ async fn a_tenant_sees_and_touches_only_its_own() {
         assert_eq!(status, 404, "trial POST {path}: {body}");
     }
     let (_, list) = server.get("trial", "/v1/runs").await;
-    assert_eq!(list["runs"], serde_json::json!([]), "trial lists nothing of acme's");
+    assert_eq!(
+        list["runs"],
+        serde_json::json!([]),
+        "trial lists nothing of acme's"
+    );
     let (_, dags) = server.get("trial", "/v1/dags").await;
     assert_eq!(dags["dags"], serde_json::json!([]));
     let (_, me) = server.get("trial", "/v1/me").await;
@@ -338,7 +376,10 @@ async fn a_tenant_sees_and_touches_only_its_own() {
             .expect("answer");
         assert_eq!(response.status().as_u16(), 401);
         assert_eq!(
-            response.headers().get("www-authenticate").and_then(|v| v.to_str().ok()),
+            response
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok()),
             Some("Bearer")
         );
         let response = server
@@ -373,11 +414,17 @@ async fn bad_requests_get_a_4xx_with_a_reason_never_a_500() {
     assert_eq!(body["error"]["code"], "invalid-workflow");
     let d = &body["error"]["diagnostics"][0];
     assert_eq!(d["line"], 6, "{body}");
-    assert!(d["column"].as_u64().is_some() && d["help"].is_string(), "{body}");
+    assert!(
+        d["column"].as_u64().is_some() && d["help"].is_string(),
+        "{body}"
+    );
     // TOML that does not parse.
     let (status, body) = server.put_dag("acme", "x", "[workflow\nname=").await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"]["diagnostics"][0]["line"].is_number(), "{body}");
+    assert!(
+        body["error"]["diagnostics"][0]["line"].is_number(),
+        "{body}"
+    );
     // Not UTF-8.
     let (status, body) = Server::send(
         server
@@ -403,7 +450,10 @@ async fn bad_requests_get_a_4xx_with_a_reason_never_a_500() {
         )
         .await;
     assert_eq!(status, 400, "{body}");
-    assert!(!body.to_string().contains("root:"), "nothing of the file is shown");
+    assert!(
+        !body.to_string().contains("root:"),
+        "nothing of the file is shown"
+    );
     server.put_dag("acme", "calc", &calc(0)).await;
     for (body, what) in [
         ("{bad json", "bad JSON"),
@@ -428,13 +478,20 @@ async fn bad_requests_get_a_4xx_with_a_reason_never_a_500() {
     let (status, _) = server.get("acme", "/v1/runs?limit=abc").await;
     assert_eq!(status, 400);
     let (status, body) = server.get("acme", "/v1/nothing/here").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("no-route")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("no-route"))
+    );
     let (status, _) = server.get("acme", "/v1/runs/no-such-run").await;
     assert_eq!(status, 404);
     let run = server.execute("acme", "calc").await;
     let (status, _) = Server::send(
         server
-            .request("acme", reqwest::Method::GET, &format!("/v1/runs/{run}/events"))
+            .request(
+                "acme",
+                reqwest::Method::GET,
+                &format!("/v1/runs/{run}/events"),
+            )
             .header("Last-Event-ID", "yesterday"),
     )
     .await;
@@ -515,14 +572,20 @@ async fn sigterm_lets_running_work_finish_and_refuses_new_runs() {
         Some(Value::from("succeeded")),
         "the running run finished"
     );
-    assert_eq!(server.wait_exit(Duration::from_secs(60)), Some(0), "{}", server.log(1));
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        server.log(1)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_describes_every_route() {
     let scratch = Scratch::new();
     let server = Server::start(BIN, &scratch, &[]);
-    let (status, doc) = Server::send(server.http.get(format!("{}/v1/openapi.json", server.url))).await;
+    let (status, doc) =
+        Server::send(server.http.get(format!("{}/v1/openapi.json", server.url))).await;
     assert_eq!(status, 200);
     assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
     let paths: BTreeSet<&str> = doc["paths"]
@@ -568,5 +631,8 @@ async fn the_openapi_document_describes_every_route() {
         .to_owned();
     assert!(csp.contains("default-src 'none'"), "{csp}");
     let html = page.text().await.unwrap_or_default();
-    assert!(html.contains("wasm-orch") && !html.contains("https://"), "no CDN");
+    assert!(
+        html.contains("wasm-orch") && !html.contains("https://"),
+        "no CDN"
+    );
 }

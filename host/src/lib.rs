@@ -79,7 +79,6 @@ pub use crate::workflow::{GraphFormat, Workflow};
 /// What happens in a run, as it happens: the typed events of [`Run::events`].
 pub mod events {
     pub use crate::bus::EventStream;
-    pub use crate::runtime::EventFeed;
     pub use crate::model::events::{
         Artifact, AuditRecord, AuditResource, CredentialAction, CredentialEvent, Decision, Event,
         EventKind, LastProgress, LogLevel, LogStream, PlanCreated, PlannedTask, RunCompleted,
@@ -88,6 +87,7 @@ pub mod events {
     };
     pub use crate::model::text::inert;
     pub use crate::model::time::Timestamp;
+    pub use crate::runtime::EventFeed;
 }
 
 /// What a run produced: the results document and what the run measured.

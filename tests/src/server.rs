@@ -158,7 +158,12 @@ impl Server {
         self.tokens.get(tenant).map_or("", String::as_str)
     }
 
-    pub fn request(&self, tenant: &str, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    pub fn request(
+        &self,
+        tenant: &str,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.url))
             .bearer_auth(self.token(tenant))
@@ -192,16 +197,18 @@ impl Server {
 
     /// Executes a DAG; the new run's id.
     pub async fn execute(&self, tenant: &str, dag: &str) -> String {
-        let (status, body) = self
-            .post(tenant, &format!("/v1/dags/{dag}/execute"))
-            .await;
+        let (status, body) = self.post(tenant, &format!("/v1/dags/{dag}/execute")).await;
         assert_eq!(status, 202, "execute {dag}: {body}");
         body["run_id"].as_str().unwrap_or_default().to_owned()
     }
 
     /// Opens a run's event stream (after event `last`, if given).
     pub async fn events(&self, tenant: &str, run: &str, last: Option<u64>) -> Sse {
-        let mut request = self.request(tenant, reqwest::Method::GET, &format!("/v1/runs/{run}/events"));
+        let mut request = self.request(
+            tenant,
+            reqwest::Method::GET,
+            &format!("/v1/runs/{run}/events"),
+        );
         if let Some(last) = last {
             request = request.header("Last-Event-ID", last.to_string());
         }
@@ -214,11 +221,20 @@ impl Server {
     }
 
     /// Waits until the run's journal state is `state` (polling `GET /v1/runs/{id}`).
-    pub async fn wait_state(&self, tenant: &str, run: &str, state: &str, within: Duration) -> Value {
+    pub async fn wait_state(
+        &self,
+        tenant: &str,
+        run: &str,
+        state: &str,
+        within: Duration,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let (status, body) = self.get(tenant, &format!("/v1/runs/{run}")).await;
-            if status == 200 && body["run"]["state"] == state && (state == "running" || !body["report"].is_null()) {
+            if status == 200
+                && body["run"]["state"] == state
+                && (state == "running" || !body["report"].is_null())
+            {
                 return body;
             }
             assert!(

@@ -20,17 +20,35 @@ pub(crate) fn run(cli: &Path) -> Result {
     std::fs::write(&policy, "[tenants.demo]\nmax_concurrency = 8\n")
         .map_err(|e| format!("{}: {e}", policy.display()))?;
     let out = Command::new(cli)
-        .args(["token", "new", "--tenant", "demo", "--name", "demo", "--policy"])
+        .args([
+            "token", "new", "--tenant", "demo", "--name", "demo", "--policy",
+        ])
         .arg(&policy)
         .output()
         .map_err(|e| format!("wasm-orch token new: {e}"))?;
-    let token = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").to_owned();
+    let token = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned();
     if !out.status.success() || token.is_empty() {
-        return Err(format!("wasm-orch token new failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "wasm-orch token new failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
-    println!("$ wasm-orch token new --tenant demo --policy {}", policy.display());
+    println!(
+        "$ wasm-orch token new --tenant demo --policy {}",
+        policy.display()
+    );
     let mut server = Command::new(cli)
-        .args(["serve", "--listen", "127.0.0.1:0", "--workflows-dir", "examples"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--workflows-dir",
+            "examples",
+        ])
         .args(["--components-dir", "target/guests", "--policy"])
         .arg(&policy)
         .arg("--state-dir")
@@ -94,7 +112,9 @@ fn follow(url: &str, run: &str, token: &str) -> Result {
         "GET /v1/runs/{run}/events HTTP/1.1\r\nHost: {url}\r\nAuthorization: Bearer {token}\r\n\
          Accept: text/event-stream\r\nConnection: close\r\n\r\n"
     );
-    stream.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+    stream
+        .write_all(head.as_bytes())
+        .map_err(|e| e.to_string())?;
     let mut reader = BufReader::new(stream);
     let (_, chunked) = read_head(&mut reader)?;
     let mut text = String::new();
@@ -150,7 +170,9 @@ fn request(
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+    stream
+        .write_all(head.as_bytes())
+        .map_err(|e| e.to_string())?;
     stream.write_all(body).map_err(|e| e.to_string())?;
     let mut reader = BufReader::new(stream);
     let (status, chunked) = read_head(&mut reader)?;
@@ -194,7 +216,8 @@ fn read_body(reader: &mut impl BufRead, chunked: bool, mut sink: impl FnMut(&[u8
         if reader.read_line(&mut size).map_err(|e| e.to_string())? == 0 {
             return Ok(());
         }
-        let n = usize::from_str_radix(size.trim(), 16).map_err(|_| format!("bad chunk {size:?}"))?;
+        let n =
+            usize::from_str_radix(size.trim(), 16).map_err(|_| format!("bad chunk {size:?}"))?;
         if n == 0 {
             return Ok(());
         }

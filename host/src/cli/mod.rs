@@ -11,6 +11,7 @@ mod runs;
 #[cfg(feature = "serve")]
 mod serve;
 mod summary;
+mod telemetry;
 mod validate;
 mod view;
 
@@ -350,7 +351,8 @@ const CANCELLED: u8 = 130;
 /// Runs the command line and returns the process's exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    // Dropped after the async runtime, so that exported spans are flushed on every exit.
+    let telemetry = telemetry::init(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("wasm-orch")
@@ -376,23 +378,9 @@ pub fn main() -> ExitCode {
             Command::Token(args) => serve::token(args),
         }
     });
+    drop(runtime);
+    drop(telemetry);
     ExitCode::from(code)
-}
-
-fn init_tracing(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
 }
 
 /// Prints an error with its causes; returns the exit code for it (nothing ran).

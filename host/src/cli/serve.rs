@@ -14,7 +14,10 @@ pub(super) async fn run(args: ServeArgs) -> u8 {
     let grace = match humantime::parse_duration(&args.grace) {
         Ok(grace) => grace,
         Err(e) => {
-            eprintln!("error: --grace `{}` is not a duration ({e}); e.g. 30s", args.grace);
+            eprintln!(
+                "error: --grace `{}` is not a duration ({e}); e.g. 30s",
+                args.grace
+            );
             return INVALID;
         }
     };

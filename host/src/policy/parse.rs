@@ -8,7 +8,8 @@ use toml::Spanned;
 
 use super::spec::{BudgetSpec, ErrorBudgetSpec, PolicySpec, RetrySpec};
 use super::{
-    ApiToken, Policy, PolicyDefaults, RetryOverride, StallOverride, TenantAccess, TenantLimits, ToolLimit,
+    ApiToken, Policy, PolicyDefaults, RetryOverride, StallOverride, TenantAccess, TenantLimits,
+    ToolLimit,
 };
 use crate::config::{Checker, Diagnostics, Source, parse_toml};
 use crate::model::limits::{Budget, FuelRate};

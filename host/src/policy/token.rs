@@ -82,7 +82,9 @@ mod tests {
             "[[tokens]]\ntenant = \"a\"\nsha256 = \"{h}\"\n[[tokens]]\ntenant = \"b\"\nsha256 = \"{h}\"\n",
             h = token_sha256("x")
         );
-        let shown = Policy::parse(&twice, "p.toml").expect_err("twice").to_string();
+        let shown = Policy::parse(&twice, "p.toml")
+            .expect_err("twice")
+            .to_string();
         assert!(shown.contains("listed twice"), "{shown}");
     }
 }

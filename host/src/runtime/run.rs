@@ -354,162 +354,167 @@ impl Runtime {
             tenant = %workflow.tenant,
             workflow = %workflow.name,
         );
-        let handle = tokio::spawn(tracing::Instrument::instrument(async move {
-            let governor = &runtime.inner.governor;
-            let (started_at, started) = match first_started {
-                Some(ms) => {
-                    let at = Timestamp::from_unix_millis(ms);
-                    let ago = std::time::SystemTime::now()
-                        .duration_since(at.0)
-                        .unwrap_or_default();
-                    (
-                        at,
-                        Instant::now().checked_sub(ago).unwrap_or_else(Instant::now),
-                    )
-                }
-                None => (Timestamp::now(), Instant::now()),
-            };
-            let agent_names: Vec<String> = agent_plans.iter().map(|a| a.name.clone()).collect();
-            let capacities: BTreeMap<String, usize> = agent_plans
-                .iter()
-                .map(|a| {
-                    (
-                        a.name.clone(),
-                        a.max_concurrency
-                            .unwrap_or(max_concurrency)
-                            .min(max_concurrency),
-                    )
-                })
-                .collect();
-            let keys: BTreeMap<String, String> = agent_plans
-                .iter()
-                .map(|a| (a.name.clone(), a.key.clone()))
-                .collect();
-            let plan = Plan {
-                workflow: &workflow,
-                run_id: id.clone(),
-                max_concurrency,
-                agents: agent_plans,
-                tasks,
-                error_budget,
-                budget,
-                started,
-                resumed: prior,
-                fuel_spent,
-            };
-            let renewal = renewal;
-            let revoke = |change| match change {
-                ErrorBudgetChange::Breached => lease.revoke("the run's error budget was breached"),
-                ErrorBudgetChange::Resumed => {
-                    lease.reissue("the run resumed after its error budget was breached");
-                }
-            };
-            let snapshot = || serde_json::to_value(blackboard.snapshot()).unwrap_or_default();
-            let shared = Shared {
-                governor,
-                tenant: Arc::clone(&tenant),
-                bus: &run_bus,
-                blackboard: &snapshot,
-                cancel: &run_cancel,
-                on_error_budget: &revoke,
-            };
-            let mut finished = scheduler::run(plan, executor, shared).await;
-            drop(renewal);
-            lease.revoke("the run ended");
-            runtime.inner.claims.close(&id);
-            let _ = tokio::task::spawn_blocking(move || run_dir.remove_empty_dirs()).await;
-            let duration = started.elapsed();
-            let meter = std::mem::replace(&mut finished.meter, scheduler::Meter::new(started));
-            let (attempts, retries, blocked, failures) =
-                (meter.attempts, meter.retries, meter.blocked, meter.failures);
-            let (parallelism, mut agents) =
-                meter.finish(duration, |name| capacities.get(name).copied().unwrap_or(1));
-            for (name, usage) in &mut agents {
-                if let Some(key) = keys.get(name) {
-                    usage.score = Some(governor.score(key));
-                }
-            }
-            let mut metrics = RunMetrics {
-                parallelism,
-                attempts,
-                retry_total: retries,
-                repeat_total: repeats.load(std::sync::atomic::Ordering::Relaxed),
-                blocked_total: blocked,
-                failures,
-                statebus_lag_ms: Lag::default(),
-                result_generation_latency_ms: 0.0,
-                events_evicted: 0,
-                fuel: FuelUse {
-                    run: finished.fuel_used,
-                    tenant: tenant.name.clone(),
-                    tenant_total: tenant.account.fuel_used(),
-                },
-                agents,
-            };
-            let last_settled = finished.last_settled;
-            let mut report = aggregate::report(aggregate::Finished {
-                workflow: &workflow,
-                run_id: id,
-                run: finished,
-                agent_names,
-                cancelled: run_cancel.is_cancelled(),
-                started_at,
-                duration,
-                agents: agent_reports,
-                blackboard: blackboard.snapshot(),
-                budget,
-                metrics: metrics.clone(),
-                events: 0,
-                directory: run_directory,
-            });
-            // Secret values are redacted where guests emit them; this is the last line of
-            // defence for the report as a whole.
-            if !redactor.is_empty() {
-                let text = serde_json::to_string(&report).unwrap_or_default();
-                if let std::borrow::Cow::Owned(clean) = redactor.json_text(&text) {
-                    match serde_json::from_str(&clean) {
-                        Ok(clean) => report = clean,
-                        // A secret equal to a word of the report's own structure: the parts
-                        // a guest wrote were redacted at the source already.
-                        Err(e) => tracing::warn!(
-                            "run {}: the redacted report does not parse ({e}); keeping the one redacted at the source",
-                            report.run_id
-                        ),
+        let handle = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let governor = &runtime.inner.governor;
+                let (started_at, started) = match first_started {
+                    Some(ms) => {
+                        let at = Timestamp::from_unix_millis(ms);
+                        let ago = std::time::SystemTime::now()
+                            .duration_since(at.0)
+                            .unwrap_or_default();
+                        (
+                            at,
+                            Instant::now().checked_sub(ago).unwrap_or_else(Instant::now),
+                        )
+                    }
+                    None => (Timestamp::now(), Instant::now()),
+                };
+                let agent_names: Vec<String> = agent_plans.iter().map(|a| a.name.clone()).collect();
+                let capacities: BTreeMap<String, usize> = agent_plans
+                    .iter()
+                    .map(|a| {
+                        (
+                            a.name.clone(),
+                            a.max_concurrency
+                                .unwrap_or(max_concurrency)
+                                .min(max_concurrency),
+                        )
+                    })
+                    .collect();
+                let keys: BTreeMap<String, String> = agent_plans
+                    .iter()
+                    .map(|a| (a.name.clone(), a.key.clone()))
+                    .collect();
+                let plan = Plan {
+                    workflow: &workflow,
+                    run_id: id.clone(),
+                    max_concurrency,
+                    agents: agent_plans,
+                    tasks,
+                    error_budget,
+                    budget,
+                    started,
+                    resumed: prior,
+                    fuel_spent,
+                };
+                let renewal = renewal;
+                let revoke = |change| match change {
+                    ErrorBudgetChange::Breached => {
+                        lease.revoke("the run's error budget was breached")
+                    }
+                    ErrorBudgetChange::Resumed => {
+                        lease.reissue("the run resumed after its error budget was breached");
+                    }
+                };
+                let snapshot = || serde_json::to_value(blackboard.snapshot()).unwrap_or_default();
+                let shared = Shared {
+                    governor,
+                    tenant: Arc::clone(&tenant),
+                    bus: &run_bus,
+                    blackboard: &snapshot,
+                    cancel: &run_cancel,
+                    on_error_budget: &revoke,
+                };
+                let mut finished = scheduler::run(plan, executor, shared).await;
+                drop(renewal);
+                lease.revoke("the run ended");
+                runtime.inner.claims.close(&id);
+                let _ = tokio::task::spawn_blocking(move || run_dir.remove_empty_dirs()).await;
+                let duration = started.elapsed();
+                let meter = std::mem::replace(&mut finished.meter, scheduler::Meter::new(started));
+                let (attempts, retries, blocked, failures) =
+                    (meter.attempts, meter.retries, meter.blocked, meter.failures);
+                let (parallelism, mut agents) =
+                    meter.finish(duration, |name| capacities.get(name).copied().unwrap_or(1));
+                for (name, usage) in &mut agents {
+                    if let Some(key) = keys.get(name) {
+                        usage.score = Some(governor.score(key));
                     }
                 }
-            }
-            metrics.result_generation_latency_ms = millis(last_settled.elapsed());
-            run_bus.publish(EventKind::RunMetrics(metrics.clone()));
-            let count = |s: TaskStatus| report.counts.get(&s).copied().unwrap_or(0);
-            let (succeeded, skipped, cancelled) = (
-                count(TaskStatus::Succeeded),
-                count(TaskStatus::Skipped),
-                count(TaskStatus::Cancelled),
-            );
-            run_bus.publish(EventKind::RunCompleted(RunCompleted {
-                workflow: report.workflow.clone(),
-                status: report.status,
-                duration_ms: report.duration_ms,
-                succeeded,
-                failed: report.tasks.len() - succeeded - skipped - cancelled,
-                skipped,
-                cancelled,
-            }));
-            run_bus.close();
-            let _ = recorder.await;
-            metrics.statebus_lag_ms = run_bus.lag();
-            metrics.events_evicted = run_bus.stats().evicted;
-            report.metrics = metrics;
-            report.events = run_bus.len();
-            if let Some(link) = &link {
-                let body = serde_json::to_vec(&report).unwrap_or_default();
-                journal.finish(link, &report.status.to_string(), body);
-                // The report is in the journal when `wait` returns (`runs show` finds it).
-                let journal = Arc::clone(&journal);
-                let _ = tokio::task::spawn_blocking(move || journal.flush()).await;
-            }
-            report
-        }, span));
+                let mut metrics = RunMetrics {
+                    parallelism,
+                    attempts,
+                    retry_total: retries,
+                    repeat_total: repeats.load(std::sync::atomic::Ordering::Relaxed),
+                    blocked_total: blocked,
+                    failures,
+                    statebus_lag_ms: Lag::default(),
+                    result_generation_latency_ms: 0.0,
+                    events_evicted: 0,
+                    fuel: FuelUse {
+                        run: finished.fuel_used,
+                        tenant: tenant.name.clone(),
+                        tenant_total: tenant.account.fuel_used(),
+                    },
+                    agents,
+                };
+                let last_settled = finished.last_settled;
+                let mut report = aggregate::report(aggregate::Finished {
+                    workflow: &workflow,
+                    run_id: id,
+                    run: finished,
+                    agent_names,
+                    cancelled: run_cancel.is_cancelled(),
+                    started_at,
+                    duration,
+                    agents: agent_reports,
+                    blackboard: blackboard.snapshot(),
+                    budget,
+                    metrics: metrics.clone(),
+                    events: 0,
+                    directory: run_directory,
+                });
+                // Secret values are redacted where guests emit them; this is the last line of
+                // defence for the report as a whole.
+                if !redactor.is_empty() {
+                    let text = serde_json::to_string(&report).unwrap_or_default();
+                    if let std::borrow::Cow::Owned(clean) = redactor.json_text(&text) {
+                        match serde_json::from_str(&clean) {
+                            Ok(clean) => report = clean,
+                            // A secret equal to a word of the report's own structure: the parts
+                            // a guest wrote were redacted at the source already.
+                            Err(e) => tracing::warn!(
+                                "run {}: the redacted report does not parse ({e}); keeping the one redacted at the source",
+                                report.run_id
+                            ),
+                        }
+                    }
+                }
+                metrics.result_generation_latency_ms = millis(last_settled.elapsed());
+                run_bus.publish(EventKind::RunMetrics(metrics.clone()));
+                let count = |s: TaskStatus| report.counts.get(&s).copied().unwrap_or(0);
+                let (succeeded, skipped, cancelled) = (
+                    count(TaskStatus::Succeeded),
+                    count(TaskStatus::Skipped),
+                    count(TaskStatus::Cancelled),
+                );
+                run_bus.publish(EventKind::RunCompleted(RunCompleted {
+                    workflow: report.workflow.clone(),
+                    status: report.status,
+                    duration_ms: report.duration_ms,
+                    succeeded,
+                    failed: report.tasks.len() - succeeded - skipped - cancelled,
+                    skipped,
+                    cancelled,
+                }));
+                run_bus.close();
+                let _ = recorder.await;
+                metrics.statebus_lag_ms = run_bus.lag();
+                metrics.events_evicted = run_bus.stats().evicted;
+                report.metrics = metrics;
+                report.events = run_bus.len();
+                if let Some(link) = &link {
+                    let body = serde_json::to_vec(&report).unwrap_or_default();
+                    journal.finish(link, &report.status.to_string(), body);
+                    // The report is in the journal when `wait` returns (`runs show` finds it).
+                    let journal = Arc::clone(&journal);
+                    let _ = tokio::task::spawn_blocking(move || journal.flush()).await;
+                }
+                report
+            },
+            span,
+        ));
         Ok(Run {
             id: run_id,
             directory,

@@ -94,7 +94,10 @@ fn confine(app: &App, workflow: &Workflow) -> ApiResult<()> {
 
 fn body_text(body: &Bytes) -> ApiResult<&str> {
     std::str::from_utf8(body).map_err(|e| {
-        ApiError::bad_request(format!("the body is not UTF-8 text (at byte {})", e.valid_up_to()))
+        ApiError::bad_request(format!(
+            "the body is not UTF-8 text (at byte {})",
+            e.valid_up_to()
+        ))
     })
 }
 
@@ -583,12 +586,12 @@ pub(crate) async fn cancel_run(
         ));
     }
     Err(match run.state {
-        RunState::Running => ApiError::conflict(
-            "the run is running in another process, which alone can cancel it",
-        ),
-        RunState::Interrupted => ApiError::conflict(
-            "the run is interrupted: nothing of it runs (resume it to go on)",
-        ),
+        RunState::Running => {
+            ApiError::conflict("the run is running in another process, which alone can cancel it")
+        }
+        RunState::Interrupted => {
+            ApiError::conflict("the run is interrupted: nothing of it runs (resume it to go on)")
+        }
         ended => ApiError::conflict(format!("the run has ended ({ended})")),
     })
 }

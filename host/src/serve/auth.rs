@@ -27,7 +27,9 @@ impl FromRequestParts<Arc<App>> for Tenant {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| {
                 let (scheme, token) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then_some(token.trim())
             })
             .filter(|t| !t.is_empty() && t.len() <= MAX_TOKEN)
             .ok_or_else(ApiError::unauthorized)?;

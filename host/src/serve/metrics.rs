@@ -13,8 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::events::{Event, EventKind, Timestamp};
 use crate::TaskStatus;
+use crate::events::{Event, EventKind, Timestamp};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TenantLabel {
@@ -184,7 +184,9 @@ impl RunObserver<'_> {
                     m.parallelism.get_or_create(&self.label).dec();
                 }
                 if s.status.is_final() || s.status == TaskStatus::Retrying {
-                    m.tasks.get_or_create(&self.outcome(s.status.as_str())).inc();
+                    m.tasks
+                        .get_or_create(&self.outcome(s.status.as_str()))
+                        .inc();
                 }
             }
             EventKind::TaskBlocked(_) => {

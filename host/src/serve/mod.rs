@@ -146,7 +146,10 @@ pub async fn serve(
     });
     let server = tokio::spawn(async move { server.await });
     terminated().await;
-    tracing::info!("stopping: no new runs; running work has {:?}", options.grace);
+    tracing::info!(
+        "stopping: no new runs; running work has {:?}",
+        options.grace
+    );
     app.accepting.store(false, Ordering::Relaxed);
     let deadline = tokio::time::Instant::now() + options.grace;
     while app.live.len() > 0 && tokio::time::Instant::now() < deadline {
@@ -192,7 +195,9 @@ pub(crate) fn router(app: Arc<App>, max_body: usize) -> Router {
         .merge(openapi::routes())
         .fallback(api::unknown_route)
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(api::panicked))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            api::panicked,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(app)
 }

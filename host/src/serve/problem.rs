@@ -136,11 +136,9 @@ impl From<Error> for ApiError {
             Error::NotResumable { run, why } => {
                 Self::conflict(format!("run `{run}` cannot be resumed: {why}"))
             }
-            e @ Error::Component { .. } => Self::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-component",
-                e.to_string(),
-            ),
+            e @ Error::Component { .. } => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid-component", e.to_string())
+            }
             other => Self::internal(format!("{other:#}")),
         }
     }

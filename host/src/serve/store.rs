@@ -78,7 +78,8 @@ impl Store {
             source,
         })?;
         let conn = Connection::open(&path).map_err(fail)?;
-        conn.pragma_update(None, "journal_mode", "wal").map_err(fail)?;
+        conn.pragma_update(None, "journal_mode", "wal")
+            .map_err(fail)?;
         conn.pragma_update(None, "synchronous", "normal")
             .map_err(fail)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
