@@ -9,11 +9,14 @@ use std::sync::{Arc, Mutex};
 
 use wasm_orch_tests::{Scratch, cli, root};
 
+/// A request the collector received: its path and body.
+type Request = (String, Vec<u8>);
+
 #[test]
 fn runs_and_attempts_are_exported_as_spans_over_otlp() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("a port");
     let port = listener.local_addr().expect("its address").port();
-    let received: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let received: Arc<Mutex<Vec<Request>>> = Arc::default();
     let keep = Arc::clone(&received);
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {

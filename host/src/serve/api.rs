@@ -260,8 +260,9 @@ pub(crate) async fn execute(
         .store
         .dag(&tenant, &dag_id)?
         .ok_or_else(|| ApiError::not_found("DAG", &dag_id))?;
+    // Requests with one key wait for each other; others (mostly) do not.
     let _held = match &key {
-        Some(_) => Some(app.idempotency.lock().await),
+        Some(key) => Some(app.idempotency_lock(&tenant, &dag_id, key).lock().await),
         None => None,
     };
     if let Some(key) = &key
@@ -330,6 +331,9 @@ pub(crate) struct RunQuery {
     limit: Option<usize>,
 }
 
+/// The most runs of a DAG one list request looks at (filtering by status).
+const MAX_SCANNED: usize = 4000;
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct RunList {
     #[schema(value_type = Vec<Object>)]
@@ -380,15 +384,18 @@ pub(crate) async fn list_runs(
             let dag = checked_id("DAG id", dag)?;
             let mut out = Vec::new();
             let mut before = query.cursor.clone();
-            // Page through the DAG's runs until `limit + 1` pass the status filter.
-            'pages: loop {
+            // Page through the DAG's runs until `limit + 1` pass the status filter, or
+            // `MAX_SCANNED` were looked at (then the page is short, with a cursor to go on).
+            let mut scanned = 0;
+            'pages: while scanned < MAX_SCANNED {
                 let ids = app
                     .store
                     .runs_of_dag(&tenant, dag, before.as_deref(), 200)?;
-                let Some(last) = ids.last().cloned() else {
+                if ids.is_empty() {
                     break;
-                };
+                }
                 for id in ids {
+                    scanned += 1;
                     if let Some(s) = app.runtime.run_summary(&id).await?
                         && s.tenant == tenant
                         && state.is_none_or(|st| st == s.state)
@@ -398,8 +405,14 @@ pub(crate) async fn list_runs(
                             break 'pages;
                         }
                     }
+                    before = Some(id);
                 }
-                before = Some(last);
+            }
+            if out.len() <= limit && scanned >= MAX_SCANNED {
+                return Ok(Json(RunList {
+                    runs: out,
+                    next_cursor: before,
+                }));
             }
             out
         }

@@ -84,9 +84,18 @@ pub(crate) struct App {
     accepting: AtomicBool,
     /// Whether the server has resumed what it had left and is ready.
     ready: AtomicBool,
-    /// Held while an execute with an `Idempotency-Key` looks its key up and starts its run,
-    /// so that two requests with one key start one run.
-    idempotency: tokio::sync::Mutex<()>,
+    /// One is held while an execute with an `Idempotency-Key` looks its key up and starts its
+    /// run, so that two requests with one key start one run (keys are spread over them).
+    idempotency: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl App {
+    fn idempotency_lock(&self, tenant: &str, dag: &str, key: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (tenant, dag, key).hash(&mut h);
+        &self.idempotency[h.finish() as usize % self.idempotency.len()]
+    }
 }
 
 /// Serves until SIGTERM or SIGINT. `on_listen` learns the bound address first.
@@ -116,7 +125,7 @@ pub async fn serve(
         components,
         accepting: AtomicBool::new(true),
         ready: AtomicBool::new(false),
-        idempotency: tokio::sync::Mutex::new(()),
+        idempotency: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
     });
     let listener = TcpListener::bind(options.listen)
         .await
