@@ -23,8 +23,8 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::Error;
 use crate::wit::wasm_orch::agent::blackboard::{self as wit, BlackboardError};
+use crate::{Error, host};
 
 /// A value and its version.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,7 +46,7 @@ pub enum Swap<T> {
 
 /// Read `key`.
 pub fn get<T: DeserializeOwned>(key: &str) -> Result<Option<Entry<T>>, Error> {
-    match wit::get(key) {
+    match host::bb_get(key) {
         Ok(entry) => entry.map(|e| decode(key, e)).transpose(),
         Err(e) => Err(refused(key, e)),
     }
@@ -55,7 +55,7 @@ pub fn get<T: DeserializeOwned>(key: &str) -> Result<Option<Entry<T>>, Error> {
 /// Write `key` unconditionally; returns the new version.
 pub fn put<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<u64, Error> {
     let json = serde_json::to_string(value)?;
-    wit::put(key, &json).map_err(|e| refused(key, e))
+    host::bb_put(key, &json).map_err(|e| refused(key, e))
 }
 
 /// Write `key` only if its version is still `expected` (`None`: only if it is absent).
@@ -65,7 +65,7 @@ pub fn compare_and_swap<T: Serialize + DeserializeOwned>(
     value: &T,
 ) -> Result<Swap<T>, Error> {
     let json = serde_json::to_string(value)?;
-    match wit::compare_and_swap(key, expected, &json) {
+    match host::bb_cas(key, expected, &json) {
         Ok(version) => Ok(Swap::Done(version)),
         Err(BlackboardError::Conflict(current)) => {
             Ok(Swap::Conflict(current.map(|e| decode(key, e)).transpose()?))
@@ -99,7 +99,7 @@ where
 
 /// Keys that start with `prefix`, sorted.
 pub fn list_keys(prefix: &str) -> Result<Vec<String>, Error> {
-    wit::list_keys(prefix).map_err(|e| refused(prefix, e))
+    host::bb_list(prefix).map_err(|e| refused(prefix, e))
 }
 
 fn decode<T: DeserializeOwned>(key: &str, entry: wit::Entry) -> Result<Entry<T>, Error> {

@@ -65,8 +65,11 @@ pub mod blackboard;
 mod context;
 mod error;
 mod export;
+mod host;
 pub mod secrets;
 pub mod status;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 pub mod tools;
 
 pub use context::{Context, Task, Upstream, UpstreamFailure};

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::wit::wasm_orch::agent::secrets::{self as wit, SecretError as WitSecretError};
+use crate::wit::wasm_orch::agent::secrets::SecretError as WitSecretError;
 
 /// Why a secret could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +31,7 @@ impl std::error::Error for SecretError {}
 
 /// The value of secret `name`.
 pub fn get(name: &str) -> Result<String, SecretError> {
-    wit::get(name).map_err(|e| match e {
+    crate::host::secret(name).map_err(|e| match e {
         WitSecretError::Denied(m) => SecretError::Denied(m),
         WitSecretError::Revoked(m) => SecretError::Revoked(m),
     })

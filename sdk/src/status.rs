@@ -6,12 +6,12 @@
 
 use serde::Serialize;
 
-use crate::wit::wasm_orch::agent::status as wit;
+use crate::host;
 pub use crate::wit::wasm_orch::agent::types::Level;
 
 /// Report progress: `fraction` between 0.0 and 1.0, with a short message.
 pub fn progress(fraction: f32, message: impl AsRef<str>) {
-    wit::progress(fraction, message.as_ref());
+    host::progress(fraction, message.as_ref());
 }
 
 /// Publish a partial result before the task finishes.
@@ -19,14 +19,14 @@ pub fn progress(fraction: f32, message: impl AsRef<str>) {
 /// A value that cannot be serialized is reported as a warning log instead.
 pub fn partial<T: Serialize + ?Sized>(data: &T) {
     match serde_json::to_string(data) {
-        Ok(json) => wit::partial(&json),
+        Ok(json) => host::partial(&json),
         Err(e) => warn(format!("partial result not sent: {e}")),
     }
 }
 
 /// Write a log line at `level`.
 pub fn log(level: Level, message: impl AsRef<str>) {
-    wit::log(level, message.as_ref());
+    host::log(level, message.as_ref());
 }
 
 /// Write a `debug` log line.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::wit::wasm_orch::agent::tools::{self as wit, ToolError as WitToolError};
+use crate::wit::wasm_orch::agent::tools::ToolError as WitToolError;
 
 /// Why a tool call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +65,7 @@ where
 
 /// Call the tool `name` with JSON text; returns its JSON text.
 pub fn invoke_raw(name: &str, input: &str) -> Result<String, ToolError> {
-    wit::invoke(name, input).map_err(ToolError::from)
+    crate::host::tool(name, input).map_err(ToolError::from)
 }
 
 /// Wait for `duration` in the host (the built-in `sleep` tool): the guest uses no fuel while it

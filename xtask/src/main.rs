@@ -385,6 +385,11 @@ fn test() -> Result {
         .args(["fmt", "--all", "--check", "--manifest-path"])
         .arg(root().join("guest-examples/Cargo.toml")))?;
     guests()?;
+    step("the example agents' own tests, run natively (wasm_orch_sdk::testing)");
+    let host = host_triple().ok_or("cannot tell the host's target triple from `rustc -vV`")?;
+    run(cargo()
+        .args(["test", "--workspace", "--target", &host, "--manifest-path"])
+        .arg(root().join("guest-examples/Cargo.toml")))?;
     browser_test_tools()?;
     step("lints (cargo clippy -D warnings)");
     run(cargo().args([

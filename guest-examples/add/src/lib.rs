@@ -38,3 +38,48 @@ impl Agent for Add {
 }
 
 wasm_orch_sdk::export!(Add);
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use wasm_orch_sdk::ErrorKind;
+    use wasm_orch_sdk::testing::TestRun;
+
+    use super::Add;
+
+    #[test]
+    fn adds_its_parameters_and_every_upstream_output() {
+        let outcome = TestRun::new(json!({ "a": 1, "b": 2 }))
+            .upstream("left", 10)
+            .upstream("right", 100)
+            .run::<Add>();
+        assert_eq!(outcome.output::<i64>(), 113);
+        assert_eq!(
+            outcome.progress.last().map(|p| p.1.as_str()),
+            Some("sum = 113")
+        );
+    }
+
+    #[test]
+    fn sleeps_in_the_host_when_asked_for_latency() {
+        let outcome = TestRun::new(json!({ "a": 3, "delay_ms": 400 }))
+            .sleep_tool()
+            .run::<Add>();
+        assert_eq!(outcome.output::<i64>(), 3);
+        assert_eq!(
+            outcome.tool_calls,
+            vec![("sleep".to_owned(), json!({ "ms": 400 }))]
+        );
+        // Without the grant, the call is denied and the task fails.
+        let denied = TestRun::new(json!({ "delay_ms": 1 })).run::<Add>();
+        assert_eq!(denied.error().kind(), ErrorKind::Failed);
+    }
+
+    #[test]
+    fn an_overflow_is_invalid_input_not_a_panic() {
+        let outcome = TestRun::new(json!({ "a": i64::MAX, "b": 1 })).run::<Add>();
+        assert_eq!(outcome.error().kind(), ErrorKind::InvalidInput);
+        let wrong = TestRun::new(json!({ "a": "one" })).run::<Add>();
+        assert_eq!(wrong.error().kind(), ErrorKind::InvalidInput);
+    }
+}

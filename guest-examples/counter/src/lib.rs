@@ -30,3 +30,21 @@ impl Agent for Counter {
 }
 
 wasm_orch_sdk::export!(Counter);
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use wasm_orch_sdk::testing::TestRun;
+
+    use super::Counter;
+
+    #[test]
+    fn counts_on_from_what_the_blackboard_holds() {
+        let outcome = TestRun::new(json!({ "key": "shared/n", "times": 250 }))
+            .blackboard("shared/n", 750)
+            .run::<Counter>();
+        assert_eq!(outcome.output::<u64>(), 1000);
+        assert_eq!(outcome.blackboard["shared/n"], 1000);
+        assert_eq!(outcome.progress.len(), 2, "every 100 increments");
+    }
+}

@@ -63,3 +63,30 @@ impl Agent for Merge {
 }
 
 wasm_orch_sdk::export!(Merge);
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use wasm_orch_sdk::testing::TestRun;
+
+    use super::Merge;
+
+    #[test]
+    fn merges_the_counts_of_every_chunk_and_ranks_the_top() {
+        let outcome = TestRun::new(json!({ "top": 2 }))
+            .upstream(
+                "count[0]",
+                json!({ "words": 3, "counts": { "a": 2, "b": 1 } }),
+            )
+            .upstream(
+                "count[1]",
+                json!({ "words": 2, "counts": { "b": 1, "c": 1 } }),
+            )
+            .run::<Merge>();
+        let out: Value = outcome.output();
+        assert_eq!(out["words"], 5);
+        assert_eq!(out["chunks"], 2);
+        assert_eq!(out["distinct"], 3);
+        assert_eq!(out["top"], json!([["a", 2], ["b", 2]]));
+    }
+}

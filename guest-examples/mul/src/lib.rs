@@ -45,3 +45,36 @@ impl Agent for Mul {
 }
 
 wasm_orch_sdk::export!(Mul);
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use wasm_orch_sdk::ErrorKind;
+    use wasm_orch_sdk::testing::TestRun;
+
+    use super::Mul;
+
+    #[test]
+    fn multiplies_upstream_outputs() {
+        let outcome = TestRun::new(json!({}))
+            .upstream("left", 3)
+            .upstream("right", 7)
+            .run::<Mul>();
+        assert_eq!(outcome.output::<i64>(), 21);
+        assert_eq!(outcome.progress, vec![(1.0, "product = 21".to_owned())]);
+    }
+
+    #[test]
+    fn nothing_to_multiply_and_a_failed_upstream_are_invalid_input() {
+        let empty = TestRun::new(json!({})).run::<Mul>();
+        assert_eq!(empty.error().kind(), ErrorKind::InvalidInput);
+        let failed = TestRun::new(json!({ "a": 2 }))
+            .upstream_failed("left", "trapped", "trap", "boom")
+            .run::<Mul>();
+        assert!(
+            failed.error().message().contains("left"),
+            "{}",
+            failed.error()
+        );
+    }
+}

@@ -51,3 +51,24 @@ impl Agent for WordCount {
 }
 
 wasm_orch_sdk::export!(WordCount);
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use wasm_orch_sdk::testing::TestRun;
+
+    use super::WordCount;
+
+    #[test]
+    fn counts_lowercased_words_and_reports_progress() {
+        let outcome =
+            TestRun::new(json!({ "text": "The cat, the HAT.\nA cat!" })).run::<WordCount>();
+        let out: Value = outcome.output();
+        assert_eq!(out["words"], 6);
+        assert_eq!(
+            out["counts"],
+            json!({ "a": 1, "cat": 2, "hat": 1, "the": 2 })
+        );
+        assert_eq!(outcome.progress.last().map(|p| p.0), Some(1.0));
+    }
+}
