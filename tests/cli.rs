@@ -266,3 +266,57 @@ fn inspect_says_why_a_component_is_not_a_sub_agent() {
     assert!(stdout.contains("sub-agent: no"), "{stdout}");
     assert!(stdout.contains("wasm-orch:agent/agent"), "{stdout}");
 }
+
+#[test]
+fn new_creates_an_agent_project_and_refuses_what_it_cannot_make() {
+    let scratch = Scratch::new();
+    let dir = scratch.path().join("my-agent");
+    let out = cli!()
+        .args(["new", "my-agent", "--dir"])
+        .arg(&dir)
+        .output()
+        .expect("run the CLI");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("cargo test") && said.contains("wasm-orch run workflow.toml"),
+        "{said}"
+    );
+    let lib = std::fs::read_to_string(dir.join("src/lib.rs")).expect("the agent");
+    assert!(
+        lib.contains("impl Agent for MyAgent") && lib.contains("TestRun"),
+        "{lib}"
+    );
+    let cargo = std::fs::read_to_string(dir.join("Cargo.toml")).expect("its Cargo.toml");
+    assert!(
+        cargo.contains("wasm-orch-sdk = { path = ") && cargo.contains("[workspace]"),
+        "{cargo}"
+    );
+    // The workflow points at the component `cargo build` makes (`cargo xtask test` builds and
+    // runs a new project end to end).
+    let workflow = std::fs::read_to_string(dir.join("workflow.toml")).expect("its workflow");
+    assert!(
+        workflow.contains("target/wasm32-wasip2/release/my_agent.wasm"),
+        "{workflow}"
+    );
+    for (args, why) in [
+        (vec!["new", "my-agent", "--dir"], "exists already"),
+        (vec!["new", "Bad Name"], "not an agent name"),
+        (vec!["new", "x", "--lang", "python"], "not available yet"),
+        (vec!["new", "x", "--lang", "cobol"], "unknown language"),
+    ] {
+        let mut cmd = cli!();
+        cmd.args(&args).current_dir(scratch.path());
+        if args.contains(&"--dir") {
+            cmd.arg(&dir);
+        }
+        let out = cmd.output().expect("run the CLI");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+}

@@ -31,7 +31,8 @@ commands:
   demo [FILE]   build everything and run the demo workflows (or FILE) with the live view
   test          formatting, lints, unit and integration tests (what CI runs)
   bench         the runtime benchmarks (release build), printed as a table
-  arch          check that host/src imports only down its layers (docs/architecture.md)";
+  arch          check that host/src imports only down its layers (docs/architecture.md)
+  new-agent     check that a `wasm-orch new` project tests, builds and runs (after test)";
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 /// Debian packages of the fallback toolchain (Rust with its standard library's source, the
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("bench") => bench(),
         Some("arch") => arch(),
+        Some("new-agent") => new_agent(),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -124,8 +126,24 @@ enum Toolchain {
 
 fn guests() -> Result<Vec<PathBuf>> {
     step("building guest components (wasm32-wasip2)");
+    let built = build_components(&root().join("guest-examples/Cargo.toml"))?;
+    let out = target_dir().join("guests");
+    fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
+    let mut components = Vec::new();
+    for name in guest_names()? {
+        let from = built.join(format!("{}.wasm", name.replace('-', "_")));
+        let to = out.join(format!("{name}.wasm"));
+        fs::copy(&from, &to).map_err(|e| format!("copying {}: {e}", from.display()))?;
+        components.push(to);
+    }
+    eprintln!("{} guest components in {}", components.len(), out.display());
+    Ok(components)
+}
+
+/// Builds the crates of `manifest` into wasm32-wasip2 components, in `target/guest-build`;
+/// returns the directory that holds them.
+fn build_components(manifest: &Path) -> Result<PathBuf> {
     let toolchain = detect_toolchain()?;
-    let manifest = root().join("guest-examples/Cargo.toml");
     let build_dir = target_dir().join("guest-build");
     let mut cmd;
     match &toolchain {
@@ -163,23 +181,11 @@ fn guests() -> Result<Vec<PathBuf>> {
         }
     }
     cmd.arg("--manifest-path")
-        .arg(&manifest)
+        .arg(manifest)
         .arg("--target-dir")
         .arg(&build_dir);
     run(&mut cmd)?;
-
-    let built = build_dir.join(WASM_TARGET).join("release");
-    let out = target_dir().join("guests");
-    fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
-    let mut components = Vec::new();
-    for name in guest_names()? {
-        let from = built.join(format!("{}.wasm", name.replace('-', "_")));
-        let to = out.join(format!("{name}.wasm"));
-        fs::copy(&from, &to).map_err(|e| format!("copying {}: {e}", from.display()))?;
-        components.push(to);
-    }
-    eprintln!("{} guest components in {}", components.len(), out.display());
-    Ok(components)
+    Ok(build_dir.join(WASM_TARGET).join("release"))
 }
 
 /// The guest crates: the directories of guest-examples/ with a Cargo.toml.
@@ -401,7 +407,37 @@ fn test() -> Result {
         "warnings",
     ]))?;
     step("unit, integration and doc tests (cargo test)");
-    run(cargo().args(["test", "--workspace"]))
+    run(cargo().args(["test", "--workspace"]))?;
+    new_agent()
+}
+
+/// `wasm-orch new`, as an author meets it: the new project's tests pass natively, it builds
+/// into a component, and its workflow runs.
+fn new_agent() -> Result {
+    step("wasm-orch new: a new agent project tests, builds and runs");
+    let cli = target_dir().join("debug/wasm-orch-cli");
+    let dir = target_dir().join("new-agent/hello-agent");
+    let _ = fs::remove_dir_all(&dir);
+    run(Command::new(&cli)
+        .args(["new", "hello-agent", "--dir"])
+        .arg(&dir))?;
+    let manifest = dir.join("Cargo.toml");
+    run(cargo()
+        .args(["test", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir().join("new-agent/native")))?;
+    // Built with the guests' toolchain (and its warm std), then put where the workflow says.
+    let built = build_components(&manifest)?.join("hello_agent.wasm");
+    let to = dir.join("target/wasm32-wasip2/release");
+    fs::create_dir_all(&to).map_err(|e| format!("creating {}: {e}", to.display()))?;
+    fs::copy(&built, to.join("hello_agent.wasm"))
+        .map_err(|e| format!("copying {}: {e}", built.display()))?;
+    run(Command::new(&cli)
+        .arg("run")
+        .arg(dir.join("workflow.toml"))
+        .args(["--plain", "--no-cache", "--state-dir"])
+        .arg(dir.join(".wasm-orch")))
 }
 
 fn bench() -> Result {

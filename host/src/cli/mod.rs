@@ -6,6 +6,7 @@
 mod format;
 mod graph;
 mod inspect;
+mod new;
 mod run;
 mod runs;
 #[cfg(feature = "serve")]
@@ -50,6 +51,8 @@ enum Command {
     Resume(ResumeArgs),
     /// List the journaled runs (newest first); `runs show ID`, `runs prune --older-than 7d`.
     Runs(RunsArgs),
+    /// Start a new agent project: the agent with its tests, its build file, a workflow.
+    New(NewArgs),
     /// Serve the HTTP API, live event streams, Prometheus metrics and the dashboard.
     #[cfg(feature = "serve")]
     Serve(ServeArgs),
@@ -111,6 +114,25 @@ enum TokenAction {
         #[arg(long, value_name = "LABEL")]
         name: Option<String>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct NewArgs {
+    /// The agent's name (lowercase letters, digits, `-`, `_`): the crate and the directory.
+    name: String,
+
+    /// The agent's language.
+    #[arg(long, value_name = "LANG", default_value = "rust")]
+    lang: String,
+
+    /// Where to create it [default: ./NAME].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+
+    /// The wasm-orch-sdk crate to depend on, by path [default: the SDK of this CLI's
+    /// checkout, if there is one, else version 0.1 from the registry].
+    #[arg(long, value_name = "PATH")]
+    sdk: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -372,6 +394,7 @@ pub fn main() -> ExitCode {
             Command::Inspect(args) => inspect::inspect(args).await,
             Command::Resume(args) => runs::resume(args, cli.verbose > 0).await,
             Command::Runs(args) => runs::runs(args).await,
+            Command::New(args) => new::new(args),
             #[cfg(feature = "serve")]
             Command::Serve(args) => serve::run(args).await,
             #[cfg(feature = "serve")]
