@@ -136,8 +136,128 @@ fn guests() -> Result<Vec<PathBuf>> {
         fs::copy(&from, &to).map_err(|e| format!("copying {}: {e}", from.display()))?;
         components.push(to);
     }
+    components.extend(python_guests(&out)?);
+    components.extend(js_guests(&out)?);
     eprintln!("{} guest components in {}", components.len(), out.display());
     Ok(components)
+}
+
+/// componentize-py, from PyPI, at the version the Python guests are built with.
+const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+
+/// The Python guests (`guest-examples/python/<name>/app.py`, with the helper module
+/// `wasm_orch_py/`), each built by componentize-py into `<out>/<name>.wasm`. componentize-py
+/// is installed from PyPI into `target/py-venv` when missing.
+fn python_guests(out: &Path) -> Result<Vec<PathBuf>> {
+    let src = root().join("guest-examples/python");
+    let helper = src.join("wasm_orch_py");
+    let venv = target_dir().join("py-venv");
+    let tool = venv.join("bin/componentize-py");
+    if !tool.is_file() {
+        step(&format!(
+            "installing {COMPONENTIZE_PY} (PyPI) into target/py-venv"
+        ));
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+        run(Command::new(venv.join("bin/pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            COMPONENTIZE_PY,
+        ]))?;
+    }
+    let mut built = Vec::new();
+    for dir in sorted_dirs(&src)? {
+        if !dir.join("app.py").is_file() {
+            continue;
+        }
+        let name = dir_name(&dir)?;
+        let to = out.join(format!("{name}.wasm"));
+        if !up_to_date(&to, &[&dir, &helper, &root().join("wit")])? {
+            eprintln!("componentize-py: {name}");
+            run(Command::new(&tool)
+                .arg("-d")
+                .arg(root().join("wit"))
+                .args(["-w", "sub-agent", "componentize", "-p"])
+                .arg(&dir)
+                .arg("-p")
+                .arg(&helper)
+                .args(["app", "-o"])
+                .arg(&to))?;
+        }
+        built.push(to);
+    }
+    Ok(built)
+}
+
+/// The JavaScript guests (`guest-examples/js/<name>/agent.js`), each built by componentize-js
+/// (from npm, at the version `guest-examples/js/package-lock.json` pins) into
+/// `<out>/<name>.wasm`.
+fn js_guests(out: &Path) -> Result<Vec<PathBuf>> {
+    let src = root().join("guest-examples/js");
+    let tool = src.join("node_modules/.bin/componentize-js");
+    if !tool.is_file() {
+        step("installing componentize-js (npm ci in guest-examples/js)");
+        run(Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&src))?;
+    }
+    let mut built = Vec::new();
+    for dir in sorted_dirs(&src)? {
+        if !dir.join("agent.js").is_file() {
+            continue;
+        }
+        let name = dir_name(&dir)?;
+        let to = out.join(format!("{name}.wasm"));
+        if !up_to_date(&to, &[&dir, &root().join("wit")])? {
+            eprintln!("componentize-js: {name}");
+            run(Command::new(&tool)
+                .arg(dir.join("agent.js"))
+                .arg("-w")
+                .arg(root().join("wit"))
+                .args(["-n", "sub-agent", "-d", "http", "fetch-event", "-o"])
+                .arg(&to))?;
+        }
+        built.push(to);
+    }
+    Ok(built)
+}
+
+fn sorted_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut dirs: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && !p.ends_with("node_modules"))
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+fn dir_name(dir: &Path) -> Result<String> {
+    dir.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{}: not a UTF-8 name", dir.display()))
+}
+
+/// Whether `output` exists and is newer than every file under `inputs`.
+fn up_to_date(output: &Path, inputs: &[&Path]) -> Result<bool> {
+    let Ok(built) = fs::metadata(output).and_then(|m| m.modified()) else {
+        return Ok(false);
+    };
+    fn newest(path: &Path) -> std::time::SystemTime {
+        let own = fs::metadata(path)
+            .and_then(|m| m.modified())
+            .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+        match fs::read_dir(path) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name() != "__pycache__")
+                .map(|e| newest(&e.path()))
+                .fold(own, std::cmp::max),
+            Err(_) => own,
+        }
+    }
+    Ok(inputs.iter().all(|i| newest(i) <= built))
 }
 
 /// Builds the crates of `manifest` into wasm32-wasip2 components, in `target/guest-build`;
@@ -371,6 +491,8 @@ fn demo(file: Option<&str>) -> Result {
             ("examples/word-count.toml", &[]),
             ("examples/triage.toml", &[]),
             ("examples/isolation.toml", &isolation),
+            ("examples/calc-js.toml", &[]),
+            ("examples/tally-py.toml", &[]),
         ],
     };
     for (workflow, flags) in &workflows {
