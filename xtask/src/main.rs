@@ -518,6 +518,17 @@ fn test() -> Result {
     run(cargo()
         .args(["test", "--workspace", "--target", &host, "--manifest-path"])
         .arg(root().join("guest-examples/Cargo.toml")))?;
+    step("the Python agents' own tests, in CPython (wasm_orch_testing)");
+    let python = root().join("guest-examples/python");
+    for dir in sorted_dirs(&python)? {
+        if dir.join("test_app.py").is_file() {
+            run(Command::new("python3")
+                .args(["-m", "unittest", "discover", "-v", "-p", "test_*.py", "-s"])
+                .arg(&dir)
+                .env("PYTHONPATH", python.join("wasm_orch_py"))
+                .env("PYTHONDONTWRITEBYTECODE", "1"))?;
+        }
+    }
     browser_test_tools()?;
     step("lints (cargo clippy -D warnings)");
     run(cargo().args([
