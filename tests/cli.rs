@@ -306,7 +306,6 @@ fn new_creates_an_agent_project_and_refuses_what_it_cannot_make() {
     for (args, why) in [
         (vec!["new", "my-agent", "--dir"], "exists already"),
         (vec!["new", "Bad Name"], "not an agent name"),
-        (vec!["new", "x", "--lang", "python"], "not available yet"),
         (vec!["new", "x", "--lang", "cobol"], "unknown language"),
     ] {
         let mut cmd = cli!();
@@ -318,5 +317,42 @@ fn new_creates_an_agent_project_and_refuses_what_it_cannot_make() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(why), "{args:?}: {err}");
+    }
+    // Python and JavaScript projects carry the WIT contract their toolchains build from.
+    for (lang, files) in [
+        (
+            "python",
+            [
+                "app.py",
+                "test_app.py",
+                "wasm_orch.py",
+                "wasm_orch_testing.py",
+            ],
+        ),
+        (
+            "js",
+            ["agent.js", "package.json", "workflow.toml", "wit/world.wit"],
+        ),
+    ] {
+        let dir = scratch.path().join(format!("agent-{lang}"));
+        let out = cli!()
+            .args(["new", "greeter", "--lang", lang, "--dir"])
+            .arg(&dir)
+            .output()
+            .expect("run the CLI");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for file in files {
+            assert!(dir.join(file).is_file(), "{lang}: no {file}");
+        }
+        assert!(dir.join("wit/agent.wit").is_file());
+        let workflow = std::fs::read_to_string(dir.join("workflow.toml")).expect("workflow");
+        assert!(
+            workflow.contains("component = \"greeter.wasm\""),
+            "{workflow}"
+        );
     }
 }

@@ -566,11 +566,54 @@ fn new_agent() -> Result {
     fs::create_dir_all(&to).map_err(|e| format!("creating {}: {e}", to.display()))?;
     fs::copy(&built, to.join("hello_agent.wasm"))
         .map_err(|e| format!("copying {}: {e}", built.display()))?;
+    run_new_workflow(&cli, &dir)?;
+
+    // Python: its tests in CPython, its component by componentize-py (from `guests`).
+    let dir = target_dir().join("new-agent/hello-py");
+    let _ = fs::remove_dir_all(&dir);
     run(Command::new(&cli)
+        .args(["new", "hello-py", "--lang", "python", "--dir"])
+        .arg(&dir))?;
+    run(Command::new("python3")
+        .args(["-m", "unittest", "discover", "-v", "-s"])
+        .arg(&dir)
+        .env("PYTHONDONTWRITEBYTECODE", "1"))?;
+    run(
+        Command::new(target_dir().join("py-venv/bin/componentize-py"))
+            .arg("-d")
+            .arg(dir.join("wit"))
+            .args(["-w", "sub-agent", "componentize", "-p"])
+            .arg(&dir)
+            .args(["app", "-o"])
+            .arg(dir.join("hello-py.wasm")),
+    )?;
+    run_new_workflow(&cli, &dir)?;
+
+    // JavaScript: its component by componentize-js (from `guests`).
+    let dir = target_dir().join("new-agent/hello-js");
+    let _ = fs::remove_dir_all(&dir);
+    run(Command::new(&cli)
+        .args(["new", "hello-js", "--lang", "js", "--dir"])
+        .arg(&dir))?;
+    run(
+        Command::new(root().join("guest-examples/js/node_modules/.bin/componentize-js"))
+            .arg(dir.join("agent.js"))
+            .arg("-w")
+            .arg(dir.join("wit"))
+            .args(["-n", "sub-agent", "-d", "http", "fetch-event", "-o"])
+            .arg(dir.join("hello-js.wasm")),
+    )?;
+    run_new_workflow(&cli, &dir)
+}
+
+fn run_new_workflow(cli: &Path, dir: &Path) -> Result {
+    run(Command::new(cli)
         .arg("run")
         .arg(dir.join("workflow.toml"))
-        .args(["--plain", "--no-cache", "--state-dir"])
-        .arg(dir.join(".wasm-orch")))
+        .args(["--plain", "--state-dir"])
+        .arg(dir.join(".wasm-orch"))
+        .arg("--cache-dir")
+        .arg(target_dir().join("test-cache")))
 }
 
 fn bench() -> Result {
