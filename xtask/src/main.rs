@@ -198,8 +198,8 @@ fn js_guests(out: &Path) -> Result<Vec<PathBuf>> {
     if !tool.is_file() {
         step("installing componentize-js (npm ci in guest-examples/js)");
         run(Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&src))?;
+            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&src))?;
     }
     let mut built = Vec::new();
     for dir in sorted_dirs(&src)? {
@@ -432,8 +432,8 @@ fn browser_test_tools() -> Result {
     if !browser.join("node_modules/playwright-core").is_dir() {
         step("installing playwright-core (npm ci in tests/browser)");
         run(Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&browser)
+            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&browser)
             .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1"))?;
     }
     Ok(())
