@@ -331,7 +331,12 @@ fn new_creates_an_agent_project_and_refuses_what_it_cannot_make() {
         ),
         (
             "js",
-            ["agent.js", "package.json", "workflow.toml", "wit/world.wit"],
+            [
+                "agent.js",
+                "agent.test.mjs",
+                "package.json",
+                "testing/fake/tools.mjs",
+            ],
         ),
     ] {
         let dir = scratch.path().join(format!("agent-{lang}"));

@@ -529,6 +529,14 @@ fn test() -> Result {
                 .env("PYTHONDONTWRITEBYTECODE", "1"))?;
         }
     }
+    step("the JavaScript agents' own tests, in Node.js (wasm-orch-testing.mjs)");
+    for dir in sorted_dirs(&root().join("guest-examples/js"))? {
+        if dir.join("agent.test.mjs").is_file() {
+            run(Command::new("node")
+                .arg("--test")
+                .arg(dir.join("agent.test.mjs")))?;
+        }
+    }
     browser_test_tools()?;
     step("lints (cargo clippy -D warnings)");
     run(cargo().args([

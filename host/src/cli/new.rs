@@ -13,6 +13,38 @@ const WORKFLOW: &str = include_str!("templates/workflow.toml.tmpl");
 const APP_PY: &str = include_str!("templates/app.py.tmpl");
 const TEST_PY: &str = include_str!("templates/test_app.py.tmpl");
 const AGENT_JS: &str = include_str!("templates/agent.js.tmpl");
+const TEST_JS: &str = include_str!("templates/agent.test.mjs.tmpl");
+/// The JavaScript test host, as the repository's own JavaScript guests use it.
+const TESTING_JS: [(&str, &str); 7] = [
+    (
+        "wasm-orch-testing.mjs",
+        include_str!("../../../guest-examples/js/testing/wasm-orch-testing.mjs"),
+    ),
+    (
+        "hooks.mjs",
+        include_str!("../../../guest-examples/js/testing/hooks.mjs"),
+    ),
+    (
+        "fake/host.mjs",
+        include_str!("../../../guest-examples/js/testing/fake/host.mjs"),
+    ),
+    (
+        "fake/status.mjs",
+        include_str!("../../../guest-examples/js/testing/fake/status.mjs"),
+    ),
+    (
+        "fake/tools.mjs",
+        include_str!("../../../guest-examples/js/testing/fake/tools.mjs"),
+    ),
+    (
+        "fake/secrets.mjs",
+        include_str!("../../../guest-examples/js/testing/fake/secrets.mjs"),
+    ),
+    (
+        "fake/blackboard.mjs",
+        include_str!("../../../guest-examples/js/testing/fake/blackboard.mjs"),
+    ),
+];
 /// The Python helper modules, as the repository's own Python guests use them.
 const HELPER_PY: &str = include_str!("../../../guest-examples/python/wasm_orch_py/wasm_orch.py");
 const TESTING_PY: &str =
@@ -180,6 +212,12 @@ pub(super) fn new(args: NewArgs) -> u8 {
         }
         Lang::Js => {
             files.push(("agent.js".into(), fill(AGENT_JS)));
+            files.push(("agent.test.mjs".into(), fill(TEST_JS)));
+            files.extend(
+                TESTING_JS
+                    .iter()
+                    .map(|(f, t)| (format!("testing/{f}"), (*t).to_owned())),
+            );
             let package = serde_json::json!({
                 "name": name,
                 "private": true,
@@ -196,6 +234,7 @@ pub(super) fn new(args: NewArgs) -> u8 {
                 serde_json::to_string_pretty(&package).unwrap_or_default() + "\n",
             ));
             vec![
+                "node --test                                     # its tests, in Node.js: no host needed".into(),
                 "npm install".into(),
                 format!(
                     "npm run build                                   # {name}.wasm, by componentize-js"
@@ -223,7 +262,7 @@ pub(super) fn new(args: NewArgs) -> u8 {
     let listed: Vec<&str> = files
         .iter()
         .map(|(f, _)| f.as_str())
-        .filter(|f| !f.starts_with("wit/") && !f.starts_with('.'))
+        .filter(|f| !f.starts_with("wit/") && !f.starts_with("testing/") && !f.starts_with('.'))
         .collect();
     println!("created {}/: {}", dir.display(), listed.join(", "));
     println!("next:");
