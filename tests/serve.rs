@@ -547,12 +547,21 @@ async fn a_killed_server_resumes_its_run_without_redoing_finished_tasks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_lets_running_work_finish_and_refuses_new_runs() {
+async fn sigterm_lets_running_attempts_finish_starts_nothing_more_and_the_restart_goes_on() {
     let scratch = Scratch::new();
     let mut server = Server::start(BIN, &scratch, &["--grace", "60s"]);
     server.put_dag("acme", "calc", &calc(500)).await;
     let run = server.execute("acme", "calc").await;
-    let sse = server.events("acme", &run, None).await;
+    let mut sse = server.events("acme", &run, None).await;
+    let mut seen = Vec::new();
+    let mut running = 0;
+    while running < 2 {
+        let e = sse.next().await.expect("events until both additions run");
+        if e.event == "agent.task.status.updated" && e.data["status"] == "running" {
+            running += 1;
+        }
+        seen.push(e);
+    }
     server.terminate();
     // Stopping: no new runs.
     let mut refused = false;
@@ -562,15 +571,22 @@ async fn sigterm_lets_running_work_finish_and_refuses_new_runs() {
             refused = true;
             break;
         }
-        assert_eq!(status, 202);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(refused, "execute is refused while stopping");
-    let events = sse.collect().await;
-    assert_eq!(
-        events.last().map(|e| e.data["status"].clone()),
-        Some(Value::from("succeeded")),
-        "the running run finished"
+    seen.extend(sse.collect().await);
+    assert_contiguous(&seen, 1);
+    // The running additions finished; the product, which had not started, did not start.
+    for node in ["left", "right"] {
+        assert!(statuses(&seen, node).any(|s| s == "succeeded"), "{node}");
+    }
+    assert!(
+        !statuses(&seen, "product").any(|s| s == "running"),
+        "nothing new started"
+    );
+    assert!(
+        seen.iter().all(|e| e.event != "agent.run.completed"),
+        "the run has not ended"
     );
     assert_eq!(
         server.wait_exit(Duration::from_secs(60)),
@@ -578,6 +594,19 @@ async fn sigterm_lets_running_work_finish_and_refuses_new_runs() {
         "{}",
         server.log(1)
     );
+
+    // Started again, the server resumes the run from there.
+    server.restart();
+    let view = server
+        .wait_state("acme", &run, "succeeded", Duration::from_secs(60))
+        .await;
+    assert_eq!(view["report"]["outputs"]["product"], 21);
+    let all = server.events("acme", &run, None).await.collect().await;
+    assert_contiguous(&all, 1);
+    for node in ["left", "right", "product"] {
+        let runs = statuses(&all, node).filter(|s| *s == "running").count();
+        assert_eq!(runs, 1, "{node} ran once");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,8 +78,8 @@ struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     components_dir: Option<PathBuf>,
 
-    /// After SIGTERM: how long running work may go on before the server stops (the rest is
-    /// left resumable, and resumed when it starts again).
+    /// After SIGTERM: how long running attempts may go on (no new one starts) before the
+    /// server stops; runs are left resumable, and resumed when it starts again.
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     grace: String,
 

@@ -331,6 +331,8 @@ impl Runtime {
         });
 
         let cancel = CancellationToken::new();
+        let drain = CancellationToken::new();
+        let run_drain = drain.clone();
         let runtime = self.clone();
         let workflow = workflow.clone();
         let (run_bus, run_cancel, run_directory) =
@@ -414,9 +416,11 @@ impl Runtime {
                     bus: &run_bus,
                     blackboard: &snapshot,
                     cancel: &run_cancel,
+                    drain: &run_drain,
                     on_error_budget: &revoke,
                 };
                 let mut finished = scheduler::run(plan, executor, shared).await;
+                let drained = finished.drained;
                 drop(renewal);
                 lease.revoke("the run ended");
                 runtime.inner.claims.close(&id);
@@ -482,14 +486,16 @@ impl Runtime {
                     }
                 }
                 metrics.result_generation_latency_ms = millis(last_settled.elapsed());
-                run_bus.publish(EventKind::RunMetrics(metrics.clone()));
+                if !drained {
+                    run_bus.publish(EventKind::RunMetrics(metrics.clone()));
+                }
                 let count = |s: TaskStatus| report.counts.get(&s).copied().unwrap_or(0);
                 let (succeeded, skipped, cancelled) = (
                     count(TaskStatus::Succeeded),
                     count(TaskStatus::Skipped),
                     count(TaskStatus::Cancelled),
                 );
-                run_bus.publish(EventKind::RunCompleted(RunCompleted {
+                let completed = (!drained).then(|| RunCompleted {
                     workflow: report.workflow.clone(),
                     status: report.status,
                     duration_ms: report.duration_ms,
@@ -497,14 +503,19 @@ impl Runtime {
                     failed: report.tasks.len() - succeeded - skipped - cancelled,
                     skipped,
                     cancelled,
-                }));
+                });
+                if let Some(completed) = completed {
+                    run_bus.publish(EventKind::RunCompleted(completed));
+                }
                 run_bus.close();
                 let _ = recorder.await;
                 metrics.statebus_lag_ms = run_bus.lag();
                 metrics.events_evicted = run_bus.stats().evicted;
                 report.metrics = metrics;
                 report.events = run_bus.len();
-                if let Some(link) = &link {
+                if let Some(link) = &link
+                    && !drained
+                {
                     let body = serde_json::to_vec(&report).unwrap_or_default();
                     journal.finish(link, &report.status.to_string(), body);
                     // The report is in the journal when `wait` returns (`runs show` finds it).
@@ -520,6 +531,7 @@ impl Runtime {
             directory,
             bus,
             cancel,
+            drain,
             handle: Some(handle),
             detached: false,
         })
@@ -791,6 +803,7 @@ pub struct Run {
     directory: PathBuf,
     bus: Arc<Bus>,
     cancel: CancellationToken,
+    drain: CancellationToken,
     /// `None` once [`Run::wait`] has taken it.
     handle: Option<JoinHandle<RunReport>>,
     detached: bool,
@@ -825,13 +838,25 @@ impl EventFeed {
 
 /// Cancels a run from anywhere (a signal handler, another task). Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct CancelHandle(CancellationToken);
+pub struct CancelHandle {
+    cancel: CancellationToken,
+    drain: CancellationToken,
+}
 
 impl CancelHandle {
     /// Cancels the run: nothing more starts, and running guests are stopped promptly (they end
     /// as `cancelled`).
     pub fn cancel(&self) {
-        self.0.cancel();
+        self.cancel.cancel();
+    }
+
+    /// Drains the run: nothing more starts, running attempts finish, then the run stops
+    /// without ending. It is not marked as ended in the journal (its events stop before
+    /// `agent.run.completed`): once this process exits it is interrupted, and a resume runs
+    /// what had not run. For a service that stops: [`Run::wait`] then returns a report in
+    /// which what did not run is `cancelled`, in memory only.
+    pub fn drain(&self) {
+        self.drain.cancel();
     }
 }
 
@@ -864,7 +889,10 @@ impl Run {
 
     /// A handle that cancels this run.
     pub fn cancel_handle(&self) -> CancelHandle {
-        CancelHandle(self.cancel.clone())
+        CancelHandle {
+            cancel: self.cancel.clone(),
+            drain: self.drain.clone(),
+        }
     }
 
     /// Waits for the run to end and returns its report.

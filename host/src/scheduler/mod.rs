@@ -110,6 +110,9 @@ pub(crate) struct Shared<'a> {
     /// The run's blackboard as JSON, for handoff reports.
     pub(crate) blackboard: &'a (dyn Fn() -> Value + Sync),
     pub(crate) cancel: &'a CancellationToken,
+    /// Drained: nothing more starts, running attempts finish, then the run stops without
+    /// ending (what did not run stays unsettled, for a resume).
+    pub(crate) drain: &'a CancellationToken,
     /// Told when the run's error budget is breached and when the run resumes after it (its
     /// credential is revoked, then a new one issued).
     pub(crate) on_error_budget: &'a (dyn Fn(ErrorBudgetChange) + Sync),
@@ -153,6 +156,8 @@ pub(crate) struct Finished {
     /// When the last task ended.
     pub(crate) last_settled: Instant,
     pub(crate) fuel_used: u64,
+    /// The run was drained before every task had settled: it has not ended.
+    pub(crate) drained: bool,
 }
 
 /// Runs every task of the plan and returns how each ended, in task order.
@@ -190,6 +195,7 @@ pub(crate) async fn run<E: Executor>(
         tokio::select! {
             biased;
             () = s.shared.cancel.cancelled(), if !s.cancelled => s.cancel(),
+            () = s.shared.drain.cancelled(), if !s.draining => s.draining = true,
             Some(joined) = jobs.join_next_with_id() => {
                 s.joined(joined);
                 // Take every other attempt that has ended too, then dispatch once.
@@ -278,6 +284,8 @@ struct Scheduler<'a> {
     /// Tasks given to each agent in this run (to spread work evenly).
     assigned: Vec<u64>,
     cancelled: bool,
+    /// Drained (see [`Shared::drain`]): nothing more starts.
+    draining: bool,
     /// The error budget stopped the run.
     stopped: bool,
     paused_since: Option<Instant>,
@@ -364,6 +372,7 @@ impl<'a> Scheduler<'a> {
             timers: BinaryHeap::new(),
             assigned: vec![0; plan.agents.len()],
             cancelled: false,
+            draining: false,
             stopped: false,
             paused_since: None,
             failures: Vec::new(),
@@ -478,7 +487,7 @@ impl<'a> Scheduler<'a> {
         if !jobs.is_empty() {
             return false;
         }
-        if self.cancelled || self.stopped {
+        if self.cancelled || self.stopped || self.draining {
             return true;
         }
         // Waiting tasks are queued, or parked on what running attempts (of this run or of
@@ -494,6 +503,9 @@ impl<'a> Scheduler<'a> {
                 let t = &self.wf().tasks[task];
                 self.queue.push(task, t.priority, t.critical_path);
             }
+        }
+        if self.draining {
+            return;
         }
         self.retry_diagnoses(jobs, executor);
         if self.cancelled || self.stopped || self.paused_since.is_some() {
@@ -766,7 +778,12 @@ impl<'a> Scheduler<'a> {
     }
 
     fn finish(mut self) -> Finished {
-        self.settle_unrun();
+        // Drained with tasks left: they stay unsettled in the journal, for a resume.
+        let drained =
+            self.draining && !self.cancelled && self.tasks.iter().any(|t| t.outcome.is_none());
+        if !drained {
+            self.settle_unrun();
+        }
         let fuel_used = self.resources.run_account().fuel_used();
         Finished {
             tasks: self
@@ -785,6 +802,7 @@ impl<'a> Scheduler<'a> {
             meter: self.meter,
             last_settled: self.last_settled,
             fuel_used,
+            drained,
         }
     }
 }

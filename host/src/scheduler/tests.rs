@@ -200,6 +200,7 @@ struct Harness {
     stall: Option<StallPolicy>,
     retry: Option<RetryOverride>,
     cancel_after: Option<Duration>,
+    drain_after: Option<Duration>,
 }
 
 impl Harness {
@@ -213,6 +214,7 @@ impl Harness {
             stall: None,
             retry: None,
             cancel_after: None,
+            drain_after: None,
         }
     }
 
@@ -277,6 +279,14 @@ impl Harness {
                 trigger.cancel();
             });
         }
+        let drain = CancellationToken::new();
+        if let Some(after) = self.drain_after {
+            let trigger = drain.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                trigger.cancel();
+            });
+        }
         let blackboard = || serde_json::json!({});
         let shared = Shared {
             governor: &governor,
@@ -284,6 +294,7 @@ impl Harness {
             bus: &bus,
             blackboard: &blackboard,
             cancel: &cancel,
+            drain: &drain,
             on_error_budget: &|_| {},
         };
         let finished = run(plan, fake, shared).await;
@@ -898,6 +909,36 @@ async fn cancelling_ends_running_and_waiting_tasks_as_cancelled() {
     let attempts: Vec<usize> = done.tasks.iter().map(|t| t.attempts.len()).collect();
     assert_eq!(attempts, [1, 1, 1, 0, 0, 0]);
     assert_eq!(fake.starts().len(), 3, "nothing new starts after a cancel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_run_lets_running_attempts_finish_and_starts_nothing_more() {
+    // t0..t2 run 300 ms each; t3..t5 wait for them. Drained at 100 ms: the first three finish
+    // and succeed, the rest never start and stay unsettled (no event says they ended).
+    let wf = workflow(&tasks(6, |i| {
+        if i >= 3 {
+            format!("depends_on = [\"t{}\"]", i - 3)
+        } else {
+            String::new()
+        }
+    }));
+    let fake = Arc::new(Fake::new(300));
+    let mut h = Harness::new(8);
+    h.drain_after = Some(Duration::from_millis(100));
+    let (done, bus) = h.run(&wf, fake.clone()).await;
+    assert!(done.drained);
+    let ended: Vec<TaskStatus> = done.tasks[..3].iter().map(|t| t.status).collect();
+    assert_eq!(ended, [TaskStatus::Succeeded; 3]);
+    assert_eq!(fake.starts().len(), 3, "nothing new starts once drained");
+    let settled_later = events(&bus).await.iter().any(|e| {
+        matches!(&e.kind, EventKind::TaskStatus(s)
+            if s.task.node.starts_with("t") && ["t3", "t4", "t5"].contains(&&*s.task.node)
+                && s.status.is_final())
+    });
+    assert!(
+        !settled_later,
+        "the tasks that did not run are left for a resume"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

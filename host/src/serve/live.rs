@@ -36,6 +36,11 @@ impl Live {
         self.lock().remove(run_id);
     }
 
+    /// Every run running here now.
+    pub(crate) fn all(&self) -> Vec<LiveRun> {
+        self.lock().values().cloned().collect()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }

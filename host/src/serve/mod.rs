@@ -50,8 +50,8 @@ pub struct ServeOptions {
     /// Components of registered DAGs must be files inside this directory (default: the
     /// workflows directory): a tenant runs only what the operator put there.
     pub components_dir: Option<PathBuf>,
-    /// How long running work may go on after SIGTERM before the server stops (what has not
-    /// ended is left resumable, and resumed when the server starts again).
+    /// After SIGTERM, how long running attempts may go on (no new one starts) before the
+    /// server stops; runs are left resumable, and resumed when the server starts again.
     pub grace: Duration,
     /// The largest request body (a workflow's TOML, an execute request).
     pub max_body: usize,
@@ -156,17 +156,25 @@ pub async fn serve(
     let server = tokio::spawn(async move { server.await });
     terminated().await;
     tracing::info!(
-        "stopping: no new runs; running work has {:?}",
+        "stopping: no new runs or attempts; running attempts have {:?} to finish",
         options.grace
     );
     app.accepting.store(false, Ordering::Relaxed);
+    // Every run stops starting attempts; each stops when its running ones have finished, and
+    // is resumed from there when the server starts again.
+    for run in app.live.all() {
+        run.cancel.drain();
+    }
     let deadline = tokio::time::Instant::now() + options.grace;
     while app.live.len() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let left = app.live.len();
     if left > 0 {
-        tracing::warn!("{left} run(s) did not end within the grace period: left resumable");
+        tracing::warn!(
+            "{left} run(s) still had attempts running after the grace period: left resumable \
+             (those attempts run again)"
+        );
     }
     stop.cancel();
     // Open streams end with the process: clients reconnect with their last event id.
