@@ -101,6 +101,14 @@ async fn calc_over_http_gives_21_and_its_events_end_to_end() {
     assert_eq!((status, dag["version"].as_u64()), (200, Some(2)));
     let (_, dags) = server.get("acme", "/v1/dags").await;
     assert_eq!(dags["dags"][0]["dag_id"], "calc");
+    let (status, gone) =
+        Server::send(server.request("acme", reqwest::Method::DELETE, "/v1/dags/calc")).await;
+    assert_eq!(status, 204, "{gone}");
+    let (status, _) =
+        Server::send(server.request("acme", reqwest::Method::DELETE, "/v1/dags/calc")).await;
+    assert_eq!(status, 404);
+    let (status, _) = server.put_dag("acme", "calc", &calc(50)).await;
+    assert_eq!(status, 201, "registered anew");
 
     let run = server.execute("acme", "calc").await;
     let events = server.events("acme", &run, None).await.collect().await;
@@ -664,4 +672,34 @@ async fn the_openapi_document_describes_every_route() {
         html.contains("wasm-orch") && !html.contains("https://"),
         "no CDN"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_prunes_runs_past_the_policys_retention() {
+    let scratch = Scratch::new();
+    let mut server =
+        Server::start_with_policy(BIN, &scratch, "[defaults]\nretention = \"1s\"\n", &[]);
+    server.put_dag("acme", "calc", &calc(0)).await;
+    let run = server.execute("acme", "calc").await;
+    server.events("acme", &run, None).await.collect().await;
+    let (status, _) = server.get("acme", &format!("/v1/runs/{run}")).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Pruned when the server starts (and every hour after).
+    server.restart();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _) = server.get("acme", &format!("/v1/runs/{run}")).await;
+        if status == 404 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run {run} was not pruned"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The DAG is the server's, not the journal's: still there.
+    let (status, _) = server.get("acme", "/v1/dags/calc").await;
+    assert_eq!(status, 200);
 }

@@ -32,13 +32,17 @@ impl Server {
     /// Starts a server whose state, policy and logs live in `scratch`, DAGs' components in
     /// the guests directory. `extra`: more `serve` arguments.
     pub fn start(bin: &str, scratch: &Scratch, extra: &[&str]) -> Self {
+        Self::start_with_policy(bin, scratch, "", extra)
+    }
+
+    /// As [`Server::start`], with `policy` (TOML) before the tenants' sections.
+    pub fn start_with_policy(bin: &str, scratch: &Scratch, policy: &str, extra: &[&str]) -> Self {
         let dir = scratch.path().to_path_buf();
+        let policy_text = format!(
+            "{policy}\n[tenants.acme]\nmax_concurrency = 8\n\n[tenants.trial]\nmax_concurrency = 4\n"
+        );
         let policy = dir.join("policy.toml");
-        std::fs::write(
-            &policy,
-            "[tenants.acme]\nmax_concurrency = 8\n\n[tenants.trial]\nmax_concurrency = 4\n",
-        )
-        .expect("write the policy");
+        std::fs::write(&policy, policy_text).expect("write the policy");
         let mut tokens = BTreeMap::new();
         for tenant in TENANTS {
             let out = Command::new(bin)

@@ -29,7 +29,10 @@ use crate::{RunOptions, Workflow};
 pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/v1/dags", get(list_dags))
-        .route("/v1/dags/{dag_id}", put(put_dag).get(get_dag))
+        .route(
+            "/v1/dags/{dag_id}",
+            put(put_dag).get(get_dag).delete(delete_dag),
+        )
         .route("/v1/dags/{dag_id}/execute", post(execute))
         .route("/internal/agent/dag/{dag_id}/execute", post(execute))
         .route("/v1/runs", get(list_runs))
@@ -173,6 +176,24 @@ pub(crate) async fn get_dag(
         .dag(&tenant, dag_id)?
         .map(Json)
         .ok_or_else(|| ApiError::not_found("DAG", dag_id))
+}
+
+/// Removes a registered DAG. Its runs stay, and can still be read and resumed.
+#[utoipa::path(delete, path = "/v1/dags/{dag_id}", tag = "dags",
+    params(("dag_id" = String, Path)),
+    responses((status = 204, description = "Removed"), (status = 404, body = super::problem::ErrorBody)),
+    security(("token" = [])))]
+pub(crate) async fn delete_dag(
+    State(app): State<Arc<App>>,
+    Tenant(tenant): Tenant,
+    Path(dag_id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let dag_id = checked_id("DAG id", &dag_id)?;
+    if app.store.delete_dag(&tenant, dag_id)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("DAG", dag_id))
+    }
 }
 
 /// The body of an execute request (optional).

@@ -145,6 +145,7 @@ pub async fn serve(
     }
     on_listen(addr);
     resume_unfinished(&app).await;
+    prune_periodically(&app);
     app.ready.store(true, Ordering::Relaxed);
 
     let stop = tokio_util::sync::CancellationToken::new();
@@ -217,6 +218,25 @@ pub(crate) fn router(app: Arc<App>, max_body: usize) -> Router {
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(app)
+}
+
+/// With the policy's `[defaults] retention`, prunes ended runs older than that every hour (and
+/// once at start): a long-lived server's journal does not grow without bound.
+fn prune_periodically(app: &Arc<App>) {
+    let Some(retention) = app.runtime.retention() else {
+        return;
+    };
+    let app = Arc::clone(app);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            match app.runtime.prune(retention).await {
+                Ok(p) => tracing::info!(?p, "pruned runs past the retention"),
+                Err(e) => tracing::warn!("pruning runs past the retention failed: {e}"),
+            }
+        }
+    });
 }
 
 /// Resumes the runs this server started and a stopped (or killed) server left unfinished.

@@ -16,7 +16,7 @@ use super::{api, stream};
 #[openapi(
     info(title = "wasm-orch", description = "Run DAG workflows of sandboxed WebAssembly sub-agents"),
     paths(
-        api::put_dag, api::list_dags, api::get_dag, api::execute,
+        api::put_dag, api::list_dags, api::get_dag, api::delete_dag, api::execute,
         api::list_runs, api::get_run, api::get_task, api::cancel_run, api::resume_run,
         stream::events, stream::websocket,
         api::me, api::healthz, api::readyz, api::metrics,

@@ -156,6 +156,18 @@ impl Store {
             .map_err(|e| self.fail(e))
     }
 
+    /// Removes a DAG; whether it was there. Its runs stay (they are the journal's).
+    pub(crate) fn delete_dag(&self, tenant: &str, dag_id: &str) -> Result<bool, Error> {
+        let n = self
+            .lock()
+            .execute(
+                "DELETE FROM dags WHERE tenant = ?1 AND dag_id = ?2",
+                params![tenant, dag_id],
+            )
+            .map_err(|e| self.fail(e))?;
+        Ok(n > 0)
+    }
+
     pub(crate) fn dags(&self, tenant: &str) -> Result<Vec<Dag>, Error> {
         let conn = self.lock();
         let mut stmt = conn
