@@ -155,3 +155,77 @@ with = { items = 3 }
         done.error("py")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misbehaving_python_agent_is_held_like_any_other() {
+    let scratch = Scratch::new();
+    let toml = r#"
+[workflow]
+name = "misbehave"
+max_concurrency = 8
+[agents.bad]
+component = "{guests}/misbehave-py.wasm"
+fuel = 2_000_000_000
+memory = "128MiB"
+timeout = "20s"
+workdir = false
+[[tasks]]
+id = "loop"
+agent = "bad"
+with = { mode = "loop" }
+[[tasks]]
+id = "memory"
+agent = "bad"
+with = { mode = "memory" }
+[[tasks]]
+id = "raise"
+agent = "bad"
+with = { mode = "raise" }
+[[tasks]]
+id = "flood"
+agent = "bad"
+with = { mode = "flood" }
+[[tasks]]
+id = "ok"
+agent = "bad"
+with = { mode = "ok" }
+"#;
+    let done = scratch.run(toml).await;
+    assert_eq!(
+        done.status("loop"),
+        TaskStatus::OutOfFuel,
+        "{}",
+        done.error("loop")
+    );
+    assert_eq!(
+        done.status("memory"),
+        TaskStatus::MemoryExceeded,
+        "{}",
+        done.error("memory")
+    );
+    assert_eq!(done.status("raise"), TaskStatus::Failed);
+    assert!(
+        done.error("raise").contains("KeyError"),
+        "{}",
+        done.error("raise")
+    );
+    // A flood is cut at the host's per-attempt budgets; escape sequences stay inert.
+    assert_eq!(done.status("flood"), TaskStatus::Succeeded);
+    let logs = done
+        .events_of("flood")
+        .filter(|e| matches!(e.kind, EventKind::Log(_)))
+        .count();
+    let partials = done
+        .events_of("flood")
+        .filter(|e| matches!(e.kind, EventKind::Partial(_)))
+        .count();
+    assert!(
+        logs <= 1_001 && partials <= 100,
+        "{logs} logs, {partials} partials"
+    );
+    assert_eq!(
+        done.status("ok"),
+        TaskStatus::Succeeded,
+        "the others were not harmed"
+    );
+}

@@ -415,6 +415,21 @@ fn classify(
             };
             accept_output(output, limits)
         }
+        // A guest that was denied memory, caught it (as CPython's MemoryError does) and then
+        // failed, failed for want of memory: its outcome says so, with its own words.
+        Ended::Returned(Ok(Err(AgentError::Failed(m)))) if limiter.denied().is_some() => {
+            let requested = limiter.denied().unwrap_or_default();
+            let (status, output, error) = memory_exceeded(requested);
+            let error = error.map(|mut e| {
+                e.message = format!(
+                    "{}; the agent then failed: {}",
+                    e.message,
+                    crate::model::text::truncate(&m, 1024)
+                );
+                e
+            });
+            (status, output, error)
+        }
         Ended::Returned(Ok(Err(error))) => {
             let (kind, message) = match error {
                 AgentError::InvalidInput(m) => (ErrorKind::InvalidInput, m),
