@@ -259,6 +259,40 @@ async fn a_client_that_reconnects_with_last_event_id_gets_exactly_what_it_missed
     }
     let expected: Vec<u64> = (4..=all.len() as u64).collect();
     assert_eq!(seqs, expected);
+
+    // As a browser does it: the token as a subprotocol, beside the one the server speaks.
+    let url = format!(
+        "{}/v1/runs/{run}/ws?after={}",
+        server.url.replace("http://", "ws://"),
+        all.len() - 1
+    );
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+            .expect("a request");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("wasm-orch.v1, wasm-orch.token.{}", server.token("acme"))
+            .parse()
+            .expect("a header"),
+    );
+    let (mut ws, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("a WebSocket with the token as a subprotocol");
+    assert_eq!(
+        response
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok()),
+        Some("wasm-orch.v1")
+    );
+    let mut last = Vec::new();
+    while let Some(Ok(message)) = ws.next().await {
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            let event: Value = serde_json::from_str(&text).expect("JSON");
+            last.push(event["event"].as_str().unwrap_or("").to_owned());
+        }
+    }
+    assert_eq!(last, ["agent.run.completed"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -106,7 +106,8 @@ pub(crate) async fn events(
 }
 
 /// The run's events over WebSocket: one text message per event (its JSON, with its `seq`),
-/// then a close.
+/// then a close. The token goes in `Authorization`, or, from a browser, as the subprotocol
+/// `wasm-orch.token.<token>` offered beside `wasm-orch.v1`.
 #[utoipa::path(get, path = "/v1/runs/{run_id}/ws", tag = "runs",
     params(("run_id" = String, Path), After),
     responses((status = 101, description = "Switching to WebSocket"), (status = 404, body = super::problem::ErrorBody)),
@@ -128,6 +129,7 @@ pub(crate) async fn websocket(
             .help("connect with a WebSocket client, or read /v1/runs/{id}/events (SSE)")
     })?;
     Ok(upgrade
+        .protocols([super::auth::WS_PROTOCOL])
         .max_message_size(64 << 10)
         .on_upgrade(move |socket| send_events(socket, app, run_id, from))
         .into_response())
