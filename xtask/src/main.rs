@@ -32,7 +32,8 @@ commands:
   test          formatting, lints, unit and integration tests (what CI runs)
   bench         the runtime benchmarks (release build), printed as a table
   arch          check that host/src imports only down its layers (docs/architecture.md)
-  new-agent     check that a `wasm-orch new` project tests, builds and runs (after test)";
+  new-agent     check that a `wasm-orch new` project tests, builds and runs (after test)
+  api-contract  check the API against its OpenAPI document with schemathesis (after test)";
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 /// Debian packages of the fallback toolchain (Rust with its standard library's source, the
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(),
         Some("arch") => arch(),
         Some("new-agent") => new_agent(),
+        Some("api-contract") => api_contract(),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -549,7 +551,90 @@ fn test() -> Result {
     ]))?;
     step("unit, integration and doc tests (cargo test)");
     run(cargo().args(["test", "--workspace"]))?;
-    new_agent()
+    new_agent()?;
+    api_contract()
+}
+
+/// schemathesis, from PyPI, at the version the API is checked with.
+const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
+/// `wasm-orch serve` against its own OpenAPI document: schemathesis sends generated requests
+/// (valid and not) to every operation, as an authenticated tenant, and checks that none is a
+/// server error and that every status, content type and body is the documented one.
+fn api_contract() -> Result {
+    step("the API against its OpenAPI document (schemathesis)");
+    let venv = target_dir().join("st-venv");
+    let st = venv.join("bin/schemathesis");
+    if !st.is_file() {
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+        run(Command::new(venv.join("bin/pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            SCHEMATHESIS,
+        ]))?;
+    }
+    let cli = target_dir().join("debug/wasm-orch-cli");
+    let dir = target_dir().join("api-contract");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let policy = dir.join("policy.toml");
+    fs::write(&policy, "[tenants.acme]\nmax_concurrency = 4\n")
+        .map_err(|e| format!("{}: {e}", policy.display()))?;
+    let out = Command::new(&cli)
+        .args(["token", "new", "--tenant", "acme", "--policy"])
+        .arg(&policy)
+        .output()
+        .map_err(|e| format!("token new: {e}"))?;
+    let token = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    let mut server = Command::new(&cli)
+        .args(["serve", "--listen", "127.0.0.1:0", "--workflows-dir"])
+        .arg(root().join("examples"))
+        .arg("--components-dir")
+        .arg(target_dir().join("guests"))
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--cache-dir")
+        .arg(target_dir().join("test-cache"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("wasm-orch serve: {e}"))?;
+    let checked = (|| {
+        let mut line = String::new();
+        let stdout = server.stdout.take().ok_or("no stdout")?;
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .map_err(|e| e.to_string())?;
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .ok_or_else(|| format!("the server said {line:?}"))?
+            .to_owned();
+        run(Command::new(&st)
+            .arg("run")
+            .arg(format!("{url}/v1/openapi.json"))
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {token}"))
+            .args([
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,\
+                 response_schema_conformance",
+                "--max-examples",
+                "30",
+                "--exclude-path",
+                "/v1/runs/{run_id}/ws",
+                "--no-color",
+            ]))
+    })();
+    let _ = server.kill();
+    let _ = server.wait();
+    checked
 }
 
 /// `wasm-orch new`, as an author meets it: the new project's tests pass natively, it builds

@@ -109,7 +109,8 @@ fn body_text(body: &Bytes) -> ApiResult<&str> {
 /// applied) before it is stored.
 #[utoipa::path(put, path = "/v1/dags/{dag_id}", tag = "dags",
     params(("dag_id" = String, Path, description = "The DAG's id")),
-    request_body(content = String, content_type = "application/toml", description = "The workflow file"),
+    request_body(description = "The workflow file (any content type: the body is read as UTF-8 TOML)",
+        content((String = "application/toml"), (String = "text/plain"))),
     responses(
         (status = 201, description = "Registered", body = Dag),
         (status = 200, description = "Replaced", body = Dag),
@@ -719,7 +720,7 @@ pub(crate) async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Hea
 
 /// Prometheus metrics (text format), labelled by tenant.
 #[utoipa::path(get, path = "/metrics", tag = "service",
-    responses((status = 200, content_type = "text/plain", body = String)))]
+    responses((status = 200, content_type = "application/openmetrics-text", body = String)))]
 pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Response {
     (
         [(

@@ -50,7 +50,52 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
             .paths
             .insert("/internal/agent/dag/{dag_id}/execute".to_owned(), item);
     }
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            document_refusals(op);
+        }
+    }
     doc
+}
+
+/// The refusals every operation can give, documented once: 401 without a valid token, 400 for
+/// a bad path, query or header, 413 for a body past the limit.
+fn document_refusals(op: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    let responses = &mut op.responses.responses;
+    let mut add = |code: &str, description: &str| {
+        responses
+            .entry(code.to_owned())
+            .or_insert_with(|| error(description).into());
+    };
+    if op.security.is_some() {
+        add("401", "No valid API token");
+    }
+    if op.parameters.as_ref().is_some_and(|p| !p.is_empty()) || op.request_body.is_some() {
+        add("400", "A bad path, query, header or body, with the reason");
+    }
+    if op.request_body.is_some() {
+        add("413", "The body is past the server's limit");
+    }
 }
 
 pub(crate) fn routes() -> Router<Arc<App>> {
