@@ -288,6 +288,12 @@ impl Runtime {
         }
     }
 
+    /// A fresh, time-ordered run id: what a run gets when its [`RunOptions`] name none. For a
+    /// caller that must record the id before the run starts ([`RunOptions::run_id`]).
+    pub fn new_run_id() -> String {
+        run::new_run_id()
+    }
+
     /// Whether instances come from the pooling allocator.
     pub fn uses_pooling(&self) -> bool {
         self.inner.engine.pooling()

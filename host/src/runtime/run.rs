@@ -770,7 +770,7 @@ fn plan_event(
 }
 
 /// A time-ordered, unique enough run id: `20261122-101500-3fa9c1`.
-fn new_run_id() -> String {
+pub(super) fn new_run_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     let now = std::time::SystemTime::now();
     let stamp = humantime::format_rfc3339_seconds(now).to_string();

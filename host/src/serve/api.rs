@@ -295,14 +295,24 @@ pub(crate) async fn execute(
     let toml = dag.toml.unwrap_or_default();
     let workflow = Workflow::parse_for_tenant(&toml, dag_path(&app, &dag_id), &params, &tenant)?;
     confine(&app, &workflow)?;
-    let mut options = RunOptions::new().tenant(tenant.clone());
+    // The run (and its key) is recorded before it starts: a server that dies in between
+    // resumes it, and a repeat of the key finds it.
+    let run_id = crate::Runtime::new_run_id();
+    app.store
+        .record_run(&run_id, &tenant, &dag_id, key.as_deref())?;
+    let mut options = RunOptions::new()
+        .tenant(tenant.clone())
+        .run_id(run_id.clone());
     if let Some(n) = request.max_concurrency {
         options = options.max_concurrency(n.max(1) as usize);
     }
-    let run = app.runtime.start(&workflow, options).await?;
-    let run_id = run.id().to_owned();
-    app.store
-        .record_run(&run_id, &tenant, &dag_id, key.as_deref())?;
+    let run = match app.runtime.start(&workflow, options).await {
+        Ok(run) => run,
+        Err(e) => {
+            app.store.forget_run(&run_id)?;
+            return Err(e.into());
+        }
+    };
     track(&app, run, &tenant);
     Ok((StatusCode::ACCEPTED, Json(execution(run_id, dag_id, true))))
 }

@@ -216,6 +216,14 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets a run that did not start after all (its id was recorded first).
+    pub(crate) fn forget_run(&self, run_id: &str) -> Result<(), Error> {
+        self.lock()
+            .execute("DELETE FROM runs WHERE run_id = ?1", params![run_id])
+            .map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
     /// The DAG a run was started from, if this service started it.
     pub(crate) fn dag_of(&self, run_id: &str) -> Result<Option<String>, Error> {
         self.lock()
