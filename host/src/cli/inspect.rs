@@ -19,7 +19,12 @@ pub(super) async fn inspect(args: InspectArgs) -> u8 {
     }
     match &info.sub_agent {
         Ok(agent) => {
-            println!("sub-agent: yes, implements wasm-orch:agent/sub-agent");
+            match &info.contract {
+                Some(version) => println!(
+                    "sub-agent: yes, implements wasm-orch:agent/sub-agent (contract {version})"
+                ),
+                None => println!("sub-agent: yes, implements wasm-orch:agent/sub-agent"),
+            }
             // What a component says of itself is its author's text: shown, never obeyed.
             println!(
                 "  name:         {} {}",

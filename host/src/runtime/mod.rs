@@ -251,6 +251,8 @@ pub struct ComponentInfo {
     pub size: u64,
     /// The component's world, in WIT.
     pub wit: String,
+    /// The version of the contract it exports (`wasm-orch:agent@0.2.0`), if it exports one.
+    pub contract: Option<String>,
     /// What the agent says of itself, or why the component is not a sub-agent.
     pub sub_agent: Result<AgentInfo, String>,
 }
@@ -378,7 +380,7 @@ impl Runtime {
                 return Err(Error::Component { path, message });
             }
         };
-        let wit = world_wit(&bytes).map_err(|message| Error::Component {
+        let (wit, contract) = world_wit(&bytes).map_err(|message| Error::Component {
             path: path.clone(),
             message,
         })?;
@@ -427,6 +429,7 @@ impl Runtime {
             path,
             digest,
             wit,
+            contract,
             sub_agent,
         })
     }
@@ -541,13 +544,31 @@ impl Runtime {
     }
 }
 
-fn world_wit(bytes: &[u8]) -> Result<String, String> {
+/// The component's world in WIT, and the version of the `wasm-orch:agent` package whose
+/// `agent` interface it exports.
+fn world_wit(bytes: &[u8]) -> Result<(String, Option<String>), String> {
     let decoded = wit_component::decode(bytes).map_err(|e| format!("not a component: {e:#}"))?;
     let mut printer = wit_component::WitPrinter::default();
     printer
         .print(decoded.resolve(), decoded.package(), &[])
         .map_err(|e| format!("cannot print its WIT: {e:#}"))?;
-    Ok(printer.output.to_string())
+    let contract = match &decoded {
+        wit_component::DecodedWasm::Component(resolve, world) => {
+            resolve.worlds[*world].exports.keys().find_map(|key| {
+                let wit_parser::WorldKey::Interface(id) = key else {
+                    return None;
+                };
+                let iface = &resolve.interfaces[*id];
+                let package = &resolve.packages[iface.package?].name;
+                (package.namespace == "wasm-orch"
+                    && package.name == "agent"
+                    && iface.name.as_deref() == Some("agent"))
+                .then(|| package.to_string())
+            })
+        }
+        wit_component::DecodedWasm::WitPackage(..) => None,
+    };
+    Ok((printer.output.to_string(), contract))
 }
 
 fn load_problem(def: &AgentDef, e: LoadError) -> Diagnostic {
