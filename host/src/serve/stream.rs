@@ -18,11 +18,11 @@ use futures_util::Stream;
 use serde::Deserialize;
 
 use super::App;
+use super::api::owned_run;
 use super::auth::Tenant;
 use super::follow::follow;
 use super::problem::{ApiError, ApiResult};
 use crate::events::Event;
-use crate::model::text;
 
 pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new()
@@ -35,20 +35,6 @@ pub(crate) fn routes() -> Router<Arc<App>> {
 pub(crate) struct After {
     /// Only events after this sequence number (as `Last-Event-ID`).
     after: Option<u64>,
-}
-
-/// The run, if it is the tenant's; its id, checked.
-async fn owned(app: &App, tenant: &str, run_id: &str) -> ApiResult<()> {
-    if !crate::config::is_valid_name(run_id) {
-        return Err(ApiError::bad_request(format!(
-            "`{}` is not a valid run id",
-            text::inert(text::truncate(run_id, 128))
-        )));
-    }
-    match app.runtime.run_summary(run_id).await? {
-        Some(s) if s.tenant == tenant => Ok(()),
-        _ => Err(ApiError::not_found("run", run_id)),
-    }
 }
 
 /// Where to start: after `Last-Event-ID` (or `?after=`), else from the first event.
@@ -87,7 +73,7 @@ pub(crate) async fn events(
     query: Result<Query<After>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    owned(&app, &tenant, &run_id).await?;
+    owned_run(&app, &tenant, &run_id).await?;
     let from = start(&headers, query.after)?;
     let rx = follow(Arc::clone(&app), run_id, from);
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -122,7 +108,7 @@ pub(crate) async fn websocket(
 ) -> ApiResult<Response> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     // Whose run it is comes first: another tenant's is a 404, upgrade or not.
-    owned(&app, &tenant, &run_id).await?;
+    owned_run(&app, &tenant, &run_id).await?;
     let from = start(&headers, query.after)?;
     let upgrade = upgrade.map_err(|e| {
         ApiError::bad_request(format!("not a WebSocket request: {}", e.body_text()))
