@@ -56,6 +56,8 @@ mod runtime;
 mod scheduler;
 #[cfg(feature = "serve")]
 pub mod serve;
+#[cfg(feature = "nats")]
+pub mod statebus;
 mod wit;
 mod workflow;
 

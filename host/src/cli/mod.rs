@@ -87,6 +87,12 @@ struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
     max_body: usize,
 
+    /// Publish every run's events on NATS, on `wasm-orch.events.<tenant>.<run>` (the state
+    /// bus).
+    #[cfg(feature = "nats")]
+    #[arg(long, value_name = "nats://[USER:PASSWORD@]HOST:PORT", env = "WASM_ORCH_NATS")]
+    nats: Option<String>,
+
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -305,6 +311,11 @@ struct RunArgs {
     /// The run's id (letters, digits, `_`, `-`, `.`) [default: a new, time-ordered one].
     #[arg(long, value_name = "ID")]
     run_id: Option<String>,
+
+    /// Publish every event on NATS, on `wasm-orch.events.<tenant>.<run>` (the state bus).
+    #[cfg(feature = "nats")]
+    #[arg(long, value_name = "nats://[USER:PASSWORD@]HOST:PORT", env = "WASM_ORCH_NATS")]
+    nats: Option<String>,
 
     #[command(flatten)]
     runtime: RuntimeArgs,

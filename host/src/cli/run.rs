@@ -43,11 +43,26 @@ pub(super) async fn run(args: RunArgs, verbose: bool) -> u8 {
     if let Some(id) = &args.run_id {
         options = options.run_id(id);
     }
+    #[cfg(feature = "nats")]
+    let statebus = match &args.nats {
+        Some(url) => match crate::statebus::StateBus::connect(url).await {
+            Ok(bus) => Some(bus),
+            Err(e) => {
+                eprintln!("error: --nats: {e}");
+                return INVALID;
+            }
+        },
+        None => None,
+    };
     let run = match runtime.start(&workflow, options).await {
         Ok(run) => run,
         Err(e) => return report_error(&e),
     };
-    follow(
+    #[cfg(feature = "nats")]
+    let publisher = statebus
+        .as_ref()
+        .map(|bus| bus.publish_run(workflow.tenant(), &run.feed()));
+    let code = follow(
         run,
         Follow {
             output: args.output,
@@ -58,7 +73,14 @@ pub(super) async fn run(args: RunArgs, verbose: bool) -> u8 {
         },
         interrupts,
     )
-    .await
+    .await;
+    #[cfg(feature = "nats")]
+    if let Some(publisher) = publisher {
+        // Every event handed to NATS before the process ends (bounded: a server that is down
+        // does not hold the exit).
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), publisher).await;
+    }
+    code
 }
 
 /// How `follow` shows and writes a run.

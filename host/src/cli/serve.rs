@@ -26,6 +26,16 @@ pub(super) async fn run(args: ServeArgs) -> u8 {
     options.components_dir = args.components_dir;
     options.grace = grace;
     options.max_body = args.max_body;
+    #[cfg(feature = "nats")]
+    if let Some(url) = &args.nats {
+        match crate::statebus::StateBus::connect(url).await {
+            Ok(bus) => options.statebus = Some(bus),
+            Err(e) => {
+                eprintln!("error: --nats: {e}");
+                return INVALID;
+            }
+        }
+    }
     let served = serve(runtime, options, |addr| {
         // The first line of stdout, for scripts and tests that listen on port 0.
         println!("listening on http://{addr}");

@@ -55,6 +55,9 @@ pub struct ServeOptions {
     pub grace: Duration,
     /// The largest request body (a workflow's TOML, an execute request).
     pub max_body: usize,
+    /// Where every run's events are also published (the NATS state bus).
+    #[cfg(feature = "nats")]
+    pub statebus: Option<crate::statebus::StateBus>,
 }
 
 impl ServeOptions {
@@ -65,6 +68,8 @@ impl ServeOptions {
             components_dir: None,
             grace: Duration::from_secs(30),
             max_body: 1 << 20,
+            #[cfg(feature = "nats")]
+            statebus: None,
         }
     }
 }
@@ -87,6 +92,8 @@ pub(crate) struct App {
     /// One is held while an execute with an `Idempotency-Key` looks its key up and starts its
     /// run, so that two requests with one key start one run (keys are spread over them).
     idempotency: Vec<tokio::sync::Mutex<()>>,
+    #[cfg(feature = "nats")]
+    statebus: Option<crate::statebus::StateBus>,
 }
 
 impl App {
@@ -123,6 +130,8 @@ pub async fn serve(
         metrics: Metrics::new(),
         root,
         components,
+        #[cfg(feature = "nats")]
+        statebus: options.statebus.clone(),
         accepting: AtomicBool::new(true),
         ready: AtomicBool::new(false),
         idempotency: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
@@ -272,6 +281,10 @@ pub(crate) fn track(app: &Arc<App>, run: Run, tenant: &str) {
     let run_id = run.id().to_owned();
     let feed = run.feed();
     let mut events = feed.stream();
+    #[cfg(feature = "nats")]
+    if let Some(bus) = &app.statebus {
+        bus.publish_run(tenant, &feed);
+    }
     let cancel = run.detach();
     app.live.insert(
         &run_id,
