@@ -57,11 +57,20 @@ impl StateBus {
     /// that is not up yet is not an error: the client keeps trying, and events wait for it.
     pub async fn connect(url: &str) -> Result<Self, StateBusError> {
         let address: async_nats::ServerAddr =
-            url.parse().map_err(|e: std::io::Error| StateBusError::Address {
-                url: url.to_owned(),
-                reason: e.to_string(),
-            })?;
-        let client = async_nats::ConnectOptions::new()
+            url.parse()
+                .map_err(|e: std::io::Error| StateBusError::Address {
+                    url: url.to_owned(),
+                    reason: e.to_string(),
+                })?;
+        // The client does not read credentials out of the address itself.
+        let options = match (address.username(), address.password()) {
+            (Some(user), password) => async_nats::ConnectOptions::with_user_and_password(
+                percent_decoded(user),
+                percent_decoded(password.unwrap_or_default()),
+            ),
+            (None, _) => async_nats::ConnectOptions::new(),
+        };
+        let client = options
             .name("wasm-orch")
             .client_capacity(CLIENT_CAPACITY)
             .retry_on_initial_connect()
@@ -105,8 +114,10 @@ impl StateBus {
             }
             // Best effort: a server that is down gets what the client still holds when it is
             // back, if this process lives that long.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), bus.client.flush())
-                .await;
+            if bus.client.connection_state() == async_nats::connection::State::Connected {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), bus.client.flush())
+                    .await;
+            }
         })
     }
 
@@ -148,6 +159,30 @@ impl StateBus {
     }
 }
 
+/// A URL's user or password as written before it was percent-encoded.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The subject of a run's events: `wasm-orch.events.<tenant>.<run>`.
 pub fn events_subject(tenant: &str, run_id: &str) -> String {
     format!("{PREFIX}.events.{}.{}", token(tenant), token(run_id))
@@ -186,9 +221,14 @@ mod tests {
         assert_eq!(token(""), "%00");
         // Injective where it matters: an escaped name never equals a plain one.
         assert_ne!(token("a.b"), token("a%2Eb"));
-        assert_eq!(
-            events_subject("acme", "r.1"),
-            "wasm-orch.events.acme.r%2E1"
-        );
+        assert_eq!(events_subject("acme", "r.1"), "wasm-orch.events.acme.r%2E1");
+    }
+
+    #[test]
+    fn credentials_in_an_address_are_decoded() {
+        assert_eq!(percent_decoded("p%40ss%3Aword"), "p@ss:word");
+        assert_eq!(percent_decoded("plain"), "plain");
+        assert_eq!(percent_decoded("100%"), "100%");
+        assert_eq!(percent_decoded("%zz"), "%zz");
     }
 }

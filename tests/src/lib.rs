@@ -3,6 +3,7 @@
 //!
 //! The guests are built by `cargo xtask guests` (which `cargo xtask test` runs first).
 
+pub mod nats;
 pub mod server;
 
 use std::path::{Path, PathBuf};

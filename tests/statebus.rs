@@ -1,0 +1,235 @@
+//! The state bus: a run's events on a real `nats-server` (`examples/nats/server.conf`), on
+//! `wasm-orch.events.<tenant>.<run>`, in order, readable by its tenant alone; a run whose NATS
+//! server is down goes on.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use wasm_orch_tests::nats::NatsServer;
+use wasm_orch_tests::{Scratch, cli};
+
+const CALC: &str = r#"
+[workflow]
+name = "calc"
+tenant = "acme"
+
+[agents.add]
+component = "{guests}/add.wasm"
+[agents.mul]
+component = "{guests}/mul.wasm"
+
+[[tasks]]
+id = "left"
+agent = "add"
+with = { a = 1, b = 2 }
+[[tasks]]
+id = "right"
+agent = "add"
+with = { a = 3, b = 4 }
+[[tasks]]
+id = "product"
+agent = "mul"
+depends_on = ["left", "right"]
+"#;
+
+/// A client that reports the server's errors (permission violations) on a channel.
+async fn client(
+    nats: &NatsServer,
+    user: &str,
+    password: &str,
+) -> (
+    async_nats::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let client = async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+        .event_callback(move |event| {
+            let tx = tx.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    let _ = tx.send(e.to_string());
+                }
+            }
+        })
+        .connect(nats.address())
+        .await
+        .expect("connects to nats-server");
+    (client, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_events_reach_its_tenant_in_order_and_no_other_tenant() {
+    let scratch = Scratch::new();
+    let nats = NatsServer::start(&scratch);
+    eprintln!("{}", nats.url("acme", "acme-secret"));
+    let flow = scratch.workflow("calc.toml", CALC);
+
+    let (acme, _) = client(&nats, "acme", "acme-secret").await;
+    let mut mine = acme
+        .subscribe("wasm-orch.events.acme.>")
+        .await
+        .expect("acme subscribes to its own subjects");
+    let (globex, mut refused) = client(&nats, "globex", "globex-secret").await;
+    let mut own = globex
+        .subscribe("wasm-orch.events.globex.>")
+        .await
+        .expect("subscribes");
+    // The server refuses this subscription (asynchronously, as a -ERR): nothing arrives on it.
+    let mut theirs = globex
+        .subscribe("wasm-orch.events.acme.>")
+        .await
+        .expect("sent");
+    acme.flush().await.expect("flush");
+    globex.flush().await.expect("flush");
+    let why = tokio::time::timeout(Duration::from_secs(10), refused.recv())
+        .await
+        .expect("the server answers globex's subscription")
+        .expect("an error");
+    assert!(
+        why.to_lowercase().contains("permissions violation")
+            && why.contains("wasm-orch.events.acme.>"),
+        "{why}"
+    );
+
+    let events_file = scratch.path().join("events.jsonl");
+    let out = scratch
+        .dirs(
+            cli!()
+                .arg("run")
+                .arg(&flow)
+                .args(["--plain", "--run-id", "r.1", "--nats", &nats.runtime_url()])
+                .arg("--events")
+                .arg(&events_file),
+        )
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written: Vec<Value> = std::fs::read_to_string(&events_file)
+        .expect("events.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+
+    // Every event, in order, on the run's subject (the run id's `.` escaped), carrying its
+    // dedup id and name.
+    let mut received = Vec::new();
+    while received.len() < written.len() {
+        let message = tokio::time::timeout(Duration::from_secs(10), mine.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "only {} of {} events arrived",
+                    received.len(),
+                    written.len()
+                )
+            })
+            .expect("subscription open");
+        assert_eq!(message.subject.as_str(), "wasm-orch.events.acme.r%2E1");
+        let event: Value = serde_json::from_slice(&message.payload).expect("JSON event");
+        let headers = message.headers.expect("headers");
+        assert_eq!(
+            headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned()),
+            Some(format!("r.1:{}", event["seq"]))
+        );
+        assert_eq!(
+            headers
+                .get("Wasm-Orch-Event")
+                .map(|v| v.as_str().to_owned()),
+            event["event"].as_str().map(str::to_owned)
+        );
+        received.push(event);
+    }
+    assert_eq!(
+        received, written,
+        "the bus carries exactly the run's event stream"
+    );
+    let seqs: Vec<u64> = received.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    assert_eq!(seqs, (1..=written.len() as u64).collect::<Vec<_>>());
+    let names: HashSet<&str> = received
+        .iter()
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    for name in [
+        "agent.plan.created",
+        "agent.task.status.updated",
+        "agent.run.completed",
+    ] {
+        assert!(names.contains(name), "{name} missing: {names:?}");
+    }
+    let last = received.last().expect("events");
+    assert_eq!(last["event"], "agent.run.completed");
+    assert_eq!(last["status"], "succeeded");
+
+    // Nothing reached globex, on its own subjects or on acme's.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let leaked = tokio::time::timeout(Duration::from_millis(10), theirs.next()).await;
+    assert!(!matches!(leaked, Ok(Some(_))), "globex read acme's events");
+    let stray = tokio::time::timeout(Duration::from_millis(10), own.next()).await;
+    assert!(
+        !matches!(stray, Ok(Some(_))),
+        "acme's events went to globex"
+    );
+}
+
+#[test]
+fn a_run_goes_on_while_its_nats_server_is_down() {
+    let scratch = Scratch::new();
+    let flow = scratch.workflow("calc.toml", CALC);
+    // A port with no server on it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let results = scratch.path().join("results.json");
+    let started = std::time::Instant::now();
+    let out = scratch
+        .dirs(
+            cli!()
+                .arg("run")
+                .arg(&flow)
+                .args(["--plain", "--nats", &format!("nats://127.0.0.1:{port}")])
+                .arg("--output")
+                .arg(&results),
+        )
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&results).expect("results")).expect("JSON");
+    assert_eq!(report["outputs"]["product"], 21);
+    // It does not wait for the server to exit (the bound is generous for a loaded machine).
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn a_bad_nats_address_is_a_clear_error() {
+    let scratch = Scratch::new();
+    let flow = scratch.workflow("calc.toml", CALC);
+    let out = scratch
+        .dirs(
+            cli!()
+                .arg("run")
+                .arg(&flow)
+                .args(["--nats", "nats://no port here:x"]),
+        )
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--nats") && stderr.contains("nats://HOST:PORT"),
+        "{stderr}"
+    );
+}
