@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::Value;
 use wasm_orch_tests::nats::NatsServer;
+use wasm_orch_tests::server::Server;
 use wasm_orch_tests::{Scratch, cli};
 
 const CALC: &str = r#"
@@ -176,6 +177,50 @@ async fn a_runs_events_reach_its_tenant_in_order_and_no_other_tenant() {
         !matches!(stray, Ok(Some(_))),
         "acme's events went to globex"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_publishes_what_its_event_stream_serves() {
+    let scratch = Scratch::new();
+    let nats = NatsServer::start(&scratch);
+    let (acme, _) = client(&nats, "acme", "acme-secret").await;
+    let mut mine = acme
+        .subscribe("wasm-orch.events.acme.>")
+        .await
+        .expect("subscribes");
+    acme.flush().await.expect("flush");
+    let server = Server::start(
+        env!("CARGO_BIN_EXE_wasm-orch-cli"),
+        &scratch,
+        &["--nats", &nats.runtime_url()],
+    );
+    // The DAG names no tenant: the token's (acme) is the run's, on the bus too.
+    let dag = CALC.replace("tenant = \"acme\"\n", "").replace(
+        "{guests}",
+        &wasm_orch_tests::guests().display().to_string(),
+    );
+    let (status, _) = server.put_dag("acme", "calc", &dag).await;
+    assert!(status == 200 || status == 201, "{status}");
+    let run = server.execute("acme", "calc").await;
+    let served = server.events("acme", &run, None).await.collect().await;
+    assert_eq!(served.last().map(|e| e.event.as_str()), Some("agent.run.completed"));
+
+    let subject = format!("wasm-orch.events.acme.{run}");
+    let mut published = Vec::new();
+    while published.len() < served.len() {
+        let message = tokio::time::timeout(Duration::from_secs(10), mine.next())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {} events on NATS", published.len(), served.len()))
+            .expect("subscription open");
+        assert_eq!(message.subject.as_str(), subject);
+        let event: Value = serde_json::from_slice(&message.payload).expect("JSON");
+        published.push((event["seq"].as_u64(), event["event"].as_str().map(str::to_owned)));
+    }
+    let streamed: Vec<_> = served
+        .iter()
+        .map(|e| (Some(e.id), Some(e.event.clone())))
+        .collect();
+    assert_eq!(published, streamed, "NATS and SSE carry the same sequence");
 }
 
 #[test]
