@@ -195,15 +195,17 @@ async fn serve_publishes_what_its_event_stream_serves() {
         &["--nats", &nats.runtime_url()],
     );
     // The DAG names no tenant: the token's (acme) is the run's, on the bus too.
-    let dag = CALC.replace("tenant = \"acme\"\n", "").replace(
-        "{guests}",
-        &wasm_orch_tests::guests().display().to_string(),
-    );
+    let dag = CALC
+        .replace("tenant = \"acme\"\n", "")
+        .replace("{guests}", &wasm_orch_tests::guests().display().to_string());
     let (status, _) = server.put_dag("acme", "calc", &dag).await;
     assert!(status == 200 || status == 201, "{status}");
     let run = server.execute("acme", "calc").await;
     let served = server.events("acme", &run, None).await.collect().await;
-    assert_eq!(served.last().map(|e| e.event.as_str()), Some("agent.run.completed"));
+    assert_eq!(
+        served.last().map(|e| e.event.as_str()),
+        Some("agent.run.completed")
+    );
 
     let subject = format!("wasm-orch.events.acme.{run}");
     let mut published = Vec::new();
@@ -214,7 +216,10 @@ async fn serve_publishes_what_its_event_stream_serves() {
             .expect("subscription open");
         assert_eq!(message.subject.as_str(), subject);
         let event: Value = serde_json::from_slice(&message.payload).expect("JSON");
-        published.push((event["seq"].as_u64(), event["event"].as_str().map(str::to_owned)));
+        published.push((
+            event["seq"].as_u64(),
+            event["event"].as_str().map(str::to_owned),
+        ));
     }
     let streamed: Vec<_> = served
         .iter()

@@ -1,0 +1,140 @@
+//! The state bus under load: a fan-out of 10,000 `noop` tasks (about 40,000 events) with every
+//! event published on a real nats-server (`examples/nats/server.conf`, loopback), against the
+//! same run without the bus; and the bus's latency per event: from the moment an in-process
+//! subscriber of the run's feed sees it to the moment a NATS subscriber (another connection,
+//! the tenant's user) receives it.
+//!
+//!   cargo bench -p wasm-orch-tests --bench statebus
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use wasm_orch::statebus::StateBus;
+use wasm_orch::{RunOptions, Runtime, TaskStatus};
+use wasm_orch_tests::nats::NatsServer;
+use wasm_orch_tests::{Scratch, bench_workflow, shared_cache};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const TASKS: usize = 10_000;
+const RUNS: usize = 3;
+
+fn main() {
+    let scratch = Scratch::new();
+    let nats = NatsServer::start(&scratch);
+    let runtime = Runtime::builder()
+        .state_dir(scratch.path().join("state"))
+        .cache_dir(shared_cache())
+        .build()
+        .expect("a runtime");
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let wf = &bench_workflow(scratch.path(), "noop", TASKS, false, "{}", false, 16);
+    tokio.block_on(async {
+        let bus = StateBus::connect(&nats.runtime_url()).await.expect("connects");
+        let reader = async_nats::ConnectOptions::with_user_and_password(
+            "wasm-orch".into(),
+            "runtime-secret".into(),
+        )
+        .connect(nats.address())
+        .await
+        .expect("connects");
+        let mut plain = Vec::new();
+        let mut bused = Vec::new();
+        let mut latencies = Vec::new();
+        let mut events = 0;
+        // A warm-up run of each, then alternating.
+        for round in 0..=RUNS {
+            let started = Instant::now();
+            let run = runtime.start(wf, RunOptions::new()).await.expect("starts");
+            let report = run.wait().await.expect("ends");
+            assert!(report.tasks.iter().all(|t| t.status == TaskStatus::Succeeded));
+            if round > 0 {
+                plain.push(started.elapsed().as_secs_f64());
+            }
+
+            let run_id = Runtime::new_run_id();
+            let mut sub = reader
+                .subscribe(wasm_orch::statebus::events_subject(wf.tenant(), &run_id))
+                .await
+                .expect("subscribes");
+            reader.flush().await.expect("flush");
+            let started = Instant::now();
+            let run = runtime
+                .start(wf, RunOptions::new().run_id(&run_id))
+                .await
+                .expect("starts");
+            let mut local = run.feed().stream();
+            let seen = tokio::spawn(async move {
+                let mut at = HashMap::new();
+                while let Some(e) = local.next().await {
+                    at.insert(e.seq, Instant::now());
+                }
+                at
+            });
+            let publisher = bus.publish_run(wf.tenant(), &run.feed());
+            let total = tokio::spawn(async move {
+                let mut at = HashMap::new();
+                while let Some(m) = sub.next().await {
+                    let Ok(e) = serde_json::from_slice::<serde_json::Value>(&m.payload) else {
+                        continue;
+                    };
+                    let last = e["event"] == "agent.run.completed";
+                    if let Some(seq) = e["seq"].as_u64() {
+                        at.insert(seq, Instant::now());
+                    }
+                    if last {
+                        break;
+                    }
+                }
+                at
+            });
+            let report = run.wait().await.expect("ends");
+            assert!(report.tasks.iter().all(|t| t.status == TaskStatus::Succeeded));
+            let elapsed = started.elapsed().as_secs_f64();
+            let _ = publisher.await;
+            let remote = tokio::time::timeout(Duration::from_secs(60), total)
+                .await
+                .expect("every event arrives")
+                .expect("subscriber");
+            let local = seen.await.expect("feed reader");
+            if round > 0 {
+                bused.push(elapsed);
+                events = remote.len();
+                for (seq, got) in &remote {
+                    if let Some(saw) = local.get(seq) {
+                        latencies.push(got.saturating_duration_since(*saw).as_secs_f64() * 1e3);
+                    }
+                }
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (p, b) = (median(&mut plain), median(&mut bused));
+        latencies.sort_by(f64::total_cmp);
+        let q = |f: f64| latencies[((latencies.len() - 1) as f64 * f) as usize];
+        println!("state bus, fan-out of {TASKS} noop tasks, median of {RUNS} runs");
+        println!(
+            "  without the bus  {:>8.0} tasks/s",
+            TASKS as f64 / p
+        );
+        println!(
+            "  with the bus     {:>8.0} tasks/s  ({:.2} of without; {events} events per run on NATS)",
+            TASKS as f64 / b,
+            p / b
+        );
+        println!(
+            "  latency feed -> NATS subscriber, {} events: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            latencies.len(),
+            q(0.5),
+            q(0.99),
+            q(1.0)
+        );
+    });
+}
