@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::Value;
-use wasm_orch_tests::nats::NatsServer;
+use wasm_orch_tests::nats::{NatsServer, free_port};
 use wasm_orch_tests::server::Server;
 use wasm_orch_tests::{Scratch, cli};
 
@@ -233,10 +233,7 @@ fn a_run_goes_on_while_its_nats_server_is_down() {
     let scratch = Scratch::new();
     let flow = scratch.workflow("calc.toml", CALC);
     // A port with no server on it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let results = scratch.path().join("results.json");
     let started = std::time::Instant::now();
     let out = scratch

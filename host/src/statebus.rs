@@ -103,8 +103,13 @@ impl StateBus {
         let mut events = feed.stream();
         let tenant = tenant.to_owned();
         tokio::spawn(async move {
+            // Every event of the feed is of one run: one subject, written once.
+            let mut subject = None;
             while let Some(event) = events.next().await {
-                bus.publish(&tenant, &event).await;
+                let subject = subject.get_or_insert_with(|| {
+                    async_nats::Subject::from(events_subject(&tenant, &event.run_id))
+                });
+                bus.publish(subject, &event).await;
             }
             if events.missed() > 0 {
                 tracing::warn!(
@@ -121,8 +126,7 @@ impl StateBus {
         })
     }
 
-    async fn publish(&self, tenant: &str, event: &Event) {
-        let subject = events_subject(tenant, &event.run_id);
+    async fn publish(&self, subject: &async_nats::Subject, event: &Event) {
         let payload = match serde_json::to_vec(event) {
             Ok(p) => p,
             Err(e) => {
@@ -139,7 +143,7 @@ impl StateBus {
         headers.insert("Wasm-Orch-Event", event.kind.name());
         match self
             .client
-            .publish_with_headers(subject, headers, payload.into())
+            .publish_with_headers(subject.clone(), headers, payload.into())
             .await
         {
             Ok(()) => self.stats.published.fetch_add(1, Ordering::Relaxed),
@@ -161,26 +165,9 @@ impl StateBus {
 
 /// A URL's user or password as written before it was percent-encoded.
 fn percent_decoded(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// The subject of a run's events: `wasm-orch.events.<tenant>.<run>`.

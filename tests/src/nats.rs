@@ -24,6 +24,14 @@ pub fn nats_server_bin() -> PathBuf {
     bin
 }
 
+/// A loopback port nothing listens on (as the system chose it a moment ago).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// A running nats-server.
 #[derive(Debug)]
 pub struct NatsServer {
@@ -34,10 +42,7 @@ pub struct NatsServer {
 impl NatsServer {
     /// `examples/nats/server.conf`, on a free port, JetStream's files in `scratch`.
     pub fn start(scratch: &Scratch) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let child = Command::new(nats_server_bin())
             .arg("-c")
             .arg(root().join("examples/nats/server.conf"))
