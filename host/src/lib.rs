@@ -52,6 +52,8 @@ mod journal;
 mod model;
 pub mod policy;
 mod redact;
+#[cfg(feature = "nats")]
+mod remote;
 mod runtime;
 mod scheduler;
 #[cfg(feature = "serve")]
@@ -82,10 +84,10 @@ pub use crate::workflow::{GraphFormat, Workflow};
 pub mod events {
     pub use crate::bus::EventStream;
     pub use crate::model::events::{
-        Artifact, AuditRecord, AuditResource, CredentialAction, CredentialEvent, Decision, Event,
-        EventKind, LastProgress, LogLevel, LogStream, PlanCreated, PlannedTask, RunCompleted,
-        RunPaused, RunResumed, TaskBlocked, TaskGrants, TaskHandoff, TaskLog, TaskPartial,
-        TaskProgress, TaskRef, TaskStatusUpdated,
+        Artifact, AuditRecord, AuditResource, CredentialAction, CredentialEvent, Decision,
+        DispatchChanged, Event, EventKind, LastProgress, LogLevel, LogStream, PlanCreated,
+        PlannedTask, RunCompleted, RunPaused, RunResumed, TaskBlocked, TaskGrants, TaskHandoff,
+        TaskLog, TaskPartial, TaskProgress, TaskRef, TaskStatusUpdated,
     };
     pub use crate::model::text::inert;
     pub use crate::model::time::Timestamp;
@@ -103,6 +105,17 @@ pub mod report {
 /// The journal's view of runs: listing, filtering, retention, durability.
 pub mod runs {
     pub use crate::journal::{Durability, Pruned, RunFilter, RunState, RunSummary};
+}
+
+/// Attempts on other machines: a coordinator's pool of `wasm-orch worker`s on NATS
+/// JetStream, and the worker itself.
+#[cfg(feature = "nats")]
+pub mod workers {
+    pub use crate::remote::pool::PoolCounts;
+    pub use crate::remote::worker::WorkerSummary;
+    pub use crate::remote::{
+        NatsError, PoolOptions, WorkerOptions, WorkerPool, WorkerStatus, run_worker,
+    };
 }
 
 /// Tools the host offers guests, and how a host adds its own.

@@ -18,17 +18,12 @@
 //! Subject tokens are the tenant's and run's names with `%`, `.`, `*`, `>` and whitespace
 //! written as `%XX`, so two names never share a subject and no name can widen a wildcard.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::events::{Event, EventFeed};
 
-/// The first token of every subject the runtime publishes.
-pub const PREFIX: &str = "wasm-orch";
-
-/// Messages the client holds while it cannot reach the server.
-pub const CLIENT_CAPACITY: usize = 65_536;
+pub use crate::remote::{CLIENT_CAPACITY, PREFIX, token};
 
 /// A connection to NATS that publishes runs' events.
 #[derive(Clone, Debug)]
@@ -56,38 +51,16 @@ impl StateBus {
     /// Connects to the NATS server at `url` (`nats://[USER:PASSWORD@]HOST:PORT`). A server
     /// that is not up yet is not an error: the client keeps trying, and events wait for it.
     pub async fn connect(url: &str) -> Result<Self, StateBusError> {
-        let address: async_nats::ServerAddr =
-            url.parse()
-                .map_err(|e: std::io::Error| StateBusError::Address {
-                    url: url.to_owned(),
-                    reason: e.to_string(),
-                })?;
-        // The client does not read credentials out of the address itself.
-        let options = match (address.username(), address.password()) {
-            (Some(user), password) => async_nats::ConnectOptions::with_user_and_password(
-                percent_decoded(user),
-                percent_decoded(password.unwrap_or_default()),
-            ),
-            (None, _) => async_nats::ConnectOptions::new(),
-        };
-        let client = options
-            .name("wasm-orch")
-            .client_capacity(CLIENT_CAPACITY)
-            .retry_on_initial_connect()
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => tracing::info!("state bus: connected"),
-                    async_nats::Event::Disconnected => {
-                        tracing::warn!("state bus: disconnected; events wait until it is back")
-                    }
-                    other => tracing::warn!("state bus: {other}"),
-                }
-            })
-            .connect(address)
+        let client = crate::remote::connect(url, "wasm-orch state bus")
             .await
-            .map_err(|e| StateBusError::Address {
-                url: url.to_owned(),
-                reason: e.to_string(),
+            .map_err(|e| match e {
+                crate::remote::NatsError::Address { url, reason } => {
+                    StateBusError::Address { url, reason }
+                }
+                other => StateBusError::Address {
+                    url: url.to_owned(),
+                    reason: other.to_string(),
+                },
             })?;
         Ok(Self {
             client,
@@ -163,36 +136,9 @@ impl StateBus {
     }
 }
 
-/// A URL's user or password as written before it was percent-encoded.
-fn percent_decoded(text: &str) -> String {
-    percent_encoding::percent_decode_str(text)
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
 /// The subject of a run's events: `wasm-orch.events.<tenant>.<run>`.
 pub fn events_subject(tenant: &str, run_id: &str) -> String {
     format!("{PREFIX}.events.{}.{}", token(tenant), token(run_id))
-}
-
-/// `name` as one subject token: `%`, `.`, `*`, `>`, whitespace and control characters as
-/// `%XX` (their UTF-8 bytes), everything else as it is.
-pub fn token(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
-        if matches!(c, '%' | '.' | '*' | '>') || c.is_whitespace() || c.is_control() {
-            let mut buf = [0; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                let _ = write!(out, "%{b:02X}");
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    if out.is_empty() {
-        out.push_str("%00");
-    }
-    out
 }
 
 #[cfg(test)]
@@ -200,22 +146,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_never_split_or_widen_a_subject() {
-        assert_eq!(token("acme"), "acme");
-        assert_eq!(token("run.2"), "run%2E2");
-        assert_eq!(token("a*>b c"), "a%2A%3Eb%20c");
-        assert_eq!(token("100%"), "100%25");
-        assert_eq!(token(""), "%00");
-        // Injective where it matters: an escaped name never equals a plain one.
-        assert_ne!(token("a.b"), token("a%2Eb"));
+    fn a_runs_subject_escapes_its_names() {
         assert_eq!(events_subject("acme", "r.1"), "wasm-orch.events.acme.r%2E1");
-    }
-
-    #[test]
-    fn credentials_in_an_address_are_decoded() {
-        assert_eq!(percent_decoded("p%40ss%3Aword"), "p@ss:word");
-        assert_eq!(percent_decoded("plain"), "plain");
-        assert_eq!(percent_decoded("100%"), "100%");
-        assert_eq!(percent_decoded("%zz"), "%zz");
     }
 }

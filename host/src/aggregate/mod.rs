@@ -83,6 +83,7 @@ pub(crate) fn report(f: Finished<'_>) -> RunReport {
                 started_at: a.started_at,
                 latency_ms: millis(a.latency),
                 fuel_used: a.fuel_used,
+                worker: a.worker.as_ref().map(|w| w.to_string()),
             })
             .collect();
         tasks.push(TaskReport {

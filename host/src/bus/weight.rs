@@ -44,6 +44,7 @@ pub(super) fn of(kind: &EventKind) -> usize {
         EventKind::Audit(a) => a.action.len() + a.reason.len(),
         EventKind::Credential(c) => c.credential.len() + c.reason.len(),
         EventKind::RunMetrics(m) => 32 * m.parallelism.timeline.len() + 128 * m.agents.len(),
+        EventKind::Dispatch(d) => d.reason.len(),
         EventKind::RunResumed(_) | EventKind::RunCompleted(_) => 0,
     }
 }

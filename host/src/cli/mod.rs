@@ -15,6 +15,8 @@ mod summary;
 mod telemetry;
 mod validate;
 mod view;
+#[cfg(feature = "nats")]
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +61,101 @@ enum Command {
     /// API tokens for `serve`: `token new --tenant NAME --policy FILE`.
     #[cfg(feature = "serve")]
     Token(TokenArgs),
+    /// Take attempts from a pool's queue on NATS JetStream and run them here, sandboxed as
+    /// `run` would.
+    #[cfg(feature = "nats")]
+    Worker(WorkerArgs),
+    /// List a pool's live workers (slots, load, tenants, last heartbeat).
+    #[cfg(feature = "nats")]
+    Workers(WorkersArgs),
+}
+
+/// Where `run` and `serve` send attempts: a pool of workers.
+#[cfg(feature = "nats")]
+#[derive(Debug, clap::Args)]
+struct PoolArgs {
+    /// Run attempts on this pool's workers (`wasm-orch worker --pool NAME`), through --nats.
+    /// Attempts that need the blackboard, tools, secrets or input files run here.
+    #[arg(long, value_name = "NAME")]
+    pool: Option<String>,
+
+    /// How long a worker may go silent on an attempt before it goes to another (for a pool
+    /// whose queue does not exist yet).
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    ack_wait: String,
+
+    /// How often an attempt is delivered before it ends `worker-lost`.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    max_deliver: i64,
+
+    /// Attempts run here at once while no worker can be reached.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    degraded_concurrency: usize,
+}
+
+#[cfg(feature = "nats")]
+#[derive(Debug, clap::Args)]
+struct WorkerArgs {
+    /// The NATS server.
+    #[arg(
+        long,
+        value_name = "nats://[USER:PASSWORD@]HOST:PORT",
+        env = "WASM_ORCH_NATS"
+    )]
+    nats: String,
+
+    /// Attempts run at once.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    slots: u32,
+
+    /// The pool whose attempts it takes.
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pool: String,
+
+    /// Its id in heartbeats and `wasm-orch workers`. [default: host name and process id]
+    #[arg(long, value_name = "ID")]
+    id: Option<String>,
+
+    /// Where compiled components and scratch directories are kept.
+    #[arg(long, value_name = "DIR", default_value = ".wasm-orch/worker")]
+    state_dir: Option<PathBuf>,
+
+    /// The pool's ack wait, if this worker creates its queue.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    ack_wait: String,
+
+    /// The pool's max deliveries, if this worker creates its queue.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    max_deliver: i64,
+
+    /// After SIGTERM: how long running attempts may go on; those that do not end are handed
+    /// back to the queue.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    grace: String,
+}
+
+#[cfg(feature = "nats")]
+#[derive(Debug, clap::Args)]
+struct WorkersArgs {
+    /// The NATS server.
+    #[arg(
+        long,
+        value_name = "nats://[USER:PASSWORD@]HOST:PORT",
+        env = "WASM_ORCH_NATS"
+    )]
+    nats: String,
+
+    /// The pool.
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pool: String,
+
+    /// How long to listen for heartbeats (workers send one a second).
+    #[arg(long, value_name = "DURATION", default_value = "2500ms")]
+    listen: String,
+
+    /// JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[cfg(feature = "serve")]
@@ -96,6 +193,10 @@ struct ServeArgs {
         env = "WASM_ORCH_NATS"
     )]
     nats: Option<String>,
+
+    #[cfg(feature = "nats")]
+    #[command(flatten)]
+    pool: PoolArgs,
 
     #[command(flatten)]
     runtime: RuntimeArgs,
@@ -248,6 +349,10 @@ enum DurabilityArg {
 
 impl RuntimeArgs {
     fn build(&self) -> Result<Runtime, Error> {
+        self.builder()?.build()
+    }
+
+    fn builder(&self) -> Result<RuntimeBuilder, Error> {
         let mut builder: RuntimeBuilder = Runtime::builder();
         if let Some(dir) = &self.state_dir {
             builder = builder.state_dir(dir);
@@ -276,7 +381,7 @@ impl RuntimeArgs {
         if let Some(dir) = secrets {
             builder = builder.secrets(crate::secrets::FileSecrets::new(dir));
         }
-        builder.build()
+        Ok(builder)
     }
 }
 
@@ -324,6 +429,10 @@ struct RunArgs {
         env = "WASM_ORCH_NATS"
     )]
     nats: Option<String>,
+
+    #[cfg(feature = "nats")]
+    #[command(flatten)]
+    pool: PoolArgs,
 
     #[command(flatten)]
     runtime: RuntimeArgs,
@@ -418,6 +527,10 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             #[cfg(feature = "serve")]
             Command::Token(args) => serve::token(args),
+            #[cfg(feature = "nats")]
+            Command::Worker(args) => worker::worker(args).await,
+            #[cfg(feature = "nats")]
+            Command::Workers(args) => worker::workers(args).await,
         }
     });
     drop(runtime);

@@ -20,7 +20,18 @@ pub(super) async fn run(args: RunArgs, verbose: bool) -> u8 {
         Ok(w) => w,
         Err(e) => return report_error(&e),
     };
-    let runtime = match args.runtime.build() {
+    #[cfg_attr(not(feature = "nats"), allow(unused_mut))]
+    let mut builder = match args.runtime.builder() {
+        Ok(b) => b,
+        Err(e) => return report_error(&e),
+    };
+    #[cfg(feature = "nats")]
+    match super::worker::pool(args.nats.as_deref(), &args.pool).await {
+        Ok(Some(pool)) => builder = builder.workers(pool),
+        Ok(None) => {}
+        Err(code) => return code,
+    }
+    let runtime = match builder.build() {
         Ok(r) => r,
         Err(e) => return report_error(&e),
     };

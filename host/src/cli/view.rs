@@ -164,6 +164,10 @@ impl Board {
                 ));
             }
             EventKind::RunResumed(_) => self.notes.push("run resumed".to_owned()),
+            EventKind::Dispatch(d) => self.notes.push(format!(
+                "attempts go to {} (pool `{}`): {}",
+                d.to, d.pool, d.reason
+            )),
             EventKind::Audit(a)
                 if a.decision == crate::events::Decision::Denied || self.verbose =>
             {
@@ -418,6 +422,10 @@ impl Lines {
             EventKind::RunResumed(r) => format!(
                 "{stamp} run: resumed after {}",
                 format::duration_ms(r.paused_ms)
+            ),
+            EventKind::Dispatch(d) => format!(
+                "{stamp} run: attempts go to {} (pool `{}`): {}",
+                d.to, d.pool, d.reason
             ),
             EventKind::Audit(a)
                 if a.decision == crate::events::Decision::Denied || self.verbose =>

@@ -23,6 +23,10 @@ use crate::wit::SubAgentPre;
 pub(crate) struct LoadedAgent {
     pub(crate) digest: String,
     pub(crate) pre: SubAgentPre<TaskState>,
+    /// The file it was first loaded from (`None`: from bytes, e.g. a worker's object store).
+    pub(crate) source: Option<PathBuf>,
+    /// The interfaces it imports (`wasm-orch:agent/tools@0.2.0`, `wasi:cli/stdout@0.2.6`, ...).
+    pub(crate) imports: Arc<[String]>,
     /// Instances made ahead of the attempts that will take them (see `recycler`).
     pub(crate) warm: WarmPool,
 }
@@ -65,11 +69,29 @@ impl ComponentCache {
     ) -> Result<(Arc<LoadedAgent>, CacheSource, Duration), LoadError> {
         let started = Instant::now();
         let bytes = read_component(path)?;
-        let digest = sha256_hex(&bytes);
+        let (agent, source) = self.load_bytes(engine, linker, &bytes, Some(path))?;
+        Ok((agent, source, started.elapsed()))
+    }
+
+    /// Loads a component from its bytes (read from `path`, if given). Blocking: compiles when
+    /// not cached.
+    pub(crate) fn load_bytes(
+        &self,
+        engine: &wasmtime::Engine,
+        linker: &Linker<TaskState>,
+        bytes: &[u8],
+        path: Option<&Path>,
+    ) -> Result<(Arc<LoadedAgent>, CacheSource), LoadError> {
+        let digest = sha256_hex(bytes);
         if let Some(agent) = self.lock().get(&digest) {
-            return Ok((Arc::clone(agent), CacheSource::Memory, started.elapsed()));
+            return Ok((Arc::clone(agent), CacheSource::Memory));
         }
-        let (component, source) = self.compile(engine, &bytes, &digest)?;
+        let (component, source) = self.compile(engine, bytes, &digest)?;
+        let imports = component
+            .component_type()
+            .imports(engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
         let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
@@ -78,10 +100,12 @@ impl ComponentCache {
         let agent = Arc::new(LoadedAgent {
             digest: digest.clone(),
             pre,
+            source: path.map(Path::to_path_buf),
+            imports,
             warm: WarmPool::default(),
         });
         self.lock().insert(digest, Arc::clone(&agent));
-        Ok((agent, source, started.elapsed()))
+        Ok((agent, source))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<LoadedAgent>>> {

@@ -359,6 +359,7 @@ impl Engine {
             output,
             output_digest,
             cached_from: None,
+            worker: None,
             error,
             started_at,
             finished_at: Timestamp::now(),

@@ -23,8 +23,10 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
-pub(crate) use self::cache::{LoadError, LoadedAgent, read_component};
-#[cfg(feature = "fuzzing")]
+pub(crate) use self::cache::{LoadError, LoadedAgent, MAX_COMPONENT, read_component};
+#[cfg(feature = "nats")]
+pub(crate) use self::exec::Setup;
+#[cfg(any(feature = "fuzzing", feature = "nats"))]
 pub(crate) use self::exec::accept_output;
 pub(crate) use self::executor::{LocalExecutor, RunAgent, RunContext};
 use self::state::TaskState;
@@ -95,6 +97,15 @@ impl Engine {
         path: &Path,
     ) -> Result<(Arc<LoadedAgent>, CacheSource, Duration), LoadError> {
         self.cache.load(&self.engine, &self.linker, path)
+    }
+
+    /// Loads (compiles or fetches from cache) a component from its bytes. Blocking.
+    pub(crate) fn load_bytes(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(Arc<LoadedAgent>, CacheSource), LoadError> {
+        self.cache
+            .load_bytes(&self.engine, &self.linker, bytes, None)
     }
 
     /// Calls a component's `describe` in a throwaway sandbox (no files, no tools).

@@ -29,6 +29,7 @@ pub(crate) struct PriorAttempt {
     pub(crate) output: Option<Arc<RawValue>>,
     pub(crate) output_digest: Option<Name>,
     pub(crate) cached_from: Option<Name>,
+    pub(crate) worker: Option<Name>,
 }
 
 /// A task of a journaled run.
@@ -120,6 +121,7 @@ impl Journal {
                     output: u.output.as_ref().map(|o| Arc::clone(&o.0)),
                     output_digest: u.output_digest.clone(),
                     cached_from: u.cached_from.clone(),
+                    worker: u.worker.clone(),
                 });
             }
             from = last + 1;
@@ -148,6 +150,7 @@ impl Journal {
                 output: None,
                 output_digest: None,
                 cached_from: None,
+                worker: None,
             });
         }
         if seen < run.summary.last_seq {

@@ -80,6 +80,10 @@ pub enum EventKind {
     /// The run ended.
     #[serde(rename = "agent.run.completed")]
     RunCompleted(RunCompleted),
+    /// Where the run's attempts go changed: to a pool's workers, or here (no worker could be
+    /// reached).
+    #[serde(rename = "agent.dispatch.changed")]
+    Dispatch(DispatchChanged),
 }
 
 impl EventKind {
@@ -100,8 +104,20 @@ impl EventKind {
             Self::Credential(_) => "agent.run.credential",
             Self::RunMetrics(_) => "agent.run.metrics",
             Self::RunCompleted(_) => "agent.run.completed",
+            Self::Dispatch(_) => "agent.dispatch.changed",
         }
     }
+}
+
+/// Where a run's attempts go now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DispatchChanged {
+    /// The pool of workers.
+    pub pool: Name,
+    /// `workers` (the pool's), or `local` (this process, at the pool's degraded concurrency).
+    pub to: Name,
+    pub reason: String,
 }
 
 /// A task that stopped reporting progress.
@@ -356,6 +372,10 @@ pub struct TaskStatusUpdated {
     /// For `cached`: the run whose output was reused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_from: Option<Name>,
+    /// The worker (of a pool) that ran the attempt, when not the coordinator (final states
+    /// only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<Name>,
 }
 
 /// A task's output: valid JSON text, shared (never copied per event or subscriber).
@@ -395,6 +415,7 @@ impl TaskStatusUpdated {
             output: None,
             output_digest: None,
             cached_from: None,
+            worker: None,
         }
     }
 }
@@ -518,6 +539,7 @@ mod tests {
                 output: None,
                 output_digest: None,
                 cached_from: None,
+                worker: None,
             }),
         };
         let json = serde_json::to_value(&event).expect("serializes");

@@ -42,6 +42,7 @@ impl Default for RetryPolicy {
                 ErrorKind::Timeout,
                 ErrorKind::Trap,
                 ErrorKind::Blocked,
+                ErrorKind::WorkerLost,
             ],
             keep_files: false,
         }

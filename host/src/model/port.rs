@@ -63,6 +63,8 @@ pub(crate) struct Attempt {
     pub(crate) output_digest: Option<Name>,
     /// For a memoized attempt (`cached`): the run whose output it reused.
     pub(crate) cached_from: Option<Name>,
+    /// The worker (of a pool) that ran it; `None`: this process.
+    pub(crate) worker: Option<Name>,
     pub(crate) error: Option<TaskError>,
     pub(crate) started_at: Timestamp,
     pub(crate) finished_at: Timestamp,
@@ -82,6 +84,7 @@ impl Attempt {
             output: None,
             output_digest: None,
             cached_from: None,
+            worker: None,
             error: Some(TaskError::new(kind, message)),
             started_at: now,
             finished_at: now,

@@ -104,6 +104,9 @@ pub struct AttemptReport {
     pub started_at: Timestamp,
     pub latency_ms: f64,
     pub fuel_used: u64,
+    /// The worker (of a pool) that ran it; absent: the coordinator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 /// A diagnostic agent's answer about a blocked task.

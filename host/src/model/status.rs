@@ -174,6 +174,9 @@ pub enum ErrorKind {
     /// The process running the attempt stopped (killed, crashed, lost its machine) before the
     /// attempt ended; the run was resumed after it.
     Interrupted,
+    /// The worker running the attempt (on another machine) stopped answering, and the
+    /// attempt's redeliveries to other workers ran out too.
+    WorkerLost,
 }
 
 impl ErrorKind {
@@ -197,6 +200,7 @@ impl ErrorKind {
             Self::ErrorBudget => "error-budget",
             Self::Claimed => "claimed",
             Self::Interrupted => "interrupted",
+            Self::WorkerLost => "worker-lost",
         }
     }
 }

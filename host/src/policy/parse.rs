@@ -33,6 +33,7 @@ const RETRYABLE: &[(&str, ErrorKind)] = &[
     ("output-not-json", ErrorKind::OutputNotJson),
     ("blocked", ErrorKind::Blocked),
     ("host", ErrorKind::Host),
+    ("worker-lost", ErrorKind::WorkerLost),
 ];
 
 pub(crate) fn retry(c: &mut Checker, spec: &RetrySpec) -> RetryOverride {

@@ -87,6 +87,7 @@ impl<E: Executor> Executor for Memoized<E> {
                 output: Some(output),
                 output_digest: Some(Name::from(memo.digest)),
                 cached_from: Some(Name::from(memo.run_id)),
+                worker: None,
                 error: None,
                 started_at: now,
                 finished_at: now,

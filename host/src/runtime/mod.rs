@@ -39,9 +39,20 @@ pub struct RuntimeBuilder {
     secrets: Backend,
     durability: Durability,
     journal_runs: bool,
+    #[cfg(feature = "nats")]
+    workers: Option<crate::remote::WorkerPool>,
 }
 
 impl RuntimeBuilder {
+    /// Runs attempts on a pool of `wasm-orch worker`s where they can run there (see
+    /// [`workers`](crate::workers)); the rest, and every attempt while no worker can be
+    /// reached, run here.
+    #[cfg(feature = "nats")]
+    pub fn workers(mut self, pool: crate::remote::WorkerPool) -> Self {
+        self.workers = Some(pool);
+        self
+    }
+
     /// How durable the journal (`<state dir>/journal.db`) is: [`Durability::Async`] (the
     /// default) survives a killed process, [`Durability::Sync`] a power failure.
     pub fn durability(mut self, durability: Durability) -> Self {
@@ -169,6 +180,8 @@ impl RuntimeBuilder {
                 claims: Arc::default(),
                 journal,
                 journal_runs: self.journal_runs,
+                #[cfg(feature = "nats")]
+                workers: self.workers,
             }),
         })
     }
@@ -205,6 +218,8 @@ struct Inner {
     journal: Arc<Journal>,
     /// Whether runs are journaled (see [`RuntimeBuilder::without_journal`]).
     journal_runs: bool,
+    #[cfg(feature = "nats")]
+    workers: Option<crate::remote::WorkerPool>,
 }
 
 /// Options of one run.
@@ -287,6 +302,8 @@ impl Runtime {
             secrets: Backend(Arc::new(EnvSecrets::default())),
             durability: Durability::default(),
             journal_runs: true,
+            #[cfg(feature = "nats")]
+            workers: None,
         }
     }
 

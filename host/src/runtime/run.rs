@@ -314,11 +314,14 @@ impl Runtime {
                 grants: serde_json::json!({ "tools": &*a.granted, "secrets": &*a.secrets }),
             })
             .collect();
+        let local = LocalExecutor {
+            engine: Arc::clone(&inner.engine),
+            run: context,
+        };
+        #[cfg(feature = "nats")]
+        let local = crate::remote::dispatch::Dispatch::new(local, inner.workers.clone());
         let executor = Arc::new(Memoized {
-            inner: LocalExecutor {
-                engine: Arc::clone(&inner.engine),
-                run: context,
-            },
+            inner: local,
             journal: Arc::clone(&inner.journal),
             run_id: Name::from(&run_id),
             agents: memo_agents,
@@ -606,6 +609,7 @@ fn prior_tasks(workflow: &Workflow, folded: &Folded) -> Vec<Option<scheduler::Re
                         output: a.output.clone(),
                         output_digest: a.output_digest.clone(),
                         cached_from: a.cached_from.clone(),
+                        worker: a.worker.clone(),
                         error: a.error.clone(),
                         started_at: a.started_at,
                         finished_at: a.finished_at,

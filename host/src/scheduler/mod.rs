@@ -724,6 +724,7 @@ impl<'a> Scheduler<'a> {
             output: attempt.output.clone().map(Output),
             output_digest: attempt.output_digest.clone(),
             cached_from: attempt.cached_from.clone(),
+            worker: attempt.worker.clone(),
             ..TaskStatusUpdated::new(task_ref, status)
         };
         self.tasks[task].attempts.push((run.agent, attempt));

@@ -160,6 +160,7 @@ impl Executor for Fake {
                 .then(|| Arc::from(RawValue::from_string(output).expect("json"))),
             output_digest: None,
             cached_from: None,
+            worker: None,
             error: (status != TaskStatus::Succeeded).then(|| TaskError::new(b.kind, "as planned")),
             started_at: Timestamp::now(),
             finished_at: Timestamp::now(),

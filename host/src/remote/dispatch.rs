@@ -1,0 +1,353 @@
+//! The executor of a run whose runtime has a pool of workers: each attempt goes to a worker
+//! when it can, and runs here when it cannot (while no worker can be reached, at the pool's
+//! degraded concurrency). The scheduler sees one executor either way.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::value::RawValue;
+
+use super::pool::{PoolInner, Ready, WorkerPool};
+use super::wire::{Finished, Order, Report, UpstreamWire, VERSION};
+use crate::bus::TaskEmitter;
+use crate::engine::{LocalExecutor, RunAgent};
+use crate::model::Name;
+use crate::model::digest::sha256_hex;
+use crate::model::events::{LogLevel, LogStream, TaskGrants};
+use crate::model::port::{Attempt, Executor, Job, UpstreamResult};
+use crate::model::status::{ErrorKind, TaskError, TaskStatus};
+use crate::model::time::Timestamp;
+
+/// Interfaces a worker cannot serve yet: their calls must be checked by the coordinator.
+const HOME_ONLY: &[&str] = &[
+    "wasm-orch:agent/blackboard",
+    "wasm-orch:agent/tools",
+    "wasm-orch:agent/secrets",
+];
+
+/// Runs a run's attempts on a pool's workers, or here.
+pub(crate) struct Dispatch {
+    pub(crate) local: LocalExecutor,
+    pub(crate) pool: Option<WorkerPool>,
+    /// How the last attempt went out: 0 not yet, 1 to workers, 2 here (degraded).
+    mode: AtomicU8,
+}
+
+impl Dispatch {
+    pub(crate) fn new(local: LocalExecutor, pool: Option<WorkerPool>) -> Self {
+        Self {
+            local,
+            pool,
+            mode: AtomicU8::new(0),
+        }
+    }
+}
+
+impl Executor for Dispatch {
+    async fn execute(&self, job: Job) -> Attempt {
+        let Some(pool) = &self.pool else {
+            return self.local.execute(job).await;
+        };
+        let pool = &pool.inner;
+        let Some(agent) = self.local.run.agents.get(job.agent) else {
+            return self.local.execute(job).await;
+        };
+        if let Err(why) = self.portable(&job, agent) {
+            tracing::debug!(node = %job.task_ref.node, "runs here: {why}");
+            return self.local.execute(job).await;
+        }
+        match pool.ready().await {
+            Some(ready) => {
+                self.transition(1, pool, "workers are reachable: attempts go to the pool");
+                match self.remote(pool, &ready, agent, job).await {
+                    Ok(attempt) => attempt,
+                    Err(job) => self.degraded(pool, *job).await,
+                }
+            }
+            None => {
+                self.transition(
+                    2,
+                    pool,
+                    "no worker can be reached (NATS down, or no live worker in the pool): attempts run here",
+                );
+                self.degraded(pool, job).await
+            }
+        }
+    }
+}
+
+impl Dispatch {
+    /// Why an attempt cannot run on a worker, if it cannot.
+    fn portable(&self, job: &Job, agent: &RunAgent) -> Result<(), &'static str> {
+        let Some(task) = job.task else {
+            return Err("a diagnosis reads the run's state");
+        };
+        if agent.loaded.source.is_none() {
+            return Err("its component was not loaded from a file");
+        }
+        if self
+            .local
+            .run
+            .inputs
+            .get(task)
+            .is_some_and(|i| !i.is_empty())
+        {
+            return Err("its task has input files");
+        }
+        let home = agent.loaded.imports.iter().any(|import| {
+            let name = import.split('@').next().unwrap_or(import);
+            HOME_ONLY.contains(&name)
+        });
+        if home {
+            return Err("its component imports the blackboard, tools or secrets");
+        }
+        Ok(())
+    }
+
+    /// Publishes a change of where the run's attempts go, once per change.
+    fn transition(&self, mode: u8, pool: &PoolInner, message: &str) {
+        let before = self.mode.swap(mode, Ordering::Relaxed);
+        if before != mode && !(before == 0 && mode == 1) {
+            tracing::warn!(pool = %pool.options.pool, "{message}");
+        }
+        if before != mode {
+            self.local
+                .run
+                .bus
+                .publish(crate::model::events::EventKind::Dispatch(
+                    crate::model::events::DispatchChanged {
+                        pool: Name::from(pool.options.pool.as_str()),
+                        to: if mode == 1 { "workers" } else { "local" }.into(),
+                        reason: message.to_owned(),
+                    },
+                ));
+        }
+    }
+
+    /// Runs an attempt here because no worker can: at the pool's degraded concurrency.
+    async fn degraded(&self, pool: &PoolInner, job: Job) -> Attempt {
+        pool.count_degraded();
+        job.heartbeat
+            .beat(0.0, "waiting to run here: no worker can be reached");
+        let permit = tokio::select! {
+            biased;
+            () = job.cancel.cancelled() => {
+                return Attempt::not_run(TaskStatus::Cancelled, ErrorKind::Cancelled, "the run was cancelled".into());
+            }
+            permit = Arc::clone(&pool.degraded).acquire_owned() => permit,
+        };
+        let attempt = self.local.execute(job).await;
+        drop(permit);
+        attempt
+    }
+
+    /// Hands an attempt to a worker and waits for its end. Gives the job back if it could not
+    /// be handed out (it then runs here).
+    async fn remote(
+        &self,
+        pool: &PoolInner,
+        ready: &Ready,
+        agent: &RunAgent,
+        job: Job,
+    ) -> Result<Attempt, Box<Job>> {
+        let run = &self.local.run;
+        if let Err(e) = pool.upload(ready, &agent.loaded).await {
+            tracing::warn!(node = %job.task_ref.node, "runs here: {e}");
+            return Err(Box::new(job));
+        }
+        let order = Order {
+            v: VERSION,
+            coordinator: pool.id.clone(),
+            key: job.key.to_string(),
+            run_id: run.run_id.to_string(),
+            tenant: run.tenant.to_string(),
+            task: job.task_ref.clone(),
+            component: agent.loaded.digest.clone(),
+            limits: job.limits,
+            workdir: agent.workdir,
+            params: match RawValue::from_string(job.params.to_string()) {
+                Ok(params) => params,
+                Err(_) => return Err(Box::new(job)),
+            },
+            upstream: job
+                .upstream
+                .iter()
+                .map(|(node, result)| match result {
+                    UpstreamResult::Output(output) => UpstreamWire {
+                        node: node.to_string(),
+                        output: RawValue::from_string(output.get().to_owned()).ok(),
+                        failed: None,
+                    },
+                    UpstreamResult::Failed { status, error } => UpstreamWire {
+                        node: node.to_string(),
+                        output: None,
+                        failed: Some((*status, error.clone())),
+                    },
+                })
+                .collect(),
+        };
+        // Claimed here, as a local attempt would be: a repeat of the key is refused.
+        if let Err(refused) = run.claims.claim(&run.tenant, &job.key, &job.task_ref) {
+            return Ok(Attempt::not_run(
+                TaskStatus::Failed,
+                ErrorKind::Claimed,
+                refused.to_string(),
+            ));
+        }
+        let key = order.key.clone();
+        let mut waiting = pool.expect(&key);
+        let seq = match pool.submit(ready, &order).await {
+            Ok(seq) => seq,
+            Err(e) => {
+                pool.forget(&key, None);
+                return Ok(Attempt::not_run(
+                    TaskStatus::Failed,
+                    ErrorKind::Unavailable,
+                    format!(
+                        "could not hand the attempt to pool `{}`: {e}",
+                        pool.options.pool
+                    ),
+                ));
+            }
+        };
+        let mut emitter = TaskEmitter::new(
+            Arc::clone(&run.bus),
+            job.task_ref.clone(),
+            run.emitter_limits,
+        )
+        .with_heartbeat(Arc::clone(&job.heartbeat))
+        .for_tenant(&run.tenant, Arc::clone(&run.redactor));
+        emitter.grants(TaskGrants {
+            task: job.task_ref.clone(),
+            tenant: run.tenant.clone(),
+            tools: Vec::new(),
+            secrets: Vec::new(),
+            workdir: agent
+                .workdir
+                .then(|| format!("scratch, on a worker of pool `{}`", pool.options.pool)),
+            inputs: Vec::new(),
+            blackboard: "none (on a worker)".to_owned(),
+        });
+        // However the workers fare, the attempt ends: after every delivery's time and wait.
+        let settings = ready.settings;
+        let deliveries = u32::try_from(settings.max_deliver.max(1)).unwrap_or(u32::MAX);
+        let patience = (job.limits.timeout + settings.ack_wait).saturating_mul(deliveries)
+            + Duration::from_secs(10);
+        let deadline = tokio::time::Instant::now() + patience;
+        let started = Instant::now();
+        let ended = loop {
+            tokio::select! {
+                biased;
+                done = &mut waiting.done => break done.ok(),
+                Some(report) = waiting.reports.recv() => match report {
+                    Report::Started { delivered } => {
+                        if delivered > 1 {
+                            pool.count_redelivered();
+                            emitter.log(
+                                LogLevel::Warn,
+                                LogStream::Host,
+                                &format!("delivered again (delivery {delivered}): its earlier worker stopped answering"),
+                            );
+                        }
+                    }
+                    Report::Progress { fraction, message } => emitter.progress(fraction, &message),
+                    Report::Partial { data } => emitter.partial(&data),
+                    Report::Log { level, stream, message } => emitter.log(level, stream, &message),
+                    Report::Finished(_) => {}
+                },
+                () = job.cancel.cancelled() => {
+                    pool.cancel(ready, &key, seq).await;
+                    pool.forget(&key, Some(seq));
+                    emitter.finish();
+                    return Ok(Attempt::not_run(TaskStatus::Cancelled, ErrorKind::Cancelled, "the run was cancelled".into()));
+                }
+                () = tokio::time::sleep_until(deadline) => break Some((String::new(), lost_after(patience))),
+            }
+        };
+        pool.forget(&key, Some(seq));
+        emitter.flush();
+        emitter.finish();
+        let Some((worker, finished)) = ended else {
+            return Ok(Attempt::not_run(
+                TaskStatus::Failed,
+                ErrorKind::Host,
+                "the pool was closed while the attempt ran".into(),
+            ));
+        };
+        Ok(attempt(finished, &worker, &job, started))
+    }
+}
+
+/// The attempt a worker's report describes, checked again here.
+fn attempt(finished: Finished, worker: &str, job: &Job, started: Instant) -> Attempt {
+    let Finished {
+        status,
+        output,
+        error,
+        started_at,
+        finished_at,
+        latency_ms,
+        fuel_used,
+        memory_peak,
+    } = finished;
+    let (status, output, error) = match (status, output) {
+        (TaskStatus::Succeeded, Some(output)) => {
+            crate::engine::accept_output(output.get().to_owned(), &job.limits)
+        }
+        (TaskStatus::Succeeded, None) => (
+            TaskStatus::Failed,
+            None,
+            Some(TaskError::new(
+                ErrorKind::Host,
+                format!("worker `{worker}` reported success without an output"),
+            )),
+        ),
+        (status, _) => (status, None, error),
+    };
+    let output_digest = output
+        .as_ref()
+        .map(|o| Name::from(sha256_hex(o.get().as_bytes())));
+    Attempt {
+        status,
+        output,
+        output_digest,
+        cached_from: None,
+        worker: (!worker.is_empty()).then(|| Name::from(worker)),
+        error,
+        started_at,
+        finished_at,
+        latency: Duration::from_millis(latency_ms).min(started.elapsed()),
+        fuel_used: fuel_used.min(job.limits.fuel),
+        memory_peak,
+        artifacts: Vec::new(),
+    }
+}
+
+/// The end of an attempt the queue gave up on.
+pub(crate) fn lost(seq: u64) -> Finished {
+    ended_lost(format!(
+        "every delivery of the attempt (work message {seq}) went unanswered: its workers stopped"
+    ))
+}
+
+fn lost_after(patience: Duration) -> Finished {
+    ended_lost(format!(
+        "no worker finished the attempt within {:.0} s (every delivery's time limit and ack wait)",
+        patience.as_secs_f64()
+    ))
+}
+
+fn ended_lost(message: String) -> Finished {
+    let now = Timestamp::now();
+    Finished {
+        status: TaskStatus::Failed,
+        output: None,
+        error: Some(TaskError::new(ErrorKind::WorkerLost, message)),
+        started_at: now,
+        finished_at: now,
+        latency_ms: 0,
+        fuel_used: 0,
+        memory_peak: 0,
+    }
+}

@@ -1,0 +1,513 @@
+//! The coordinator's side of a pool of workers: one NATS connection for the runtime, the
+//! attempts it has handed out and is waiting for, the live workers (from their heartbeats), and
+//! the components it has uploaded.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use futures_util::StreamExt;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::wire::{Envelope, Finished, Order, Report, VERSION, WorkerStatus};
+use super::{HEARTBEAT, NatsError, PREFIX, QueueSettings, STREAM, check_pool, token};
+use crate::engine::{LoadedAgent, read_component};
+use crate::model::digest::sha256_hex;
+
+/// How a coordinator hands attempts to a pool of workers.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PoolOptions {
+    /// The pool's name (its queue, `wasm-orch.work.<pool>`).
+    pub pool: String,
+    /// How long an attempt a worker took may go without an acknowledgement (a worker sends
+    /// in-progress acks while it runs it) before it is delivered to another. Used when the
+    /// pool's consumer does not exist yet; an existing one keeps its own.
+    pub ack_wait: Duration,
+    /// How many times an attempt is delivered before it is `worker-lost`.
+    pub max_deliver: i64,
+    /// Attempts run here at once while no worker can be reached (NATS down, or no live worker
+    /// in the pool).
+    pub degraded_concurrency: usize,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            pool: "default".to_owned(),
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 3,
+            degraded_concurrency: 2,
+        }
+    }
+}
+
+impl PoolOptions {
+    pub fn new(pool: impl Into<String>) -> Self {
+        Self {
+            pool: pool.into(),
+            ..Self::default()
+        }
+    }
+
+    pub fn ack_wait(mut self, wait: Duration) -> Self {
+        self.ack_wait = wait;
+        self
+    }
+
+    pub fn max_deliver(mut self, n: i64) -> Self {
+        self.max_deliver = n.max(1);
+        self
+    }
+
+    pub fn degraded_concurrency(mut self, n: usize) -> Self {
+        self.degraded_concurrency = n.max(1);
+        self
+    }
+}
+
+/// A connection to a pool of `wasm-orch worker`s. Give it to
+/// [`RuntimeBuilder::workers`](crate::RuntimeBuilder::workers) and the runtime's attempts run
+/// on the pool's workers where they can.
+#[derive(Clone)]
+pub struct WorkerPool {
+    pub(crate) inner: Arc<PoolInner>,
+}
+
+impl std::fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("pool", &self.inner.options.pool)
+            .field("coordinator", &self.inner.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a pool has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolCounts {
+    /// Attempts handed to workers.
+    pub remote: u64,
+    /// Attempts run here because no worker could be reached.
+    pub degraded: u64,
+    /// Ends of an attempt after its first (ignored).
+    pub duplicates: u64,
+    /// Attempts that ended `worker-lost`.
+    pub lost: u64,
+    /// Attempts delivered to a worker more than once.
+    pub redelivered: u64,
+}
+
+pub(crate) struct PoolInner {
+    pub(crate) client: async_nats::Client,
+    js: jetstream::Context,
+    url: String,
+    pub(crate) options: PoolOptions,
+    /// This coordinator's id: its reports' subject.
+    pub(crate) id: String,
+    ready: tokio::sync::Mutex<Readiness>,
+    pending: Mutex<HashMap<String, Pending>>,
+    /// Stream sequence of each attempt handed out and not yet ended → its key.
+    seqs: Mutex<HashMap<u64, String>>,
+    uploaded: Mutex<HashSet<String>>,
+    workers: Mutex<BTreeMap<String, (WorkerStatus, Instant)>>,
+    pub(crate) degraded: Arc<Semaphore>,
+    /// When the pool was connected: until three heartbeats have passed, a pool that has heard
+    /// of no worker yet waits for one before it runs attempts here.
+    since: Instant,
+    counts: Counts,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    remote: AtomicU64,
+    degraded: AtomicU64,
+    duplicates: AtomicU64,
+    lost: AtomicU64,
+    redelivered: AtomicU64,
+}
+
+#[derive(Default)]
+struct Readiness {
+    ready: Option<Ready>,
+    /// When setting up last failed (it is not tried again for a second).
+    failed_at: Option<Instant>,
+}
+
+#[derive(Clone)]
+pub(crate) struct Ready {
+    stream: jetstream::stream::Stream,
+    objects: jetstream::object_store::ObjectStore,
+    pub(crate) settings: QueueSettings,
+}
+
+/// An attempt handed out, waiting for its reports.
+struct Pending {
+    reports: mpsc::Sender<Report>,
+    done: Option<oneshot::Sender<(String, Finished)>>,
+}
+
+/// What an attempt handed out hears: its reports, and its end (with the worker's id).
+pub(crate) struct Waiting {
+    pub(crate) reports: mpsc::Receiver<Report>,
+    pub(crate) done: oneshot::Receiver<(String, Finished)>,
+}
+
+/// Reports kept per attempt before more are dropped (the worker's emitter already bounds a
+/// guest's progress, partials and logs).
+const REPORTS_QUEUED: usize = 4096;
+
+impl WorkerPool {
+    /// Connects to NATS at `url` and to the pool `options.pool` on it. A server that is down is
+    /// not an error: attempts run here (at the degraded concurrency) until it is back.
+    pub async fn connect(url: &str, options: PoolOptions) -> Result<Self, NatsError> {
+        check_pool(&options.pool)?;
+        let client = super::connect(url, "wasm-orch coordinator").await?;
+        let js = jetstream::new(client.clone());
+        let id = format!(
+            "c{:016x}",
+            fastrand::u64(..) ^ u64::from(std::process::id())
+        );
+        let inner = Arc::new_cyclic(|weak: &std::sync::Weak<PoolInner>| PoolInner {
+            listener: tokio::spawn(listen(
+                client.clone(),
+                id.clone(),
+                options.pool.clone(),
+                weak.clone(),
+            )),
+            client,
+            js,
+            url: url.to_owned(),
+            degraded: Arc::new(Semaphore::new(options.degraded_concurrency.max(1))),
+            options,
+            id,
+            ready: tokio::sync::Mutex::default(),
+            pending: Mutex::default(),
+            seqs: Mutex::default(),
+            uploaded: Mutex::default(),
+            workers: Mutex::default(),
+            since: Instant::now(),
+            counts: Counts::default(),
+        });
+        Ok(Self { inner })
+    }
+
+    /// The pool's live workers (heard from in the last three heartbeats), by id.
+    pub fn workers(&self) -> Vec<WorkerStatus> {
+        let now = Instant::now();
+        lock(&self.inner.workers)
+            .values()
+            .filter(|(_, seen)| now.duration_since(*seen) < 3 * HEARTBEAT)
+            .map(|(status, _)| status.clone())
+            .collect()
+    }
+
+    /// What the pool has done so far.
+    pub fn counts(&self) -> PoolCounts {
+        let c = &self.inner.counts;
+        PoolCounts {
+            remote: c.remote.load(Ordering::Relaxed),
+            degraded: c.degraded.load(Ordering::Relaxed),
+            duplicates: c.duplicates.load(Ordering::Relaxed),
+            lost: c.lost.load(Ordering::Relaxed),
+            redelivered: c.redelivered.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.inner.options.pool
+    }
+}
+
+impl PoolInner {
+    /// The queue, if attempts can be handed out now: connected, set up, with a live worker.
+    pub(crate) async fn ready(&self) -> Option<Ready> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return None;
+        }
+        // A coordinator that just started has not heard the workers' heartbeats yet.
+        while !self.live() {
+            if self.since.elapsed() >= 3 * HEARTBEAT {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut readiness = self.ready.lock().await;
+        if let Some(ready) = &readiness.ready {
+            return Some(ready.clone());
+        }
+        if readiness
+            .failed_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
+            return None;
+        }
+        let wanted = QueueSettings {
+            ack_wait: self.options.ack_wait,
+            max_deliver: self.options.max_deliver,
+        };
+        let setup = async {
+            let (stream, _, settings) = super::queue(&self.js, &self.options.pool, wanted).await?;
+            let objects = super::components(&self.js).await?;
+            Ok::<_, String>(Ready {
+                stream,
+                objects,
+                settings,
+            })
+        };
+        match tokio::time::timeout(Duration::from_secs(5), setup).await {
+            Ok(Ok(ready)) => {
+                readiness.ready = Some(ready.clone());
+                Some(ready)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("pool `{}` at {}: {e}", self.options.pool, self.url);
+                readiness.failed_at = Some(Instant::now());
+                None
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "pool `{}` at {}: JetStream did not answer",
+                    self.options.pool,
+                    self.url
+                );
+                readiness.failed_at = Some(Instant::now());
+                None
+            }
+        }
+    }
+
+    /// Whether a worker of the pool was heard from in the last three heartbeats.
+    fn live(&self) -> bool {
+        let now = Instant::now();
+        lock(&self.workers)
+            .values()
+            .any(|(_, seen)| now.duration_since(*seen) < 3 * HEARTBEAT)
+    }
+
+    /// Puts `agent`'s component in the object store, once.
+    pub(crate) async fn upload(&self, ready: &Ready, agent: &LoadedAgent) -> Result<(), String> {
+        if lock(&self.uploaded).contains(&agent.digest) {
+            return Ok(());
+        }
+        if ready.objects.info(&agent.digest).await.is_ok() {
+            lock(&self.uploaded).insert(agent.digest.clone());
+            return Ok(());
+        }
+        let Some(path) = agent.source.clone() else {
+            return Err("the component was not loaded from a file".into());
+        };
+        let bytes = tokio::task::spawn_blocking(move || read_component(&path))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("reading the component again: {e:?}"))?;
+        if sha256_hex(&bytes) != agent.digest {
+            return Err("the component's file changed since it was loaded".into());
+        }
+        ready
+            .objects
+            .put(agent.digest.as_str(), &mut bytes.as_slice())
+            .await
+            .map_err(|e| format!("uploading the component: {e}"))?;
+        lock(&self.uploaded).insert(agent.digest.clone());
+        Ok(())
+    }
+
+    /// Waits for the reports of attempt `key` (before it is handed out).
+    pub(crate) fn expect(&self, key: &str) -> Waiting {
+        let (reports, reports_rx) = mpsc::channel(REPORTS_QUEUED);
+        let (done, done_rx) = oneshot::channel();
+        lock(&self.pending).insert(
+            key.to_owned(),
+            Pending {
+                reports,
+                done: Some(done),
+            },
+        );
+        Waiting {
+            reports: reports_rx,
+            done: done_rx,
+        }
+    }
+
+    /// Hands `order` to the pool's queue; returns its stream sequence.
+    pub(crate) async fn submit(&self, ready: &Ready, order: &Order) -> Result<u64, String> {
+        let payload = serde_json::to_vec(order).map_err(|e| e.to_string())?;
+        let max = self.client.server_info().max_payload;
+        if payload.len() > max {
+            return Err(format!(
+                "the work order has {} bytes, more than the {max} the NATS server takes",
+                payload.len()
+            ));
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", order.key.as_str());
+        let ack = self
+            .js
+            .publish_with_headers(
+                super::work_subject(&self.options.pool),
+                headers,
+                payload.into(),
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        if ack.stream != STREAM {
+            return Err(format!(
+                "the work subject is stored by stream `{}`",
+                ack.stream
+            ));
+        }
+        lock(&self.seqs).insert(ack.sequence, order.key.clone());
+        let _ = ready;
+        self.counts.remote.fetch_add(1, Ordering::Relaxed);
+        Ok(ack.sequence)
+    }
+
+    /// Forgets attempt `key` (handed out as `seq`): later reports about it are duplicates.
+    pub(crate) fn forget(&self, key: &str, seq: Option<u64>) {
+        lock(&self.pending).remove(key);
+        if let Some(seq) = seq {
+            lock(&self.seqs).remove(&seq);
+        }
+    }
+
+    /// Stops attempt `key`: workers running it stop it; if it is still queued, it is removed.
+    pub(crate) async fn cancel(&self, ready: &Ready, key: &str, seq: u64) {
+        let subject = format!("{PREFIX}.cancel.{}", self.id);
+        let _ = self.client.publish(subject, key.to_owned().into()).await;
+        let _ = ready.stream.delete_message(seq).await;
+    }
+
+    pub(crate) fn count_degraded(&self) {
+        self.counts.degraded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_redelivered(&self) {
+        self.counts.redelivered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A report from a worker.
+    fn report(&self, envelope: Envelope) {
+        let mut pending = lock(&self.pending);
+        let Some(waiting) = pending.get_mut(&envelope.key) else {
+            if matches!(envelope.report, Report::Finished(_)) {
+                self.counts.duplicates.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        };
+        match envelope.report {
+            Report::Finished(finished) => match waiting.done.take() {
+                Some(done) => {
+                    let _ = done.send((envelope.worker, *finished));
+                }
+                None => {
+                    self.counts.duplicates.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+            other => {
+                let _ = waiting.reports.try_send(other);
+            }
+        }
+    }
+
+    /// The server gave up on the attempt handed out as `seq`: every delivery went unanswered.
+    fn lost(&self, seq: u64) -> bool {
+        let Some(key) = lock(&self.seqs).remove(&seq) else {
+            return false;
+        };
+        let done = lock(&self.pending)
+            .get_mut(&key)
+            .and_then(|waiting| waiting.done.take());
+        if let Some(done) = done {
+            self.counts.lost.fetch_add(1, Ordering::Relaxed);
+            let _ = done.send((String::new(), super::dispatch::lost(seq)));
+        }
+        true
+    }
+
+    fn heartbeat(&self, status: WorkerStatus) {
+        lock(&self.workers).insert(status.id.clone(), (status, Instant::now()));
+    }
+}
+
+/// Reads what the pool's workers and the server say to this coordinator, until the pool is
+/// dropped.
+async fn listen(
+    client: async_nats::Client,
+    id: String,
+    pool: String,
+    inner: std::sync::Weak<PoolInner>,
+) {
+    let subscribe = async {
+        let reports = client.subscribe(format!("{PREFIX}.reports.{id}")).await?;
+        let beats = client
+            .subscribe(format!("{PREFIX}.workers.{}.*", token(&pool)))
+            .await?;
+        let lost = client
+            .subscribe(format!(
+                "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{STREAM}.pool-{pool}"
+            ))
+            .await?;
+        Ok::<_, async_nats::SubscribeError>((reports, beats, lost))
+    };
+    let (mut reports, mut beats, mut lost) = match subscribe.await {
+        Ok(subscribers) => subscribers,
+        Err(e) => {
+            tracing::error!("pool `{pool}`: cannot subscribe to the workers' reports: {e}");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            Some(message) = reports.next() => {
+                let Some(inner) = inner.upgrade() else { return };
+                match serde_json::from_slice::<Envelope>(&message.payload) {
+                    Ok(envelope) if envelope.v == VERSION => inner.report(envelope),
+                    Ok(envelope) => tracing::warn!(
+                        "pool `{pool}`: worker `{}` speaks version {} (this coordinator: {VERSION}); its report is ignored",
+                        crate::model::text::truncate(&envelope.worker, 80), envelope.v
+                    ),
+                    Err(e) => tracing::warn!("pool `{pool}`: a report that does not parse: {e}"),
+                }
+            }
+            Some(message) = beats.next() => {
+                let Some(inner) = inner.upgrade() else { return };
+                if let Ok(status) = serde_json::from_slice::<WorkerStatus>(&message.payload) {
+                    inner.heartbeat(status);
+                }
+            }
+            Some(message) = lost.next() => {
+                let Some(inner) = inner.upgrade() else { return };
+                #[derive(serde::Deserialize)]
+                struct Advisory { stream_seq: u64 }
+                if let Ok(advisory) = serde_json::from_slice::<Advisory>(&message.payload)
+                    && inner.lost(advisory.stream_seq)
+                {
+                    // It stays in the stream otherwise (never acknowledged).
+                    let ready = inner.ready.lock().await.ready.clone();
+                    if let Some(ready) = ready {
+                        let _ = ready.stream.delete_message(advisory.stream_seq).await;
+                    }
+                }
+            }
+            else => return,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,113 @@
+//! What coordinator and workers say to each other on NATS, as JSON. Every message carries the
+//! wire version; a peer refuses a version it does not know, with a message naming both.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::model::events::TaskRef;
+use crate::model::limits::Limits;
+use crate::model::status::{TaskError, TaskStatus};
+use crate::model::time::Timestamp;
+
+/// The version of the messages below.
+pub(crate) const VERSION: u32 = 1;
+
+/// One attempt, as a work order on a pool's queue.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Order {
+    pub(crate) v: u32,
+    /// Where reports go: `wasm-orch.reports.<coordinator>`.
+    pub(crate) coordinator: String,
+    /// The attempt's idempotency key (`<run>/<node>/<attempt>`), also its `Nats-Msg-Id`.
+    pub(crate) key: String,
+    pub(crate) run_id: String,
+    pub(crate) tenant: String,
+    pub(crate) task: TaskRef,
+    /// The component's SHA-256: its name in the components' object store.
+    pub(crate) component: String,
+    pub(crate) limits: Limits,
+    /// Whether the attempt gets a (scratch) working directory.
+    pub(crate) workdir: bool,
+    pub(crate) params: Box<RawValue>,
+    pub(crate) upstream: Vec<UpstreamWire>,
+}
+
+/// How one upstream task ended.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct UpstreamWire {
+    pub(crate) node: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) output: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) failed: Option<(TaskStatus, TaskError)>,
+}
+
+/// A worker's report about one attempt, to its coordinator.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Envelope {
+    pub(crate) v: u32,
+    pub(crate) key: String,
+    pub(crate) worker: String,
+    pub(crate) report: Report,
+}
+
+/// Externally tagged (`{"finished": {...}}`): an internally tagged enum cannot hold the raw
+/// JSON of an output.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Report {
+    /// The worker took the attempt (its `delivered`-th delivery).
+    Started {
+        delivered: u32,
+    },
+    Progress {
+        fraction: f32,
+        message: String,
+    },
+    Partial {
+        data: String,
+    },
+    Log {
+        level: crate::model::events::LogLevel,
+        stream: crate::model::events::LogStream,
+        message: String,
+    },
+    /// How it ended.
+    Finished(Box<Finished>),
+}
+
+/// How an attempt ended on a worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Finished {
+    pub(crate) status: TaskStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) output: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<TaskError>,
+    pub(crate) started_at: Timestamp,
+    pub(crate) finished_at: Timestamp,
+    pub(crate) latency_ms: u64,
+    pub(crate) fuel_used: u64,
+    pub(crate) memory_peak: u64,
+}
+
+/// A worker's heartbeat, on `wasm-orch.workers.<pool>.<worker>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WorkerStatus {
+    pub v: u32,
+    /// The worker's id (`--id`, or host name and process id).
+    pub id: String,
+    pub pool: String,
+    /// Attempts it runs at once, at most.
+    pub slots: u32,
+    /// Attempts it runs now.
+    pub busy: u32,
+    /// Attempts it has finished since it started.
+    pub finished: u64,
+    /// Tenants of the attempts it runs now.
+    pub tenants: Vec<String>,
+    pub started_at: Timestamp,
+    /// When it sent this.
+    pub at: Timestamp,
+}

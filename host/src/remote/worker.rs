@@ -1,0 +1,583 @@
+//! `wasm-orch worker`: takes attempts from a pool's queue and runs them in this process's
+//! engine, under the limits each work order carries (fuel, memory, time, output, disk), in a
+//! fresh store each, exactly as the local executor does.
+//!
+//! A worker takes no more messages than it has free slots. While an attempt runs, its message
+//! gets an in-progress ack every third of the ack wait, so it is not delivered to another
+//! worker; it is acknowledged once its end is reported. A worker that stops on purpose
+//! (SIGTERM) lets running attempts finish within its grace, and hands back (NAK) those that do
+//! not, so another worker takes them at once.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use futures_util::StreamExt;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::wire::{Envelope, Finished, Order, Report, VERSION, WorkerStatus};
+use super::{HEARTBEAT, NatsError, PREFIX, QueueSettings, check_pool, token};
+use crate::bus::{Bus, EmitterLimits, TaskEmitter};
+use crate::capabilities::blackboard::BoardScope;
+use crate::capabilities::files::{RunDir, TaskFiles};
+use crate::capabilities::secrets::SecretAccess;
+use crate::capabilities::tools::ToolAccess;
+use crate::engine::{Engine, EngineConfig, LoadedAgent, MAX_COMPONENT, Setup};
+use crate::model::Name;
+use crate::model::digest::sha256_hex;
+use crate::model::events::EventKind;
+use crate::model::port::{Heartbeat, Job, UpstreamResult};
+use crate::model::status::{ErrorKind, TaskError, TaskStatus};
+use crate::model::time::Timestamp;
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WorkerOptions {
+    /// The pool whose queue it takes attempts from.
+    pub pool: String,
+    /// Attempts it runs at once.
+    pub slots: usize,
+    /// Its id in heartbeats and reports (default: host name and process id).
+    pub id: Option<String>,
+    /// Where it keeps compiled components and attempts' scratch directories.
+    pub state_dir: PathBuf,
+    /// The pool consumer's ack wait and max-deliver count, if this worker creates it.
+    pub ack_wait: Duration,
+    pub max_deliver: i64,
+    /// After a stop is asked for: how long running attempts may go on.
+    pub grace: Duration,
+}
+
+impl WorkerOptions {
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            pool: "default".to_owned(),
+            slots: 4,
+            id: None,
+            state_dir: state_dir.into(),
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 3,
+            grace: Duration::from_secs(30),
+        }
+    }
+
+    pub fn pool(mut self, pool: impl Into<String>) -> Self {
+        self.pool = pool.into();
+        self
+    }
+
+    pub fn slots(mut self, slots: usize) -> Self {
+        self.slots = slots.max(1);
+        self
+    }
+
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    pub fn ack_wait(mut self, wait: Duration) -> Self {
+        self.ack_wait = wait;
+        self
+    }
+
+    pub fn max_deliver(mut self, n: i64) -> Self {
+        self.max_deliver = n.max(1);
+        self
+    }
+
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+}
+
+/// What a worker did, when it stops.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct WorkerSummary {
+    pub finished: u64,
+    /// Attempts handed back (NAK) because the worker stopped before they ended.
+    pub handed_back: u64,
+}
+
+struct State {
+    id: String,
+    pool: String,
+    slots: u32,
+    client: async_nats::Client,
+    engine: Engine,
+    objects: jetstream::object_store::ObjectStore,
+    settings: QueueSettings,
+    scratch: PathBuf,
+    busy: AtomicU32,
+    finished: AtomicU64,
+    handed_back: AtomicU64,
+    /// Running attempts: key → (tenant, its stop).
+    running: Mutex<HashMap<String, (String, CancellationToken)>>,
+    agents: Mutex<HashMap<String, Arc<LoadedAgent>>>,
+    /// One component fetched and compiled at a time.
+    loading: tokio::sync::Mutex<()>,
+    leaving: AtomicBool,
+    started_at: Timestamp,
+}
+
+/// Runs a worker until `stop` is cancelled (then for at most its grace).
+pub async fn run_worker(
+    url: &str,
+    options: WorkerOptions,
+    stop: CancellationToken,
+) -> Result<WorkerSummary, NatsError> {
+    check_pool(&options.pool)?;
+    let client = super::connect(url, "wasm-orch worker").await?;
+    let js = jetstream::new(client.clone());
+    let wanted = QueueSettings {
+        ack_wait: options.ack_wait,
+        max_deliver: options.max_deliver,
+    };
+    let jetstream = |reason: String| NatsError::JetStream {
+        url: url.to_owned(),
+        reason,
+    };
+    // The server may not be up yet: keep trying until it is, or until asked to stop.
+    let (consumer, settings, objects) = loop {
+        let setup = async {
+            let (_, consumer, settings) = super::queue(&js, &options.pool, wanted).await?;
+            let objects = super::components(&js).await?;
+            Ok::<_, String>((consumer, settings, objects))
+        };
+        tokio::select! {
+            () = stop.cancelled() => return Ok(WorkerSummary::default()),
+            setup = tokio::time::timeout(Duration::from_secs(5), setup) => match setup {
+                Ok(Ok(ready)) => break ready,
+                Ok(Err(e)) => tracing::warn!("worker: {e}; trying again"),
+                Err(_) => tracing::warn!("worker: JetStream at {url} does not answer yet; trying again"),
+            },
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let slots = u32::try_from(options.slots.max(1)).unwrap_or(u32::MAX);
+    let engine = Engine::new(&EngineConfig {
+        cache_dir: Some(options.state_dir.join("cache")),
+        pooling: false,
+        max_instances: slots.saturating_mul(2).max(8),
+        epoch_tick: Duration::from_millis(10),
+        keep_resident: 0,
+    })
+    .map_err(|e| jetstream(format!("the worker's engine could not start: {e}")))?;
+    let id = options.id.clone().unwrap_or_else(default_id);
+    let state = Arc::new(State {
+        id,
+        pool: options.pool.clone(),
+        slots,
+        client: client.clone(),
+        engine,
+        objects,
+        settings,
+        scratch: options.state_dir.join("attempts"),
+        busy: AtomicU32::new(0),
+        finished: AtomicU64::new(0),
+        handed_back: AtomicU64::new(0),
+        running: Mutex::default(),
+        agents: Mutex::default(),
+        loading: tokio::sync::Mutex::new(()),
+        leaving: AtomicBool::new(false),
+        started_at: Timestamp::now(),
+    });
+    tracing::info!(worker = %state.id, pool = %state.pool, slots, "worker: taking attempts");
+    let beats = tokio::spawn(heartbeats(Arc::clone(&state)));
+    let cancels = tokio::spawn(cancellations(Arc::clone(&state)));
+
+    let free = Arc::new(Semaphore::new(slots as usize));
+    'take: loop {
+        let first = tokio::select! {
+            () = stop.cancelled() => break 'take,
+            permit = Arc::clone(&free).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break 'take,
+            },
+        };
+        let mut permits = vec![first];
+        while let Ok(permit) = Arc::clone(&free).try_acquire_owned() {
+            permits.push(permit);
+        }
+        let batch = consumer
+            .fetch()
+            .max_messages(permits.len())
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::warn!("worker: cannot take attempts: {e}");
+                drop(permits);
+                tokio::select! {
+                    () = stop.cancelled() => break 'take,
+                    () = tokio::time::sleep(Duration::from_millis(500)) => continue 'take,
+                }
+            }
+        };
+        while let Some(message) = batch.next().await {
+            match message {
+                Ok(message) => {
+                    let Some(permit) = permits.pop() else {
+                        // More than asked for: hand it back.
+                        let _ = message.ack_with(AckKind::Nak(None)).await;
+                        continue;
+                    };
+                    tokio::spawn(attempt(Arc::clone(&state), message, permit));
+                }
+                Err(e) => tracing::warn!("worker: a message could not be read: {e}"),
+            }
+        }
+    }
+    // Stopping: no new attempt; running ones get the grace, then are handed back.
+    let all = slots;
+    let drained = tokio::time::timeout(options.grace, free.acquire_many(all)).await;
+    if drained.is_err() {
+        state.leaving.store(true, Ordering::Relaxed);
+        for (_, stop) in lock(&state.running).values() {
+            stop.cancel();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), free.acquire_many(all)).await;
+    }
+    beats.abort();
+    cancels.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
+    Ok(WorkerSummary {
+        finished: state.finished.load(Ordering::Relaxed),
+        handed_back: state.handed_back.load(Ordering::Relaxed),
+    })
+}
+
+fn default_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Says every heartbeat that this worker is alive, and how busy.
+async fn heartbeats(state: Arc<State>) {
+    let subject = format!("{PREFIX}.workers.{}.{}", state.pool, token(&state.id));
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    loop {
+        tick.tick().await;
+        let mut tenants: Vec<String> = lock(&state.running)
+            .values()
+            .map(|(tenant, _)| tenant.clone())
+            .collect();
+        tenants.sort();
+        tenants.dedup();
+        let status = WorkerStatus {
+            v: VERSION,
+            id: state.id.clone(),
+            pool: state.pool.clone(),
+            slots: state.slots,
+            busy: state.busy.load(Ordering::Relaxed),
+            finished: state.finished.load(Ordering::Relaxed),
+            tenants,
+            started_at: state.started_at,
+            at: Timestamp::now(),
+        };
+        if let Ok(payload) = serde_json::to_vec(&status) {
+            let _ = state.client.publish(subject.clone(), payload.into()).await;
+        }
+    }
+}
+
+/// Stops the attempts coordinators cancel.
+async fn cancellations(state: Arc<State>) {
+    let Ok(mut cancels) = state.client.subscribe(format!("{PREFIX}.cancel.*")).await else {
+        tracing::error!("worker: cannot subscribe to cancellations");
+        return;
+    };
+    while let Some(message) = cancels.next().await {
+        let Ok(key) = std::str::from_utf8(&message.payload) else {
+            continue;
+        };
+        if let Some((_, stop)) = lock(&state.running).get(key) {
+            stop.cancel();
+        }
+    }
+}
+
+/// Takes one attempt from its message to its reported end.
+async fn attempt(state: Arc<State>, message: jetstream::Message, permit: OwnedSemaphorePermit) {
+    let delivered = message
+        .info()
+        .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
+        .unwrap_or(1);
+    let (message, acker) = message.split();
+    let acker = Arc::new(acker);
+    let order = match serde_json::from_slice::<Order>(&message.payload) {
+        Ok(order) if order.v == VERSION => order,
+        Ok(order) => {
+            let reason = format!(
+                "the work order is of wire version {} and this worker speaks {VERSION}: run the same wasm-orch on coordinator and workers",
+                order.v
+            );
+            report_end(&state, &order, host_error(reason)).await;
+            let _ = acker.ack_with(AckKind::Term).await;
+            return;
+        }
+        Err(e) => {
+            tracing::warn!("worker: a work order that does not parse is dropped: {e}");
+            let _ = acker.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let stop = CancellationToken::new();
+    {
+        let mut running = lock(&state.running);
+        if running.contains_key(&order.key) {
+            // Delivered again while it still runs here: the running one answers for it.
+            return;
+        }
+        running.insert(order.key.clone(), (order.tenant.clone(), stop.clone()));
+    }
+    state.busy.fetch_add(1, Ordering::Relaxed);
+    send(&state, &order, Report::Started { delivered }).await;
+    // Keeps the message ours while the attempt runs.
+    let progress = {
+        let acker = Arc::clone(&acker);
+        let every = (state.settings.ack_wait / 3).max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let _ = acker.ack_with(AckKind::Progress).await;
+            }
+        })
+    };
+    let finished = run(&state, &order, stop.clone()).await;
+    progress.abort();
+    lock(&state.running).remove(&order.key);
+    state.busy.fetch_sub(1, Ordering::Relaxed);
+    if stop.is_cancelled() && state.leaving.load(Ordering::Relaxed) {
+        // This worker is going away: another takes the attempt now.
+        state.handed_back.fetch_add(1, Ordering::Relaxed);
+        let _ = acker.ack_with(AckKind::Nak(None)).await;
+    } else {
+        report_end(&state, &order, finished).await;
+        let _ = acker.ack().await;
+        state.finished.fetch_add(1, Ordering::Relaxed);
+    }
+    drop(permit);
+}
+
+/// Runs the attempt of `order` in a fresh store of this worker's engine.
+async fn run(state: &State, order: &Order, stop: CancellationToken) -> Finished {
+    let agent = match component(state, &order.component).await {
+        Ok(agent) => agent,
+        Err(reason) => return host_error(reason),
+    };
+    let scratch = state.scratch.join(sha256_hex(order.key.as_bytes()));
+    let files = if order.workdir {
+        let made = RunDir::create(&scratch)
+            .map(Arc::new)
+            .and_then(|dir| dir.work_dir(&order.task.branch, true));
+        match made {
+            Ok(work) => TaskFiles {
+                work: Some(work),
+                ..TaskFiles::default()
+            },
+            Err(e) => return host_error(format!("could not make a scratch directory: {e}")),
+        }
+    } else {
+        TaskFiles::default()
+    };
+    let bus = Bus::new(order.run_id.as_str());
+    let mut events = bus.subscribe();
+    let emitter = TaskEmitter::new(
+        Arc::clone(&bus),
+        order.task.clone(),
+        EmitterLimits::default(),
+    );
+    let job = Job {
+        task_ref: order.task.clone(),
+        task: Some(0),
+        key: Name::from(order.key.as_str()),
+        agent: 0,
+        limits: order.limits,
+        heartbeat: Arc::new(Heartbeat::new()),
+        params: Arc::from(order.params.get()),
+        upstream: order
+            .upstream
+            .iter()
+            .map(|u| {
+                let result = match (&u.output, &u.failed) {
+                    (Some(output), _) => UpstreamResult::Output(Arc::from(output.clone())),
+                    (None, Some((status, error))) => UpstreamResult::Failed {
+                        status: *status,
+                        error: error.clone(),
+                    },
+                    (None, None) => UpstreamResult::Failed {
+                        status: TaskStatus::Failed,
+                        error: TaskError::new(ErrorKind::Host, "no outcome was sent"),
+                    },
+                };
+                (Name::from(u.node.as_str()), result)
+            })
+            .collect(),
+        cancel: stop,
+        keep_files: false,
+    };
+    let setup = Setup {
+        agent,
+        buckets: Vec::new(),
+        tenant: Name::from(order.tenant.as_str()),
+        run_id: Name::from(order.run_id.as_str()),
+        emitter,
+        board: BoardScope::alone(),
+        tools: ToolAccess::none(),
+        secrets: SecretAccess::none(),
+        redactor: Arc::default(),
+        files,
+    };
+    // The guest's progress, partials and logs go home as they happen.
+    let forward = async {
+        while let Some(event) = events.next().await {
+            let report = match &event.kind {
+                EventKind::Progress(p) => Report::Progress {
+                    fraction: p.fraction,
+                    message: p.message.clone(),
+                },
+                EventKind::Partial(p) => Report::Partial {
+                    data: p.data.to_string(),
+                },
+                EventKind::Log(l) => Report::Log {
+                    level: l.level,
+                    stream: l.stream,
+                    message: l.message.clone(),
+                },
+                _ => continue,
+            };
+            send(state, order, report).await;
+        }
+    };
+    let execute = async {
+        let attempt = Box::pin(state.engine.execute(job, setup)).await;
+        bus.close();
+        attempt
+    };
+    let (attempt, ()) = tokio::join!(execute, forward);
+    if order.workdir {
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(scratch)).await;
+    }
+    Finished {
+        status: attempt.status,
+        output: attempt
+            .output
+            .as_ref()
+            .and_then(|o| serde_json::value::RawValue::from_string(o.get().to_owned()).ok()),
+        error: attempt.error,
+        started_at: attempt.started_at,
+        finished_at: attempt.finished_at,
+        latency_ms: u64::try_from(attempt.latency.as_millis()).unwrap_or(u64::MAX),
+        fuel_used: attempt.fuel_used,
+        memory_peak: attempt.memory_peak,
+    }
+}
+
+/// The component of digest `digest`: compiled already, or fetched from the object store,
+/// checked against its digest and compiled once.
+async fn component(state: &State, digest: &str) -> Result<Arc<LoadedAgent>, String> {
+    if let Some(agent) = lock(&state.agents).get(digest) {
+        return Ok(Arc::clone(agent));
+    }
+    let _one = state.loading.lock().await;
+    if let Some(agent) = lock(&state.agents).get(digest) {
+        return Ok(Arc::clone(agent));
+    }
+    let mut object = state
+        .objects
+        .get(digest)
+        .await
+        .map_err(|e| format!("component {digest} is not in the object store: {e}"))?;
+    let mut bytes = Vec::new();
+    (&mut object)
+        .take(MAX_COMPONENT + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| format!("component {digest} could not be read: {e}"))?;
+    if bytes.len() as u64 > MAX_COMPONENT {
+        return Err(format!(
+            "component {digest} has more than the {MAX_COMPONENT} bytes a component may have"
+        ));
+    }
+    if sha256_hex(&bytes) != digest {
+        return Err(format!(
+            "the object store's component {digest} does not have that digest: it is damaged"
+        ));
+    }
+    let engine = &state.engine;
+    let loaded = tokio::task::block_in_place(|| engine.load_bytes(&bytes))
+        .map_err(|e| format!("component {digest} does not load: {e:?}"))?;
+    let agent = loaded.0;
+    lock(&state.agents).insert(digest.to_owned(), Arc::clone(&agent));
+    Ok(agent)
+}
+
+async fn send(state: &State, order: &Order, report: Report) {
+    let envelope = Envelope {
+        v: VERSION,
+        key: order.key.clone(),
+        worker: state.id.clone(),
+        report,
+    };
+    let Ok(payload) = serde_json::to_vec(&envelope) else {
+        return;
+    };
+    let subject = format!("{PREFIX}.reports.{}", token(&order.coordinator));
+    if let Err(e) = state.client.publish(subject, payload.into()).await {
+        tracing::warn!("worker: a report on {} was not sent: {e}", order.key);
+    }
+}
+
+async fn report_end(state: &State, order: &Order, mut finished: Finished) {
+    // An end larger than the server takes would never arrive: it is refused here instead.
+    let size = finished.output.as_ref().map_or(0, |o| o.get().len());
+    let max = state.client.server_info().max_payload;
+    if size + 4096 > max {
+        finished.status = TaskStatus::OutputRejected;
+        finished.output = None;
+        finished.error = Some(TaskError::new(
+            ErrorKind::OutputTooLarge,
+            format!(
+                "the output has {size} bytes, more than a worker can send over NATS (max_payload {max}); raise the server's max_payload or lower the agent's max_output"
+            ),
+        ));
+    }
+    send(state, order, Report::Finished(Box::new(finished))).await;
+    // The end must reach the coordinator before the message is acknowledged.
+    let _ = tokio::time::timeout(Duration::from_secs(5), state.client.flush()).await;
+}
+
+fn host_error(reason: String) -> Finished {
+    let now = Timestamp::now();
+    Finished {
+        status: TaskStatus::Failed,
+        output: None,
+        error: Some(TaskError::new(ErrorKind::Host, reason)),
+        started_at: now,
+        finished_at: now,
+        latency_ms: 0,
+        fuel_used: 0,
+        memory_peak: 0,
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,403 @@
+//! Attempts on workers: a coordinator (`wasm-orch run --pool`) and `wasm-orch worker`
+//! processes on a real `nats-server` with JetStream (`examples/nats/server.conf`).
+//!
+//! - two workers share the word count, and it counts exactly what a local run counts;
+//! - a worker killed in the middle of an attempt has it redelivered to another;
+//! - an attempt whose every delivery is lost ends `worker-lost`, and its retry runs on the
+//!   coordinator once no worker is alive (degraded mode, announced as an event);
+//! - with NATS down, a run with a pool still runs, here.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wasm_orch_tests::nats::{NatsServer, free_port};
+use wasm_orch_tests::{Scratch, cli, root};
+
+/// A `wasm-orch worker` process, killed (SIGKILL) when dropped unless stopped first.
+struct Worker {
+    child: Option<Child>,
+    id: String,
+}
+
+impl Worker {
+    fn start(nats: &NatsServer, scratch: &Scratch, id: &str, pool: &str, extra: &[&str]) -> Self {
+        let child = cli!()
+            .arg("worker")
+            .args(["--nats", &nats.url("worker", "worker-secret")])
+            .args(["--pool", pool, "--id", id])
+            .args(extra)
+            .arg("--state-dir")
+            .arg(scratch.path().join(id))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the worker starts");
+        Self {
+            child: Some(child),
+            id: id.to_owned(),
+        }
+    }
+
+    /// SIGKILL: the worker vanishes with whatever it was running.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and what it printed: it says how many attempts it finished.
+    fn stop(&mut self) -> String {
+        let Some(child) = self.child.take() else {
+            return String::new();
+        };
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        let out = child.wait_with_output().expect("the worker stops");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "worker {} stops cleanly",
+            self.id
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The attempts a worker's last words say it finished.
+fn finished(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("worker: stopped after "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary in the worker's output:\n{stderr}"))
+}
+
+/// `wasm-orch workers --json` of `pool`.
+fn live(nats: &NatsServer, pool: &str) -> Vec<Value> {
+    let out = cli!()
+        .args([
+            "workers",
+            "--nats",
+            &nats.runtime_url(),
+            "--pool",
+            pool,
+            "--json",
+        ])
+        .args(["--listen", "1500ms"])
+        .output()
+        .expect("workers runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<Value>>(&out.stdout).expect("a JSON list of workers")
+}
+
+/// Waits until `wasm-orch workers` shows the given ids, each passing `ok`.
+fn await_workers(nats: &NatsServer, pool: &str, ids: &[&str], ok: impl Fn(&Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let workers = live(nats, pool);
+        let all = ids.iter().all(|id| {
+            workers
+                .iter()
+                .any(|w| w["id"].as_str() == Some(id) && ok(w))
+        });
+        if all {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workers {ids:?} of pool `{pool}` not as expected: {workers:?}"
+        );
+    }
+}
+
+fn run(scratch: &Scratch, flow: &Path, extra: &[&str], output: &Path) -> Output {
+    scratch
+        .dirs(
+            cli!()
+                .arg("run")
+                .arg(flow)
+                .args(["--plain", "--output"])
+                .arg(output)
+                .args(extra),
+        )
+        .output()
+        .expect("runs")
+}
+
+fn results(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("results.json")).expect("JSON")
+}
+
+fn task<'a>(results: &'a Value, node: &str) -> &'a Value {
+    results["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .find(|t| t["node"] == node)
+        .unwrap_or_else(|| panic!("no task {node}"))
+}
+
+#[test]
+fn two_workers_share_the_word_count_and_count_what_a_local_run_counts() {
+    let scratch = Scratch::new();
+    let nats = NatsServer::start(&scratch);
+    let mut w1 = Worker::start(&nats, &scratch, "w1", "wc", &["--slots", "2"]);
+    let mut w2 = Worker::start(&nats, &scratch, "w2", "wc", &["--slots", "2"]);
+    await_workers(&nats, "wc", &["w1", "w2"], |w| w["slots"] == 2);
+
+    let flow = root().join("examples/word-count.toml");
+    let here = scratch.path().join("here.json");
+    let out = run(&scratch, &flow, &[], &here);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let there = scratch.path().join("there.json");
+    let out = run(
+        &scratch,
+        &flow,
+        &["--nats", &nats.runtime_url(), "--pool", "wc"],
+        &there,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (here, there) = (results(&here), results(&there));
+
+    // The same counts, word for word.
+    assert_eq!(
+        task(&here, "merge")["output"],
+        task(&there, "merge")["output"]
+    );
+    assert!(
+        task(&there, "merge")["output"]["words"]
+            .as_u64()
+            .unwrap_or(0)
+            > 100_000
+    );
+    // Every task ran once, on a worker; both workers took some.
+    let mut by = std::collections::BTreeMap::<String, u64>::new();
+    for t in there["tasks"].as_array().expect("tasks") {
+        assert_eq!(t["attempts"], 1, "{t}");
+        let history = t["history"].as_array().expect("history");
+        assert_eq!(history.len(), 1);
+        let worker = history[0]["worker"]
+            .as_str()
+            .unwrap_or_else(|| panic!("task {} ran on no worker", t["node"]));
+        *by.entry(worker.to_owned()).or_default() += 1;
+    }
+    assert_eq!(by.values().sum::<u64>(), 13, "{by:?}");
+    assert_eq!(by.len(), 2, "both workers took attempts: {by:?}");
+    // A local run says nothing of workers.
+    assert!(here["tasks"][0]["history"][0].get("worker").is_none());
+
+    // Each attempt was executed exactly once: the workers' own counts add up to 13.
+    let (a, b) = (finished(&w1.stop()), finished(&w2.stop()));
+    assert_eq!(a + b, 13, "w1 {a}, w2 {b}");
+    assert_eq!((a, b), (by["w1"], by["w2"]));
+}
+
+const BURN: &str = r#"
+[workflow]
+name = "burn"
+tenant = "acme"
+
+[agents.burn]
+component = "{guests}/burn.wasm"
+fuel = 400_000_000_000
+timeout = "60s"
+
+[[tasks]]
+id = "long"
+agent = "burn"
+with = { iterations = ITERATIONS }
+"#;
+
+/// A run in the background, its results written to `output`.
+fn start_run(
+    scratch: &Scratch,
+    flow: &Path,
+    nats: &NatsServer,
+    pool: &str,
+    output: &Path,
+) -> Child {
+    scratch
+        .dirs(
+            cli!()
+                .arg("run")
+                .arg(flow)
+                .args(["--plain", "--nats", &nats.runtime_url(), "--pool", pool])
+                .args(["--ack-wait", "2s", "--max-deliver", "3"])
+                .arg("--output")
+                .arg(output),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the run starts")
+}
+
+#[test]
+fn a_worker_killed_in_an_attempt_has_it_delivered_to_another() {
+    let scratch = Scratch::new();
+    let nats = NatsServer::start(&scratch);
+    let flow = scratch.workflow("burn.toml", &BURN.replace("ITERATIONS", "1_500_000_000"));
+    let mut w1 = Worker::start(
+        &nats,
+        &scratch,
+        "w1",
+        "redeliver",
+        &["--slots", "1", "--ack-wait", "2s", "--max-deliver", "3"],
+    );
+    await_workers(&nats, "redeliver", &["w1"], |_| true);
+    let output = scratch.path().join("results.json");
+    let coordinator = start_run(&scratch, &flow, &nats, "redeliver", &output);
+    // w1 has the attempt: it goes away with it.
+    await_workers(&nats, "redeliver", &["w1"], |w| {
+        w["busy"] == 1 && w["tenants"][0] == "acme"
+    });
+    w1.kill();
+    let mut w2 = Worker::start(&nats, &scratch, "w2", "redeliver", &["--slots", "1"]);
+    let out = coordinator.wait_with_output().expect("the run ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let results = results(&output);
+    let long = task(&results, "long");
+    // One attempt of the task, finished by w2 on the message's second delivery.
+    assert_eq!(long["status"], "succeeded");
+    assert_eq!(long["attempts"], 1);
+    assert_eq!(long["history"][0]["worker"], "w2");
+    assert_eq!(long["output"]["iterations"], 1_500_000_000u64);
+    let events = std::fs::read_to_string(
+        PathBuf::from(results["directory"].as_str().expect("directory")).join("events.jsonl"),
+    )
+    .expect("events.jsonl");
+    assert!(
+        events.contains("delivered again (delivery 2)"),
+        "the redelivery is on the record"
+    );
+    assert_eq!(finished(&w2.stop()), 1);
+}
+
+#[test]
+fn an_attempt_every_worker_lost_ends_worker_lost_and_its_retry_runs_here() {
+    let scratch = Scratch::new();
+    let nats = NatsServer::start(&scratch);
+    let text = BURN.replace("ITERATIONS", "1_000_000_000").replace(
+        "with = { iterations",
+        "retry = { max_attempts = 2, backoff = \"4s\", jitter = 0.0 }\nwith = { iterations",
+    );
+    let flow = scratch.workflow("burn.toml", &text);
+    let mut w1 = Worker::start(
+        &nats,
+        &scratch,
+        "w1",
+        "lost",
+        &["--slots", "1", "--ack-wait", "1s", "--max-deliver", "1"],
+    );
+    await_workers(&nats, "lost", &["w1"], |_| true);
+    let output = scratch.path().join("results.json");
+    let coordinator = start_run(&scratch, &flow, &nats, "lost", &output);
+    await_workers(&nats, "lost", &["w1"], |w| w["busy"] == 1);
+    w1.kill();
+    let out = coordinator.wait_with_output().expect("the run ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let results = results(&output);
+    let long = task(&results, "long");
+    let history = long["history"].as_array().expect("history");
+    assert_eq!(history.len(), 2, "{long}");
+    assert_eq!(history[0]["status"], "failed");
+    assert_eq!(history[0]["error"]["kind"], "worker-lost", "{long}");
+    assert_eq!(history[1]["status"], "succeeded");
+    assert!(history[1].get("worker").is_none(), "the retry ran here");
+    let events = std::fs::read_to_string(
+        PathBuf::from(results["directory"].as_str().expect("directory")).join("events.jsonl"),
+    )
+    .expect("events.jsonl");
+    let changes: Vec<Value> = events
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))
+        .filter(|e| e["event"] == "agent.dispatch.changed")
+        .collect();
+    let to: Vec<&str> = changes.iter().filter_map(|e| e["to"].as_str()).collect();
+    assert_eq!(to, ["workers", "local"], "{changes:?}");
+}
+
+#[test]
+fn with_nats_down_a_run_with_a_pool_runs_here() {
+    let scratch = Scratch::new();
+    let flow = root().join("examples/word-count.toml");
+    let text = scratch.path().join("text.txt");
+    std::fs::write(
+        &text,
+        "the quick brown fox jumps over the lazy dog\n".repeat(200),
+    )
+    .expect("text");
+    let param = format!("text={}", text.display());
+    let output = scratch.path().join("results.json");
+    let nowhere = format!("nats://127.0.0.1:{}", free_port());
+    let out = run(
+        &scratch,
+        &flow,
+        &["--nats", &nowhere, "--pool", "any"],
+        &output,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results = results(&output);
+    assert_eq!(results["status"], "succeeded");
+    let events = std::fs::read_to_string(
+        PathBuf::from(results["directory"].as_str().expect("directory")).join("events.jsonl"),
+    )
+    .expect("events.jsonl");
+    assert!(
+        events.contains("\"to\":\"local\""),
+        "the degraded mode is an event"
+    );
+}
+
+#[test]
+fn a_pool_without_nats_or_with_a_bad_name_is_refused() {
+    let scratch = Scratch::new();
+    let flow = root().join("examples/word-count.toml");
+    let output = scratch.path().join("results.json");
+    let out = run(&scratch, &flow, &["--pool", "wc"], &output);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--pool `wc` needs --nats"));
+    let out = run(
+        &scratch,
+        &flow,
+        &["--nats", "nats://127.0.0.1:4222", "--pool", "a.b"],
+        &output,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`a.b` is not a pool name"));
+}
