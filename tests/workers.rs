@@ -350,14 +350,20 @@ fn an_attempt_every_worker_lost_ends_worker_lost_and_its_retry_runs_here() {
 #[test]
 fn with_nats_down_a_run_with_a_pool_runs_here() {
     let scratch = Scratch::new();
-    let flow = root().join("examples/word-count.toml");
-    let text = scratch.path().join("text.txt");
+    // The word count over a small text of its own.
+    let example =
+        std::fs::read_to_string(root().join("examples/word-count.toml")).expect("the example");
+    let flow = scratch.workflow(
+        "wc.toml",
+        &example
+            .replace("../target/guests", "{guests}")
+            .replace("data/sherlock-holmes.txt", "text.txt"),
+    );
     std::fs::write(
-        &text,
+        scratch.path().join("text.txt"),
         "the quick brown fox jumps over the lazy dog\n".repeat(200),
     )
     .expect("text");
-    let param = format!("text={}", text.display());
     let output = scratch.path().join("results.json");
     let nowhere = format!("nats://127.0.0.1:{}", free_port());
     let out = run(
