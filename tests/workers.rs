@@ -264,7 +264,7 @@ fn start_run(
 fn a_worker_killed_in_an_attempt_has_it_delivered_to_another() {
     let scratch = Scratch::new();
     let nats = NatsServer::start(&scratch);
-    let flow = scratch.workflow("burn.toml", &BURN.replace("ITERATIONS", "1_500_000_000"));
+    let flow = scratch.workflow("burn.toml", &BURN.replace("ITERATIONS", "5_000_000_000"));
     let mut w1 = Worker::start(
         &nats,
         &scratch,
@@ -290,7 +290,7 @@ fn a_worker_killed_in_an_attempt_has_it_delivered_to_another() {
     assert_eq!(long["status"], "succeeded");
     assert_eq!(long["attempts"], 1);
     assert_eq!(long["history"][0]["worker"], "w2");
-    assert_eq!(long["output"]["iterations"], 1_500_000_000u64);
+    assert_eq!(long["output"]["iterations"], 5_000_000_000u64);
     let events = std::fs::read_to_string(
         PathBuf::from(results["directory"].as_str().expect("directory")).join("events.jsonl"),
     )
@@ -306,7 +306,7 @@ fn a_worker_killed_in_an_attempt_has_it_delivered_to_another() {
 fn an_attempt_every_worker_lost_ends_worker_lost_and_its_retry_runs_here() {
     let scratch = Scratch::new();
     let nats = NatsServer::start(&scratch);
-    let text = BURN.replace("ITERATIONS", "1_000_000_000").replace(
+    let text = BURN.replace("ITERATIONS", "5_000_000_000").replace(
         "with = { iterations",
         "retry = { max_attempts = 2, backoff = \"4s\", jitter = 0.0 }\nwith = { iterations",
     );
@@ -406,4 +406,78 @@ fn a_pool_without_nats_or_with_a_bad_name_is_refused() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`a.b` is not a pool name"));
+}
+
+const CALC_UNGRANTED: &str = r#"
+[workflow]
+name = "calc"
+tenant = "acme"
+
+[agents.add]
+component = "{guests}/add.wasm"
+
+[[tasks]]
+id = "left"
+agent = "add"
+with = { a = 1, b = 2, delay_ms = 10 }
+"#;
+
+#[test]
+fn calc_on_two_workers_gives_21_and_its_tool_calls_are_checked_by_the_coordinator() {
+    let scratch = Scratch::new();
+    let nats = NatsServer::start(&scratch);
+    let mut w1 = Worker::start(&nats, &scratch, "w1", "calc", &["--slots", "1"]);
+    let mut w2 = Worker::start(&nats, &scratch, "w2", "calc", &["--slots", "1"]);
+    await_workers(&nats, "calc", &["w1", "w2"], |_| true);
+    let output = scratch.path().join("results.json");
+    let out = run(
+        &scratch,
+        &root().join("examples/calc.toml"),
+        &["--nats", &nats.runtime_url(), "--pool", "calc"],
+        &output,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let results = results(&output);
+    assert_eq!(task(&results, "product")["output"], 21);
+    let mut workers = Vec::new();
+    for node in ["left", "right", "product"] {
+        let worker = task(&results, node)["history"][0]["worker"].as_str().map(str::to_owned);
+        workers.push(worker.unwrap_or_else(|| panic!("{node} ran on no worker")));
+    }
+    // left and right ran at the same time, one on each worker (one slot each).
+    assert_ne!(workers[0], workers[1], "{workers:?}");
+    // The guests' `sleep` calls were checked and audited by the coordinator, in the run's
+    // own record.
+    let events = std::fs::read_to_string(
+        PathBuf::from(results["directory"].as_str().expect("directory")).join("events.jsonl"),
+    )
+    .expect("events.jsonl");
+    let sleeps = events
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))
+        .filter(|e| e["event"] == "agent.audit" && e["action"] == "sleep" && e["decision"] == "allowed")
+        .count();
+    assert_eq!(sleeps, 3, "one audited sleep per task");
+
+    // A tool the agent is not granted is refused by the coordinator, and audited there.
+    let flow = scratch.workflow("ungranted.toml", CALC_UNGRANTED);
+    let out = run(&scratch, &flow, &["--nats", &nats.runtime_url(), "--pool", "calc"], &output);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let results = results(&output);
+    let left = task(&results, "left");
+    assert!(left["history"][0]["worker"].is_string(), "{left}");
+    assert!(
+        left["error"]["message"].as_str().unwrap_or("").contains("not granted tool `sleep`"),
+        "{left}"
+    );
+    let events = std::fs::read_to_string(
+        PathBuf::from(results["directory"].as_str().expect("directory")).join("events.jsonl"),
+    )
+    .expect("events.jsonl");
+    assert!(events.lines().any(|l| {
+        let e: Value = serde_json::from_str(l).expect("JSON");
+        e["event"] == "agent.audit" && e["decision"] == "denied" && e["action"] == "sleep"
+    }));
+    w1.stop();
+    w2.stop();
 }

@@ -66,6 +66,30 @@ pub(crate) struct RunContext {
     pub(crate) emitter_limits: EmitterLimits,
 }
 
+impl RunContext {
+    /// What an attempt of `agent` may call, as whom.
+    pub(crate) fn tool_access(&self, job: &Job, agent: &RunAgent) -> ToolAccess {
+        let run = self;
+        let caller = Caller {
+            tenant: run.tenant.clone(),
+            run_id: run.run_id.clone(),
+            node: job.task_ref.node.clone(),
+            agent: job.task_ref.agent.clone(),
+            attempt: job.task_ref.attempt,
+            secrets: Arc::clone(&run.redactor),
+        };
+        ToolAccess {
+            registry: Arc::clone(&run.tools),
+            granted: Arc::clone(&agent.granted),
+            tenant: Arc::clone(&run.access),
+            quotas: Arc::clone(&run.quotas),
+            rates: Arc::clone(&run.tool_rates),
+            caller,
+            relay: None,
+        }
+    }
+}
+
 /// The local executor: runs each attempt in a fresh sandbox of this process's engine.
 pub(crate) struct LocalExecutor {
     pub(crate) engine: Arc<Engine>,
@@ -149,22 +173,7 @@ impl LocalExecutor {
                 );
             }
         };
-        let caller = Caller {
-            tenant: run.tenant.clone(),
-            run_id: run.run_id.clone(),
-            node: job.task_ref.node.clone(),
-            agent: job.task_ref.agent.clone(),
-            attempt: job.task_ref.attempt,
-            secrets: Arc::clone(&run.redactor),
-        };
-        let tools = ToolAccess {
-            registry: Arc::clone(&run.tools),
-            granted: Arc::clone(&agent.granted),
-            tenant: Arc::clone(&run.access),
-            quotas: Arc::clone(&run.quotas),
-            rates: Arc::clone(&run.tool_rates),
-            caller,
-        };
+        let tools = run.tool_access(&job, agent);
         let mut emitter = TaskEmitter::new(
             Arc::clone(&run.bus),
             job.task_ref.clone(),

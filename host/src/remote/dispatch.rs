@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 
 use super::pool::{PoolInner, Ready, WorkerPool};
-use super::wire::{Finished, Order, Report, UpstreamWire, VERSION};
-use crate::bus::TaskEmitter;
+use super::wire::{CallReply, Finished, Order, Report, UpstreamWire, VERSION};
+use crate::bus::{SharedEmitter, TaskEmitter, lock};
+use crate::wit::wasm_orch::agent::tools::ToolError;
 use crate::engine::{LocalExecutor, RunAgent};
 use crate::model::Name;
 use crate::model::digest::sha256_hex;
@@ -20,11 +21,7 @@ use crate::model::status::{ErrorKind, TaskError, TaskStatus};
 use crate::model::time::Timestamp;
 
 /// Interfaces a worker cannot serve yet: their calls must be checked by the coordinator.
-const HOME_ONLY: &[&str] = &[
-    "wasm-orch:agent/blackboard",
-    "wasm-orch:agent/tools",
-    "wasm-orch:agent/secrets",
-];
+const HOME_ONLY: &[&str] = &["wasm-orch:agent/blackboard", "wasm-orch:agent/secrets"];
 
 /// Runs a run's attempts on a pool's workers, or here.
 pub(crate) struct Dispatch {
@@ -100,7 +97,7 @@ impl Dispatch {
             HOME_ONLY.contains(&name)
         });
         if home {
-            return Err("its component imports the blackboard, tools or secrets");
+            return Err("its component imports the blackboard or secrets");
         }
         Ok(())
     }
@@ -218,10 +215,11 @@ impl Dispatch {
         )
         .with_heartbeat(Arc::clone(&job.heartbeat))
         .for_tenant(&run.tenant, Arc::clone(&run.redactor));
+        let tools = run.tool_access(&job, agent);
         emitter.grants(TaskGrants {
             task: job.task_ref.clone(),
             tenant: run.tenant.clone(),
-            tools: Vec::new(),
+            tools: tools.effective(),
             secrets: Vec::new(),
             workdir: agent
                 .workdir
@@ -229,6 +227,7 @@ impl Dispatch {
             inputs: Vec::new(),
             blackboard: "none (on a worker)".to_owned(),
         });
+        let events: SharedEmitter = Arc::new(std::sync::Mutex::new(emitter));
         // However the workers fare, the attempt ends: after every delivery's time and wait.
         let settings = ready.settings;
         let deliveries = u32::try_from(settings.max_deliver.max(1)).unwrap_or(u32::MAX);
@@ -244,30 +243,51 @@ impl Dispatch {
                     Report::Started { delivered } => {
                         if delivered > 1 {
                             pool.count_redelivered();
-                            emitter.log(
+                            lock(&events).log(
                                 LogLevel::Warn,
                                 LogStream::Host,
                                 &format!("delivered again (delivery {delivered}): its earlier worker stopped answering"),
                             );
                         }
                     }
-                    Report::Progress { fraction, message } => emitter.progress(fraction, &message),
-                    Report::Partial { data } => emitter.partial(&data),
-                    Report::Log { level, stream, message } => emitter.log(level, stream, &message),
+                    Report::Progress { fraction, message } => lock(&events).progress(fraction, &message),
+                    Report::Partial { data } => lock(&events).partial(&data),
+                    Report::Log { level, stream, message } => lock(&events).log(level, stream, &message),
                     Report::Finished(_) => {}
                 },
+                // The worker's guest called a tool: checked, made and audited here, as a local
+                // attempt's call is.
+                Some((call, reply)) = waiting.calls.recv() => {
+                    let made = tokio::time::timeout(
+                        job.limits.timeout,
+                        crate::capabilities::tools::invoke(&tools, &events, call.tool, call.input),
+                    )
+                    .await;
+                    let answer = match made {
+                        Ok(Ok(output)) => CallReply::Ok(output),
+                        Ok(Err(ToolError::NotFound(m))) => CallReply::NotFound(m),
+                        Ok(Err(ToolError::Denied(m))) => CallReply::Denied(m),
+                        Ok(Err(ToolError::InvalidInput(m))) => CallReply::InvalidInput(m),
+                        Ok(Err(ToolError::Failed(m))) => CallReply::Failed(m),
+                        Err(_) => CallReply::Failed("the call ran past the attempt's time limit".into()),
+                    };
+                    pool.answer(reply, &answer).await;
+                }
                 () = job.cancel.cancelled() => {
                     pool.cancel(ready, &key, seq).await;
                     pool.forget(&key, Some(seq));
-                    emitter.finish();
+                    lock(&events).finish();
                     return Ok(Attempt::not_run(TaskStatus::Cancelled, ErrorKind::Cancelled, "the run was cancelled".into()));
                 }
                 () = tokio::time::sleep_until(deadline) => break Some((String::new(), lost_after(patience))),
             }
         };
         pool.forget(&key, Some(seq));
-        emitter.flush();
-        emitter.finish();
+        {
+            let mut events = lock(&events);
+            events.flush();
+            events.finish();
+        }
         let Some((worker, finished)) = ended else {
             return Ok(Attempt::not_run(
                 TaskStatus::Failed,

@@ -11,7 +11,7 @@ use async_nats::jetstream;
 use futures_util::StreamExt;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::wire::{Envelope, Finished, Order, Report, VERSION, WorkerStatus};
+use super::wire::{Call, CallReply, Envelope, Finished, Order, Report, VERSION, WorkerStatus};
 use super::{HEARTBEAT, NatsError, PREFIX, QueueSettings, STREAM, check_pool, token};
 use crate::engine::{LoadedAgent, read_component};
 use crate::model::digest::sha256_hex;
@@ -154,12 +154,17 @@ pub(crate) struct Ready {
 /// An attempt handed out, waiting for its reports.
 struct Pending {
     reports: mpsc::Sender<Report>,
+    calls: mpsc::Sender<(Call, async_nats::Subject)>,
     done: Option<oneshot::Sender<(String, Finished)>>,
+    /// The worker that took it last (only its calls are answered).
+    worker: Option<String>,
 }
 
 /// What an attempt handed out hears: its reports, and its end (with the worker's id).
 pub(crate) struct Waiting {
     pub(crate) reports: mpsc::Receiver<Report>,
+    /// Tool calls from the worker, each with the subject its answer goes to.
+    pub(crate) calls: mpsc::Receiver<(Call, async_nats::Subject)>,
     pub(crate) done: oneshot::Receiver<(String, Finished)>,
 }
 
@@ -327,16 +332,20 @@ impl PoolInner {
     /// Waits for the reports of attempt `key` (before it is handed out).
     pub(crate) fn expect(&self, key: &str) -> Waiting {
         let (reports, reports_rx) = mpsc::channel(REPORTS_QUEUED);
+        let (calls, calls_rx) = mpsc::channel(16);
         let (done, done_rx) = oneshot::channel();
         lock(&self.pending).insert(
             key.to_owned(),
             Pending {
                 reports,
+                calls,
                 done: Some(done),
+                worker: None,
             },
         );
         Waiting {
             reports: reports_rx,
+            calls: calls_rx,
             done: done_rx,
         }
     }
@@ -418,8 +427,38 @@ impl PoolInner {
                 }
             },
             other => {
+                if matches!(other, Report::Started { .. }) {
+                    waiting.worker = Some(envelope.worker);
+                }
                 let _ = waiting.reports.try_send(other);
             }
+        }
+    }
+
+    /// A worker's tool call: to the attempt it is for, if that worker runs it.
+    async fn call(&self, call: Call, reply: async_nats::Subject) {
+        let refused = {
+            let pending = lock(&self.pending);
+            match pending.get(&call.key) {
+                None => Some(format!("attempt `{}` is not running for this coordinator", call.key)),
+                Some(waiting) if waiting.worker.as_deref() != Some(call.worker.as_str()) => Some(
+                    format!("attempt `{}` is not worker `{}`'s", call.key, call.worker),
+                ),
+                Some(waiting) => match waiting.calls.try_send((call, reply.clone())) {
+                    Ok(()) => return,
+                    Err(_) => Some("too many tool calls at once".to_owned()),
+                },
+            }
+        };
+        if let Some(reason) = refused {
+            self.answer(reply, &CallReply::Denied(reason)).await;
+        }
+    }
+
+    /// Answers a worker's tool call.
+    pub(crate) async fn answer(&self, reply: async_nats::Subject, answer: &CallReply) {
+        if let Ok(payload) = serde_json::to_vec(answer) {
+            let _ = self.client.publish(reply, payload.into()).await;
         }
     }
 
@@ -461,9 +500,10 @@ async fn listen(
                 "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{STREAM}.pool-{pool}"
             ))
             .await?;
-        Ok::<_, async_nats::SubscribeError>((reports, beats, lost))
+        let calls = client.subscribe(format!("{PREFIX}.calls.{id}")).await?;
+        Ok::<_, async_nats::SubscribeError>((reports, beats, lost, calls))
     };
-    let (mut reports, mut beats, mut lost) = match subscribe.await {
+    let (mut reports, mut beats, mut lost, mut calls) = match subscribe.await {
         Ok(subscribers) => subscribers,
         Err(e) => {
             tracing::error!("pool `{pool}`: cannot subscribe to the workers' reports: {e}");
@@ -481,6 +521,16 @@ async fn listen(
                         crate::model::text::truncate(&envelope.worker, 80), envelope.v
                     ),
                     Err(e) => tracing::warn!("pool `{pool}`: a report that does not parse: {e}"),
+                }
+            }
+            Some(message) = calls.next() => {
+                let Some(inner) = inner.upgrade() else { return };
+                let Some(reply) = message.reply else { continue };
+                match serde_json::from_slice::<Call>(&message.payload) {
+                    Ok(call) if call.v == VERSION => inner.call(call, reply).await,
+                    _ => inner.answer(reply, &CallReply::Failed(format!(
+                        "a tool call this coordinator (wire version {VERSION}) cannot read"
+                    ))).await,
                 }
             }
             Some(message) = beats.next() => {

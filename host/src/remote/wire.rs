@@ -91,6 +91,29 @@ pub(crate) struct Finished {
     pub(crate) memory_peak: u64,
 }
 
+/// A worker's call home for an attempt it runs: a request on `wasm-orch.calls.<coordinator>`,
+/// answered with a [`CallReply`]. The coordinator checks and makes it as it would a local
+/// attempt's (grant, tenant policy, quota, rate, audit).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Call {
+    pub(crate) v: u32,
+    pub(crate) key: String,
+    pub(crate) worker: String,
+    pub(crate) tool: String,
+    pub(crate) input: String,
+}
+
+/// How a tool call went.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum CallReply {
+    Ok(String),
+    NotFound(String),
+    Denied(String),
+    InvalidInput(String),
+    Failed(String),
+}
+
 /// A worker's heartbeat, on `wasm-orch.workers.<pool>.<worker>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]

@@ -20,13 +20,14 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{Envelope, Finished, Order, Report, VERSION, WorkerStatus};
+use super::wire::{Call, CallReply, Envelope, Finished, Order, Report, VERSION, WorkerStatus};
 use super::{HEARTBEAT, NatsError, PREFIX, QueueSettings, check_pool, token};
 use crate::bus::{Bus, EmitterLimits, TaskEmitter};
 use crate::capabilities::blackboard::BoardScope;
 use crate::capabilities::files::{RunDir, TaskFiles};
 use crate::capabilities::secrets::SecretAccess;
-use crate::capabilities::tools::ToolAccess;
+use crate::capabilities::tools::{ToolAccess, ToolRelay};
+use crate::wit::wasm_orch::agent::tools::ToolError;
 use crate::engine::{Engine, EngineConfig, LoadedAgent, MAX_COMPONENT, Setup};
 use crate::model::Name;
 use crate::model::digest::sha256_hex;
@@ -440,7 +441,13 @@ async fn run(state: &State, order: &Order, stop: CancellationToken) -> Finished 
         run_id: Name::from(order.run_id.as_str()),
         emitter,
         board: BoardScope::alone(),
-        tools: ToolAccess::none(),
+        tools: ToolAccess::relayed(Arc::new(Relay {
+            client: state.client.clone(),
+            subject: format!("{PREFIX}.calls.{}", token(&order.coordinator)),
+            key: order.key.clone(),
+            worker: state.id.clone(),
+            timeout: order.limits.timeout,
+        })),
         secrets: SecretAccess::none(),
         redactor: Arc::default(),
         files,
@@ -580,4 +587,56 @@ fn host_error(reason: String) -> Finished {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A worker's tool calls, made by the attempt's coordinator.
+#[derive(Debug)]
+struct Relay {
+    client: async_nats::Client,
+    subject: String,
+    key: String,
+    worker: String,
+    /// The attempt's time limit: no call waits longer (the engine drops it at its deadline).
+    timeout: Duration,
+}
+
+impl ToolRelay for Relay {
+    fn invoke(
+        &self,
+        name: String,
+        input: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, ToolError>> + Send + '_>>
+    {
+        Box::pin(async move {
+            let call = Call {
+                v: VERSION,
+                key: self.key.clone(),
+                worker: self.worker.clone(),
+                tool: name,
+                input,
+            };
+            let payload = serde_json::to_vec(&call)
+                .map_err(|e| ToolError::Failed(format!("the call could not be encoded: {e}")))?;
+            let request = async_nats::Request::new()
+                .payload(payload.into())
+                .timeout(Some(self.timeout));
+            let answer = self
+                .client
+                .send_request(self.subject.clone(), request)
+                .await
+                .map_err(|e| {
+                    ToolError::Failed(format!("the coordinator did not answer the call: {e}"))
+                })?;
+            match serde_json::from_slice::<CallReply>(&answer.payload) {
+                Ok(CallReply::Ok(output)) => Ok(output),
+                Ok(CallReply::NotFound(m)) => Err(ToolError::NotFound(m)),
+                Ok(CallReply::Denied(m)) => Err(ToolError::Denied(m)),
+                Ok(CallReply::InvalidInput(m)) => Err(ToolError::InvalidInput(m)),
+                Ok(CallReply::Failed(m)) => Err(ToolError::Failed(m)),
+                Err(e) => Err(ToolError::Failed(format!(
+                    "the coordinator's answer does not parse: {e}"
+                ))),
+            }
+        })
+    }
 }

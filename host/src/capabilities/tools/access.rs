@@ -25,6 +25,19 @@ pub(crate) struct ToolAccess {
     pub(crate) rates: Arc<HashMap<String, Arc<FuelBucket>>>,
     /// Who calls: the task's identity, from the host.
     pub(crate) caller: Caller,
+    /// On a worker: where calls go instead (the coordinator, which checks them as above).
+    pub(crate) relay: Option<Arc<dyn ToolRelay>>,
+}
+
+/// Makes a task's tool calls elsewhere: a worker's calls go home to their coordinator.
+pub(crate) trait ToolRelay: Send + Sync + std::fmt::Debug {
+    fn invoke(
+        &self,
+        name: String,
+        input: String,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<String, crate::wit::wasm_orch::agent::tools::ToolError>> + Send + '_>,
+    >;
 }
 
 /// The identity of the task that calls a tool (set by the host, never by the guest).
@@ -64,6 +77,15 @@ impl ToolAccess {
             quotas: Arc::default(),
             rates: Arc::default(),
             caller: Caller::default(),
+            relay: None,
+        }
+    }
+
+    /// A task's tools on a worker: every call goes to `relay`.
+    pub(crate) fn relayed(relay: Arc<dyn ToolRelay>) -> Self {
+        Self {
+            relay: Some(relay),
+            ..Self::none()
         }
     }
 

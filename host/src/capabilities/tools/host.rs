@@ -56,25 +56,52 @@ impl wit::Host for ToolsView<'_> {
         name: String,
         input: String,
     ) -> wasmtime::Result<Result<String, wit::ToolError>> {
+        // On a worker: the coordinator checks and makes the call.
+        if let Some(relay) = &self.access.relay {
+            if input.len() > MAX_INPUT_BYTES {
+                return Ok(Err(wit::ToolError::InvalidInput(format!(
+                    "the input has {} bytes, over the {MAX_INPUT_BYTES} a tool call may pass",
+                    input.len()
+                ))));
+            }
+            return Ok(relay.invoke(name, input).await);
+        }
+        Ok(invoke(self.access, self.events, name, input).await)
+    }
+}
+
+/// A call of tool `name` by the task `access` names: checked, made and audited on `events`.
+pub(crate) async fn invoke(
+    access: &ToolAccess,
+    events: &SharedEmitter,
+    name: String,
+    input: String,
+) -> Result<String, wit::ToolError> {
+    let view = ToolsView { access, events };
+    view.checked(name, input).await
+}
+
+impl ToolsView<'_> {
+    async fn checked(&self, name: String, input: String) -> Result<String, wit::ToolError> {
         let access = self.access;
         let Some(tool) = access.registry.get(&name) else {
             let reason = format!("no tool named `{name}`");
             self.audit(AuditResource::Tool, &name, Decision::Denied, &reason);
-            return Ok(Err(wit::ToolError::NotFound(reason)));
+            return Err(wit::ToolError::NotFound(reason));
         };
         if !access.granted.contains(&name) {
             let reason = format!(
                 "agent `{}` is not granted tool `{name}`",
                 access.caller.agent
             );
-            return Ok(Err(self.deny(AuditResource::Tool, &name, reason)));
+            return Err(self.deny(AuditResource::Tool, &name, reason));
         }
         if !access.tenant.allows_tool(&name) {
             let reason = format!(
                 "tenant `{}` may not use tool `{name}`",
                 access.caller.tenant
             );
-            return Ok(Err(self.deny(AuditResource::Tool, &name, reason)));
+            return Err(self.deny(AuditResource::Tool, &name, reason));
         }
         let limit = access
             .tenant
@@ -87,7 +114,7 @@ impl wit::Host for ToolsView<'_> {
                 "quota spent: {} calls of `{name}` per run",
                 limit.per_run.unwrap_or(0)
             );
-            return Ok(Err(self.deny(AuditResource::Quota, &name, reason)));
+            return Err(self.deny(AuditResource::Quota, &name, reason));
         }
         if let Some(wait) = access.rates.get(&name).and_then(|bucket| bucket.draw(1)) {
             self.audit(
@@ -105,19 +132,19 @@ impl wit::Host for ToolsView<'_> {
                 input.len()
             );
             self.audit(AuditResource::Tool, &name, Decision::Denied, &reason);
-            return Ok(Err(wit::ToolError::InvalidInput(reason)));
+            return Err(wit::ToolError::InvalidInput(reason));
         }
         let input = match serde_json::from_str(&input) {
             Ok(input) => input,
             Err(e) => {
                 let reason = format!("input is not JSON: {e}");
                 self.audit(AuditResource::Tool, &name, Decision::Denied, &reason);
-                return Ok(Err(wit::ToolError::InvalidInput(reason)));
+                return Err(wit::ToolError::InvalidInput(reason));
             }
         };
         let call = access.caller.call(input);
         let result = tool.call(call).await;
-        Ok(match result {
+        match result {
             Ok(output) => {
                 self.audit(AuditResource::Tool, &name, Decision::Allowed, "called");
                 Ok(output.to_string())
@@ -141,6 +168,6 @@ impl wit::Host for ToolsView<'_> {
                 );
                 Err(wit::ToolError::Failed(m))
             }
-        })
+        }
     }
 }

@@ -16,8 +16,8 @@ mod http_get;
 mod kv;
 mod sleep;
 
-pub(crate) use self::access::{Caller, RunQuotas, ToolAccess};
-pub(crate) use self::host::{ToolsView, add_to_linker};
+pub(crate) use self::access::{Caller, RunQuotas, ToolAccess, ToolRelay};
+pub(crate) use self::host::{ToolsView, add_to_linker, invoke};
 use self::http_get::HttpGet;
 use self::kv::Kv;
 #[cfg(feature = "fuzzing")]
