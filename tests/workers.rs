@@ -436,12 +436,19 @@ fn calc_on_two_workers_gives_21_and_its_tool_calls_are_checked_by_the_coordinato
         &["--nats", &nats.runtime_url(), "--pool", "calc"],
         &output,
     );
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let results = results(&output);
-    assert_eq!(task(&results, "product")["output"], 21);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calc = results(&output);
+    assert_eq!(task(&calc, "product")["output"], 21);
     let mut workers = Vec::new();
     for node in ["left", "right", "product"] {
-        let worker = task(&results, node)["history"][0]["worker"].as_str().map(str::to_owned);
+        let worker = task(&calc, node)["history"][0]["worker"]
+            .as_str()
+            .map(str::to_owned);
         workers.push(worker.unwrap_or_else(|| panic!("{node} ran on no worker")));
     }
     // left and right ran at the same time, one on each worker (one slot each).
@@ -449,25 +456,40 @@ fn calc_on_two_workers_gives_21_and_its_tool_calls_are_checked_by_the_coordinato
     // The guests' `sleep` calls were checked and audited by the coordinator, in the run's
     // own record.
     let events = std::fs::read_to_string(
-        PathBuf::from(results["directory"].as_str().expect("directory")).join("events.jsonl"),
+        PathBuf::from(calc["directory"].as_str().expect("directory")).join("events.jsonl"),
     )
     .expect("events.jsonl");
     let sleeps = events
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))
-        .filter(|e| e["event"] == "agent.audit" && e["action"] == "sleep" && e["decision"] == "allowed")
+        .filter(|e| {
+            e["event"] == "agent.audit" && e["action"] == "sleep" && e["decision"] == "allowed"
+        })
         .count();
     assert_eq!(sleeps, 3, "one audited sleep per task");
 
     // A tool the agent is not granted is refused by the coordinator, and audited there.
     let flow = scratch.workflow("ungranted.toml", CALC_UNGRANTED);
-    let out = run(&scratch, &flow, &["--nats", &nats.runtime_url(), "--pool", "calc"], &output);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(
+        &scratch,
+        &flow,
+        &["--nats", &nats.runtime_url(), "--pool", "calc"],
+        &output,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let results = results(&output);
     let left = task(&results, "left");
     assert!(left["history"][0]["worker"].is_string(), "{left}");
     assert!(
-        left["error"]["message"].as_str().unwrap_or("").contains("not granted tool `sleep`"),
+        left["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not granted tool `sleep`"),
         "{left}"
     );
     let events = std::fs::read_to_string(

@@ -11,7 +11,6 @@ use serde_json::value::RawValue;
 use super::pool::{PoolInner, Ready, WorkerPool};
 use super::wire::{CallReply, Finished, Order, Report, UpstreamWire, VERSION};
 use crate::bus::{SharedEmitter, TaskEmitter, lock};
-use crate::wit::wasm_orch::agent::tools::ToolError;
 use crate::engine::{LocalExecutor, RunAgent};
 use crate::model::Name;
 use crate::model::digest::sha256_hex;
@@ -19,6 +18,7 @@ use crate::model::events::{LogLevel, LogStream, TaskGrants};
 use crate::model::port::{Attempt, Executor, Job, UpstreamResult};
 use crate::model::status::{ErrorKind, TaskError, TaskStatus};
 use crate::model::time::Timestamp;
+use crate::wit::wasm_orch::agent::tools::ToolError;
 
 /// Interfaces a worker cannot serve yet: their calls must be checked by the coordinator.
 const HOME_ONLY: &[&str] = &["wasm-orch:agent/blackboard", "wasm-orch:agent/secrets"];

@@ -440,7 +440,10 @@ impl PoolInner {
         let refused = {
             let pending = lock(&self.pending);
             match pending.get(&call.key) {
-                None => Some(format!("attempt `{}` is not running for this coordinator", call.key)),
+                None => Some(format!(
+                    "attempt `{}` is not running for this coordinator",
+                    call.key
+                )),
                 Some(waiting) if waiting.worker.as_deref() != Some(call.worker.as_str()) => Some(
                     format!("attempt `{}` is not worker `{}`'s", call.key, call.worker),
                 ),

@@ -27,7 +27,6 @@ use crate::capabilities::blackboard::BoardScope;
 use crate::capabilities::files::{RunDir, TaskFiles};
 use crate::capabilities::secrets::SecretAccess;
 use crate::capabilities::tools::{ToolAccess, ToolRelay};
-use crate::wit::wasm_orch::agent::tools::ToolError;
 use crate::engine::{Engine, EngineConfig, LoadedAgent, MAX_COMPONENT, Setup};
 use crate::model::Name;
 use crate::model::digest::sha256_hex;
@@ -35,6 +34,7 @@ use crate::model::events::EventKind;
 use crate::model::port::{Heartbeat, Job, UpstreamResult};
 use crate::model::status::{ErrorKind, TaskError, TaskStatus};
 use crate::model::time::Timestamp;
+use crate::wit::wasm_orch::agent::tools::ToolError;
 
 /// How a worker runs.
 #[derive(Debug, Clone)]

@@ -36,7 +36,12 @@ pub(crate) trait ToolRelay: Send + Sync + std::fmt::Debug {
         name: String,
         input: String,
     ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<String, crate::wit::wasm_orch::agent::tools::ToolError>> + Send + '_>,
+        Box<
+            dyn std::future::Future<
+                    Output = Result<String, crate::wit::wasm_orch::agent::tools::ToolError>,
+                > + Send
+                + '_,
+        >,
     >;
 }
 
