@@ -194,7 +194,7 @@ impl Dispatch {
         }
         let key = order.key.clone();
         let mut waiting = pool.expect(&key);
-        let seq = match pool.submit(ready, &order).await {
+        let seq = match pool.submit(&order).await {
             Ok(seq) => seq,
             Err(e) => {
                 pool.forget(&key, None);

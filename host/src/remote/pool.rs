@@ -351,7 +351,7 @@ impl PoolInner {
     }
 
     /// Hands `order` to the pool's queue; returns its stream sequence.
-    pub(crate) async fn submit(&self, ready: &Ready, order: &Order) -> Result<u64, String> {
+    pub(crate) async fn submit(&self, order: &Order) -> Result<u64, String> {
         let payload = serde_json::to_vec(order).map_err(|e| e.to_string())?;
         let max = self.client.server_info().max_payload;
         if payload.len() > max {
@@ -380,7 +380,6 @@ impl PoolInner {
             ));
         }
         lock(&self.seqs).insert(ack.sequence, order.key.clone());
-        let _ = ready;
         self.counts.remote.fetch_add(1, Ordering::Relaxed);
         Ok(ack.sequence)
     }

@@ -1,0 +1,129 @@
+//! Attempts on workers against attempts here: the same fan-outs run by this process alone,
+//! then handed to two `wasm-orch worker` processes through a real nats-server (loopback,
+//! `examples/nats/server.conf`):
+//! - 10,000 `noop` tasks: what distribution costs per attempt (the work is nothing);
+//! - 1,000 `wait` tasks of 100 ms each (a host tool call, which a worker makes through its
+//!   coordinator): what an I/O-bound fan-out gets.
+//!
+//! On one machine the workers share its cores with the coordinator, so this measures the
+//! overhead of the queue, not the gain of more machines.
+//!
+//!   cargo bench -p wasm-orch-tests --bench workers
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use wasm_orch::workers::{PoolOptions, WorkerPool};
+use wasm_orch::{RunOptions, Runtime, TaskStatus, Workflow};
+use wasm_orch_tests::nats::NatsServer;
+use wasm_orch_tests::{Scratch, bench_workflow, shared_cache};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const RUNS: usize = 3;
+
+struct Workers(Vec<Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn main() {
+    let scratch = Scratch::new();
+    let nats = NatsServer::start(&scratch);
+    let _workers = Workers(
+        ["w1", "w2"]
+            .iter()
+            .map(|id| {
+                Command::new(env!("CARGO_BIN_EXE_wasm-orch-cli"))
+                    .args(["worker", "--nats", &nats.url("worker", "worker-secret")])
+                    .args(["--pool", "bench", "--slots", "32", "--id", id])
+                    .arg("--state-dir")
+                    .arg(scratch.path().join(id))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("a worker starts")
+            })
+            .collect(),
+    );
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    tokio.block_on(async {
+        let local = Runtime::builder()
+            .state_dir(scratch.path().join("local"))
+            .cache_dir(shared_cache())
+            .build()
+            .expect("a runtime");
+        let pool = WorkerPool::connect(&nats.runtime_url(), PoolOptions::new("bench"))
+            .await
+            .expect("connects");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while pool.workers().len() < 2 {
+            assert!(Instant::now() < deadline, "the workers did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let remote = Runtime::builder()
+            .state_dir(scratch.path().join("remote"))
+            .cache_dir(shared_cache())
+            .workers(pool.clone())
+            .build()
+            .expect("a runtime");
+
+        let noop = bench_workflow(scratch.path(), "noop", 10_000, false, "{}", false, 64);
+        let wait = bench_workflow(scratch.path(), "wait", 1_000, false, "{ ms = 100 }", false, 64);
+        for (name, wf, n) in [("noop", &noop, 10_000.0), ("wait 100 ms", &wait, 1_000.0)] {
+            let here = median(&local, wf, None).await;
+            let there = median(&remote, wf, Some(&pool)).await;
+            println!("{n:.0} {name} tasks (max_concurrency 64), median of {RUNS} runs");
+            println!("  here                  {:>8.0} tasks/s  ({here:.2} s)", n / here);
+            println!(
+                "  on 2 workers (32 slots each) {:>8.0} tasks/s  ({there:.2} s, {:.2} of here)",
+                n / there,
+                here / there
+            );
+        }
+        let counts = pool.counts();
+        println!(
+            "  pool: {} attempts to workers, {} here (degraded), {} redelivered, {} duplicates, {} lost",
+            counts.remote, counts.degraded, counts.redelivered, counts.duplicates, counts.lost
+        );
+    });
+}
+
+/// The median wall time of `RUNS` runs of `wf`, after one to warm up; checks every task ran
+/// where it should.
+async fn median(runtime: &Runtime, wf: &Workflow, pool: Option<&WorkerPool>) -> f64 {
+    let mut times = Vec::new();
+    for round in 0..=RUNS {
+        let before = pool.map(|p| p.counts().degraded);
+        let started = Instant::now();
+        let run = runtime.start(wf, RunOptions::new()).await.expect("starts");
+        let report = run.wait().await.expect("ends");
+        let elapsed = started.elapsed().as_secs_f64();
+        assert!(report.tasks.iter().all(|t| t.status == TaskStatus::Succeeded));
+        if let (Some(pool), Some(before)) = (pool, before) {
+            assert_eq!(pool.counts().degraded, before, "every attempt went to a worker");
+            assert!(
+                report
+                    .tasks
+                    .iter()
+                    .all(|t| t.history.iter().all(|a| a.worker.is_some())),
+                "every attempt ran on a worker"
+            );
+        }
+        if round > 0 {
+            times.push(elapsed);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
