@@ -503,3 +503,151 @@ fn calc_on_two_workers_gives_21_and_its_tool_calls_are_checked_by_the_coordinato
     w1.stop();
     w2.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_reported_twice_counts_once_and_a_repeated_order_is_stored_once() {
+    use futures_util::StreamExt;
+    use wasm_orch::workers::{PoolOptions, WorkerPool};
+
+    let scratch = Scratch::new();
+    let nats = NatsServer::start(&scratch);
+    let _w1 = Worker::start(&nats, &scratch, "w1", "dup", &["--slots", "2"]);
+    let pool = WorkerPool::connect(&nats.runtime_url(), PoolOptions::new("dup"))
+        .await
+        .expect("connects");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pool.workers().is_empty() {
+        assert!(Instant::now() < deadline, "the worker did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let runtime = wasm_orch::Runtime::builder()
+        .state_dir(scratch.state_dir())
+        .cache_dir(wasm_orch_tests::shared_cache())
+        .workers(pool.clone())
+        .build()
+        .expect("a runtime");
+
+    // Every end a worker reports is sent to the coordinator a second time.
+    let spy = async_nats::ConnectOptions::with_user_and_password(
+        "wasm-orch".into(),
+        "runtime-secret".into(),
+    )
+    .connect(nats.address())
+    .await
+    .expect("connects");
+    let mut reports = spy.subscribe("wasm-orch.reports.>").await.expect("subscribes");
+    spy.flush().await.expect("flush");
+    let repeater = spy.clone();
+    let repeated = tokio::spawn(async move {
+        let mut n = 0;
+        while let Some(m) = reports.next().await {
+            let report: Value = serde_json::from_slice(&m.payload).expect("JSON");
+            if report["report"].get("finished").is_some() {
+                repeater
+                    .publish(m.subject.clone(), m.payload.clone())
+                    .await
+                    .expect("publish");
+                n += 1;
+                if n == 3 {
+                    return n;
+                }
+            }
+        }
+        n
+    });
+
+    let workflow = wasm_orch::Workflow::from_file(root().join("examples/calc.toml")).expect("calc");
+    let run = runtime
+        .start(&workflow, wasm_orch::RunOptions::new())
+        .await
+        .expect("starts");
+    let report = run.wait().await.expect("ends");
+    let product = report.tasks.iter().find(|t| t.node == "product").expect("product");
+    assert_eq!(product.output.as_ref().map(|o| o.get()), Some("21"));
+    for t in &report.tasks {
+        assert_eq!(t.attempts, 1, "{}", t.node);
+        assert!(t.history[0].worker.is_some(), "{} ran on a worker", t.node);
+    }
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(20), repeated)
+            .await
+            .expect("three ends seen")
+            .expect("the repeater"),
+        3
+    );
+    // The repeats reach the coordinator after the originals: each is counted, and dropped.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pool.counts().duplicates < 3 {
+        assert!(Instant::now() < deadline, "{:?}", pool.counts());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pool.counts().duplicates, 3);
+    assert_eq!(pool.counts().remote, 3);
+
+    // An attempt's order published again (its key as the message id) is not stored again.
+    let js = async_nats::jetstream::new(spy);
+    let mut headers = async_nats::HeaderMap::new();
+    let key = format!("{}/left/1", report.run_id);
+    headers.insert("Nats-Msg-Id", key.as_str());
+    let ack = js
+        .publish_with_headers("wasm-orch.work.dup", headers, "{}".into())
+        .await
+        .expect("published")
+        .await
+        .expect("acknowledged");
+    assert!(ack.duplicate, "JetStream dropped the repeated order");
+}
+
+#[test]
+fn with_nats_stopped_mid_run_the_run_goes_on_here_and_back_to_the_workers() {
+    let scratch = Scratch::new();
+    let mut nats = NatsServer::start(&scratch);
+    let mut toml = String::from(
+        "[workflow]\nname = \"waits\"\ntenant = \"acme\"\nmax_concurrency = 2\n\
+         [agents.wait]\ncomponent = \"{guests}/wait.wasm\"\ntools = [\"sleep\"]\ntimeout = \"5s\"\n",
+    );
+    for i in 0..60 {
+        toml.push_str(&format!(
+            "[[tasks]]\nid = \"t{i}\"\nagent = \"wait\"\nwith = {{ ms = 400 }}\n"
+        ));
+    }
+    let flow = scratch.workflow("waits.toml", &toml);
+    let _w1 = Worker::start(
+        &nats,
+        &scratch,
+        "w1",
+        "outage",
+        &["--slots", "2", "--ack-wait", "2s"],
+    );
+    await_workers(&nats, "outage", &["w1"], |_| true);
+    let output = scratch.path().join("results.json");
+    let coordinator = start_run(&scratch, &flow, &nats, "outage", &output);
+    std::thread::sleep(Duration::from_millis(2500));
+    nats.kill();
+    std::thread::sleep(Duration::from_secs(4));
+    nats.restart();
+    let out = coordinator.wait_with_output().expect("the run ends");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let results = results(&output);
+    let tasks = results["tasks"].as_array().expect("tasks");
+    assert!(tasks.iter().all(|t| t["status"] == "succeeded"));
+    // In task order (they start in order, two at a time): workers, then here, then workers.
+    let placed: Vec<bool> = tasks
+        .iter()
+        .map(|t| t["history"].as_array().and_then(|h| h.last()).is_some_and(|a| a["worker"].is_string()))
+        .collect();
+    let first_here = placed.iter().position(|on| !on).expect("some ran here");
+    let back = placed[first_here..].iter().position(|&on| on).expect("some ran on workers again");
+    assert!(first_here > 0 && back > 0, "{placed:?}");
+    let events = std::fs::read_to_string(
+        PathBuf::from(results["directory"].as_str().expect("directory")).join("events.jsonl"),
+    )
+    .expect("events.jsonl");
+    let to: Vec<String> = events
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))
+        .filter(|e| e["event"] == "agent.dispatch.changed")
+        .map(|e| e["to"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(to, ["workers", "local", "workers"], "{events}");
+}

@@ -35,24 +35,35 @@ pub fn free_port() -> u16 {
 /// A running nats-server.
 #[derive(Debug)]
 pub struct NatsServer {
-    child: Child,
+    child: Option<Child>,
     port: u16,
+    store: PathBuf,
 }
 
 impl NatsServer {
     /// `examples/nats/server.conf`, on a free port, JetStream's files in `scratch`.
     pub fn start(scratch: &Scratch) -> Self {
-        let port = free_port();
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            store: scratch.path().join("nats"),
+        };
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        let port = self.port;
         let child = Command::new(nats_server_bin())
             .arg("-c")
             .arg(root().join("examples/nats/server.conf"))
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(scratch.path().join("nats"))
+            .arg(&self.store)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("nats-server starts");
-        let server = Self { child, port };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -61,7 +72,20 @@ impl NatsServer {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        server
+    }
+
+    /// Kills the server (SIGKILL): every client loses it at once.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again, on the same port, with the same JetStream files.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
     }
 
     /// `nats://127.0.0.1:PORT`.
@@ -82,7 +106,6 @@ impl NatsServer {
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
