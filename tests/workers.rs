@@ -649,5 +649,8 @@ fn with_nats_stopped_mid_run_the_run_goes_on_here_and_back_to_the_workers() {
         .filter(|e| e["event"] == "agent.dispatch.changed")
         .map(|e| e["to"].as_str().unwrap_or("").to_owned())
         .collect();
-    assert_eq!(to, ["workers", "local", "workers"], "{events}");
+    // To the workers, here while NATS was gone, and back (a loaded machine may flap between).
+    assert_eq!(to.first().map(String::as_str), Some("workers"), "{to:?}");
+    assert!(to.iter().any(|t| t == "local"), "{to:?}");
+    assert_eq!(to.last().map(String::as_str), Some("workers"), "{to:?}");
 }
