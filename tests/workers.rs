@@ -535,7 +535,10 @@ async fn an_end_reported_twice_counts_once_and_a_repeated_order_is_stored_once()
     .connect(nats.address())
     .await
     .expect("connects");
-    let mut reports = spy.subscribe("wasm-orch.reports.>").await.expect("subscribes");
+    let mut reports = spy
+        .subscribe("wasm-orch.reports.>")
+        .await
+        .expect("subscribes");
     spy.flush().await.expect("flush");
     let repeater = spy.clone();
     let repeated = tokio::spawn(async move {
@@ -562,7 +565,11 @@ async fn an_end_reported_twice_counts_once_and_a_repeated_order_is_stored_once()
         .await
         .expect("starts");
     let report = run.wait().await.expect("ends");
-    let product = report.tasks.iter().find(|t| t.node == "product").expect("product");
+    let product = report
+        .tasks
+        .iter()
+        .find(|t| t.node == "product")
+        .expect("product");
     assert_eq!(product.output.as_ref().map(|o| o.get()), Some("21"));
     for t in &report.tasks {
         assert_eq!(t.attempts, 1, "{}", t.node);
@@ -627,17 +634,30 @@ fn with_nats_stopped_mid_run_the_run_goes_on_here_and_back_to_the_workers() {
     std::thread::sleep(Duration::from_secs(4));
     nats.restart();
     let out = coordinator.wait_with_output().expect("the run ends");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let results = results(&output);
     let tasks = results["tasks"].as_array().expect("tasks");
     assert!(tasks.iter().all(|t| t["status"] == "succeeded"));
     // In task order (they start in order, two at a time): workers, then here, then workers.
     let placed: Vec<bool> = tasks
         .iter()
-        .map(|t| t["history"].as_array().and_then(|h| h.last()).is_some_and(|a| a["worker"].is_string()))
+        .map(|t| {
+            t["history"]
+                .as_array()
+                .and_then(|h| h.last())
+                .is_some_and(|a| a["worker"].is_string())
+        })
         .collect();
     let first_here = placed.iter().position(|on| !on).expect("some ran here");
-    let back = placed[first_here..].iter().position(|&on| on).expect("some ran on workers again");
+    let back = placed[first_here..]
+        .iter()
+        .position(|&on| on)
+        .expect("some ran on workers again");
     assert!(first_here > 0 && back > 0, "{placed:?}");
     let events = std::fs::read_to_string(
         PathBuf::from(results["directory"].as_str().expect("directory")).join("events.jsonl"),

@@ -109,9 +109,18 @@ async fn median(runtime: &Runtime, wf: &Workflow, pool: Option<&WorkerPool>) -> 
         let run = runtime.start(wf, RunOptions::new()).await.expect("starts");
         let report = run.wait().await.expect("ends");
         let elapsed = started.elapsed().as_secs_f64();
-        assert!(report.tasks.iter().all(|t| t.status == TaskStatus::Succeeded));
+        assert!(
+            report
+                .tasks
+                .iter()
+                .all(|t| t.status == TaskStatus::Succeeded)
+        );
         if let (Some(pool), Some(before)) = (pool, before) {
-            assert_eq!(pool.counts().degraded, before, "every attempt went to a worker");
+            assert_eq!(
+                pool.counts().degraded,
+                before,
+                "every attempt went to a worker"
+            );
             assert!(
                 report
                     .tasks
