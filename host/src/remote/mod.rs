@@ -17,13 +17,16 @@
 //!   ends the attempt as `worker-lost`. A running attempt's worker sends in-progress acks so
 //!   that a long attempt is not redelivered while its worker lives.
 //! - `reports.<coordinator>`: what workers report about the coordinator's attempts: taken,
-//!   progress, partial results, logs, and the end. Only the first end of an attempt counts.
+//!   progress, partial results, logs, and the end (only the first end of an attempt counts);
+//!   and, as requests, their guests' tool calls, which the coordinator checks, makes and
+//!   audits (on one subject, so a call is read after the report that its worker took the
+//!   attempt, and is answered only for that worker).
 //! - `cancel.<coordinator>`: attempts the coordinator stopped.
 //! - `workers.<pool>.<worker>`: each worker's heartbeat (slots, load, tenants).
 //! - Components travel by digest, in the JetStream object store [`COMPONENTS`]; a worker
 //!   checks the digest of what it fetched, compiles it once and keeps it.
 //!
-//! What a worker cannot do yet: reach the blackboard, tools or secrets (they stay with the
+//! What a worker cannot do yet: reach the blackboard or secrets (they stay with the
 //! coordinator, which must check every call). An attempt whose component imports one of them,
 //! or whose task has input files, runs on the coordinator.
 

@@ -437,19 +437,25 @@ impl PoolInner {
     /// A worker's tool call: to the attempt it is for, if that worker runs it.
     async fn call(&self, call: Call, reply: async_nats::Subject) {
         let refused = {
-            let pending = lock(&self.pending);
-            match pending.get(&call.key) {
+            let mut pending = lock(&self.pending);
+            match pending.get_mut(&call.key) {
                 None => Some(format!(
                     "attempt `{}` is not running for this coordinator",
                     call.key
                 )),
-                Some(waiting) if waiting.worker.as_deref() != Some(call.worker.as_str()) => Some(
-                    format!("attempt `{}` is not worker `{}`'s", call.key, call.worker),
-                ),
-                Some(waiting) => match waiting.calls.try_send((call, reply.clone())) {
-                    Ok(()) => return,
-                    Err(_) => Some("too many tool calls at once".to_owned()),
-                },
+                Some(waiting) => {
+                    if waiting.worker.as_deref() != Some(call.worker.as_str()) {
+                        Some(format!(
+                            "attempt `{}` is not worker `{}`'s",
+                            call.key, call.worker
+                        ))
+                    } else {
+                        match waiting.calls.try_send((call, reply.clone())) {
+                            Ok(()) => return,
+                            Err(_) => Some("too many tool calls at once".to_owned()),
+                        }
+                    }
+                }
             }
         };
         if let Some(reason) = refused {
@@ -502,10 +508,9 @@ async fn listen(
                 "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{STREAM}.pool-{pool}"
             ))
             .await?;
-        let calls = client.subscribe(format!("{PREFIX}.calls.{id}")).await?;
-        Ok::<_, async_nats::SubscribeError>((reports, beats, lost, calls))
+        Ok::<_, async_nats::SubscribeError>((reports, beats, lost))
     };
-    let (mut reports, mut beats, mut lost, mut calls) = match subscribe.await {
+    let (mut reports, mut beats, mut lost) = match subscribe.await {
         Ok(subscribers) => subscribers,
         Err(e) => {
             tracing::error!("pool `{pool}`: cannot subscribe to the workers' reports: {e}");
@@ -516,6 +521,17 @@ async fn listen(
         tokio::select! {
             Some(message) = reports.next() => {
                 let Some(inner) = inner.upgrade() else { return };
+                // A request is a tool call: on the reports' subject, so that it is read after
+                // the report that its worker took the attempt.
+                if let Some(reply) = message.reply {
+                    match serde_json::from_slice::<Call>(&message.payload) {
+                        Ok(call) if call.v == VERSION => inner.call(call, reply).await,
+                        _ => inner.answer(reply, &CallReply::Failed(format!(
+                            "a tool call this coordinator (wire version {VERSION}) cannot read"
+                        ))).await,
+                    }
+                    continue;
+                }
                 match serde_json::from_slice::<Envelope>(&message.payload) {
                     Ok(envelope) if envelope.v == VERSION => inner.report(envelope),
                     Ok(envelope) => tracing::warn!(
@@ -523,16 +539,6 @@ async fn listen(
                         crate::model::text::truncate(&envelope.worker, 80), envelope.v
                     ),
                     Err(e) => tracing::warn!("pool `{pool}`: a report that does not parse: {e}"),
-                }
-            }
-            Some(message) = calls.next() => {
-                let Some(inner) = inner.upgrade() else { return };
-                let Some(reply) = message.reply else { continue };
-                match serde_json::from_slice::<Call>(&message.payload) {
-                    Ok(call) if call.v == VERSION => inner.call(call, reply).await,
-                    _ => inner.answer(reply, &CallReply::Failed(format!(
-                        "a tool call this coordinator (wire version {VERSION}) cannot read"
-                    ))).await,
                 }
             }
             Some(message) = beats.next() => {

@@ -91,7 +91,7 @@ pub(crate) struct Finished {
     pub(crate) memory_peak: u64,
 }
 
-/// A worker's call home for an attempt it runs: a request on `wasm-orch.calls.<coordinator>`,
+/// A worker's call home for an attempt it runs: a request on `wasm-orch.reports.<coordinator>`,
 /// answered with a [`CallReply`]. The coordinator checks and makes it as it would a local
 /// attempt's (grant, tenant policy, quota, rate, audit).
 #[derive(Debug, Serialize, Deserialize)]

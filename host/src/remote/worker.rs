@@ -443,7 +443,7 @@ async fn run(state: &State, order: &Order, stop: CancellationToken) -> Finished 
         board: BoardScope::alone(),
         tools: ToolAccess::relayed(Arc::new(Relay {
             client: state.client.clone(),
-            subject: format!("{PREFIX}.calls.{}", token(&order.coordinator)),
+            subject: format!("{PREFIX}.reports.{}", token(&order.coordinator)),
             key: order.key.clone(),
             worker: state.id.clone(),
             timeout: order.limits.timeout,
