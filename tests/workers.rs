@@ -674,3 +674,42 @@ fn with_nats_stopped_mid_run_the_run_goes_on_here_and_back_to_the_workers() {
     assert!(to.iter().any(|t| t == "local"), "{to:?}");
     assert_eq!(to.last().map(String::as_str), Some("workers"), "{to:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_a_pool_runs_calc_on_its_workers_and_shows_them_in_its_metrics() {
+    let scratch = Scratch::new();
+    let nats = NatsServer::start(&scratch);
+    let _w1 = Worker::start(&nats, &scratch, "w1", "svc", &["--slots", "3"]);
+    await_workers(&nats, "svc", &["w1"], |_| true);
+    let server = wasm_orch_tests::server::Server::start(
+        env!("CARGO_BIN_EXE_wasm-orch-cli"),
+        &scratch,
+        &["--nats", &nats.runtime_url(), "--pool", "svc"],
+    );
+    let dag = std::fs::read_to_string(root().join("examples/calc.toml"))
+        .expect("calc")
+        .replace("../target/guests", &wasm_orch_tests::guests().display().to_string());
+    let (status, _) = server.put_dag("acme", "calc", &dag).await;
+    assert!(status == 200 || status == 201, "{status}");
+    let run = server.execute("acme", "calc").await;
+    let body = server
+        .wait_state("acme", &run, "succeeded", Duration::from_secs(60))
+        .await;
+    assert_eq!(body["report"]["outputs"]["product"], 21, "{body}");
+    for t in body["report"]["tasks"].as_array().expect("tasks") {
+        assert_eq!(t["history"][0]["worker"], "w1", "{t}");
+    }
+    let metrics = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        "agent_workers_live{pool=\"svc\"} 1",
+        "agent_workers_slots{pool=\"svc\"} 3",
+        "agent_pool_attempts_total{pool=\"svc\",kind=\"remote\"} 3",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+}

@@ -289,6 +289,12 @@ pub(crate) struct Loaded {
 }
 
 impl Runtime {
+    /// The pool of workers this runtime hands attempts to, if any.
+    #[cfg(feature = "nats")]
+    pub fn workers(&self) -> Option<&crate::remote::WorkerPool> {
+        self.inner.workers.as_ref()
+    }
+
     /// A builder with every setting at its default.
     pub fn builder() -> RuntimeBuilder {
         RuntimeBuilder {

@@ -732,6 +732,10 @@ pub(crate) async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Hea
 #[utoipa::path(get, path = "/metrics", tag = "service",
     responses((status = 200, content_type = "application/openmetrics-text", body = String)))]
 pub(crate) async fn metrics(State(app): State<Arc<App>>) -> Response {
+    #[cfg(feature = "nats")]
+    if let Some(pool) = app.runtime.workers() {
+        app.metrics.observe_pool(pool);
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -27,6 +27,17 @@ struct OutcomeLabel {
     outcome: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabel {
+    pool: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolKindLabel {
+    pool: String,
+    kind: String,
+}
+
 type Histograms = Family<TenantLabel, Histogram, fn() -> Histogram>;
 
 #[derive(Debug)]
@@ -44,6 +55,10 @@ pub(crate) struct Metrics {
     lag: Histograms,
     result_latency: Histograms,
     run_duration: Histograms,
+    workers_live: Family<PoolLabel, Gauge>,
+    workers_slots: Family<PoolLabel, Gauge>,
+    workers_busy: Family<PoolLabel, Gauge>,
+    pool_attempts: Family<PoolKindLabel, Counter>,
 }
 
 fn lag_histogram() -> Histogram {
@@ -70,6 +85,10 @@ impl Metrics {
             lag: Family::new_with_constructor(lag_histogram as fn() -> Histogram),
             result_latency: Family::new_with_constructor(ms_histogram as fn() -> Histogram),
             run_duration: Family::new_with_constructor(ms_histogram as fn() -> Histogram),
+            workers_live: Family::default(),
+            workers_slots: Family::default(),
+            workers_busy: Family::default(),
+            pool_attempts: Family::default(),
             registry: Registry::default(),
         };
         // Counters get `_total` appended when encoded.
@@ -129,7 +148,58 @@ impl Metrics {
             "Milliseconds from a run's start to its end",
             m.run_duration.clone(),
         );
+        registry.register(
+            "agent_workers_live",
+            "Workers of the pool heard from in the last three heartbeats",
+            m.workers_live.clone(),
+        );
+        registry.register(
+            "agent_workers_slots",
+            "Attempts the pool's live workers can run at once",
+            m.workers_slots.clone(),
+        );
+        registry.register(
+            "agent_workers_busy",
+            "Attempts the pool's live workers run now",
+            m.workers_busy.clone(),
+        );
+        registry.register(
+            "agent_pool_attempts",
+            "Attempts by where they went: remote (to a worker), degraded (run here, no worker reachable), redelivered, duplicate (an end after the first), lost (worker-lost)",
+            m.pool_attempts.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// Reads the pool's live workers and counts into the metrics (before a render).
+    #[cfg(feature = "nats")]
+    pub(crate) fn observe_pool(&self, pool: &crate::workers::WorkerPool) {
+        let label = PoolLabel {
+            pool: pool.name().to_owned(),
+        };
+        let live = pool.workers();
+        let sum = |f: fn(&crate::workers::WorkerStatus) -> u32| {
+            live.iter().map(|w| i64::from(f(w))).sum::<i64>()
+        };
+        self.workers_live
+            .get_or_create(&label)
+            .set(i64::try_from(live.len()).unwrap_or(i64::MAX));
+        self.workers_slots.get_or_create(&label).set(sum(|w| w.slots));
+        self.workers_busy.get_or_create(&label).set(sum(|w| w.busy));
+        let counts = pool.counts();
+        for (kind, n) in [
+            ("remote", counts.remote),
+            ("degraded", counts.degraded),
+            ("redelivered", counts.redelivered),
+            ("duplicate", counts.duplicates),
+            ("lost", counts.lost),
+        ] {
+            let counter = self.pool_attempts.get_or_create(&PoolKindLabel {
+                pool: label.pool.clone(),
+                kind: kind.to_owned(),
+            });
+            counter.inc_by(n.saturating_sub(counter.get()));
+        }
     }
 
     pub(crate) fn render(&self) -> String {
