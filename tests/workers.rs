@@ -688,7 +688,10 @@ async fn serve_with_a_pool_runs_calc_on_its_workers_and_shows_them_in_its_metric
     );
     let dag = std::fs::read_to_string(root().join("examples/calc.toml"))
         .expect("calc")
-        .replace("../target/guests", &wasm_orch_tests::guests().display().to_string());
+        .replace(
+            "../target/guests",
+            &wasm_orch_tests::guests().display().to_string(),
+        );
     let (status, _) = server.put_dag("acme", "calc", &dag).await;
     assert!(status == 200 || status == 201, "{status}");
     let run = server.execute("acme", "calc").await;

@@ -109,12 +109,19 @@ async fn median(runtime: &Runtime, wf: &Workflow, pool: Option<&WorkerPool>) -> 
         let run = runtime.start(wf, RunOptions::new()).await.expect("starts");
         let report = run.wait().await.expect("ends");
         let elapsed = started.elapsed().as_secs_f64();
-        assert!(
-            report
-                .tasks
-                .iter()
-                .all(|t| t.status == TaskStatus::Succeeded)
-        );
+        if let Some(t) = report
+            .tasks
+            .iter()
+            .find(|t| t.status != TaskStatus::Succeeded)
+        {
+            panic!(
+                "task {} {:?} (on a pool: {}): {:?}",
+                t.node,
+                t.status,
+                pool.is_some(),
+                t.error
+            );
+        }
         if let (Some(pool), Some(before)) = (pool, before) {
             assert_eq!(
                 pool.counts().degraded,

@@ -36,7 +36,7 @@ pub(crate) struct Order {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct UpstreamWire {
     pub(crate) node: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "present")]
     pub(crate) output: Option<Box<RawValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) failed: Option<(TaskStatus, TaskError)>,
@@ -80,7 +80,7 @@ pub(crate) enum Report {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Finished {
     pub(crate) status: TaskStatus,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "present")]
     pub(crate) output: Option<Box<RawValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<TaskError>,
@@ -133,4 +133,59 @@ pub struct WorkerStatus {
     pub started_at: Timestamp,
     /// When it sent this.
     pub at: Timestamp,
+}
+
+/// An output that may be JSON `null`: written `{"json": ...}`, so that `null` is not read as
+/// no output at all.
+mod present {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::value::RawValue;
+
+    #[derive(Serialize)]
+    struct Written<'a> {
+        json: &'a RawValue,
+    }
+
+    #[derive(Deserialize)]
+    struct Read {
+        json: Box<RawValue>,
+    }
+
+    pub(super) fn serialize<S: Serializer>(
+        value: &Option<Box<RawValue>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(json) => s.serialize_some(&Written { json }),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Box<RawValue>>, D::Error> {
+        Ok(Option::<Read>::deserialize(d)?.map(|r| r.json))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use crate::remote::wire::UpstreamWire;
+
+        #[test]
+        fn a_null_output_is_an_output() {
+            let wire = UpstreamWire {
+                node: "a".into(),
+                output: serde_json::value::RawValue::from_string("null".into()).ok(),
+                failed: None,
+            };
+            let text = serde_json::to_string(&wire).expect("encodes");
+            let back: UpstreamWire = serde_json::from_str(&text).expect("decodes");
+            assert_eq!(
+                back.output.map(|o| o.get().to_owned()),
+                Some("null".to_owned())
+            );
+            let none: UpstreamWire = serde_json::from_str(r#"{"node":"a"}"#).expect("decodes");
+            assert!(none.output.is_none());
+        }
+    }
 }

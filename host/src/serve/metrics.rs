@@ -184,7 +184,9 @@ impl Metrics {
         self.workers_live
             .get_or_create(&label)
             .set(i64::try_from(live.len()).unwrap_or(i64::MAX));
-        self.workers_slots.get_or_create(&label).set(sum(|w| w.slots));
+        self.workers_slots
+            .get_or_create(&label)
+            .set(sum(|w| w.slots));
         self.workers_busy.get_or_create(&label).set(sum(|w| w.busy));
         let counts = pool.counts();
         for (kind, n) in [
