@@ -146,6 +146,12 @@ fn results(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("results.json")).expect("JSON")
 }
 
+/// The text of a run's `events.jsonl`, from its results document.
+fn events_text(results: &Value) -> String {
+    let dir = PathBuf::from(results["directory"].as_str().expect("directory"));
+    std::fs::read_to_string(dir.join("events.jsonl")).expect("events.jsonl")
+}
+
 fn task<'a>(results: &'a Value, node: &str) -> &'a Value {
     results["tasks"]
         .as_array()
@@ -291,10 +297,7 @@ fn a_worker_killed_in_an_attempt_has_it_delivered_to_another() {
     assert_eq!(long["attempts"], 1);
     assert_eq!(long["history"][0]["worker"], "w2");
     assert_eq!(long["output"]["iterations"], 5_000_000_000u64);
-    let events = std::fs::read_to_string(
-        PathBuf::from(results["directory"].as_str().expect("directory")).join("events.jsonl"),
-    )
-    .expect("events.jsonl");
+    let events = events_text(&results);
     assert!(
         events.contains("delivered again (delivery 2)"),
         "the redelivery is on the record"
@@ -334,10 +337,7 @@ fn an_attempt_every_worker_lost_ends_worker_lost_and_its_retry_runs_here() {
     assert_eq!(history[0]["error"]["kind"], "worker-lost", "{long}");
     assert_eq!(history[1]["status"], "succeeded");
     assert!(history[1].get("worker").is_none(), "the retry ran here");
-    let events = std::fs::read_to_string(
-        PathBuf::from(results["directory"].as_str().expect("directory")).join("events.jsonl"),
-    )
-    .expect("events.jsonl");
+    let events = events_text(&results);
     let changes: Vec<Value> = events
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))
@@ -380,10 +380,7 @@ fn with_nats_down_a_run_with_a_pool_runs_here() {
     );
     let results = results(&output);
     assert_eq!(results["status"], "succeeded");
-    let events = std::fs::read_to_string(
-        PathBuf::from(results["directory"].as_str().expect("directory")).join("events.jsonl"),
-    )
-    .expect("events.jsonl");
+    let events = events_text(&results);
     assert!(
         events.contains("\"to\":\"local\""),
         "the degraded mode is an event"
@@ -455,10 +452,7 @@ fn calc_on_two_workers_gives_21_and_its_tool_calls_are_checked_by_the_coordinato
     assert_ne!(workers[0], workers[1], "{workers:?}");
     // The guests' `sleep` calls were checked and audited by the coordinator, in the run's
     // own record.
-    let events = std::fs::read_to_string(
-        PathBuf::from(calc["directory"].as_str().expect("directory")).join("events.jsonl"),
-    )
-    .expect("events.jsonl");
+    let events = events_text(&calc);
     let sleeps = events
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))
@@ -492,10 +486,7 @@ fn calc_on_two_workers_gives_21_and_its_tool_calls_are_checked_by_the_coordinato
             .contains("not granted tool `sleep`"),
         "{left}"
     );
-    let events = std::fs::read_to_string(
-        PathBuf::from(results["directory"].as_str().expect("directory")).join("events.jsonl"),
-    )
-    .expect("events.jsonl");
+    let events = events_text(&results);
     assert!(events.lines().any(|l| {
         let e: Value = serde_json::from_str(l).expect("JSON");
         e["event"] == "agent.audit" && e["decision"] == "denied" && e["action"] == "sleep"
@@ -660,10 +651,7 @@ fn with_nats_stopped_mid_run_the_run_goes_on_here_and_back_to_the_workers() {
     // ran here depends on whether the outage found the slots held by attempts waiting on a
     // tool call; degraded mode itself is shown by the tests above.)
     assert!(placed.last().copied().unwrap_or(false), "{placed:?}");
-    let events = std::fs::read_to_string(
-        PathBuf::from(results["directory"].as_str().expect("directory")).join("events.jsonl"),
-    )
-    .expect("events.jsonl");
+    let events = events_text(&results);
     let to: Vec<String> = events
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))

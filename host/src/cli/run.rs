@@ -20,19 +20,15 @@ pub(super) async fn run(args: RunArgs, verbose: bool) -> u8 {
         Ok(w) => w,
         Err(e) => return report_error(&e),
     };
-    #[cfg_attr(not(feature = "nats"), allow(unused_mut))]
-    let mut builder = match args.runtime.builder() {
-        Ok(b) => b,
-        Err(e) => return report_error(&e),
-    };
     #[cfg(feature = "nats")]
-    match super::worker::pool(args.nats.as_deref(), &args.pool).await {
-        Ok(Some(pool)) => builder = builder.workers(pool),
-        Ok(None) => {}
-        Err(code) => return code,
-    }
-    let runtime = match builder.build() {
-        Ok(r) => r,
+    let runtime =
+        match super::worker::runtime(&args.runtime, args.nats.as_deref(), &args.pool).await {
+            Ok(runtime) => runtime,
+            Err(code) => return code,
+        };
+    #[cfg(not(feature = "nats"))]
+    let runtime = match args.runtime.build() {
+        Ok(runtime) => runtime,
         Err(e) => return report_error(&e),
     };
     // Listen for Ctrl-C before anything runs: the handler must be in place when the first

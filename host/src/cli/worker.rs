@@ -13,8 +13,21 @@ fn duration(flag: &str, text: &str) -> Result<Duration, u8> {
     })
 }
 
+/// The runtime of `run` or `serve`: `runtime`'s settings, and the pool `--pool` names.
+pub(super) async fn runtime(
+    runtime: &super::RuntimeArgs,
+    nats: Option<&str>,
+    args: &PoolArgs,
+) -> Result<crate::Runtime, u8> {
+    let mut builder = runtime.builder().map_err(|e| super::report_error(&e))?;
+    if let Some(pool) = pool(nats, args).await? {
+        builder = builder.workers(pool);
+    }
+    builder.build().map_err(|e| super::report_error(&e))
+}
+
 /// The pool `run` or `serve` hands attempts to, if `--pool` names one.
-pub(super) async fn pool(nats: Option<&str>, args: &PoolArgs) -> Result<Option<WorkerPool>, u8> {
+async fn pool(nats: Option<&str>, args: &PoolArgs) -> Result<Option<WorkerPool>, u8> {
     let Some(name) = &args.pool else {
         return Ok(None);
     };

@@ -23,8 +23,11 @@ use crate::wit::SubAgentPre;
 pub(crate) struct LoadedAgent {
     pub(crate) digest: String,
     pub(crate) pre: SubAgentPre<TaskState>,
+    // Read by the dispatch to workers (feature `nats`).
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     /// The file it was first loaded from (`None`: from bytes, e.g. a worker's object store).
     pub(crate) source: Option<PathBuf>,
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     /// The interfaces it imports (`wasm-orch:agent/tools@0.2.0`, `wasi:cli/stdout@0.2.6`, ...).
     pub(crate) imports: Arc<[String]>,
     /// Instances made ahead of the attempts that will take them (see `recycler`).

@@ -23,7 +23,9 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
-pub(crate) use self::cache::{LoadError, LoadedAgent, MAX_COMPONENT, read_component};
+#[cfg(feature = "nats")]
+pub(crate) use self::cache::MAX_COMPONENT;
+pub(crate) use self::cache::{LoadError, LoadedAgent, read_component};
 #[cfg(feature = "nats")]
 pub(crate) use self::exec::Setup;
 #[cfg(any(feature = "fuzzing", feature = "nats"))]
@@ -100,6 +102,7 @@ impl Engine {
     }
 
     /// Loads (compiles or fetches from cache) a component from its bytes. Blocking.
+    #[cfg(feature = "nats")]
     pub(crate) fn load_bytes(
         &self,
         bytes: &[u8],

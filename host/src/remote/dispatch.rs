@@ -17,7 +17,6 @@ use crate::model::digest::sha256_hex;
 use crate::model::events::{LogLevel, LogStream, TaskGrants};
 use crate::model::port::{Attempt, Executor, Job, UpstreamResult};
 use crate::model::status::{ErrorKind, TaskError, TaskStatus};
-use crate::model::time::Timestamp;
 use crate::wit::wasm_orch::agent::tools::ToolError;
 
 /// Interfaces a worker cannot serve yet: their calls must be checked by the coordinator.
@@ -359,15 +358,5 @@ fn lost_after(patience: Duration) -> Finished {
 }
 
 fn ended_lost(message: String) -> Finished {
-    let now = Timestamp::now();
-    Finished {
-        status: TaskStatus::Failed,
-        output: None,
-        error: Some(TaskError::new(ErrorKind::WorkerLost, message)),
-        started_at: now,
-        finished_at: now,
-        latency_ms: 0,
-        fuel_used: 0,
-        memory_peak: 0,
-    }
+    Finished::failed(ErrorKind::WorkerLost, message)
 }

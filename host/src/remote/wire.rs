@@ -6,7 +6,7 @@ use serde_json::value::RawValue;
 
 use crate::model::events::TaskRef;
 use crate::model::limits::Limits;
-use crate::model::status::{TaskError, TaskStatus};
+use crate::model::status::{ErrorKind, TaskError, TaskStatus};
 use crate::model::time::Timestamp;
 
 /// The version of the messages below.
@@ -112,6 +112,23 @@ pub(crate) enum CallReply {
     Denied(String),
     InvalidInput(String),
     Failed(String),
+}
+
+impl Finished {
+    /// An attempt that failed with `kind` before (or without) its guest's answer.
+    pub(crate) fn failed(kind: ErrorKind, message: String) -> Self {
+        let now = Timestamp::now();
+        Self {
+            status: TaskStatus::Failed,
+            output: None,
+            error: Some(TaskError::new(kind, message)),
+            started_at: now,
+            finished_at: now,
+            latency_ms: 0,
+            fuel_used: 0,
+            memory_peak: 0,
+        }
+    }
 }
 
 /// A worker's heartbeat, on `wasm-orch.workers.<pool>.<worker>`.

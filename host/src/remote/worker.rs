@@ -572,17 +572,7 @@ async fn report_end(state: &State, order: &Order, mut finished: Finished) {
 }
 
 fn host_error(reason: String) -> Finished {
-    let now = Timestamp::now();
-    Finished {
-        status: TaskStatus::Failed,
-        output: None,
-        error: Some(TaskError::new(ErrorKind::Host, reason)),
-        started_at: now,
-        finished_at: now,
-        latency_ms: 0,
-        fuel_used: 0,
-        memory_peak: 0,
-    }
+    Finished::failed(ErrorKind::Host, reason)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -87,6 +87,7 @@ impl ToolAccess {
     }
 
     /// A task's tools on a worker: every call goes to `relay`.
+    #[cfg(feature = "nats")]
     pub(crate) fn relayed(relay: Arc<dyn ToolRelay>) -> Self {
         Self {
             relay: Some(relay),

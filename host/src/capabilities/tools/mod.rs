@@ -16,8 +16,12 @@ mod http_get;
 mod kv;
 mod sleep;
 
-pub(crate) use self::access::{Caller, RunQuotas, ToolAccess, ToolRelay};
-pub(crate) use self::host::{ToolsView, add_to_linker, invoke};
+#[cfg(feature = "nats")]
+pub(crate) use self::access::ToolRelay;
+pub(crate) use self::access::{Caller, RunQuotas, ToolAccess};
+#[cfg(feature = "nats")]
+pub(crate) use self::host::invoke;
+pub(crate) use self::host::{ToolsView, add_to_linker};
 use self::http_get::HttpGet;
 use self::kv::Kv;
 #[cfg(feature = "fuzzing")]
