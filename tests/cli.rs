@@ -241,11 +241,11 @@ fn inspect_shows_the_world_and_the_agents_description() {
     assert!(stdout.contains("name:         add 0.1.0"), "{stdout}");
     assert!(stdout.contains("capabilities: math.add"), "{stdout}");
     assert!(
-        stdout.contains("import wasm-orch:agent/status@0.2.0;"),
+        stdout.contains("import wasm-orch:agent/status@0.3.0;"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("export wasm-orch:agent/agent@0.2.0;"),
+        stdout.contains("export wasm-orch:agent/agent@0.3.0;"),
         "{stdout}"
     );
 }

@@ -28,7 +28,7 @@ async fn python_and_javascript_components_are_sub_agents() {
         let info = runtime.inspect(guest(name)).await.expect("inspect");
         assert_eq!(
             info.contract.as_deref(),
-            Some("wasm-orch:agent@0.2.0"),
+            Some("wasm-orch:agent@0.3.0"),
             "{name}"
         );
         let agent = info.sub_agent.unwrap_or_else(|e| panic!("{name}: {e}"));

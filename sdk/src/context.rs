@@ -1,9 +1,76 @@
 //! What a task receives: its parameters, where it runs, and how its upstream tasks ended.
 
+use std::fmt;
+
 use serde::de::DeserializeOwned;
 
 use crate::Error;
 use crate::wit::wasm_orch::agent::types::{self, UpstreamOutcome};
+
+/// How an upstream task that did not succeed ended: [`TaskStatus::TimedOut`], ...
+/// Displayed by its contract name (`timed-out`), the `status` of the run's results.
+pub use crate::wit::wasm_orch::agent::types::TaskStatus;
+
+/// Why an upstream task's last attempt failed: [`FailureKind::Trap`], ...
+/// Displayed by its contract name (`out-of-fuel`), the `error.kind` of the run's results.
+/// (Not [`crate::ErrorKind`], the kinds of error an agent itself returns.)
+pub use crate::wit::wasm_orch::agent::types::ErrorKind as FailureKind;
+
+impl TaskStatus {
+    /// Its name in the contract and in the run's results.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Failed => "failed",
+            Self::TimedOut => "timed-out",
+            Self::OutOfFuel => "out-of-fuel",
+            Self::MemoryExceeded => "memory-exceeded",
+            Self::Trapped => "trapped",
+            Self::OutputRejected => "output-rejected",
+            Self::Cancelled => "cancelled",
+            Self::Skipped => "skipped",
+            Self::Blocked => "blocked",
+            Self::BudgetExhausted => "budget-exhausted",
+        }
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FailureKind {
+    /// Its name in the contract and in the run's results.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::InvalidInput => "invalid-input",
+            Self::Failed => "failed",
+            Self::Unavailable => "unavailable",
+            Self::Trap => "trap",
+            Self::OutOfFuel => "out-of-fuel",
+            Self::Timeout => "timeout",
+            Self::MemoryLimit => "memory-limit",
+            Self::OutputTooLarge => "output-too-large",
+            Self::OutputNotJson => "output-not-json",
+            Self::Host => "host",
+            Self::Cancelled => "cancelled",
+            Self::Dependency => "dependency",
+            Self::Blocked => "blocked",
+            Self::Budget => "budget",
+            Self::ErrorBudget => "error-budget",
+            Self::Claimed => "claimed",
+            Self::Interrupted => "interrupted",
+            Self::WorkerLost => "worker-lost",
+        }
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Where a task runs. Set by the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,10 +93,10 @@ pub struct Task {
 /// (`on_upstream_failure = "run"`); otherwise it is skipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamFailure {
-    /// Its final status: `failed`, `trapped`, `timed-out`, ...
-    pub status: String,
-    /// The kind of error: `failed`, `unavailable`, `trap`, `timeout`, ...
-    pub kind: String,
+    /// Its final status.
+    pub status: TaskStatus,
+    /// The kind of error its last attempt ended with.
+    pub kind: FailureKind,
     /// What went wrong.
     pub message: String,
 }
@@ -101,8 +168,8 @@ impl<P> Context<P> {
                 let outcome = match &up.outcome {
                     UpstreamOutcome::Output(_) => Ok(output(up)?),
                     UpstreamOutcome::Failed(f) => Err(UpstreamFailure {
-                        status: f.status.clone(),
-                        kind: f.kind.clone(),
+                        status: f.status,
+                        kind: f.kind,
                         message: f.message.clone(),
                     }),
                 };
@@ -136,8 +203,8 @@ fn output<T: DeserializeOwned>(up: &types::Upstream) -> Result<T, Error> {
             ))
         }),
         UpstreamOutcome::Failed(f) => Err(Error::invalid_input(format!(
-            "upstream task `{}` ended {}: {}",
-            up.node, f.status, f.message
+            "upstream task `{}` ended {} ({}): {}",
+            up.node, f.status, f.kind, f.message
         ))),
     }
 }

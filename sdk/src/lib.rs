@@ -72,7 +72,7 @@ pub mod status;
 pub mod testing;
 pub mod tools;
 
-pub use context::{Context, Task, Upstream, UpstreamFailure};
+pub use context::{Context, FailureKind, Task, TaskStatus, Upstream, UpstreamFailure};
 pub use error::{Error, ErrorKind};
 pub use export::Agent;
 
@@ -88,6 +88,9 @@ pub mod wit {
         pub_export_macro: true,
         export_macro_name: "__export_sub_agent",
         default_bindings_module: "wasm_orch_sdk::wit",
+        // The world declares the WASI interfaces a sub-agent may import; their bindings are
+        // generated too (Rust's `std` reaches the same interfaces on its own).
+        generate_all,
     });
 }
 

@@ -163,20 +163,20 @@ impl TestRun {
         self
     }
 
-    /// An upstream task `node` that ended with `status` (`failed`, `timed-out`, ...), an error
-    /// of `kind` and `message` (given to tasks that run on upstream failure).
+    /// An upstream task `node` that ended with `status`, an error of `kind` and `message`
+    /// (given to tasks that run on upstream failure).
     pub fn upstream_failed(
         mut self,
         node: impl Into<String>,
-        status: &str,
-        kind: &str,
+        status: crate::TaskStatus,
+        kind: crate::FailureKind,
         message: &str,
     ) -> Self {
         self.upstream.push(types::Upstream {
             node: node.into(),
             outcome: UpstreamOutcome::Failed(types::UpstreamFailure {
-                status: status.into(),
-                kind: kind.into(),
+                status,
+                kind,
                 message: message.into(),
             }),
         });

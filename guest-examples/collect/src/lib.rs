@@ -42,3 +42,28 @@ impl Agent for Collect {
 }
 
 wasm_orch_sdk::export!(Collect);
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use wasm_orch_sdk::testing::TestRun;
+    use wasm_orch_sdk::{FailureKind, TaskStatus};
+
+    use super::Collect;
+
+    #[test]
+    fn reports_outputs_and_failures_by_their_contract_names() {
+        let out: Value = TestRun::new(json!({}))
+            .upstream("left", 6)
+            .upstream_failed(
+                "right",
+                TaskStatus::OutOfFuel,
+                FailureKind::OutOfFuel,
+                "fuel ran out",
+            )
+            .run::<Collect>()
+            .output();
+        assert_eq!(out["succeeded"], json!({ "left": 6 }));
+        assert_eq!(out["failed"], json!({ "right": "out-of-fuel: fuel ran out" }));
+    }
+}

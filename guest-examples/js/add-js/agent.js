@@ -1,7 +1,7 @@
 // add-js: the `add` agent in JavaScript. The sum of its parameters `a` and `b` and of every
 // upstream output; with `delay_ms`, it first waits that long in the host's `sleep` tool.
-import { progress } from "wasm-orch:agent/status@0.2.0";
-import { invoke } from "wasm-orch:agent/tools@0.2.0";
+import { progress } from "wasm-orch:agent/status@0.3.0";
+import { invoke } from "wasm-orch:agent/tools@0.3.0";
 
 // Fails the task with one of the WIT `agent-error` kinds.
 const fail = (tag, message) => { throw { tag, val: message }; };

@@ -49,8 +49,8 @@ wasm_orch_sdk::export!(Mul);
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use wasm_orch_sdk::ErrorKind;
     use wasm_orch_sdk::testing::TestRun;
+    use wasm_orch_sdk::{ErrorKind, FailureKind, TaskStatus};
 
     use super::Mul;
 
@@ -69,10 +69,13 @@ mod tests {
         let empty = TestRun::new(json!({})).run::<Mul>();
         assert_eq!(empty.error().kind(), ErrorKind::InvalidInput);
         let failed = TestRun::new(json!({ "a": 2 }))
-            .upstream_failed("left", "trapped", "trap", "boom")
+            .upstream_failed("left", TaskStatus::Trapped, FailureKind::Trap, "boom")
             .run::<Mul>();
         assert!(
-            failed.error().message().contains("left"),
+            failed
+                .error()
+                .message()
+                .contains("`left` ended trapped (trap): boom"),
             "{}",
             failed.error()
         );

@@ -6,6 +6,7 @@ import wasm_orch_testing as t
 
 t.install()
 import app  # noqa: E402 (after the fake bindings are in place)
+import wasm_orch  # noqa: E402
 
 
 class TallyTest(unittest.TestCase):
@@ -32,6 +33,23 @@ class TallyTest(unittest.TestCase):
         outcome = t.TestRun({"items": ["a"], "delay_ms": 1}).run(app.Agent)
         self.assertEqual(outcome.error[0], "failed")
         self.assertIn("not granted", outcome.error[1])
+
+    def test_an_upstream_failure_is_named_by_its_contract_status_and_kind(self):
+        class Reader(wasm_orch.Agent):
+            name = "reader"
+
+            def run(self, cx):
+                return cx.upstream()
+
+        outcome = (
+            t.TestRun({})
+            .upstream_failed("fetch", "timed-out", "timeout", "ran past 5s")
+            .run(wasm_orch.export(Reader))
+        )
+        self.assertEqual(outcome.error[0], "invalid-input")
+        self.assertIn("`fetch` ended timed-out (timeout): ran past 5s", outcome.error[1])
+        with self.assertRaises(ValueError):
+            t.TestRun({}).upstream_failed("fetch", "timedout", "timeout", "typo")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from wit_world.imports import blackboard as _blackboard
 from wit_world.imports import status as _status
 from wit_world.imports import tools as _tools
 from wit_world.imports import secrets as _secrets
-from wit_world.imports import types as _types
+from wit_world.imports import wasm_orch_agent_types as _types
 
 
 class InvalidInput(Exception):
@@ -62,8 +62,16 @@ class Context:
                 out.append(json.loads(up.outcome.value))
             else:
                 f = up.outcome.value
-                raise InvalidInput(f"upstream task `{up.node}` ended {f.status}: {f.message}")
+                raise InvalidInput(
+                    f"upstream task `{up.node}` ended {name(f.status)} ({name(f.kind)}): {f.message}"
+                )
         return out
+
+
+
+def name(value):
+    """The contract's name of an enum value (`TaskStatus.TIMED_OUT` is `timed-out`)."""
+    return value.name.lower().replace("_", "-")
 
 
 def progress(fraction, message=""):

@@ -65,10 +65,44 @@ class Task:
     tenant: str
 
 
+class TaskStatus(enum.Enum):
+    FAILED = 0
+    TIMED_OUT = 1
+    OUT_OF_FUEL = 2
+    MEMORY_EXCEEDED = 3
+    TRAPPED = 4
+    OUTPUT_REJECTED = 5
+    CANCELLED = 6
+    SKIPPED = 7
+    BLOCKED = 8
+    BUDGET_EXHAUSTED = 9
+
+
+class ErrorKind(enum.Enum):
+    INVALID_INPUT = 0
+    FAILED = 1
+    UNAVAILABLE = 2
+    TRAP = 3
+    OUT_OF_FUEL = 4
+    TIMEOUT = 5
+    MEMORY_LIMIT = 6
+    OUTPUT_TOO_LARGE = 7
+    OUTPUT_NOT_JSON = 8
+    HOST = 9
+    CANCELLED = 10
+    DEPENDENCY = 11
+    BLOCKED = 12
+    BUDGET = 13
+    ERROR_BUDGET = 14
+    CLAIMED = 15
+    INTERRUPTED = 16
+    WORKER_LOST = 17
+
+
 @dataclass
 class UpstreamFailure:
-    status: str
-    kind: str
+    status: TaskStatus
+    kind: ErrorKind
     message: str
 
 
@@ -182,11 +216,12 @@ def install():
     _module("wit_world.exports.agent", Info=Info)
     _module("wit_world.imports")
     _module(
-        "wit_world.imports.types",
+        "wit_world.imports.wasm_orch_agent_types",
         Task=Task, TaskInput=TaskInput, Upstream=Upstream, UpstreamFailure=UpstreamFailure,
         UpstreamOutcome_Output=UpstreamOutcome_Output, UpstreamOutcome_Failed=UpstreamOutcome_Failed,
         AgentError_InvalidInput=AgentError_InvalidInput, AgentError_Failed=AgentError_Failed,
         AgentError_Unavailable=AgentError_Unavailable, Level=Level,
+        TaskStatus=TaskStatus, ErrorKind=ErrorKind,
     )
     _module(
         "wit_world.imports.status",
@@ -295,9 +330,9 @@ class TestRun:
         return self
 
     def upstream_failed(self, node, status, kind, message):
-        self.upstreams.append(
-            Upstream(node, UpstreamOutcome_Failed(UpstreamFailure(status, kind, message)))
-        )
+        """A failed upstream; `status` and `kind` by their contract names (`timed-out`)."""
+        failure = UpstreamFailure(_enum(TaskStatus, status), _enum(ErrorKind, kind), message)
+        self.upstreams.append(Upstream(node, UpstreamOutcome_Failed(failure)))
         return self
 
     def blackboard(self, key, value):
@@ -333,3 +368,11 @@ class TestRun:
             return Outcome(self.host, None, (kind, e.value.value))
         finally:
             _host = None
+
+
+def _enum(cls, name):
+    try:
+        return cls[name.upper().replace("-", "_")]
+    except KeyError:
+        known = ", ".join(v.name.lower().replace("_", "-") for v in cls)
+        raise ValueError(f"`{name}` is not a {cls.__name__}; one of: {known}") from None

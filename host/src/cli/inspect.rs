@@ -3,6 +3,9 @@
 use super::{INVALID, InspectArgs, SUCCESS, report_error};
 use crate::events::inert;
 
+/// The contract this release's SDK and templates build.
+const CURRENT: &str = "wasm-orch:agent@0.3.0";
+
 pub(super) async fn inspect(args: InspectArgs) -> u8 {
     let runtime = match args.runtime.build() {
         Ok(r) => r,
@@ -20,9 +23,18 @@ pub(super) async fn inspect(args: InspectArgs) -> u8 {
     match &info.sub_agent {
         Ok(agent) => {
             match &info.contract {
-                Some(version) => println!(
-                    "sub-agent: yes, implements wasm-orch:agent/sub-agent (contract {version})"
-                ),
+                Some(version) => {
+                    println!(
+                        "sub-agent: yes, implements wasm-orch:agent/sub-agent (contract {})",
+                        inert(version)
+                    );
+                    if version.as_str() != CURRENT {
+                        println!(
+                            "  (an older contract, still run as it is; this release's SDK and \
+                             `wasm-orch new` build {CURRENT})"
+                        );
+                    }
+                }
                 None => println!("sub-agent: yes, implements wasm-orch:agent/sub-agent"),
             }
             // What a component says of itself is its author's text: shown, never obeyed.

@@ -50,7 +50,7 @@ const HELPER_PY: &str = include_str!("../../../guest-examples/python/wasm_orch_p
 const TESTING_PY: &str =
     include_str!("../../../guest-examples/python/wasm_orch_py/wasm_orch_testing.py");
 /// The WIT contract, for the Python and JavaScript toolchains (the Rust SDK carries its own).
-const WIT: [(&str, &str); 7] = [
+const WIT: [(&str, &str); 13] = [
     ("agent.wit", include_str!("../../../wit/agent.wit")),
     (
         "blackboard.wit",
@@ -61,6 +61,24 @@ const WIT: [(&str, &str); 7] = [
     ("tools.wit", include_str!("../../../wit/tools.wit")),
     ("types.wit", include_str!("../../../wit/types.wit")),
     ("world.wit", include_str!("../../../wit/world.wit")),
+    ("deps/cli/cli.wit", include_str!("../../../wit/deps/cli/cli.wit")),
+    (
+        "deps/clocks/clocks.wit",
+        include_str!("../../../wit/deps/clocks/clocks.wit"),
+    ),
+    (
+        "deps/filesystem/filesystem.wit",
+        include_str!("../../../wit/deps/filesystem/filesystem.wit"),
+    ),
+    ("deps/io/io.wit", include_str!("../../../wit/deps/io/io.wit")),
+    (
+        "deps/random/random.wit",
+        include_str!("../../../wit/deps/random/random.wit"),
+    ),
+    (
+        "deps/sockets/sockets.wit",
+        include_str!("../../../wit/deps/sockets/sockets.wit"),
+    ),
 ];
 /// The versions the repository's own Python and JavaScript guests are built with.
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";

@@ -17,9 +17,10 @@ use super::recycler::WarmPool;
 use super::state::TaskState;
 use crate::model::digest::sha256_hex;
 use crate::model::report::CacheSource;
-use crate::wit::SubAgentPre;
+use crate::wit::{Contract, PACKAGE, SubAgentPre};
 
-/// A component ready to instantiate: compiled, linked and checked against `sub-agent`.
+/// A component ready to instantiate: compiled, linked and checked against `sub-agent` (of
+/// `pre.contract()`, the version of the contract it implements).
 pub(crate) struct LoadedAgent {
     pub(crate) digest: String,
     pub(crate) pre: SubAgentPre<TaskState>,
@@ -90,11 +91,14 @@ impl ComponentCache {
             return Ok((Arc::clone(agent), CacheSource::Memory));
         }
         let (component, source) = self.compile(engine, bytes, &digest)?;
-        let imports = component
+        let imports: Arc<[String]> = component
             .component_type()
             .imports(engine)
             .map(|(name, _)| name.to_owned())
             .collect();
+        if let Some(refused) = unsupported_contract(&imports, component.component_type().exports(engine).map(|(name, _)| name)) {
+            return Err(LoadError::NotSubAgent(refused));
+        }
         let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
@@ -187,13 +191,41 @@ fn typecheck(engine: &wasmtime::Engine, pre: &SubAgentPre<TaskState>) -> Result<
     else {
         return Ok(());
     };
-    crate::wit::SubAgent::new(&mut store, &instance)
+    pre.typed(&mut store, &instance)
         .map(|_| ())
         .map_err(|e| {
             LoadError::NotSubAgent(format!(
                 "its exports do not have the types of `wasm-orch:agent/sub-agent`: {e:#}"
             ))
         })
+}
+
+/// Says exactly what to rebuild when a component speaks a version of the contract this host
+/// does not serve (`None`: every `wasm-orch:agent` import and export is of a served version).
+fn unsupported_contract<'a>(
+    imports: &'a [String],
+    exports: impl Iterator<Item = &'a str>,
+) -> Option<String> {
+    let prefix = format!("{PACKAGE}/");
+    let served: Vec<String> = Contract::ALL.iter().map(|c| c.version().to_owned()).collect();
+    let names = imports.iter().map(String::as_str).chain(exports);
+    let found = names
+        .filter_map(|name| name.strip_prefix(prefix.as_str()))
+        .find_map(|rest| {
+            let version = rest.split_once('@').map_or("", |(_, v)| v);
+            (!served.iter().any(|s| s == version)).then(|| version.to_owned())
+        })?;
+    let found = if found.is_empty() {
+        "an unversioned `wasm-orch:agent`".to_owned()
+    } else {
+        format!("`{PACKAGE}@{}`", crate::model::text::truncate(&found, 64))
+    };
+    Some(format!(
+        "it implements {found}, which this host does not run; it runs {}. Rebuild it against \
+         this release's `wit/` (Rust: the `wasm-orch-sdk` of this release; Python and \
+         JavaScript: componentize-py or componentize-js with `-d wit`/`-w wit`)",
+        Contract::ALL.map(|c| format!("`{c}`")).join(" and ")
+    ))
 }
 
 /// The largest component file read.

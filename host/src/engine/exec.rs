@@ -45,7 +45,7 @@ use crate::model::port::{Attempt, Job, UpstreamResult};
 use crate::model::status::{ErrorKind, TaskError, TaskStatus};
 use crate::model::time::Timestamp;
 use crate::redact::Redactor;
-use crate::wit::{AgentError, Task, TaskInput, Upstream, UpstreamFailure, UpstreamOutcome};
+use crate::wit::{self, AgentError, Task, TaskInput, Upstream, UpstreamFailure, UpstreamOutcome};
 
 /// Everything an attempt needs besides the job itself.
 pub(crate) struct Setup {
@@ -275,8 +275,8 @@ impl Engine {
                         }
                         UpstreamResult::Failed { status, error } => {
                             UpstreamOutcome::Failed(UpstreamFailure {
-                                status: status.as_str().to_owned(),
-                                kind: error.kind.as_str().to_owned(),
+                                status: contract_status(status),
+                                kind: contract_kind(error.kind),
                                 message: error.message,
                             })
                         }
@@ -291,10 +291,7 @@ impl Engine {
                     Some(instance) => instance,
                     None => agent.pre.instantiate_async(&mut store).await?,
                 };
-                instance
-                    .wasm_orch_agent_agent()
-                    .call_run(&mut store, &input)
-                    .await
+                instance.call_run(&mut store, &input).await
             };
             tokio::select! {
                 biased;
@@ -512,6 +509,53 @@ fn panic_message(stderr: &str) -> Option<String> {
     let location = lines.next()?.trim_end_matches(':');
     let message: Vec<&str> = lines.take_while(|l| !l.starts_with("note: ")).collect();
     Some(format!("{location}: {}", message.join("\n").trim()))
+}
+
+/// The contract's name for how an upstream task ended. Only a status that is not a success
+/// reaches a downstream task as a failure; any other is `failed`.
+fn contract_status(status: TaskStatus) -> wit::TaskStatus {
+    match status {
+        TaskStatus::TimedOut => wit::TaskStatus::TimedOut,
+        TaskStatus::OutOfFuel => wit::TaskStatus::OutOfFuel,
+        TaskStatus::MemoryExceeded => wit::TaskStatus::MemoryExceeded,
+        TaskStatus::Trapped => wit::TaskStatus::Trapped,
+        TaskStatus::OutputRejected => wit::TaskStatus::OutputRejected,
+        TaskStatus::Cancelled => wit::TaskStatus::Cancelled,
+        TaskStatus::Skipped => wit::TaskStatus::Skipped,
+        TaskStatus::Blocked => wit::TaskStatus::Blocked,
+        TaskStatus::BudgetExhausted => wit::TaskStatus::BudgetExhausted,
+        TaskStatus::Failed
+        | TaskStatus::Pending
+        | TaskStatus::Ready
+        | TaskStatus::Running
+        | TaskStatus::Retrying
+        | TaskStatus::Succeeded
+        | TaskStatus::Cached => wit::TaskStatus::Failed,
+    }
+}
+
+/// The contract's name for the kind of an upstream task's error.
+fn contract_kind(kind: ErrorKind) -> wit::ErrorKind {
+    match kind {
+        ErrorKind::InvalidInput => wit::ErrorKind::InvalidInput,
+        ErrorKind::Failed => wit::ErrorKind::Failed,
+        ErrorKind::Unavailable => wit::ErrorKind::Unavailable,
+        ErrorKind::Trap => wit::ErrorKind::Trap,
+        ErrorKind::OutOfFuel => wit::ErrorKind::OutOfFuel,
+        ErrorKind::Timeout => wit::ErrorKind::Timeout,
+        ErrorKind::MemoryLimit => wit::ErrorKind::MemoryLimit,
+        ErrorKind::OutputTooLarge => wit::ErrorKind::OutputTooLarge,
+        ErrorKind::OutputNotJson => wit::ErrorKind::OutputNotJson,
+        ErrorKind::Host => wit::ErrorKind::Host,
+        ErrorKind::Cancelled => wit::ErrorKind::Cancelled,
+        ErrorKind::Dependency => wit::ErrorKind::Dependency,
+        ErrorKind::Blocked => wit::ErrorKind::Blocked,
+        ErrorKind::Budget => wit::ErrorKind::Budget,
+        ErrorKind::ErrorBudget => wit::ErrorKind::ErrorBudget,
+        ErrorKind::Claimed => wit::ErrorKind::Claimed,
+        ErrorKind::Interrupted => wit::ErrorKind::Interrupted,
+        ErrorKind::WorkerLost => wit::ErrorKind::WorkerLost,
+    }
 }
 
 #[cfg(test)]

@@ -152,10 +152,7 @@ impl Engine {
             Ok(wasmtime::UpdateDeadline::Yield(1))
         });
         let instance = agent.pre.instantiate_async(&mut store).await?;
-        Ok(instance
-            .wasm_orch_agent_agent()
-            .call_describe(&mut store)
-            .await?)
+        Ok(instance.call_describe(&mut store).await?)
     }
 }
 

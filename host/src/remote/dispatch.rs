@@ -17,7 +17,7 @@ use crate::model::digest::sha256_hex;
 use crate::model::events::{LogLevel, LogStream, TaskGrants};
 use crate::model::port::{Attempt, Executor, Job, UpstreamResult};
 use crate::model::status::{ErrorKind, TaskError, TaskStatus};
-use crate::wit::wasm_orch::agent::tools::ToolError;
+use crate::wit::v3::wasm_orch::agent::tools::ToolError;
 
 /// Interfaces a worker cannot serve yet: their calls must be checked by the coordinator.
 const HOME_ONLY: &[&str] = &["wasm-orch:agent/blackboard", "wasm-orch:agent/secrets"];

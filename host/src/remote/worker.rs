@@ -34,7 +34,7 @@ use crate::model::events::EventKind;
 use crate::model::port::{Heartbeat, Job, UpstreamResult};
 use crate::model::status::{ErrorKind, TaskError, TaskStatus};
 use crate::model::time::Timestamp;
-use crate::wit::wasm_orch::agent::tools::ToolError;
+use crate::wit::v3::wasm_orch::agent::tools::ToolError;
 
 /// How a worker runs.
 #[derive(Debug, Clone)]

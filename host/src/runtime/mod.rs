@@ -266,7 +266,7 @@ pub struct ComponentInfo {
     pub size: u64,
     /// The component's world, in WIT.
     pub wit: String,
-    /// The version of the contract it exports (`wasm-orch:agent@0.2.0`), if it exports one.
+    /// The version of the contract it exports (`wasm-orch:agent@0.3.0`), if it exports one.
     pub contract: Option<String>,
     /// What the agent says of itself, or why the component is not a sub-agent.
     pub sub_agent: Result<AgentInfo, String>,
@@ -403,7 +403,7 @@ impl Runtime {
                 return Err(Error::Component { path, message });
             }
         };
-        let (wit, contract) = world_wit(&bytes).map_err(|message| Error::Component {
+        let (wit, mut contract) = world_wit(&bytes).map_err(|message| Error::Component {
             path: path.clone(),
             message,
         })?;
@@ -414,6 +414,8 @@ impl Runtime {
             .map_err(|e| Error::Internal(format!("loading a component: {e}")))?;
         let (digest, sub_agent) = match loaded {
             Ok((agent, _, _)) => {
+                // The version the host serves it as (it checked the exports' types).
+                contract = Some(agent.pre.contract().to_string());
                 let info = self
                     .inner
                     .engine

@@ -14,7 +14,8 @@ use super::scope::{BRANCHES, BoardScope, MAX_KEY, RESERVED, SHARED, resolve};
 use crate::bus::{SharedEmitter, lock};
 use crate::model::events::{AuditResource, Decision};
 use crate::model::text::truncate;
-use crate::wit::wasm_orch::agent::blackboard as wit;
+use crate::wit::v2::wasm_orch::agent::blackboard as v2;
+use crate::wit::v3::wasm_orch::agent::blackboard as wit;
 
 /// What the `blackboard` import can reach: its run's blackboard, as its branch.
 pub(crate) struct BlackboardView<'a> {
@@ -41,12 +42,13 @@ impl HasData for HasBlackboard {
     type Data<'a> = BlackboardView<'a>;
 }
 
-/// Links `blackboard`; `get` gives a store's view of its task's scope and emitter.
+/// Links `blackboard`, in both versions of the contract; `get` gives a store's view of its task's scope and emitter.
 pub(crate) fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     get: fn(&mut T) -> BlackboardView<'_>,
 ) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, HasBlackboard>(linker, get)
+    wit::add_to_linker::<T, HasBlackboard>(linker, get)?;
+    v2::add_to_linker::<T, HasBlackboard>(linker, get)
 }
 
 fn entry(e: Entry) -> wit::Entry {
@@ -191,5 +193,54 @@ impl wit::Host for BlackboardView<'_> {
         }
         keys.sort();
         Ok(Ok(keys))
+    }
+}
+
+// `wasm-orch:agent@0.2.0`: the same calls, with the old package's types.
+
+fn old_entry(e: wit::Entry) -> v2::Entry {
+    v2::Entry {
+        value: e.value,
+        version: e.version,
+    }
+}
+
+fn old_error(e: wit::BlackboardError) -> v2::BlackboardError {
+    match e {
+        wit::BlackboardError::Conflict(current) => {
+            v2::BlackboardError::Conflict(current.map(old_entry))
+        }
+        wit::BlackboardError::Denied(why) => v2::BlackboardError::Denied(why),
+    }
+}
+
+impl v2::Host for BlackboardView<'_> {
+    fn get(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<v2::Entry>, v2::BlackboardError>> {
+        Ok(wit::Host::get(self, key)?
+            .map(|e| e.map(old_entry))
+            .map_err(old_error))
+    }
+
+    fn put(&mut self, key: String, value: String) -> wasmtime::Result<Result<u64, v2::BlackboardError>> {
+        Ok(wit::Host::put(self, key, value)?.map_err(old_error))
+    }
+
+    fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<u64>,
+        value: String,
+    ) -> wasmtime::Result<Result<u64, v2::BlackboardError>> {
+        Ok(wit::Host::compare_and_swap(self, key, expected, value)?.map_err(old_error))
+    }
+
+    fn list_keys(
+        &mut self,
+        prefix: String,
+    ) -> wasmtime::Result<Result<Vec<String>, v2::BlackboardError>> {
+        Ok(wit::Host::list_keys(self, prefix)?.map_err(old_error))
     }
 }

@@ -10,7 +10,8 @@ use wasmtime::component::{HasData, Linker};
 use super::{Credential, SecretBackend, SecretFuture};
 use crate::bus::{SharedEmitter, lock};
 use crate::model::events::{AuditResource, Decision};
-use crate::wit::wasm_orch::agent::secrets as wit;
+use crate::wit::v2::wasm_orch::agent::secrets as v2;
+use crate::wit::v3::wasm_orch::agent::secrets as wit;
 
 /// The secrets one task may read.
 #[derive(Clone)]
@@ -71,12 +72,13 @@ impl HasData for HasSecrets {
     type Data<'a> = SecretsView<'a>;
 }
 
-/// Links `secrets`; `get` gives a store's view of its task's secret access and emitter.
+/// Links `secrets`, in both versions of the contract; `get` gives a store's view of its task's secret access and emitter.
 pub(crate) fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     get: fn(&mut T) -> SecretsView<'_>,
 ) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, HasSecrets>(linker, get)
+    wit::add_to_linker::<T, HasSecrets>(linker, get)?;
+    v2::add_to_linker::<T, HasSecrets>(linker, get)
 }
 
 impl SecretsView<'_> {
@@ -128,5 +130,15 @@ impl wit::Host for SecretsView<'_> {
                 Ok(Err(wit::SecretError::Denied(why)))
             }
         }
+    }
+}
+
+/// `wasm-orch:agent@0.2.0`: the same call, with the old package's types.
+impl v2::Host for SecretsView<'_> {
+    async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, v2::SecretError>> {
+        Ok(wit::Host::get(self, name).await?.map_err(|e| match e {
+            wit::SecretError::Denied(why) => v2::SecretError::Denied(why),
+            wit::SecretError::Revoked(why) => v2::SecretError::Revoked(why),
+        }))
     }
 }

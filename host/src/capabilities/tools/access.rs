@@ -38,7 +38,7 @@ pub(crate) trait ToolRelay: Send + Sync + std::fmt::Debug {
     ) -> std::pin::Pin<
         Box<
             dyn std::future::Future<
-                    Output = Result<String, crate::wit::wasm_orch::agent::tools::ToolError>,
+                    Output = Result<String, crate::wit::v3::wasm_orch::agent::tools::ToolError>,
                 > + Send
                 + '_,
         >,

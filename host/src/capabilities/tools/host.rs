@@ -9,7 +9,8 @@ use super::ToolError;
 use super::access::ToolAccess;
 use crate::bus::{SharedEmitter, lock};
 use crate::model::events::{AuditResource, Decision};
-use crate::wit::wasm_orch::agent::tools as wit;
+use crate::wit::v2::wasm_orch::agent::tools as v2;
+use crate::wit::v3::wasm_orch::agent::tools as wit;
 
 /// The largest input a guest may pass to a tool.
 pub(crate) const MAX_INPUT_BYTES: usize = 1 << 20;
@@ -31,12 +32,13 @@ impl HasData for HasTools {
     type Data<'a> = ToolsView<'a>;
 }
 
-/// Links `tools`; `get` gives a store's view of its task's tool access and emitter.
+/// Links `tools`, in both versions of the contract; `get` gives a store's view of its task's tool access and emitter.
 pub(crate) fn add_to_linker<T: Send + 'static>(
     linker: &mut Linker<T>,
     get: fn(&mut T) -> ToolsView<'_>,
 ) -> wasmtime::Result<()> {
-    wit::add_to_linker::<T, HasTools>(linker, get)
+    wit::add_to_linker::<T, HasTools>(linker, get)?;
+    v2::add_to_linker::<T, HasTools>(linker, get)
 }
 
 impl ToolsView<'_> {
@@ -169,5 +171,21 @@ impl ToolsView<'_> {
                 Err(wit::ToolError::Failed(m))
             }
         }
+    }
+}
+
+/// `wasm-orch:agent@0.2.0`: the same call, with the old package's types.
+impl v2::Host for ToolsView<'_> {
+    async fn invoke(
+        &mut self,
+        name: String,
+        input: String,
+    ) -> wasmtime::Result<Result<String, v2::ToolError>> {
+        Ok(wit::Host::invoke(self, name, input).await?.map_err(|e| match e {
+            wit::ToolError::NotFound(m) => v2::ToolError::NotFound(m),
+            wit::ToolError::Denied(m) => v2::ToolError::Denied(m),
+            wit::ToolError::InvalidInput(m) => v2::ToolError::InvalidInput(m),
+            wit::ToolError::Failed(m) => v2::ToolError::Failed(m),
+        }))
     }
 }
