@@ -54,7 +54,12 @@ with = { b = 100 }
 "#,
         )
         .await;
-    assert_eq!(done.report.status, RunStatus::Succeeded, "{:?}", done.report);
+    assert_eq!(
+        done.report.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        done.report
+    );
     assert_eq!(done.report.output("legacy"), Some(json!(13)));
     assert_eq!(done.report.output("last"), Some(json!(113)));
     // Its 0.2 blackboard and status imports reached the same host as 0.3 ones do.

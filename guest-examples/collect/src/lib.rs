@@ -64,6 +64,9 @@ mod tests {
             .run::<Collect>()
             .output();
         assert_eq!(out["succeeded"], json!({ "left": 6 }));
-        assert_eq!(out["failed"], json!({ "right": "out-of-fuel: fuel ran out" }));
+        assert_eq!(
+            out["failed"],
+            json!({ "right": "out-of-fuel: fuel ran out" })
+        );
     }
 }

@@ -61,7 +61,10 @@ const WIT: [(&str, &str); 13] = [
     ("tools.wit", include_str!("../../../wit/tools.wit")),
     ("types.wit", include_str!("../../../wit/types.wit")),
     ("world.wit", include_str!("../../../wit/world.wit")),
-    ("deps/cli/cli.wit", include_str!("../../../wit/deps/cli/cli.wit")),
+    (
+        "deps/cli/cli.wit",
+        include_str!("../../../wit/deps/cli/cli.wit"),
+    ),
     (
         "deps/clocks/clocks.wit",
         include_str!("../../../wit/deps/clocks/clocks.wit"),
@@ -70,7 +73,10 @@ const WIT: [(&str, &str); 13] = [
         "deps/filesystem/filesystem.wit",
         include_str!("../../../wit/deps/filesystem/filesystem.wit"),
     ),
-    ("deps/io/io.wit", include_str!("../../../wit/deps/io/io.wit")),
+    (
+        "deps/io/io.wit",
+        include_str!("../../../wit/deps/io/io.wit"),
+    ),
     (
         "deps/random/random.wit",
         include_str!("../../../wit/deps/random/random.wit"),

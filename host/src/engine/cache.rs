@@ -96,7 +96,13 @@ impl ComponentCache {
             .imports(engine)
             .map(|(name, _)| name.to_owned())
             .collect();
-        if let Some(refused) = unsupported_contract(&imports, component.component_type().exports(engine).map(|(name, _)| name)) {
+        if let Some(refused) = unsupported_contract(
+            &imports,
+            component
+                .component_type()
+                .exports(engine)
+                .map(|(name, _)| name),
+        ) {
             return Err(LoadError::NotSubAgent(refused));
         }
         let pre = linker
@@ -191,13 +197,11 @@ fn typecheck(engine: &wasmtime::Engine, pre: &SubAgentPre<TaskState>) -> Result<
     else {
         return Ok(());
     };
-    pre.typed(&mut store, &instance)
-        .map(|_| ())
-        .map_err(|e| {
-            LoadError::NotSubAgent(format!(
-                "its exports do not have the types of `wasm-orch:agent/sub-agent`: {e:#}"
-            ))
-        })
+    pre.typed(&mut store, &instance).map(|_| ()).map_err(|e| {
+        LoadError::NotSubAgent(format!(
+            "its exports do not have the types of `wasm-orch:agent/sub-agent`: {e:#}"
+        ))
+    })
 }
 
 /// Says exactly what to rebuild when a component speaks a version of the contract this host
@@ -207,7 +211,10 @@ fn unsupported_contract<'a>(
     exports: impl Iterator<Item = &'a str>,
 ) -> Option<String> {
     let prefix = format!("{PACKAGE}/");
-    let served: Vec<String> = Contract::ALL.iter().map(|c| c.version().to_owned()).collect();
+    let served: Vec<String> = Contract::ALL
+        .iter()
+        .map(|c| c.version().to_owned())
+        .collect();
     let names = imports.iter().map(String::as_str).chain(exports);
     let found = names
         .filter_map(|name| name.strip_prefix(prefix.as_str()))

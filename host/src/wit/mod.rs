@@ -53,8 +53,7 @@ pub(crate) mod v2 {
 
 pub(crate) use self::v3::exports::wasm_orch::agent::agent::Info;
 pub(crate) use self::v3::wasm_orch::agent::types::{
-    AgentError, ErrorKind, Task, TaskInput, TaskStatus, Upstream, UpstreamFailure,
-    UpstreamOutcome,
+    AgentError, ErrorKind, Task, TaskInput, TaskStatus, Upstream, UpstreamFailure, UpstreamOutcome,
 };
 
 /// The package every version of the contract belongs to.
@@ -98,9 +97,7 @@ impl<T: Send + 'static> SubAgentPre<T> {
     pub(crate) fn new(pre: InstancePre<T>) -> wasmtime::Result<Self> {
         match v3::SubAgentPre::new(pre.clone()) {
             Ok(pre) => Ok(Self::V3(pre)),
-            Err(newest) => v2::SubAgentPre::new(pre)
-                .map(Self::V2)
-                .map_err(|_| newest),
+            Err(newest) => v2::SubAgentPre::new(pre).map(Self::V2).map_err(|_| newest),
         }
     }
 
@@ -163,7 +160,10 @@ impl SubAgent {
             Self::V3(agent) => agent.wasm_orch_agent_agent().call_run(store, input).await,
             Self::V2(agent) => {
                 let input = to_v2(input);
-                let ended = agent.wasm_orch_agent_agent().call_run(store, &input).await?;
+                let ended = agent
+                    .wasm_orch_agent_agent()
+                    .call_run(store, &input)
+                    .await?;
                 Ok(ended.map_err(|e| {
                     use v2::wasm_orch::agent::types::AgentError as Old;
                     match e {

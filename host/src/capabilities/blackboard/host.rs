@@ -224,7 +224,11 @@ impl v2::Host for BlackboardView<'_> {
             .map_err(old_error))
     }
 
-    fn put(&mut self, key: String, value: String) -> wasmtime::Result<Result<u64, v2::BlackboardError>> {
+    fn put(
+        &mut self,
+        key: String,
+        value: String,
+    ) -> wasmtime::Result<Result<u64, v2::BlackboardError>> {
         Ok(wit::Host::put(self, key, value)?.map_err(old_error))
     }
 

@@ -181,11 +181,13 @@ impl v2::Host for ToolsView<'_> {
         name: String,
         input: String,
     ) -> wasmtime::Result<Result<String, v2::ToolError>> {
-        Ok(wit::Host::invoke(self, name, input).await?.map_err(|e| match e {
-            wit::ToolError::NotFound(m) => v2::ToolError::NotFound(m),
-            wit::ToolError::Denied(m) => v2::ToolError::Denied(m),
-            wit::ToolError::InvalidInput(m) => v2::ToolError::InvalidInput(m),
-            wit::ToolError::Failed(m) => v2::ToolError::Failed(m),
-        }))
+        Ok(wit::Host::invoke(self, name, input)
+            .await?
+            .map_err(|e| match e {
+                wit::ToolError::NotFound(m) => v2::ToolError::NotFound(m),
+                wit::ToolError::Denied(m) => v2::ToolError::Denied(m),
+                wit::ToolError::InvalidInput(m) => v2::ToolError::InvalidInput(m),
+                wit::ToolError::Failed(m) => v2::ToolError::Failed(m),
+            }))
     }
 }
