@@ -280,3 +280,151 @@ fn a_bad_nats_address_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+/// A tenant's client whose request inboxes are its own (`_INBOX.<tenant>.>`).
+async fn tenant_client(nats: &NatsServer, user: &str, password: &str) -> async_nats::Client {
+    async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+        .custom_inbox_prefix(format!("_INBOX.{user}"))
+        .connect(nats.address())
+        .await
+        .expect("connects to nats-server")
+}
+
+fn status_of(answer: &async_nats::Message) -> Option<&str> {
+    answer
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Wasm-Orch-Status"))
+        .map(|v| v.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_published_by_a_tenant_starts_its_run_once() {
+    let scratch = Scratch::new();
+    let nats = NatsServer::start(&scratch);
+    let server = Server::start(
+        env!("CARGO_BIN_EXE_wasm-orch-cli"),
+        &scratch,
+        &["--nats", &nats.runtime_url()],
+    );
+    server.ready().await;
+    let acme = tenant_client(&nats, "acme", "acme-secret").await;
+    let mut events = acme
+        .subscribe("wasm-orch.events.acme.>")
+        .await
+        .expect("subscribes");
+    acme.flush().await.expect("flush");
+
+    // The plan carries its DAG: registered, then started, as acme's.
+    let dag = CALC
+        .replace("tenant = \"acme\"\n", "")
+        .replace("{guests}", &wasm_orch_tests::guests().display().to_string());
+    let plan = serde_json::json!({ "dag": "calc", "workflow": dag }).to_string();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Idempotency-Key", "plan-1");
+    let request = || {
+        acme.request_with_headers(
+            "wasm-orch.plan.created.acme",
+            headers.clone(),
+            plan.clone().into(),
+        )
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(60), request())
+        .await
+        .expect("answered in time")
+        .expect("answered");
+    let body: Value = serde_json::from_slice(&answer.payload).expect("JSON");
+    assert_eq!(status_of(&answer), Some("202"), "{body}");
+    let run = body["run_id"].as_str().expect("a run id").to_owned();
+    assert_eq!(body["links"]["events"], format!("/v1/runs/{run}/events"));
+
+    // Its events come on acme's subject, to the end.
+    let subject = format!("wasm-orch.events.acme.{}", run.replace('.', "%2E"));
+    let mut last = String::new();
+    while last != "agent.run.completed" {
+        let message = tokio::time::timeout(Duration::from_secs(30), events.next())
+            .await
+            .expect("events of the run")
+            .expect("subscription open");
+        assert_eq!(message.subject.as_str(), subject);
+        let event: Value = serde_json::from_slice(&message.payload).expect("JSON");
+        last = event["event"].as_str().unwrap_or_default().to_owned();
+    }
+    let (status, view) = server.get("acme", &format!("/v1/runs/{run}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(view["report"]["outputs"]["product"], 21);
+
+    // The same key again: the same run, not a second one.
+    let again = request().await.expect("answered");
+    let body: Value = serde_json::from_slice(&again.payload).expect("JSON");
+    assert_eq!(status_of(&again), Some("200"), "{body}");
+    assert_eq!(body["run_id"], run.as_str());
+    assert_eq!(body["created"], false);
+    let (_, runs) = server.get("acme", "/v1/runs").await;
+    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(1), "{runs}");
+
+    // Bad plans are answered with the API's errors.
+    let answer = acme
+        .request("wasm-orch.plan.created.acme", r#"{"dag": "nope"}"#.into())
+        .await
+        .expect("answered");
+    let body: Value = serde_json::from_slice(&answer.payload).expect("JSON");
+    assert_eq!(status_of(&answer), Some("404"), "{body}");
+    assert_eq!(body["error"]["code"], "not-found");
+    let answer = acme
+        .request("wasm-orch.plan.created.acme", "calc, please".into())
+        .await
+        .expect("answered");
+    let body: Value = serde_json::from_slice(&answer.payload).expect("JSON");
+    assert_eq!(status_of(&answer), Some("400"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not a plan")),
+        "{body}"
+    );
+    let broken = serde_json::json!({ "dag": "bad", "workflow": "[workflow]\nname = 3\n" });
+    let answer = acme
+        .request("wasm-orch.plan.created.acme", broken.to_string().into())
+        .await
+        .expect("answered");
+    let body: Value = serde_json::from_slice(&answer.payload).expect("JSON");
+    assert_eq!(status_of(&answer), Some("400"), "{body}");
+    assert_eq!(body["error"]["code"], "invalid-workflow");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_publish_another_tenants_plans() {
+    let scratch = Scratch::new();
+    let nats = NatsServer::start(&scratch);
+    let server = Server::start(
+        env!("CARGO_BIN_EXE_wasm-orch-cli"),
+        &scratch,
+        &["--nats", &nats.runtime_url()],
+    );
+    server.ready().await;
+    let (globex, mut refused) = client(&nats, "globex", "globex-secret").await;
+    globex
+        .publish("wasm-orch.plan.created.acme", r#"{"dag": "calc"}"#.into())
+        .await
+        .expect("sent");
+    globex.flush().await.expect("flush");
+    let why = tokio::time::timeout(Duration::from_secs(10), refused.recv())
+        .await
+        .expect("the server answers globex's publish")
+        .expect("an error");
+    assert!(
+        why.to_lowercase().contains("permissions violation")
+            && why.contains("wasm-orch.plan.created.acme"),
+        "{why}"
+    );
+    // globex may publish on its own subject, but this service's policy has no such tenant.
+    let globex = tenant_client(&nats, "globex", "globex-secret").await;
+    let answer = globex
+        .request("wasm-orch.plan.created.globex", r#"{"dag": "calc"}"#.into())
+        .await
+        .expect("answered");
+    let body: Value = serde_json::from_slice(&answer.payload).expect("JSON");
+    assert_eq!(status_of(&answer), Some("403"), "{body}");
+    assert_eq!(body["error"]["code"], "unknown-tenant");
+}

@@ -68,6 +68,11 @@ impl StateBus {
         })
     }
 
+    /// The connection, for the service's other subjects (plans).
+    pub(crate) fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
     /// Publishes every event of a run of `tenant`, from its first, until the run ends; the
     /// returned task ends after the last one is handed to the client (and flushed, if the
     /// server is up).

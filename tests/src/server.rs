@@ -120,6 +120,24 @@ impl Server {
         self.child = Some(child);
     }
 
+    /// Waits until the server says it is ready (`/readyz`: it has resumed what it had left,
+    /// and listens for plans when it has a state bus).
+    pub async fn ready(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let answer = self.http.get(format!("{}/readyz", self.url)).send().await;
+            if answer.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server was not ready within a minute; log:\n{}",
+                self.log(self.starts)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Kills the server (SIGKILL: nothing of it runs on), then waits for it.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -25,3 +25,18 @@ impl Agent for Bloat {
 }
 
 wasm_orch_sdk::export!(Bloat);
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use wasm_orch_sdk::testing::TestRun;
+
+    use super::Bloat;
+
+    #[test]
+    fn returns_as_many_mebibytes_as_asked() {
+        let out: String = TestRun::new(json!({ "mib": 2 })).run::<Bloat>().output();
+        assert_eq!(out.len(), 2 << 20);
+        assert!(out.bytes().all(|b| b == b'x'));
+    }
+}

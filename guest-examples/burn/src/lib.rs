@@ -46,3 +46,26 @@ impl Agent for Burn {
 }
 
 wasm_orch_sdk::export!(Burn);
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use wasm_orch_sdk::testing::TestRun;
+
+    use super::Burn;
+
+    #[test]
+    fn the_same_work_gives_the_same_checksum_and_ten_progress_reports() {
+        let run = || TestRun::new(json!({ "iterations": 10_000 })).run::<Burn>();
+        let (a, b) = (run(), run());
+        let out: Value = a.output();
+        assert_eq!(out["iterations"], 10_000);
+        assert_eq!(out, b.output::<Value>());
+        assert_eq!(a.progress.len(), 10);
+        assert_eq!(a.progress[9].0, 1.0);
+        let other: Value = TestRun::new(json!({ "iterations": 10_001 }))
+            .run::<Burn>()
+            .output();
+        assert_ne!(out["checksum"], other["checksum"]);
+    }
+}

@@ -26,3 +26,23 @@ impl Agent for Crash {
 }
 
 wasm_orch_sdk::export!(Crash);
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use wasm_orch_sdk::testing::TestRun;
+
+    use super::Crash;
+
+    #[test]
+    #[should_panic(expected = "boom at step 3")]
+    fn panics_with_the_message_it_was_given() {
+        TestRun::new(json!({ "message": "boom at step 3" })).run::<Crash>();
+    }
+
+    #[test]
+    #[should_panic(expected = "the crash agent crashed, as designed")]
+    fn panics_with_its_own_message_by_default() {
+        TestRun::new(json!({})).run::<Crash>();
+    }
+}

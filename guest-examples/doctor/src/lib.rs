@@ -102,3 +102,85 @@ impl Agent for Doctor {
 }
 
 wasm_orch_sdk::export!(Doctor);
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use wasm_orch_sdk::ErrorKind;
+    use wasm_orch_sdk::testing::TestRun;
+
+    use super::Doctor;
+
+    fn report(last_progress: Value, attempts: Value, blackboard: Value) -> Value {
+        json!({
+            "report_type": "blocked_task",
+            "task": { "node": "fetch", "agent": "wait", "attempt": 1, "stalled_ms": 2500.0 },
+            "last_progress": last_progress,
+            "attempts": attempts,
+            "blackboard_snapshot": blackboard,
+        })
+    }
+
+    #[test]
+    fn a_task_stuck_at_the_start_waits_on_an_external_call() {
+        let outcome = TestRun::new(report(
+            json!({ "fraction": 0.0, "message": "waiting 9000 ms" }),
+            json!([]),
+            json!({}),
+        ))
+        .run::<Doctor>();
+        let d: Value = outcome.output();
+        assert_eq!(d["node"], "fetch");
+        assert_eq!(
+            d["diagnosis"],
+            "`fetch` on `wait` has been waiting 2.5 s since \"waiting 9000 ms\": it looks stuck on an external call"
+        );
+        assert_eq!(
+            d["recommended_actions"],
+            json!(["give the external call a deadline"])
+        );
+        assert_eq!(outcome.progress, [(0.5, "examining fetch".to_owned())]);
+    }
+
+    #[test]
+    fn earlier_failures_and_partial_state_add_actions() {
+        let outcome = TestRun::new(report(
+            json!({ "fraction": 0.4, "message": "page 4" }),
+            json!([{ "error": "timeout" }, { "error": "timeout" }]),
+            json!({ "shared/pages": 4 }),
+        ))
+        .run::<Doctor>();
+        let d: Value = outcome.output();
+        assert_eq!(
+            d["diagnosis"],
+            "`fetch` on `wait` stopped at 40% (\"page 4\") 2.5 s ago"
+        );
+        assert_eq!(
+            d["recommended_actions"],
+            json!([
+                "split the task into smaller parts",
+                "it failed 2 time(s) before: try another agent",
+                "the blackboard holds partial state: resume from it",
+            ])
+        );
+    }
+
+    #[test]
+    fn silence_is_a_diagnosis_too() {
+        let outcome = TestRun::new(report(Value::Null, json!([]), json!({}))).run::<Doctor>();
+        let d: Value = outcome.output();
+        assert_eq!(d["diagnosis"], "`fetch` never reported progress in 2.5 s");
+    }
+
+    #[test]
+    fn other_reports_are_invalid_input() {
+        let mut r = report(Value::Null, json!([]), json!({}));
+        r["report_type"] = json!("weather");
+        let outcome = TestRun::new(r).run::<Doctor>();
+        assert_eq!(outcome.error().kind(), ErrorKind::InvalidInput);
+        assert_eq!(
+            outcome.error().message(),
+            "cannot diagnose a `weather` report"
+        );
+    }
+}

@@ -44,3 +44,41 @@ impl Agent for Flaky {
 }
 
 wasm_orch_sdk::export!(Flaky);
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use wasm_orch_sdk::ErrorKind;
+    use wasm_orch_sdk::testing::TestRun;
+
+    use super::Flaky;
+
+    #[test]
+    fn is_unavailable_on_its_first_attempts_then_fetches() {
+        for attempt in 1..=2 {
+            let outcome = TestRun::new(json!({ "fail_attempts": 2 }))
+                .attempt(attempt)
+                .run::<Flaky>();
+            let error = outcome.error();
+            assert_eq!(error.kind(), ErrorKind::Unavailable);
+            assert!(error.message().contains(&format!("attempt {attempt}")));
+            assert_eq!(outcome.logs.len(), 1, "a warning per failed attempt");
+        }
+        let outcome = TestRun::new(json!({ "fail_attempts": 2 }))
+            .attempt(3)
+            .run::<Flaky>();
+        assert_eq!(
+            outcome.output::<Value>(),
+            json!({ "attempt": 3, "data": "42 records" })
+        );
+        assert_eq!(outcome.progress, [(1.0, "fetched on attempt 3".to_owned())]);
+    }
+
+    #[test]
+    fn fails_once_by_default() {
+        let first = TestRun::new(json!({})).attempt(1).run::<Flaky>();
+        assert_eq!(first.error().kind(), ErrorKind::Unavailable);
+        let second = TestRun::new(json!({})).attempt(2).run::<Flaky>();
+        assert_eq!(second.output::<Value>()["attempt"], 2);
+    }
+}

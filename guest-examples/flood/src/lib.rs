@@ -32,3 +32,22 @@ impl Agent for Flood {
 }
 
 wasm_orch_sdk::export!(Flood);
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use wasm_orch_sdk::testing::TestRun;
+
+    use super::Flood;
+
+    #[test]
+    fn emits_a_progress_a_log_and_a_partial_per_iteration() {
+        let outcome = TestRun::new(json!({ "iterations": 1000 })).run::<Flood>();
+        assert_eq!(outcome.output::<u64>(), 1000);
+        assert_eq!(outcome.progress.len(), 1000);
+        assert_eq!(outcome.logs.len(), 1000);
+        assert_eq!(outcome.partials.len(), 1000);
+        assert_eq!(outcome.partials[999], json!(999));
+        assert_eq!(outcome.logs[7].1, "flood line 7");
+    }
+}

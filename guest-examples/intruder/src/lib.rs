@@ -241,3 +241,81 @@ fn symlink(target: &str, link: &str) -> Result<(), String> {
 }
 
 wasm_orch_sdk::export!(Intruder);
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use wasm_orch_sdk::testing::TestRun;
+
+    use super::Intruder;
+
+    fn answers(outcome: &wasm_orch_sdk::testing::Outcome) -> Vec<(String, Value)> {
+        let answers: Vec<Value> = outcome.output();
+        answers
+            .into_iter()
+            .map(|a| {
+                (
+                    a["attempt"].as_str().unwrap_or_default().to_owned(),
+                    a["result"].clone(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reports_every_refusal_and_never_fails_because_of_one() {
+        let outcome = TestRun::new(json!({ "attempts": [
+            { "do": "put", "key": "branches/other.node/x", "value": 1 },
+            { "do": "put", "key": "shared/total", "value": 1 },
+            { "do": "swap", "key": "shared/total", "value": 1 },
+            { "do": "get", "key": "shared/total" },
+            { "do": "tool", "name": "http_get", "input": {}, "times": 2 },
+            { "do": "secret", "name": "root" },
+        ]}))
+        .run::<Intruder>();
+        let a = answers(&outcome);
+        let names: Vec<&str> = a.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "put branches/other.node/x",
+                "put shared/total",
+                "swap shared/total",
+                "get shared/total",
+                "tool http_get #1",
+                "tool http_get #2",
+                "secret root",
+            ]
+        );
+        let refused = |i: usize| a[i].1["Err"].as_str().unwrap_or_default().to_owned();
+        assert!(refused(0).contains("read-only"), "{}", refused(0));
+        assert!(refused(1).contains("compare-and-swap"), "{}", refused(1));
+        assert_eq!(a[2].1, json!({ "Ok": "Done(1)" }), "the swap is allowed");
+        assert_eq!(a[3].1, json!({ "Ok": "1" }));
+        assert!(refused(4).contains("not granted") && refused(5).contains("not granted"));
+        assert!(refused(6).contains("not granted"));
+        assert_eq!(outcome.blackboard.len(), 1);
+    }
+
+    #[test]
+    fn reads_writes_and_fills_files_it_may_touch() {
+        let dir = std::env::temp_dir().join(format!("intruder-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let file = dir.join("note.txt").display().to_string();
+        let filled = dir.join("fill.bin").display().to_string();
+        let outcome = TestRun::new(json!({ "attempts": [
+            { "do": "write", "path": file, "text": "hello" },
+            { "do": "read", "path": file },
+            { "do": "fill", "path": filled, "chunk": 100, "max": 1000 },
+            { "do": "touch", "prefix": dir.join("t").display().to_string(), "count": 3 },
+        ]}))
+        .run::<Intruder>();
+        let a = answers(&outcome);
+        assert_eq!(a[0].1, json!({ "Ok": "written" }));
+        assert_eq!(a[1].1, json!({ "Ok": "hello" }));
+        assert_eq!(a[2].1, json!({ "Ok": "1000 bytes" }));
+        assert_eq!(a[3].1, json!({ "Ok": "3 files" }));
+        assert!(dir.join("t2").exists());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

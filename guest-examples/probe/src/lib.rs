@@ -97,3 +97,30 @@ fn tcp_connect(target: Target) -> Result<String, String> {
 }
 
 wasm_orch_sdk::export!(Probe);
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use wasm_orch_sdk::testing::TestRun;
+
+    use super::Probe;
+
+    #[test]
+    fn reports_its_write_and_reads_one_by_one() {
+        let dir = std::env::temp_dir().join(format!("probe-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let written = dir.join("probe.txt");
+        let missing = dir.join("missing.txt");
+        let outcome = TestRun::new(json!({
+            "write": written,
+            "read": [written, missing],
+        }))
+        .run::<Probe>();
+        let report: Value = outcome.output();
+        assert_eq!(report["write"], json!({ "Ok": "written by probe" }));
+        assert_eq!(report["reads"][0][1], json!({ "Ok": "written by probe" }));
+        assert!(report["reads"][1][1]["Err"].is_string(), "{report}");
+        assert!(report["connect"].is_null());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

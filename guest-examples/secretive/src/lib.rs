@@ -64,3 +64,48 @@ impl Agent for Secretive {
 }
 
 wasm_orch_sdk::export!(Secretive);
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use wasm_orch_sdk::ErrorKind;
+    use wasm_orch_sdk::testing::TestRun;
+
+    use super::Secretive;
+
+    const TOKEN: &str = "s3cr3t-t0ken";
+
+    #[test]
+    fn uses_the_secret_as_a_bearer_token_and_tries_to_leak_it_everywhere() {
+        // The only test here that writes a file: it works in a directory of its own.
+        let dir = std::env::temp_dir().join(format!("secretive-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        std::env::set_current_dir(&dir).expect("cd into it");
+
+        let outcome = TestRun::new(json!({ "name": "api", "url": "http://127.0.0.1:9/x" }))
+            .secret("api", TOKEN)
+            .tool("http_get", |input| {
+                Ok(json!({ "status": 200, "auth": input["headers"]["authorization"] }))
+            })
+            .run::<Secretive>();
+        let out: Value = outcome.output();
+        assert_eq!(out["leaked"], format!("output: the secret is {TOKEN}"));
+        assert_eq!(out["answer"]["auth"], format!("Bearer {TOKEN}"));
+        assert_eq!(outcome.secrets_read, ["api"]);
+        assert!(outcome.logs[0].1.contains(TOKEN));
+        assert!(outcome.progress[0].1.contains(TOKEN));
+        assert_eq!(outcome.partials[0]["secret"], TOKEN);
+        assert_eq!(outcome.blackboard["leak"]["secret"], TOKEN);
+        let file = std::fs::read_to_string(dir.join("leak.txt")).expect("leak.txt");
+        assert!(file.contains(TOKEN));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn an_ungranted_secret_fails_the_task_before_anything_leaks() {
+        let outcome = TestRun::new(json!({ "name": "api" })).run::<Secretive>();
+        assert_eq!(outcome.error().kind(), ErrorKind::Failed);
+        assert!(outcome.error().message().contains("not granted"));
+        assert!(outcome.logs.is_empty() && outcome.blackboard.is_empty());
+    }
+}

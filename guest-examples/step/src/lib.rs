@@ -57,3 +57,70 @@ impl Agent for Step {
 }
 
 wasm_orch_sdk::export!(Step);
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+    use std::rc::Rc;
+
+    use serde_json::{Value, json};
+    use wasm_orch_sdk::testing::TestRun;
+
+    use super::Step;
+
+    /// A `kv` tool that keeps its counts in `store`.
+    fn kv(
+        store: &Rc<RefCell<BTreeMap<String, i64>>>,
+    ) -> impl FnMut(Value) -> Result<Value, wasm_orch_sdk::tools::ToolError> + 'static {
+        let store = Rc::clone(store);
+        move |input| {
+            assert_eq!(input["op"], "add");
+            let key = input["key"].as_str().unwrap_or_default().to_owned();
+            let mut store = store.borrow_mut();
+            let n = store.entry(key).or_default();
+            *n += input["by"].as_i64().unwrap_or_default();
+            Ok(json!(*n))
+        }
+    }
+
+    #[test]
+    fn counts_its_run_adds_its_upstreams_and_leaves_its_marks() {
+        // The only test here that touches files: it works in a directory of its own.
+        let dir = std::env::temp_dir().join(format!("step-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        std::env::set_current_dir(&dir).expect("cd into it");
+
+        let store = Rc::new(RefCell::new(BTreeMap::new()));
+        let outcome = TestRun::new(json!({ "value": 10, "ms": 5, "counter": "steps" }))
+            .node("s3")
+            .upstream("s1", 1)
+            .upstream("s2", 2)
+            .tool("kv", kv(&store))
+            .sleep_tool()
+            .run::<Step>();
+        assert_eq!(outcome.output::<i64>(), 13);
+        assert_eq!(outcome.blackboard["result"], 13);
+        let counts = store.borrow();
+        assert_eq!(counts["exec/test-run/s3"], 1);
+        assert_eq!(counts["steps"], 1);
+        let names: Vec<&str> = outcome.tool_calls.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["kv", "kv", "sleep"]);
+        let written = std::fs::read_to_string(dir.join("step.txt")).expect("step.txt");
+        assert_eq!(written, "s3 = 10 + [1, 2]\n");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn without_kv_it_is_unavailable() {
+        let outcome = TestRun::new(json!({ "value": 1 })).run::<Step>();
+        assert_eq!(
+            outcome.error().kind(),
+            wasm_orch_sdk::ErrorKind::Unavailable
+        );
+        assert!(
+            outcome.blackboard.is_empty(),
+            "nothing done before the count"
+        );
+    }
+}

@@ -33,3 +33,32 @@ impl Agent for Wait {
 }
 
 wasm_orch_sdk::export!(Wait);
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use wasm_orch_sdk::testing::TestRun;
+
+    use super::Wait;
+
+    #[test]
+    fn waits_in_the_sleep_tool() {
+        let outcome = TestRun::new(json!({ "ms": 250 }))
+            .sleep_tool()
+            .run::<Wait>();
+        assert_eq!(outcome.output::<Value>(), json!({ "waited_ms": 250 }));
+        assert_eq!(outcome.tool_calls.len(), 1);
+        assert_eq!(outcome.tool_calls[0].0, "sleep");
+        assert_eq!(outcome.progress.len(), 2);
+    }
+
+    #[test]
+    fn without_the_sleep_tool_it_fails() {
+        let outcome = TestRun::new(json!({ "ms": 10 })).run::<Wait>();
+        assert!(
+            outcome.error().message().contains("not granted"),
+            "{}",
+            outcome.error()
+        );
+    }
+}

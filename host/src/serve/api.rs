@@ -47,7 +47,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
 }
 
 /// An id from a path: a name (letters, digits, `_`, `-`, `.`; at most 128).
-fn checked_id<'a>(what: &str, id: &'a str) -> ApiResult<&'a str> {
+pub(crate) fn checked_id<'a>(what: &str, id: &'a str) -> ApiResult<&'a str> {
     if crate::config::is_valid_name(id) {
         Ok(id)
     } else {
@@ -126,23 +126,29 @@ pub(crate) async fn put_dag(
 ) -> ApiResult<(StatusCode, Json<Dag>)> {
     let dag_id = checked_id("DAG id", &dag_id)?;
     let text = body_text(&body)?;
-    let workflow = Workflow::parse_for_tenant(text, dag_path(&app, dag_id), &[], &tenant)?;
-    confine(&app, &workflow)?;
-    app.runtime.check(&workflow).await?;
-    let dag = app.store.put_dag(
-        &tenant,
-        dag_id,
-        workflow.name(),
-        workflow.description(),
-        workflow.task_ids().count() as u64,
-        text,
-    )?;
+    let dag = register(&app, &tenant, dag_id, text).await?;
     let status = if dag.version == 1 {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
     Ok((status, Json(dag)))
+}
+
+/// Validates `text` as tenant's DAG `dag_id` (its components compiled and checked) and
+/// stores it, as a new DAG or a new version.
+pub(crate) async fn register(app: &App, tenant: &str, dag_id: &str, text: &str) -> ApiResult<Dag> {
+    let workflow = Workflow::parse_for_tenant(text, dag_path(app, dag_id), &[], tenant)?;
+    confine(app, &workflow)?;
+    app.runtime.check(&workflow).await?;
+    Ok(app.store.put_dag(
+        tenant,
+        dag_id,
+        workflow.name(),
+        workflow.description(),
+        workflow.task_ids().count() as u64,
+        text,
+    )?)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -204,10 +210,10 @@ pub(crate) struct ExecuteRequest {
     /// Values of the workflow's `[params]`.
     #[serde(default)]
     #[schema(value_type = Object)]
-    params: BTreeMap<String, Value>,
+    pub(crate) params: BTreeMap<String, Value>,
     /// Overrides the workflow's `max_concurrency`.
     #[serde(default)]
-    max_concurrency: Option<u32>,
+    pub(crate) max_concurrency: Option<u32>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -215,7 +221,7 @@ pub(crate) struct Execution {
     run_id: String,
     dag_id: String,
     /// False when an earlier request with the same `Idempotency-Key` started the run.
-    created: bool,
+    pub(crate) created: bool,
     /// Where to read the run and follow its events.
     links: BTreeMap<&'static str, String>,
 }
@@ -242,8 +248,7 @@ pub(crate) async fn execute(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Execution>)> {
-    refuse_if_stopping(&app)?;
-    let dag_id = checked_id("DAG id", &dag_id)?.to_owned();
+    let dag_id = checked_id("DAG id", &dag_id)?;
     let request: ExecuteRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ExecuteRequest::default()
     } else {
@@ -254,18 +259,39 @@ pub(crate) async fn execute(
     };
     let key = match headers.get("idempotency-key") {
         None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .filter(|k| !k.is_empty() && k.len() <= MAX_KEY)
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "the Idempotency-Key must be 1 to {MAX_KEY} visible ASCII characters"
-                    ))
-                })?
-                .to_owned(),
-        ),
+        Some(v) => Some(checked_key(v.to_str().ok())?),
     };
+    let execution = start_dag(&app, &tenant, dag_id, request, key).await?;
+    let status = if execution.created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(execution)))
+}
+
+/// An `Idempotency-Key` (None: not visible ASCII).
+pub(crate) fn checked_key(key: Option<&str>) -> ApiResult<String> {
+    key.filter(|k| !k.is_empty() && k.len() <= MAX_KEY && k.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "the Idempotency-Key must be 1 to {MAX_KEY} visible ASCII characters"
+            ))
+        })
+}
+
+/// Starts a run of tenant's DAG `dag_id` (with `key`: unless a run was started with that key
+/// before, which is returned instead, with `created` false).
+pub(crate) async fn start_dag(
+    app: &Arc<App>,
+    tenant: &str,
+    dag_id: &str,
+    request: ExecuteRequest,
+    key: Option<String>,
+) -> ApiResult<Execution> {
+    refuse_if_stopping(app)?;
+    let dag_id = dag_id.to_owned();
     let params = request
         .params
         .iter()
@@ -273,28 +299,28 @@ pub(crate) async fn execute(
         .collect::<ApiResult<Vec<_>>>()?;
     let dag = app
         .store
-        .dag(&tenant, &dag_id)?
+        .dag(tenant, &dag_id)?
         .ok_or_else(|| ApiError::not_found("DAG", &dag_id))?;
     // Requests with one key wait for each other; others (mostly) do not.
     let _held = match &key {
-        Some(key) => Some(app.idempotency_lock(&tenant, &dag_id, key).lock().await),
+        Some(key) => Some(app.idempotency_lock(tenant, &dag_id, key).lock().await),
         None => None,
     };
     if let Some(key) = &key
-        && let Some(run_id) = app.store.run_for_key(&tenant, &dag_id, key)?
+        && let Some(run_id) = app.store.run_for_key(tenant, &dag_id, key)?
     {
-        return Ok((StatusCode::OK, Json(execution(run_id, dag_id, false))));
+        return Ok(execution(run_id, dag_id, false));
     }
     let toml = dag.toml.unwrap_or_default();
-    let workflow = Workflow::parse_for_tenant(&toml, dag_path(&app, &dag_id), &params, &tenant)?;
-    confine(&app, &workflow)?;
+    let workflow = Workflow::parse_for_tenant(&toml, dag_path(app, &dag_id), &params, tenant)?;
+    confine(app, &workflow)?;
     // The run (and its key) is recorded before it starts: a server that dies in between
     // resumes it, and a repeat of the key finds it.
     let run_id = crate::Runtime::new_run_id();
     app.store
-        .record_run(&run_id, &tenant, &dag_id, key.as_deref())?;
+        .record_run(&run_id, tenant, &dag_id, key.as_deref())?;
     let mut options = RunOptions::new()
-        .tenant(tenant.clone())
+        .tenant(tenant.to_owned())
         .run_id(run_id.clone());
     if let Some(n) = request.max_concurrency {
         options = options.max_concurrency(n.max(1) as usize);
@@ -306,8 +332,8 @@ pub(crate) async fn execute(
             return Err(e.into());
         }
     };
-    track(&app, run, &tenant);
-    Ok((StatusCode::ACCEPTED, Json(execution(run_id, dag_id, true))))
+    track(app, run, tenant);
+    Ok(execution(run_id, dag_id, true))
 }
 
 fn execution(run_id: String, dag_id: String, created: bool) -> Execution {

@@ -18,6 +18,8 @@ mod follow;
 mod live;
 mod metrics;
 mod openapi;
+#[cfg(feature = "nats")]
+mod plans;
 mod problem;
 mod store;
 mod stream;
@@ -155,6 +157,10 @@ pub async fn serve(
     on_listen(addr);
     resume_unfinished(&app).await;
     prune_periodically(&app);
+    #[cfg(feature = "nats")]
+    if let Some(bus) = &app.statebus {
+        plans::listen(&app, bus, options.max_body).await;
+    }
     app.ready.store(true, Ordering::Relaxed);
 
     let stop = tokio_util::sync::CancellationToken::new();

@@ -60,6 +60,16 @@ impl ApiError {
         }
     }
 
+    /// Its status and body, for an answer that is not HTTP (a NATS reply).
+    pub(crate) fn into_parts(self) -> (StatusCode, ErrorBody) {
+        (
+            self.status,
+            ErrorBody {
+                error: self.problem,
+            },
+        )
+    }
+
     pub(crate) fn help(mut self, help: impl Into<String>) -> Self {
         self.problem.help = Some(help.into());
         self
