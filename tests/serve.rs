@@ -676,12 +676,18 @@ async fn the_openapi_document_describes_every_route() {
         "/v1/runs/{run_id}/events",
         "/v1/runs/{run_id}/ws",
         "/v1/me",
+        "/v1/workers",
         "/metrics",
         "/healthz",
         "/readyz",
     ] {
         assert!(paths.contains(path), "{path} is not described: {paths:?}");
     }
+    // Without a pool there are no workers to list; attempts run here.
+    let (status, workers) = server.get("acme", "/v1/workers").await;
+    assert_eq!(status, 200, "{workers}");
+    assert!(workers["pool"].is_null(), "{workers}");
+    assert_eq!(workers["workers"].as_array().map(Vec::len), Some(0));
     assert_eq!(
         doc["components"]["securitySchemes"]["token"]["scheme"], "bearer",
         "{}",

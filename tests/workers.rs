@@ -690,6 +690,14 @@ async fn serve_with_a_pool_runs_calc_on_its_workers_and_shows_them_in_its_metric
     for t in body["report"]["tasks"].as_array().expect("tasks") {
         assert_eq!(t["history"][0]["worker"], "w1", "{t}");
     }
+    // The run's own metrics say where its attempts ran.
+    let run_metrics = &body["report"]["metrics"];
+    assert_eq!(run_metrics["workers"]["w1"]["attempts"], 3, "{run_metrics}");
+    assert_eq!(
+        run_metrics["workers"]["w1"]["succeeded"], 3,
+        "{run_metrics}"
+    );
+    assert_eq!(run_metrics["local_attempts"], 0, "{run_metrics}");
     let metrics = reqwest::get(format!("{}/metrics", server.url))
         .await
         .expect("metrics")
@@ -703,4 +711,30 @@ async fn serve_with_a_pool_runs_calc_on_its_workers_and_shows_them_in_its_metric
     ] {
         assert!(metrics.contains(line), "{line} in:\n{metrics}");
     }
+    // The API (and the dashboard, which reads it) lists the pool's workers and their load, as
+    // of each one's last heartbeat (every second): it comes to count calc's 3 attempts.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        let (status, listed) = server.get("acme", "/v1/workers").await;
+        assert_eq!(status, 200, "{listed}");
+        if listed["workers"][0]["finished"]
+            .as_u64()
+            .is_some_and(|n| n >= 3)
+            || std::time::Instant::now() > deadline
+        {
+            break listed;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(listed["pool"], "svc");
+    let workers = listed["workers"].as_array().expect("workers");
+    assert_eq!(workers.len(), 1, "{listed}");
+    assert_eq!(workers[0]["id"], "w1");
+    assert_eq!(workers[0]["slots"], 3);
+    assert_eq!(workers[0]["finished"], 3, "{listed}");
+    assert_eq!(workers[0]["busy"], 0, "{listed}");
+    assert!(
+        workers[0].get("tenants").is_none(),
+        "workers are shared: no tenants shown"
+    );
 }

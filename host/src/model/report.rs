@@ -157,6 +157,23 @@ pub struct RunMetrics {
     pub events_evicted: u64,
     /// Per agent: attempts, time busy, utilisation, learned score.
     pub agents: BTreeMap<String, AgentUsage>,
+    /// Per worker of a pool that ran attempts of this run: attempts, successes, time busy.
+    /// Attempts started and counted in none of them ran on the coordinator (`local_attempts`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub workers: BTreeMap<String, WorkerUsage>,
+    /// Attempts started on the coordinator itself (all of them, without a pool).
+    #[serde(default)]
+    pub local_attempts: u64,
+}
+
+/// What one worker did for a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WorkerUsage {
+    pub attempts: u64,
+    pub succeeded: u64,
+    /// Time its attempts ran, summed.
+    pub busy_ms: f64,
 }
 
 /// Tasks running at once.

@@ -439,7 +439,12 @@ impl Runtime {
                         usage.score = Some(governor.score(key));
                     }
                 }
+                let workers = where_attempts_ran(&finished.tasks);
+                let local_attempts =
+                    attempts.saturating_sub(workers.values().map(|w| w.attempts).sum());
                 let mut metrics = RunMetrics {
+                    workers,
+                    local_attempts,
                     parallelism,
                     attempts,
                     retry_total: retries,
@@ -918,4 +923,23 @@ impl Run {
         self.detached = true;
         self.cancel_handle()
     }
+}
+
+/// Per worker, what it ran of these tasks' attempts.
+fn where_attempts_ran(
+    tasks: &[scheduler::TaskOutcome],
+) -> std::collections::BTreeMap<String, crate::model::report::WorkerUsage> {
+    let mut workers =
+        std::collections::BTreeMap::<String, crate::model::report::WorkerUsage>::new();
+    for (_, a) in tasks.iter().flat_map(|t| &t.attempts) {
+        if let Some(w) = &a.worker {
+            let usage = workers.entry(w.to_string()).or_default();
+            usage.attempts += 1;
+            if a.status.is_success() {
+                usage.succeeded += 1;
+            }
+            usage.busy_ms += millis(a.latency);
+        }
+    }
+    workers
 }

@@ -41,6 +41,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/v1/runs/{run_id}/cancel", post(cancel_run))
         .route("/v1/runs/{run_id}/resume", post(resume_run))
         .route("/v1/me", get(me))
+        .route("/v1/workers", get(workers))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -703,6 +704,63 @@ pub(crate) async fn resume_run(
             status: "resumed",
         }),
     ))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Workers {
+    /// The pool this service hands attempts to (`serve --pool`); null: attempts run here.
+    pool: Option<String>,
+    /// Its live workers (a heartbeat in the last 3 s), by id.
+    workers: Vec<WorkerView>,
+}
+
+/// A live worker. Which tenants' attempts it runs is not shown: workers are shared.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct WorkerView {
+    id: String,
+    /// Attempts it runs at once, at most.
+    slots: u32,
+    /// Attempts it runs now.
+    busy: u32,
+    /// Attempts it has finished since it started.
+    finished: u64,
+    #[schema(value_type = String)]
+    started_at: crate::model::time::Timestamp,
+    /// Its last heartbeat.
+    #[schema(value_type = String)]
+    last_heartbeat: crate::model::time::Timestamp,
+}
+
+/// The service's pool of workers and their load.
+#[utoipa::path(get, path = "/v1/workers", tag = "service",
+    responses((status = 200, body = Workers), (status = 401, body = super::problem::ErrorBody)),
+    security(("token" = [])))]
+pub(crate) async fn workers(State(app): State<Arc<App>>, Tenant(_): Tenant) -> Json<Workers> {
+    #[cfg(feature = "nats")]
+    if let Some(pool) = app.runtime.workers() {
+        let mut workers: Vec<WorkerView> = pool
+            .workers()
+            .into_iter()
+            .map(|w| WorkerView {
+                id: w.id,
+                slots: w.slots,
+                busy: w.busy,
+                finished: w.finished,
+                started_at: w.started_at,
+                last_heartbeat: w.at,
+            })
+            .collect();
+        workers.sort_by(|a, b| a.id.cmp(&b.id));
+        return Json(Workers {
+            pool: Some(pool.name().to_owned()),
+            workers,
+        });
+    }
+    let _ = &app;
+    Json(Workers {
+        pool: None,
+        workers: Vec::new(),
+    })
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

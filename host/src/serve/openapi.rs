@@ -19,7 +19,7 @@ use super::{api, stream};
         api::put_dag, api::list_dags, api::get_dag, api::delete_dag, api::execute,
         api::list_runs, api::get_run, api::get_task, api::cancel_run, api::resume_run,
         stream::events, stream::websocket,
-        api::me, api::healthz, api::readyz, api::metrics,
+        api::me, api::workers, api::healthz, api::readyz, api::metrics,
     ),
     modifiers(&Token),
     tags((name = "dags", description = "Registered workflows"),
