@@ -78,7 +78,7 @@ pub(crate) async fn listen(app: &Arc<App>, bus: &StateBus, max_body: usize) {
                 let (status, body) = start(&app, &message, max_body).await.unwrap_or_else(|e| {
                     let (status, body) = e.into_parts();
                     tracing::warn!(
-                        subject = %message.subject,
+                        subject = %text::inert(text::truncate(message.subject.as_str(), 200)),
                         "a plan was refused ({status}): {}",
                         body.error.message
                     );
