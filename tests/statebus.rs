@@ -290,24 +290,41 @@ async fn tenant_client(nats: &NatsServer, user: &str, password: &str) -> async_n
         .expect("connects to nats-server")
 }
 
-fn status_of(answer: &async_nats::Message) -> Option<&str> {
-    answer
+/// A nats-server, and `wasm-orch serve --nats` on it, ready (listening for plans).
+async fn serve_on_bus(scratch: &Scratch) -> (NatsServer, Server) {
+    let nats = NatsServer::start(scratch);
+    let server = Server::start(
+        env!("CARGO_BIN_EXE_wasm-orch-cli"),
+        scratch,
+        &["--nats", &nats.runtime_url()],
+    );
+    server.ready().await;
+    (nats, server)
+}
+
+/// The service's answer to `plan` on `subject`: its `Wasm-Orch-Status` and JSON body.
+async fn ask(client: &async_nats::Client, subject: &str, plan: &str) -> (Option<String>, Value) {
+    let answer = client
+        .request(subject.to_owned(), plan.to_owned().into())
+        .await
+        .expect("answered");
+    answered(&answer)
+}
+
+fn answered(answer: &async_nats::Message) -> (Option<String>, Value) {
+    let status = answer
         .headers
         .as_ref()
         .and_then(|h| h.get("Wasm-Orch-Status"))
-        .map(|v| v.as_str())
+        .map(|v| v.as_str().to_owned());
+    let body = serde_json::from_slice(&answer.payload).expect("JSON");
+    (status, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_published_by_a_tenant_starts_its_run_once() {
     let scratch = Scratch::new();
-    let nats = NatsServer::start(&scratch);
-    let server = Server::start(
-        env!("CARGO_BIN_EXE_wasm-orch-cli"),
-        &scratch,
-        &["--nats", &nats.runtime_url()],
-    );
-    server.ready().await;
+    let (nats, server) = serve_on_bus(&scratch).await;
     let acme = tenant_client(&nats, "acme", "acme-secret").await;
     let mut events = acme
         .subscribe("wasm-orch.events.acme.>")
@@ -333,8 +350,8 @@ async fn a_plan_published_by_a_tenant_starts_its_run_once() {
         .await
         .expect("answered in time")
         .expect("answered");
-    let body: Value = serde_json::from_slice(&answer.payload).expect("JSON");
-    assert_eq!(status_of(&answer), Some("202"), "{body}");
+    let (status, body) = answered(&answer);
+    assert_eq!(status.as_deref(), Some("202"), "{body}");
     let run = body["run_id"].as_str().expect("a run id").to_owned();
     assert_eq!(body["links"]["events"], format!("/v1/runs/{run}/events"));
 
@@ -357,28 +374,20 @@ async fn a_plan_published_by_a_tenant_starts_its_run_once() {
     assert_eq!(view["report"]["outputs"]["product"], 21, "{view}");
 
     // The same key again: the same run, not a second one.
-    let again = request().await.expect("answered");
-    let body: Value = serde_json::from_slice(&again.payload).expect("JSON");
-    assert_eq!(status_of(&again), Some("200"), "{body}");
+    let (status, body) = answered(&request().await.expect("answered"));
+    assert_eq!(status.as_deref(), Some("200"), "{body}");
     assert_eq!(body["run_id"], run.as_str());
     assert_eq!(body["created"], false);
     let (_, runs) = server.get("acme", "/v1/runs").await;
     assert_eq!(runs["runs"].as_array().map(Vec::len), Some(1), "{runs}");
 
     // Bad plans are answered with the API's errors.
-    let answer = acme
-        .request("wasm-orch.plan.created.acme", r#"{"dag": "nope"}"#.into())
-        .await
-        .expect("answered");
-    let body: Value = serde_json::from_slice(&answer.payload).expect("JSON");
-    assert_eq!(status_of(&answer), Some("404"), "{body}");
+    let plans = "wasm-orch.plan.created.acme";
+    let (status, body) = ask(&acme, plans, r#"{"dag": "nope"}"#).await;
+    assert_eq!(status.as_deref(), Some("404"), "{body}");
     assert_eq!(body["error"]["code"], "not-found");
-    let answer = acme
-        .request("wasm-orch.plan.created.acme", "calc, please".into())
-        .await
-        .expect("answered");
-    let body: Value = serde_json::from_slice(&answer.payload).expect("JSON");
-    assert_eq!(status_of(&answer), Some("400"), "{body}");
+    let (status, body) = ask(&acme, plans, "calc, please").await;
+    assert_eq!(status.as_deref(), Some("400"), "{body}");
     assert!(
         body["error"]["message"]
             .as_str()
@@ -386,25 +395,15 @@ async fn a_plan_published_by_a_tenant_starts_its_run_once() {
         "{body}"
     );
     let broken = serde_json::json!({ "dag": "bad", "workflow": "[workflow]\nname = 3\n" });
-    let answer = acme
-        .request("wasm-orch.plan.created.acme", broken.to_string().into())
-        .await
-        .expect("answered");
-    let body: Value = serde_json::from_slice(&answer.payload).expect("JSON");
-    assert_eq!(status_of(&answer), Some("400"), "{body}");
+    let (status, body) = ask(&acme, plans, &broken.to_string()).await;
+    assert_eq!(status.as_deref(), Some("400"), "{body}");
     assert_eq!(body["error"]["code"], "invalid-workflow");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_cannot_publish_another_tenants_plans() {
     let scratch = Scratch::new();
-    let nats = NatsServer::start(&scratch);
-    let server = Server::start(
-        env!("CARGO_BIN_EXE_wasm-orch-cli"),
-        &scratch,
-        &["--nats", &nats.runtime_url()],
-    );
-    server.ready().await;
+    let (nats, _server) = serve_on_bus(&scratch).await;
     let (globex, mut refused) = client(&nats, "globex", "globex-secret").await;
     globex
         .publish("wasm-orch.plan.created.acme", r#"{"dag": "calc"}"#.into())
@@ -422,11 +421,12 @@ async fn a_tenant_cannot_publish_another_tenants_plans() {
     );
     // globex may publish on its own subject, but this service's policy has no such tenant.
     let globex = tenant_client(&nats, "globex", "globex-secret").await;
-    let answer = globex
-        .request("wasm-orch.plan.created.globex", r#"{"dag": "calc"}"#.into())
-        .await
-        .expect("answered");
-    let body: Value = serde_json::from_slice(&answer.payload).expect("JSON");
-    assert_eq!(status_of(&answer), Some("403"), "{body}");
+    let (status, body) = ask(
+        &globex,
+        "wasm-orch.plan.created.globex",
+        r#"{"dag": "calc"}"#,
+    )
+    .await;
+    assert_eq!(status.as_deref(), Some("403"), "{body}");
     assert_eq!(body["error"]["code"], "unknown-tenant");
 }

@@ -12,11 +12,10 @@
 //! Everything goes through the public API with the real components; nothing is asserted.
 
 use std::path::Path;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
-use wasm_orch::events::EventKind;
-use wasm_orch::{RunOptions, Runtime, TaskStatus};
-use wasm_orch_tests::{bench_workflow, guest};
+use wasm_orch::Runtime;
+use wasm_orch_tests::{bench_workflow, guest, percentile, timed_run};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -85,8 +84,9 @@ async fn measure(dir: &Path, agent: &str) {
         .unwrap_or_else(|e| panic!("{agent}: {e}"));
     let load = t.elapsed().as_secs_f64() * 1000.0;
 
-    run(&rt, &one).await; // warm: the component in memory, the pool filled
-    let (starts, mut inside) = run(&rt, &wf).await;
+    timed_run(&rt, &one, 1).await; // warm: the component in memory, the pool filled
+    let (report, starts, _) = timed_run(&rt, &wf, 1).await;
+    let mut inside: Vec<f64> = report.tasks.iter().filter_map(|t| t.latency_ms).collect();
     let mut cycle: Vec<f64> = starts
         .windows(2)
         .filter_map(|w| w[1].duration_since(w[0]).ok())
@@ -104,42 +104,4 @@ async fn measure(dir: &Path, agent: &str) {
         percentile(&cycle, 0.9),
         percentile(&inside, 0.5),
     );
-}
-
-/// Runs `workflow` one task at a time; returns the tasks' start times and executor latencies.
-async fn run(runtime: &Runtime, workflow: &wasm_orch::Workflow) -> (Vec<SystemTime>, Vec<f64>) {
-    let run = runtime
-        .start(workflow, RunOptions::new().max_concurrency(1))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut events = run.events();
-    let report = run.wait().await.expect("the run ends");
-    let mut starts = Vec::new();
-    while let Some(event) = events.next().await {
-        if let EventKind::TaskStatus(u) = &event.kind
-            && u.status == TaskStatus::Running
-        {
-            starts.push(event.at.0);
-        }
-    }
-    assert!(
-        report
-            .tasks
-            .iter()
-            .all(|t| t.status == TaskStatus::Succeeded),
-        "benchmark tasks failed: {:?}",
-        report
-            .tasks
-            .iter()
-            .find(|t| t.status != TaskStatus::Succeeded)
-    );
-    (
-        starts,
-        report.tasks.iter().filter_map(|t| t.latency_ms).collect(),
-    )
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(i).copied().unwrap_or(f64::NAN)
 }

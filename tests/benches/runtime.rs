@@ -8,12 +8,10 @@
 //! Everything is measured through the public API with real components, on the machine's
 //! cores; nothing here is an assertion.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
-use wasm_orch::events::EventKind;
-use wasm_orch::report::RunReport;
-use wasm_orch::{RunOptions, Runtime, TaskStatus, Workflow};
-use wasm_orch_tests::{bench_workflow, shared_cache};
+use wasm_orch::{Runtime, Workflow};
+use wasm_orch_tests::{bench_workflow, percentile, shared_cache, timed_run as run};
 
 // As the `wasm-orch` binary does (see host/src/bin/wasm-orch.rs).
 #[global_allocator]
@@ -53,41 +51,6 @@ fn workflow(
     workdir: bool,
 ) -> Workflow {
     bench_workflow(dir, agent, n, chain, with, workdir, 16)
-}
-
-async fn run(
-    runtime: &Runtime,
-    workflow: &Workflow,
-    max: usize,
-) -> (RunReport, Vec<SystemTime>, Duration) {
-    let started = Instant::now();
-    let run = runtime
-        .start(workflow, RunOptions::new().max_concurrency(max))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut events = run.events();
-    let report = run.wait().await.expect("the run ends");
-    let wall = started.elapsed();
-    let mut starts = Vec::new();
-    while let Some(event) = events.next().await {
-        if let EventKind::TaskStatus(u) = &event.kind
-            && u.status == TaskStatus::Running
-        {
-            starts.push(event.at.0);
-        }
-    }
-    let failed = report
-        .tasks
-        .iter()
-        .filter(|t| t.status != TaskStatus::Succeeded)
-        .count();
-    assert_eq!(failed, 0, "benchmark tasks failed");
-    (report, starts, wall)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(i).copied().unwrap_or(f64::NAN)
 }
 
 fn micros(ms: f64) -> String {

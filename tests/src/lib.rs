@@ -231,6 +231,52 @@ pub fn bench_workflow(
     Workflow::from_file(&path).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Runs a benchmark `workflow` at `max_concurrency`: its report (every task succeeded), when
+/// each task started running (in order), and the run's wall time.
+pub async fn timed_run(
+    runtime: &Runtime,
+    workflow: &Workflow,
+    max_concurrency: usize,
+) -> (RunReport, Vec<SystemTime>, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let run = runtime
+        .start(workflow, RunOptions::new().max_concurrency(max_concurrency))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut events = run.events();
+    let report = run.wait().await.expect("the run ends");
+    let wall = started.elapsed();
+    let mut starts = Vec::new();
+    while let Some(event) = events.next().await {
+        if let EventKind::TaskStatus(u) = &event.kind
+            && u.status == TaskStatus::Running
+        {
+            starts.push(event.at.0);
+        }
+    }
+    let failed = report
+        .tasks
+        .iter()
+        .filter(|t| t.status != TaskStatus::Succeeded)
+        .count();
+    assert_eq!(
+        failed,
+        0,
+        "benchmark tasks failed, the first: {:?}",
+        report
+            .tasks
+            .iter()
+            .find(|t| t.status != TaskStatus::Succeeded)
+    );
+    (report, starts, wall)
+}
+
+/// The `p` quantile (0 to 1) of `sorted` (NaN if empty).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or(f64::NAN)
+}
+
 /// A tenant's `kv` store, read straight from the journal's database of `state_dir`:
 /// (key, value as JSON text, version), by key.
 pub fn kv_store(state_dir: &Path, tenant: &str) -> Vec<(String, String, i64)> {
