@@ -140,6 +140,20 @@ impl Diagnostic {
     pub fn fix(&self) -> Option<&str> {
         self.help.as_deref()
     }
+
+    /// On one line, without the file: what is wrong, the text it is about and the fix (for
+    /// text that is no file, such as a planner's plan).
+    pub(crate) fn brief(&self) -> String {
+        let message = crate::model::text::inert(crate::model::text::truncate(&self.message, 512));
+        let mut line = message.into_owned();
+        if let Some(loc) = &self.location {
+            line.push_str(&format!(" (at `{}`)", loc.excerpt.trim()));
+        }
+        if let Some(help) = &self.help {
+            line.push_str(&format!("; {help}"));
+        }
+        line
+    }
 }
 
 impl fmt::Display for Diagnostic {

@@ -555,6 +555,8 @@ fn contract_kind(kind: ErrorKind) -> wit::ErrorKind {
         ErrorKind::Claimed => wit::ErrorKind::Claimed,
         ErrorKind::Interrupted => wit::ErrorKind::Interrupted,
         ErrorKind::WorkerLost => wit::ErrorKind::WorkerLost,
+        // The contract's kinds are fixed within a version: a refused plan is a failure.
+        ErrorKind::InvalidPlan => wit::ErrorKind::Failed,
     }
 }
 

@@ -293,6 +293,10 @@ pub struct PlanCreated {
     #[serde(default)]
     pub budget: Budget,
     pub tasks: Vec<PlannedTask>,
+    /// A plan a planner task returned, spliced in while the run goes on: that task's id
+    /// (`tasks` are those it added). `None`: the run's first plan, its workflow's tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planner: Option<String>,
     /// What the operator should know about how the run is governed (e.g. that its tenant is
     /// not named in the policy).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -177,6 +177,9 @@ pub enum ErrorKind {
     /// The worker running the attempt (on another machine) stopped answering, and the
     /// attempt's redeliveries to other workers ran out too.
     WorkerLost,
+    /// The task's agent is a planner, and the plan it returned was refused (an unknown agent,
+    /// a cycle, too many tasks...): the message says why.
+    InvalidPlan,
 }
 
 impl ErrorKind {
@@ -201,6 +204,7 @@ impl ErrorKind {
             Self::Claimed => "claimed",
             Self::Interrupted => "interrupted",
             Self::WorkerLost => "worker-lost",
+            Self::InvalidPlan => "invalid-plan",
         }
     }
 }

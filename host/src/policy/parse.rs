@@ -34,6 +34,7 @@ const RETRYABLE: &[(&str, ErrorKind)] = &[
     ("blocked", ErrorKind::Blocked),
     ("host", ErrorKind::Host),
     ("worker-lost", ErrorKind::WorkerLost),
+    ("invalid-plan", ErrorKind::InvalidPlan),
 ];
 
 pub(crate) fn retry(c: &mut Checker, spec: &RetrySpec) -> RetryOverride {

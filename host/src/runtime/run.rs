@@ -1,7 +1,7 @@
 //! Starting a run: resolving its plan (settings layered from policy to task), setting up what
 //! its tasks share, and driving the scheduler to a report.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ use crate::engine::{LocalExecutor, RunAgent, RunContext};
 use crate::error::Error;
 use crate::journal::{Folded, NewRun, RunState};
 use crate::model::Name;
-use crate::model::events::{EventKind, PlanCreated, PlannedTask, RunCompleted};
+use crate::model::events::{EventKind, RunCompleted};
 use crate::model::policy::{OnBlocked, RetryPolicy};
 use crate::model::port::Attempt;
 use crate::model::report::{FuelUse, Lag, RunMetrics, RunReport};
@@ -28,7 +28,7 @@ use crate::model::status::TaskStatus;
 use crate::model::time::Timestamp;
 use crate::model::time::millis;
 use crate::policy::{Policy, StallOverride};
-use crate::scheduler::{self, AgentPlan, ErrorBudgetChange, Plan, Shared, TaskPlan};
+use crate::scheduler::{self, AgentPlan, ErrorBudgetChange, Growth, Plan, Shared, TaskPlan};
 use crate::workflow::{Diagnostics, Workflow, is_valid_name};
 
 impl Runtime {
@@ -235,7 +235,7 @@ impl Runtime {
             let mut events = bus.subscribe();
             tokio::spawn(async move { while events.next().await.is_some() {} })
         };
-        let mut plan = plan_event(workflow, max_concurrency, budget);
+        let mut plan = workflow.plan_event(0..workflow.tasks.len(), max_concurrency, budget);
         plan.notes.extend(memo_notes);
         plan.notes
             .extend(inner.policy.stranger_note(&workflow.tenant));
@@ -337,7 +337,7 @@ impl Runtime {
         let drain = CancellationToken::new();
         let run_drain = drain.clone();
         let runtime = self.clone();
-        let workflow = workflow.clone();
+        let workflow = Arc::new(workflow.clone());
         let (run_bus, run_cancel, run_directory) =
             (Arc::clone(&bus), cancel.clone(), directory.clone());
         let id = run_id.clone();
@@ -349,7 +349,7 @@ impl Runtime {
                 folded.fuel_used,
                 Some(folded.run.started_ms),
             ),
-            None => (Vec::new(), 0, None),
+            None => (HashMap::new(), 0, None),
         };
         let journal = Arc::clone(&inner.journal);
         // Every attempt's span is a child of its run's.
@@ -392,7 +392,7 @@ impl Runtime {
                     .map(|a| (a.name.clone(), a.key.clone()))
                     .collect();
                 let plan = Plan {
-                    workflow: &workflow,
+                    workflow: Arc::clone(&workflow),
                     run_id: id.clone(),
                     max_concurrency,
                     agents: agent_plans,
@@ -413,7 +413,18 @@ impl Runtime {
                     }
                 };
                 let snapshot = || serde_json::to_value(blackboard.snapshot()).unwrap_or_default();
+                let policy = &runtime.inner.policy;
+                let grow = |wf: &Workflow, task: usize, plan: &serde_json::Value| {
+                    let grown = wf.grow(task, plan)?;
+                    let doctors = diagnostic_agents(&grown, policy).map_err(|e| e.to_string())?;
+                    let tasks = task_plans(&grown, policy, &doctors);
+                    Ok(Growth {
+                        workflow: grown,
+                        tasks,
+                    })
+                };
                 let shared = Shared {
+                    grow: &grow,
                     governor,
                     tenant: Arc::clone(&tenant),
                     bus: &run_bus,
@@ -462,8 +473,9 @@ impl Runtime {
                     agents,
                 };
                 let last_settled = finished.last_settled;
+                let grown = Arc::clone(&finished.workflow);
                 let mut report = aggregate::report(aggregate::Finished {
-                    workflow: &workflow,
+                    workflow: &grown,
                     run_id: id,
                     run: finished,
                     agent_names,
@@ -592,13 +604,14 @@ pub(super) async fn blocking<T: Send + 'static>(
         .map_err(|e| Error::Internal(format!("a journal call failed: {e}")))?
 }
 
-/// What each task of a resumed run did before, as the scheduler takes it.
-fn prior_tasks(workflow: &Workflow, folded: &Folded) -> Vec<Option<scheduler::Resumed>> {
-    workflow
+/// What each task of a resumed run did before, as the scheduler takes it: by task id, those
+/// its planners added included.
+fn prior_tasks(workflow: &Workflow, folded: &Folded) -> HashMap<String, scheduler::Resumed> {
+    folded
         .tasks
         .iter()
-        .map(|t| {
-            let prior = folded.tasks.get(&t.id)?;
+        .map(|(node, prior)| {
+            let target = workflow.tasks.iter().find(|t| &t.id == node);
             let attempts = prior
                 .attempts
                 .iter()
@@ -607,7 +620,7 @@ fn prior_tasks(workflow: &Workflow, folded: &Folded) -> Vec<Option<scheduler::Re
                         .agents
                         .iter()
                         .position(|d| d.name == a.agent)
-                        .or_else(|| t.target.agents().first().copied())
+                        .or_else(|| target.and_then(|t| t.target.agents().first().copied()))
                         .unwrap_or(0);
                     let attempt = Attempt {
                         status: a.status,
@@ -626,10 +639,11 @@ fn prior_tasks(workflow: &Workflow, folded: &Folded) -> Vec<Option<scheduler::Re
                     (agent, attempt)
                 })
                 .collect();
-            Some(scheduler::Resumed {
+            let resumed = scheduler::Resumed {
                 attempts,
                 succeeded: prior.succeeded,
-            })
+            };
+            (node.clone(), resumed)
         })
         .collect()
 }
@@ -744,38 +758,6 @@ fn task_plans(workflow: &Workflow, policy: &Policy, doctors: &[Option<usize>]) -
             diagnostic_agent: *doctor,
         })
         .collect()
-}
-
-fn plan_event(
-    workflow: &Workflow,
-    max_concurrency: usize,
-    budget: crate::model::limits::Budget,
-) -> PlanCreated {
-    PlanCreated {
-        workflow: workflow.name.clone(),
-        tenant: workflow.tenant.clone(),
-        max_concurrency,
-        budget,
-        tasks: workflow
-            .tasks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| PlannedTask {
-                node: t.id.clone(),
-                agent: workflow.target_label(i),
-                depends_on: t
-                    .deps
-                    .iter()
-                    .map(|&d| workflow.tasks[d].id.clone())
-                    .collect(),
-                priority: t.priority,
-                mutex: t.mutex.clone(),
-                critical: t.critical,
-                description: t.description.clone(),
-            })
-            .collect(),
-        notes: Vec::new(),
-    }
 }
 
 /// A time-ordered, unique enough run id: `20261122-101500-3fa9c1`.

@@ -108,6 +108,12 @@ impl Resources {
         }
     }
 
+    /// A mutex group a plan brought: its index.
+    pub(super) fn add_mutex(&mut self, capacity: usize) -> usize {
+        self.mutexes.push(SlotPool::new(capacity));
+        self.mutexes.len() - 1
+    }
+
     /// The run's signal: fired when a resource something is parked on is released.
     pub(super) fn signal(&self) -> &Arc<Signal> {
         &self.signal

@@ -24,6 +24,7 @@ mod assign;
 mod cancel;
 mod error_budget;
 mod grants;
+mod grow;
 mod handoff;
 mod metrics;
 mod ready;
@@ -76,8 +77,9 @@ pub(crate) struct TaskPlan {
 
 /// What one run's scheduling needs.
 #[derive(Debug)]
-pub(crate) struct Plan<'a> {
-    pub(crate) workflow: &'a Workflow,
+pub(crate) struct Plan {
+    /// The workflow; a planner's plan grows it while the run goes on.
+    pub(crate) workflow: Arc<Workflow>,
     pub(crate) run_id: String,
     pub(crate) max_concurrency: usize,
     pub(crate) agents: Vec<AgentPlan>,
@@ -88,8 +90,9 @@ pub(crate) struct Plan<'a> {
     /// When the run started (a resumed run: when it first started; its wall-time budget is a
     /// deadline from then).
     pub(crate) started: Instant,
-    /// A resumed run: per task, what it did before (empty for a new run).
-    pub(crate) resumed: Vec<Option<Resumed>>,
+    /// A resumed run: what each task did before, by id (empty for a new run). Tasks its
+    /// planners' plans had added are found here when the plans are spliced in again.
+    pub(crate) resumed: HashMap<String, Resumed>,
     /// Fuel the run burned before it was resumed.
     pub(crate) fuel_spent: u64,
 }
@@ -116,6 +119,18 @@ pub(crate) struct Shared<'a> {
     /// Told when the run's error budget is breached and when the run resumes after it (its
     /// credential is revoked, then a new one issued).
     pub(crate) on_error_budget: &'a (dyn Fn(ErrorBudgetChange) + Sync),
+    /// Grows the workflow with the plan a planner task returned (task, plan), or says why the
+    /// plan is refused.
+    pub(crate) grow: &'a Grow<'a>,
+}
+
+/// See [`Shared::grow`].
+pub(crate) type Grow<'a> = dyn Fn(&Workflow, usize, &Value) -> Result<Growth, String> + Sync + 'a;
+
+/// A workflow grown by a plan, and the failure handling of each of its tasks.
+pub(crate) struct Growth {
+    pub(crate) workflow: Workflow,
+    pub(crate) tasks: Vec<TaskPlan>,
 }
 
 /// A turn of the run's error budget.
@@ -158,14 +173,12 @@ pub(crate) struct Finished {
     pub(crate) fuel_used: u64,
     /// The run was drained before every task had settled: it has not ended.
     pub(crate) drained: bool,
+    /// The workflow as its plans grew it (the tasks are in its order).
+    pub(crate) workflow: Arc<Workflow>,
 }
 
 /// Runs every task of the plan and returns how each ended, in task order.
-pub(crate) async fn run<E: Executor>(
-    plan: Plan<'_>,
-    executor: Arc<E>,
-    shared: Shared<'_>,
-) -> Finished {
+pub(crate) async fn run<E: Executor>(plan: Plan, executor: Arc<E>, shared: Shared<'_>) -> Finished {
     let mut s = Scheduler::new(plan, shared);
     let mut jobs: JoinSet<Attempt> = JoinSet::new();
     let signal = Arc::clone(s.resources.signal());
@@ -236,6 +249,8 @@ struct TaskState {
     queued: Option<Duration>,
     /// In the ready queue, or parked on a resource: it will be tried.
     waiting: bool,
+    /// A planner whose plan joined the run: its output (the plan) is passed to no task.
+    planned: bool,
     running: Option<Running>,
     outcome: Option<TaskOutcome>,
 }
@@ -267,12 +282,14 @@ struct TaskNames {
 }
 
 struct Scheduler<'a> {
-    plan: Plan<'a>,
+    plan: Plan,
     shared: Shared<'a>,
     names: Vec<TaskNames>,
     agent_names: Vec<Name>,
     agent_limits: Vec<Limits>,
     agent_slots: Vec<Option<Arc<SlotPool>>>,
+    /// Mutex groups by index, as [`TaskNames::mutex`] names them.
+    mutex_names: Vec<String>,
     tasks: Vec<TaskState>,
     queue: ReadyQueue,
     resources: Resources,
@@ -301,30 +318,16 @@ struct Scheduler<'a> {
 }
 
 impl<'a> Scheduler<'a> {
-    fn new(plan: Plan<'a>, shared: Shared<'a>) -> Self {
-        let wf = plan.workflow;
+    fn new(plan: Plan, shared: Shared<'a>) -> Self {
+        let wf = Arc::clone(&plan.workflow);
         let start = plan.started;
-        let mut mutex_names: Vec<&str> = Vec::new();
-        let names = wf
-            .tasks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| TaskNames {
-                node: Name::from(&t.id),
-                branch: Name::from(wf.branch(i)),
-                label: Name::from(wf.target_label(i)),
-                params: Arc::from(t.params.to_string()),
-                mutex: t.mutex.as_deref().map(|m| {
-                    mutex_names.iter().position(|n| *n == m).unwrap_or_else(|| {
-                        mutex_names.push(m);
-                        mutex_names.len() - 1
-                    })
-                }),
-            })
+        let mut mutex_names: Vec<String> = Vec::new();
+        let names = (0..wf.tasks.len())
+            .map(|i| task_names(&wf, i, &mut mutex_names).0)
             .collect();
         let capacities: Vec<usize> = mutex_names
             .iter()
-            .map(|m| wf.mutexes.get(*m).copied().unwrap_or(1))
+            .map(|m| wf.mutexes.get(m).copied().unwrap_or(1))
             .collect();
         let governor = shared.governor;
         let agent_slots = plan
@@ -349,16 +352,15 @@ impl<'a> Scheduler<'a> {
             agent_names: plan.agents.iter().map(|a| Name::from(&a.name)).collect(),
             agent_limits: plan.agents.iter().map(|a| a.limits).collect(),
             agent_slots,
+            mutex_names,
             tasks: wf
                 .tasks
                 .iter()
-                .enumerate()
-                .map(|(i, t)| TaskState {
+                .map(|t| TaskState {
                     remaining: t.deps.len(),
                     attempts: plan
                         .resumed
-                        .get(i)
-                        .and_then(Option::as_ref)
+                        .get(&t.id)
                         .map(|r| r.attempts.clone())
                         .unwrap_or_default(),
                     ..TaskState::default()
@@ -387,8 +389,9 @@ impl<'a> Scheduler<'a> {
         }
     }
 
-    fn wf(&self) -> &'a Workflow {
-        self.plan.workflow
+    /// The workflow as it stands (a plan may grow it: hold the `Arc`, not the scheduler).
+    fn wf(&self) -> Arc<Workflow> {
+        Arc::clone(&self.plan.workflow)
     }
 
     /// Which task (and attempt) an event is about: its agent, or its label before one is
@@ -417,15 +420,8 @@ impl<'a> Scheduler<'a> {
     }
 
     fn begin(&mut self) {
-        let done = |s: &Self, task: usize| {
-            s.plan
-                .resumed
-                .get(task)
-                .and_then(Option::as_ref)
-                .is_some_and(|r| r.succeeded)
-        };
         for task in 0..self.tasks.len() {
-            if !done(self, task) {
+            if !self.resumed_done(task) {
                 let attempt = self.next_attempt(task);
                 self.publish(TaskStatusUpdated::new(
                     self.task_ref(task, None, attempt),
@@ -434,15 +430,26 @@ impl<'a> Scheduler<'a> {
             }
         }
         // A resumed run's tasks that succeeded before are done, as they were (nothing is
-        // published again for them); their dependents go on from there.
-        for task in 0..self.tasks.len() {
-            if done(self, task) {
+        // published again for them); their dependents go on from there. A planner's plan is
+        // spliced in again, from its output (the tasks it adds are looked at in turn).
+        let mut task = 0;
+        while task < self.tasks.len() {
+            if self.resumed_done(task) {
                 let status = self.tasks[task]
                     .attempts
                     .last()
                     .map_or(TaskStatus::Succeeded, |(_, a)| a.status);
-                self.settle(task, status, None, false);
+                let last = self.tasks[task].attempts.last();
+                let (agent, output) = last.map_or((0, None), |(a, t)| (*a, t.output.clone()));
+                match self.grow_if_planner(task, agent, output) {
+                    Ok(()) => self.settle(task, status, None, false),
+                    Err(why) => {
+                        let error = TaskError::new(ErrorKind::InvalidPlan, why);
+                        self.settle(task, TaskStatus::Failed, Some(error), true);
+                    }
+                }
             }
+            task += 1;
         }
         for task in 0..self.tasks.len() {
             let state = &self.tasks[task];
@@ -472,7 +479,8 @@ impl<'a> Scheduler<'a> {
             state.waiting = true;
             self.waiting += 1;
         }
-        let t = &self.wf().tasks[task];
+        let wf = self.wf();
+        let t = &wf.tasks[task];
         self.queue.push(task, t.priority, t.critical_path);
     }
 
@@ -500,7 +508,8 @@ impl<'a> Scheduler<'a> {
         // What was released since the last step: the tasks parked on it compete again.
         for task in self.resources.released() {
             if self.tasks[task].waiting && self.tasks[task].running.is_none() {
-                let t = &self.wf().tasks[task];
+                let wf = self.wf();
+                let t = &wf.tasks[task];
                 self.queue.push(task, t.priority, t.critical_path);
             }
         }
@@ -520,7 +529,8 @@ impl<'a> Scheduler<'a> {
             if !state.waiting || state.running.is_some() || state.outcome.is_some() {
                 continue;
             }
-            let t = &self.wf().tasks[task];
+            let wf = self.wf();
+            let t = &wf.tasks[task];
             let score = |a: usize| self.shared.governor.score(&self.plan.agents[a].key).value();
             let slots = AgentSlots {
                 limits: &self.agent_limits,
@@ -571,6 +581,9 @@ impl<'a> Scheduler<'a> {
             .deps
             .iter()
             .filter_map(|&d| {
+                if self.tasks[d].planned {
+                    return None;
+                }
                 let outcome = self.tasks[d].outcome.as_ref()?;
                 let result = if outcome.status.is_success() {
                     let output = outcome.attempts.last()?.1.output.clone()?;
@@ -693,6 +706,13 @@ impl<'a> Scheduler<'a> {
                 format!("ran out of {what}: it was given only {cap}"),
             ));
         }
+        // A planner's plan joins the run now, or the attempt fails with why it may not.
+        if attempt.status.is_success()
+            && let Err(why) = self.grow_if_planner(task, run.agent, attempt.output.clone())
+        {
+            attempt.status = TaskStatus::Failed;
+            attempt.error = Some(TaskError::new(ErrorKind::InvalidPlan, why));
+        }
         // Everything the attempt held goes back now: what it used is charged.
         let Grant { reservation, .. } = run.grant;
         reservation.settle(attempt.fuel_used, attempt.latency);
@@ -734,7 +754,7 @@ impl<'a> Scheduler<'a> {
                 .clone()
                 .unwrap_or_else(|| TaskError::new(ErrorKind::Failed, "failed"));
             self.failures
-                .push((self.wf().tasks[task].id.clone(), number, failure));
+                .push((self.plan.workflow.tasks[task].id.clone(), number, failure));
         }
         if !cancelled {
             self.finished_attempts += 1;
@@ -773,8 +793,8 @@ impl<'a> Scheduler<'a> {
     fn run_info(&self) -> handoff::RunInfo<'_> {
         handoff::RunInfo {
             run_id: &self.plan.run_id,
-            workflow: &self.wf().name,
-            tenant: &self.wf().tenant,
+            workflow: &self.plan.workflow.name,
+            tenant: &self.plan.workflow.tenant,
         }
     }
 
@@ -804,9 +824,31 @@ impl<'a> Scheduler<'a> {
             last_settled: self.last_settled,
             fuel_used,
             drained,
+            workflow: self.plan.workflow,
         }
     }
 }
 
 #[cfg(test)]
 mod tests;
+
+/// What task `i` of `wf` is named, and whether its mutex group is new to `mutex_names`.
+fn task_names(wf: &Workflow, i: usize, mutex_names: &mut Vec<String>) -> (TaskNames, bool) {
+    let t = &wf.tasks[i];
+    let mut new_mutex = false;
+    let mutex = t.mutex.as_deref().map(|m| {
+        mutex_names.iter().position(|n| n == m).unwrap_or_else(|| {
+            mutex_names.push(m.to_owned());
+            new_mutex = true;
+            mutex_names.len() - 1
+        })
+    });
+    let names = TaskNames {
+        node: Name::from(&t.id),
+        branch: Name::from(wf.branch(i)),
+        label: Name::from(wf.target_label(i)),
+        params: Arc::from(t.params.to_string()),
+        mutex,
+    };
+    (names, new_mutex)
+}

@@ -56,6 +56,8 @@ struct Fake {
     fuel: u64,
     /// Idempotency keys of the jobs received.
     keys: Mutex<std::collections::HashSet<String>>,
+    /// What a planner task returns (by node): its plan.
+    plans: HashMap<String, serde_json::Value>,
 }
 
 impl Fake {
@@ -153,7 +155,10 @@ impl Executor for Fake {
         } else {
             b.status
         };
-        let output = serde_json::json!([node, upstream]).to_string();
+        let output = match self.plans.get(&node) {
+            Some(plan) => plan.to_string(),
+            None => serde_json::json!([node, upstream]).to_string(),
+        };
         Attempt {
             status,
             output: (status == TaskStatus::Succeeded)
@@ -239,28 +244,32 @@ impl Harness {
                 max_concurrency: a.max_concurrency,
             })
             .collect();
-        let tasks = wf
-            .tasks
-            .iter()
-            .map(|t| TaskPlan {
-                retry: t
-                    .target
-                    .agents()
-                    .iter()
-                    .map(|&a| {
-                        let base = self.retry.clone().unwrap_or_default().over(RetryPolicy {
-                            backoff: Duration::from_millis(10),
-                            ..RetryPolicy::default()
-                        });
-                        (a, t.retry.over(wf.agents[a].retry.over(base)))
-                    })
-                    .collect(),
-                stall: self.stall.clone(),
-                diagnostic_agent: None,
-            })
-            .collect();
+        let retry = self.retry.clone();
+        let stall = self.stall.clone();
+        let task_plans = move |wf: &Workflow| -> Vec<TaskPlan> {
+            wf.tasks
+                .iter()
+                .map(|t| TaskPlan {
+                    retry: t
+                        .target
+                        .agents()
+                        .iter()
+                        .map(|&a| {
+                            let base = retry.clone().unwrap_or_default().over(RetryPolicy {
+                                backoff: Duration::from_millis(10),
+                                ..RetryPolicy::default()
+                            });
+                            (a, t.retry.over(wf.agents[a].retry.over(base)))
+                        })
+                        .collect(),
+                    stall: stall.clone(),
+                    diagnostic_agent: None,
+                })
+                .collect()
+        };
+        let tasks = task_plans(wf);
         let plan = Plan {
-            workflow: wf,
+            workflow: Arc::new(wf.clone()),
             run_id: "run".into(),
             max_concurrency: self.max,
             agents,
@@ -268,7 +277,7 @@ impl Harness {
             error_budget: self.error_budget,
             budget: self.budget,
             started: Instant::now(),
-            resumed: Vec::new(),
+            resumed: HashMap::new(),
             fuel_spent: 0,
         };
         let bus = Bus::new("run");
@@ -289,7 +298,16 @@ impl Harness {
             });
         }
         let blackboard = || serde_json::json!({});
+        let grow = |wf: &Workflow, task: usize, plan: &serde_json::Value| {
+            let grown = wf.grow(task, plan)?;
+            let tasks = task_plans(&grown);
+            Ok(Growth {
+                workflow: grown,
+                tasks,
+            })
+        };
         let shared = Shared {
+            grow: &grow,
             governor: &governor,
             tenant: governor.tenant(&wf.tenant),
             bus: &bus,
@@ -1011,4 +1029,241 @@ async fn a_failure_at_the_head_of_a_20_000_task_chain_settles_without_recursion(
         "the skip names the failure: {}",
         last.message
     );
+}
+
+/// A workflow with a planner agent `planner` beside `a`; its directory lives as long as it
+/// does (a plan is checked again with the file's components).
+fn planned(body: &str) -> (tempfile::TempDir, Workflow) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("a.wasm"), b"").expect("write");
+    let text = format!(
+        "[workflow]\nname = \"w\"\n[agents.a]\ncomponent = \"a.wasm\"\n\
+         [agents.planner]\ncomponent = \"a.wasm\"\nplanner = true\n{body}"
+    );
+    let wf =
+        Workflow::parse(&text, dir.path().join("w.toml"), &[]).unwrap_or_else(|e| panic!("{e}"));
+    (dir, wf)
+}
+
+fn calc_plan() -> serde_json::Value {
+    serde_json::json!({"tasks": [
+        {"id": "left", "agent": "a", "with": {"a": 1, "b": 2}},
+        {"id": "right", "agent": "a", "with": {"a": 3, "b": 4}},
+        {"id": "product", "agent": "a", "depends_on": ["left", "right"]},
+    ]})
+}
+
+fn outcome<'f>(finished: &'f Finished, node: &str) -> &'f TaskOutcome {
+    let i = finished
+        .workflow
+        .tasks
+        .iter()
+        .position(|t| t.id == node)
+        .unwrap_or_else(|| panic!("no task `{node}`"));
+    &finished.tasks[i]
+}
+
+fn output_of(finished: &Finished, node: &str) -> serde_json::Value {
+    let o = outcome(finished, node);
+    let raw = o.attempts.last().and_then(|(_, a)| a.output.clone());
+    raw.map_or(serde_json::Value::Null, |r| {
+        serde_json::from_str(r.get()).expect("json")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planners_plan_joins_the_run_below_it_and_its_dependents_wait_for_the_plan() {
+    let (_dir, wf) = planned(
+        "[[tasks]]\nid = \"plan\"\nagent = \"planner\"\n\
+         [[tasks]]\nid = \"after\"\nagent = \"a\"\ndepends_on = [\"plan\"]\n",
+    );
+    let mut fake = Fake::new(60);
+    fake.plans.insert("plan".into(), calc_plan());
+    let fake = Arc::new(fake);
+    let (finished, bus) = Harness::new(8).run(&wf, Arc::clone(&fake)).await;
+    let ids: Vec<&str> = finished
+        .workflow
+        .tasks
+        .iter()
+        .map(|t| t.id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        ["plan", "after", "plan.left", "plan.right", "plan.product"]
+    );
+    assert!(
+        statuses(&finished)
+            .iter()
+            .all(|s| *s == TaskStatus::Succeeded),
+        "{:?}",
+        statuses(&finished)
+    );
+    // The additions ran at once, the product after both, `after` after the product.
+    let starts = fake.starts();
+    assert_eq!(starts[0], "plan");
+    let mut middle = starts[1..3].to_vec();
+    middle.sort();
+    assert_eq!(middle, ["plan.left", "plan.right"]);
+    assert_eq!(&starts[3..], ["plan.product", "after"]);
+    assert!(
+        fake.max_running.load(Ordering::SeqCst) >= 2,
+        "the additions ran together"
+    );
+    // The plan is passed to no task: the product sees the additions, `after` the product.
+    assert_eq!(
+        output_of(&finished, "plan.product"),
+        serde_json::json!([
+            "plan.product",
+            ["[\"plan.left\",[]]", "[\"plan.right\",[]]"]
+        ])
+    );
+    let after = output_of(&finished, "after");
+    assert_eq!(after[1].as_array().map(Vec::len), Some(1), "{after}");
+    assert!(
+        after[1][0]
+            .as_str()
+            .is_some_and(|s| s.contains("plan.product")),
+        "{after}"
+    );
+    // One `agent.plan.created` for the plan, naming its planner and the tasks it added.
+    let grown: Vec<_> = events(&bus)
+        .await
+        .into_iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::PlanCreated(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(grown.len(), 1);
+    assert_eq!(grown[0].planner.as_deref(), Some("plan"));
+    let nodes: Vec<&str> = grown[0].tasks.iter().map(|t| t.node.as_str()).collect();
+    assert_eq!(nodes, ["plan.left", "plan.right", "plan.product"]);
+    assert_eq!(grown[0].tasks[0].depends_on, ["plan"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_plan_fails_its_planner_with_why_and_the_rest_of_the_run_goes_on() {
+    let cases = [
+        (
+            serde_json::json!({"tasks": [{"id": "x", "agent": "ghost"}]}),
+            "ghost",
+        ),
+        (
+            serde_json::json!({"tasks": [
+                {"id": "x", "agent": "a", "depends_on": ["y"]},
+                {"id": "y", "agent": "a", "depends_on": ["x"]},
+            ]}),
+            "cycle",
+        ),
+        (
+            serde_json::json!({"tasks": [{"id": "x", "agent": "a"}, {"id": "x", "agent": "a"}]}),
+            "plan.x",
+        ),
+        (
+            serde_json::json!({"tasks": (0..5).map(|i| serde_json::json!({"id": format!("t{i}"), "agent": "a"})).collect::<Vec<_>>()}),
+            "max_tasks",
+        ),
+        (
+            serde_json::json!({"tasks": [{"id": "x", "agent": "a", "inputs": ["/etc"]}]}),
+            "may not read files",
+        ),
+        (serde_json::json!(["not", "a", "plan"]), "not an object"),
+    ];
+    for (plan, why) in cases {
+        let (_dir, wf) = planned(
+            "[[tasks]]\nid = \"plan\"\nagent = \"planner\"\n\
+             [[tasks]]\nid = \"after\"\nagent = \"a\"\ndepends_on = [\"plan\"]\n\
+             [[tasks]]\nid = \"other\"\nagent = \"a\"\n",
+        );
+        let wf = Workflow { max_tasks: 6, ..wf };
+        let mut fake = Fake::new(5);
+        fake.plans.insert("plan".into(), plan.clone());
+        let (finished, _) = Harness::new(4).run(&wf, Arc::new(fake)).await;
+        assert_eq!(
+            finished.workflow.tasks.len(),
+            3,
+            "{plan}: nothing was added"
+        );
+        let planner = outcome(&finished, "plan");
+        assert_eq!(planner.status, TaskStatus::Failed, "{plan}");
+        let error = planner.error.as_ref().expect("why");
+        assert_eq!(error.kind, ErrorKind::InvalidPlan, "{plan}");
+        assert!(error.message.contains(why), "{plan}: {}", error.message);
+        assert_eq!(outcome(&finished, "after").status, TaskStatus::Skipped);
+        assert_eq!(outcome(&finished, "other").status, TaskStatus::Succeeded);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_nest_to_their_depth_limit_and_no_deeper() {
+    let (_dir, wf) = planned("[[tasks]]\nid = \"top\"\nagent = \"planner\"\n");
+    let mut fake = Fake::new(5);
+    fake.plans.insert(
+        "top".into(),
+        serde_json::json!({"tasks": [
+            {"id": "part", "agent": "planner"},
+            {"id": "sum", "agent": "a", "depends_on": ["part"]},
+        ]}),
+    );
+    fake.plans.insert("top.part".into(), calc_plan());
+    let fake = Arc::new(fake);
+    let (finished, _) = Harness::new(8).run(&wf, Arc::clone(&fake)).await;
+    assert!(
+        statuses(&finished)
+            .iter()
+            .all(|s| *s == TaskStatus::Succeeded),
+        "{:?}",
+        statuses(&finished)
+    );
+    let ids: Vec<&str> = finished
+        .workflow
+        .tasks
+        .iter()
+        .map(|t| t.id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "top",
+            "top.part",
+            "top.sum",
+            "top.part.left",
+            "top.part.right",
+            "top.part.product"
+        ]
+    );
+    // `sum` waited for the inner plan: it ran last, and sees its product.
+    assert_eq!(fake.starts().last().map(String::as_str), Some("top.sum"));
+    let sum = output_of(&finished, "top.sum");
+    assert!(
+        sum[1][0]
+            .as_str()
+            .is_some_and(|s| s.contains("top.part.product")),
+        "{sum}"
+    );
+
+    // One level allowed: the inner plan is refused, and what needs it is skipped.
+    let wf = Workflow {
+        max_plan_depth: 1,
+        ..wf
+    };
+    let mut fake = Fake::new(5);
+    fake.plans = HashMap::from([
+        (
+            "top".into(),
+            serde_json::json!({"tasks": [{"id": "part", "agent": "planner"}, {"id": "sum", "agent": "a", "depends_on": ["part"]}]}),
+        ),
+        ("top.part".into(), calc_plan()),
+    ]);
+    let (finished, _) = Harness::new(8).run(&wf, Arc::new(fake)).await;
+    let part = outcome(&finished, "top.part");
+    assert_eq!(part.status, TaskStatus::Failed);
+    assert!(
+        part.error
+            .as_ref()
+            .is_some_and(|e| e.message.contains("max_plan_depth")),
+        "{:?}",
+        part.error
+    );
+    assert_eq!(outcome(&finished, "top.sum").status, TaskStatus::Skipped);
 }

@@ -104,6 +104,7 @@ pub(crate) fn agents(
             tools,
             workdir: spec.workdir.unwrap_or(true),
             cache: spec.cache,
+            planner: spec.planner.unwrap_or(false),
             capabilities,
             tenants,
             max_concurrency: spec

@@ -5,6 +5,7 @@
 //! It never compiles or runs components (the engine checks that they implement `sub-agent`).
 
 mod agents;
+mod plan;
 mod render;
 mod spec;
 mod template;
@@ -27,6 +28,10 @@ use crate::policy::{RetryOverride, StallOverride};
 
 /// How many tasks run at once when the file does not say.
 pub(crate) const DEFAULT_MAX_CONCURRENCY: usize = 16;
+/// How many tasks plans may add to a file's own, when it does not say (`max_tasks`).
+pub(crate) const DEFAULT_MAX_TASKS: usize = 1_000;
+/// How deep plans may nest, when the file does not say.
+pub(crate) const DEFAULT_MAX_PLAN_DEPTH: u32 = 3;
 
 /// A validated workflow: a DAG of tasks, each run by a declared agent.
 ///
@@ -56,6 +61,10 @@ pub struct Workflow {
     pub(crate) source: Arc<Source>,
     /// The parameters the caller overrode (kept to run it again: resume).
     pub(crate) overrides: Vec<(String, String)>,
+    /// The most tasks the run may grow to with its planners' plans.
+    pub(crate) max_tasks: usize,
+    /// How deep plans may nest.
+    pub(crate) max_plan_depth: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +91,8 @@ pub(crate) struct AgentDef {
     /// `cache = true`: its tasks' outputs may be reused (even if it calls tools or reads
     /// secrets: the agent says its results do not depend on them).
     pub(crate) cache: Option<bool>,
+    /// A planner: its tasks' outputs are plans (see [`Workflow::grow`]).
+    pub(crate) planner: bool,
 }
 
 /// What runs a task.
@@ -125,6 +136,8 @@ pub(crate) struct TaskDef {
     pub(crate) inputs: Vec<PathBuf>,
     /// `cache = true`: its output may be reused when everything it depends on is the same.
     pub(crate) cache: Option<bool>,
+    /// How many plans deep it was planned: 0 for the file's own tasks.
+    pub(crate) depth: u32,
 }
 
 impl Workflow {

@@ -45,6 +45,10 @@ pub(crate) struct WorkflowSpec {
     pub(crate) on_blocked: Option<Spanned<String>>,
     pub(crate) diagnostic_agent: Option<Spanned<String>>,
     pub(crate) error_budget: Option<ErrorBudgetSpec>,
+    /// The most tasks the run may grow to, with its planners' plans.
+    pub(crate) max_tasks: Option<Spanned<i64>>,
+    /// How deep plans may nest (a plan's planners plan again).
+    pub(crate) max_plan_depth: Option<Spanned<i64>>,
 }
 
 /// Limits that `[workflow.defaults]` sets for every agent.
@@ -82,6 +86,8 @@ pub(crate) struct AgentSpec {
     pub(crate) workdir: Option<bool>,
     /// Whether its tasks' outputs may be reused (memoized).
     pub(crate) cache: Option<bool>,
+    /// A planner: what its tasks return is a plan, spliced into the run below them.
+    pub(crate) planner: Option<bool>,
     /// How many of its tasks may run at once, across every run of the runtime.
     pub(crate) max_concurrency: Option<Spanned<i64>>,
     /// Fuel per second for all its tasks together, and the burst above it.

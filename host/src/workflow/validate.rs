@@ -115,6 +115,14 @@ impl Validator {
             }
             (None, None) => "default".to_owned(),
         };
+        let max_tasks = section
+            .max_tasks
+            .as_ref()
+            .map(|m| (m.span(), c.int(m, 1..=MAX_TASKS as i64, "max_tasks")));
+        let max_plan_depth = match &section.max_plan_depth {
+            Some(m) => c.int(m, 0..=16, "max_plan_depth").unwrap_or(0) as u32,
+            None => super::DEFAULT_MAX_PLAN_DEPTH,
+        };
         let max_concurrency = match &section.max_concurrency {
             Some(m) => c.int(m, 1..=100_000, "max_concurrency").unwrap_or(1) as usize,
             None => super::DEFAULT_MAX_CONCURRENCY,
@@ -202,6 +210,21 @@ impl Validator {
         let graph = self.graph(&tasks)?;
         let mut tasks: Vec<TaskDef> = tasks.into_iter().map(|(t, _)| t).collect();
         compute_critical_paths(&graph, &mut tasks);
+        let max_tasks = match max_tasks {
+            Some((span, Some(max))) => {
+                let max = max as usize;
+                if max < tasks.len() {
+                    self.c.err(
+                        span,
+                        format!("max_tasks is {max}, but the file has {} tasks", tasks.len()),
+                        "raise it: it bounds what plans may add to the file's own tasks",
+                    );
+                    return None;
+                }
+                max
+            }
+            _ => tasks.len() + super::DEFAULT_MAX_TASKS,
+        };
         Some(Workflow {
             name,
             description: section.description.clone(),
@@ -217,6 +240,8 @@ impl Validator {
             budget,
             source: Arc::clone(&self.c.source),
             overrides: Vec::new(),
+            max_tasks,
+            max_plan_depth,
         })
     }
 
@@ -652,6 +677,7 @@ impl Validator {
                     on_upstream_failure,
                     inputs: d.inputs.clone(),
                     cache: d.spec.cache,
+                    depth: 0,
                 },
                 spans,
             ));
@@ -869,7 +895,7 @@ fn find_cycle(graph: &DiGraph<(), ()>, scc: &[NodeIndex]) -> Vec<usize> {
 }
 
 /// Longest chain of tasks from each task to the end of the workflow, itself included.
-fn compute_critical_paths(graph: &DiGraph<(), ()>, tasks: &mut [TaskDef]) {
+pub(super) fn compute_critical_paths(graph: &DiGraph<(), ()>, tasks: &mut [TaskDef]) {
     let Ok(order) = toposort(graph, None) else {
         return;
     };

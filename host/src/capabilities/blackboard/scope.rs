@@ -83,7 +83,7 @@ pub(crate) fn resolve(
         Ok(key.to_owned())
     } else if let Some(rest) = key.strip_prefix(BRANCHES) {
         let other = rest.split('/').next().unwrap_or_default();
-        if !branches.contains(other) && other != branch {
+        if !is_branch(other, branches) && other != branch {
             Err(format!(
                 "`{other}` is not a branch of this run: other runs' and tenants' keys are out of reach"
             ))
@@ -94,6 +94,21 @@ pub(crate) fn resolve(
         }
     } else {
         Ok(format!("{BRANCHES}{branch}/{key}"))
+    }
+}
+
+/// Whether `name` is a branch of the run: one of `branches`, or of a task a planner's plan
+/// added (its branch is its planner's, `.` and its own id: `w.plan.left`).
+fn is_branch(name: &str, branches: &HashSet<String>) -> bool {
+    let mut prefix = name;
+    loop {
+        if branches.contains(prefix) {
+            return true;
+        }
+        match prefix.rfind('.') {
+            Some(i) => prefix = &prefix[..i],
+            None => return false,
+        }
     }
 }
 

@@ -1,0 +1,99 @@
+//! Growing: a planner's plan joins the running DAG. The workflow checks the plan and grows
+//! (see `workflow::plan`); here the run takes the new tasks in: each is announced (one
+//! `agent.plan.created` naming the planner and the tasks it added, then each task `pending`),
+//! the planner's dependents wait for the plan's last tasks too, and the plan's first tasks
+//! become ready when the planner settles. A resumed run grows again from the journaled plan:
+//! the tasks that had succeeded are done as they were.
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+use super::{Growth, Scheduler, TaskState, task_names};
+use crate::model::events::{EventKind, TaskStatusUpdated};
+use crate::model::status::TaskStatus;
+
+impl Scheduler<'_> {
+    /// If `task` ran on a planner, splices the plan it returned (`output`) into the run; or
+    /// says why the plan is refused.
+    pub(super) fn grow_if_planner(
+        &mut self,
+        task: usize,
+        agent: usize,
+        output: Option<Arc<RawValue>>,
+    ) -> Result<(), String> {
+        let wf = self.wf();
+        if !wf.agents.get(agent).is_some_and(|a| a.planner) {
+            return Ok(());
+        }
+        let Some(output) = output else {
+            return Err("a planner returns a plan, and this one returned nothing".into());
+        };
+        let plan =
+            serde_json::from_str(output.get()).map_err(|e| format!("the plan is not JSON: {e}"))?;
+        let Growth { workflow, tasks } = (self.shared.grow)(&wf, task, &plan)?;
+        let before = wf.tasks.len();
+        if workflow.tasks.len() <= before || tasks.len() != workflow.tasks.len() {
+            return Err("the plan added no task".into());
+        }
+        let workflow = Arc::new(workflow);
+        // The file's tasks whose dependencies grew (the planner's dependents) wait for more.
+        for (i, t) in workflow.tasks.iter().enumerate().take(before) {
+            let added = t.deps.len().saturating_sub(wf.tasks[i].deps.len());
+            if added > 0 && self.tasks[i].outcome.is_none() {
+                self.tasks[i].remaining += added;
+            }
+        }
+        for i in before..workflow.tasks.len() {
+            let (names, new_mutex) = task_names(&workflow, i, &mut self.mutex_names);
+            if new_mutex && let Some(name) = self.mutex_names.last() {
+                let capacity = workflow.mutexes.get(name).copied().unwrap_or(1);
+                self.resources.add_mutex(capacity);
+            }
+            self.names.push(names);
+            let t = &workflow.tasks[i];
+            self.tasks.push(TaskState {
+                remaining: t.deps.len(),
+                attempts: self
+                    .plan
+                    .resumed
+                    .get(&t.id)
+                    .map(|r| r.attempts.clone())
+                    .unwrap_or_default(),
+                ..TaskState::default()
+            });
+        }
+        self.plan.tasks.extend(tasks.into_iter().skip(before));
+        self.plan.workflow = Arc::clone(&workflow);
+        self.tasks[task].planned = true;
+        let mut created = workflow.plan_event(
+            before..workflow.tasks.len(),
+            self.plan.max_concurrency,
+            self.plan.budget,
+        );
+        created.planner = Some(wf.tasks[task].id.clone());
+        self.shared
+            .bus
+            .publish_quiet(EventKind::PlanCreated(created));
+        for i in before..workflow.tasks.len() {
+            if !self.resumed_done(i) {
+                let attempt = self.next_attempt(i);
+                self.publish(TaskStatusUpdated::new(
+                    self.task_ref(i, None, attempt),
+                    TaskStatus::Pending,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a resumed run's `task` had succeeded before (then it does not run again).
+    pub(super) fn resumed_done(&self, task: usize) -> bool {
+        self.plan
+            .workflow
+            .tasks
+            .get(task)
+            .and_then(|t| self.plan.resumed.get(&t.id))
+            .is_some_and(|r| r.succeeded)
+    }
+}

@@ -1,0 +1,260 @@
+//! Plans: what a planner agent returns, the tasks to run below it.
+//!
+//! A plan is checked exactly as a workflow file is, because it becomes one: its tasks are
+//! written into the workflow's text (their ids prefixed with the planner's, so two planners'
+//! plans never collide) and the whole is validated again, for the run's tenant. An unknown
+//! agent, a cycle, a duplicate id, a bad limit or an agent the tenant may not use is the
+//! same error it is in a file. The tasks that pass are spliced in below the planner: a task
+//! of the plan that depends on none of the others depends on the planner, and the planner's
+//! dependents wait for the plan's last tasks too. The file's own tasks keep their places
+//! (the run's state is kept by task), the plan's come after them.
+
+use std::collections::{HashMap, HashSet};
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde_json::Value as Json;
+
+use super::validate::{compute_critical_paths, validate};
+use super::{TaskDef, Workflow};
+use crate::config::{Diagnostic, Source};
+use crate::model::events::{PlanCreated, PlannedTask};
+use crate::model::limits::Budget;
+use crate::model::text::{inert, truncate};
+
+/// Keys a task of a plan may not have, and why.
+const REFUSED_KEYS: [(&str, &str); 2] = [
+    (
+        "split",
+        "a plan may not read files (`split` belongs in workflow files)",
+    ),
+    (
+        "inputs",
+        "a plan may not read files (`inputs` belongs in workflow files)",
+    ),
+];
+
+/// A plan's text quoted in a message: bounded and inert.
+fn quoted(text: &str) -> String {
+    inert(truncate(text, 64)).into_owned()
+}
+
+impl Workflow {
+    /// `agent.plan.created` for tasks `tasks` (all of them when a run starts; a plan's when it
+    /// joins the run).
+    pub(crate) fn plan_event(
+        &self,
+        tasks: std::ops::Range<usize>,
+        max_concurrency: usize,
+        budget: Budget,
+    ) -> PlanCreated {
+        PlanCreated {
+            workflow: self.name.clone(),
+            tenant: self.tenant.clone(),
+            max_concurrency,
+            budget,
+            tasks: tasks
+                .filter_map(|i| {
+                    let t = self.tasks.get(i)?;
+                    Some(PlannedTask {
+                        node: t.id.clone(),
+                        agent: self.target_label(i),
+                        depends_on: t.deps.iter().map(|&d| self.tasks[d].id.clone()).collect(),
+                        priority: t.priority,
+                        mutex: t.mutex.clone(),
+                        critical: t.critical,
+                        description: t.description.clone(),
+                    })
+                })
+                .collect(),
+            planner: None,
+            notes: Vec::new(),
+        }
+    }
+
+    /// The workflow grown with `plan`, the output of its task `planner`; or why the plan is
+    /// refused, each problem on a line.
+    pub(crate) fn grow(&self, planner: usize, plan: &Json) -> Result<Workflow, String> {
+        let planner_id = &self.tasks[planner].id;
+        let depth = self.tasks[planner].depth + 1;
+        if depth > self.max_plan_depth {
+            return Err(format!(
+                "plans may nest {} deep (`max_plan_depth`), and this plan would be {depth} deep",
+                self.max_plan_depth
+            ));
+        }
+        let Some(object) = plan.as_object() else {
+            return Err(
+                "a plan is an object `{\"tasks\": [...]}`, and this output is not an object".into(),
+            );
+        };
+        if let Some(key) = object.keys().find(|k| *k != "tasks") {
+            return Err(format!(
+                "a plan has only `tasks`, and this one has `{}` too",
+                quoted(key)
+            ));
+        }
+        let Some(tasks) = object.get("tasks").and_then(Json::as_array) else {
+            return Err("a plan's `tasks` is a list of tasks".into());
+        };
+        if tasks.is_empty() {
+            return Err("the plan has no tasks".into());
+        }
+        let room = self.max_tasks.saturating_sub(self.tasks.len());
+        if tasks.len() > room {
+            return Err(format!(
+                "the plan has {} tasks, and the run may grow by only {room} more (its `max_tasks` is {})",
+                tasks.len(),
+                self.max_tasks
+            ));
+        }
+        let mut written = Vec::with_capacity(tasks.len());
+        for (i, task) in tasks.iter().enumerate() {
+            written.push(plan_task(planner_id, i, task)?);
+        }
+        let mut table: toml::Table = toml::from_str(&self.source.text)
+            .map_err(|e| format!("the workflow's own text does not parse again: {e}"))?;
+        match table
+            .entry("tasks")
+            .or_insert_with(|| toml::Value::Array(Vec::new()))
+        {
+            toml::Value::Array(list) => list.extend(written),
+            _ => return Err("the workflow's `tasks` is not a list".into()),
+        }
+        let text = toml::to_string(&table)
+            .map_err(|e| format!("the plan cannot be written as a workflow: {e}"))?;
+        let source = Source::new(self.source.path.clone(), text);
+        let grown = validate(source, &self.overrides, Some(&self.tenant)).map_err(|problems| {
+            problems
+                .iter()
+                .map(Diagnostic::brief)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })?;
+        self.splice(planner, grown, depth)
+    }
+
+    /// `grown` with this workflow's tasks in their places (and the dependencies earlier plans
+    /// added), the plan's after them, and the planner's dependents waiting for the plan.
+    fn splice(&self, planner: usize, grown: Workflow, depth: u32) -> Result<Workflow, String> {
+        let at: HashMap<&str, usize> = grown
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.as_str(), i))
+            .collect();
+        // `order[new place] = place in grown`.
+        let mut order = Vec::with_capacity(grown.tasks.len());
+        for t in &self.tasks {
+            let Some(&i) = at.get(t.id.as_str()) else {
+                return Err(format!(
+                    "task `{}` is gone from the workflow checked again with the plan (did a file it splits change?)",
+                    t.id
+                ));
+            };
+            order.push(i);
+        }
+        let kept: HashSet<usize> = order.iter().copied().collect();
+        order.extend((0..grown.tasks.len()).filter(|i| !kept.contains(i)));
+        let mut place = vec![0; order.len()];
+        for (new, &old) in order.iter().enumerate() {
+            place[old] = new;
+        }
+        let mut grown = grown;
+        let mut placed: Vec<(usize, TaskDef)> = std::mem::take(&mut grown.tasks)
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (place[i], t))
+            .collect();
+        placed.sort_by_key(|(p, _)| *p);
+        let mut tasks: Vec<TaskDef> = placed.into_iter().map(|(_, t)| t).collect();
+        let before = self.tasks.len();
+        for (i, task) in tasks.iter_mut().enumerate() {
+            match self.tasks.get(i) {
+                Some(old) => {
+                    task.deps.clone_from(&old.deps);
+                    task.depth = old.depth;
+                }
+                None => {
+                    task.deps = task.deps.iter().map(|&d| place[d]).collect();
+                    task.depth = depth;
+                }
+            }
+        }
+        // The plan's last tasks: those no other task of the plan depends on.
+        let depended: HashSet<usize> = tasks[before..]
+            .iter()
+            .flat_map(|t| t.deps.iter().copied())
+            .collect();
+        let last: Vec<usize> = (before..tasks.len())
+            .filter(|i| !depended.contains(i))
+            .collect();
+        for dependent in self.graph.neighbors(NodeIndex::new(planner)) {
+            tasks[dependent.index()].deps.extend(&last);
+        }
+        let mut graph = DiGraph::with_capacity(tasks.len(), tasks.len());
+        for _ in &tasks {
+            graph.add_node(());
+        }
+        for (i, task) in tasks.iter().enumerate() {
+            for &d in &task.deps {
+                graph.add_edge(NodeIndex::new(d), NodeIndex::new(i), ());
+            }
+        }
+        compute_critical_paths(&graph, &mut tasks);
+        Ok(Workflow {
+            tasks,
+            graph,
+            overrides: self.overrides.clone(),
+            max_tasks: self.max_tasks,
+            max_plan_depth: self.max_plan_depth,
+            ..grown
+        })
+    }
+}
+
+/// Task `i` of a plan as a workflow file's task: its id and dependencies prefixed with the
+/// planner's id, and depending on the planner when it depends on none of the plan's.
+fn plan_task(planner: &str, i: usize, task: &Json) -> Result<toml::Value, String> {
+    let n = i + 1;
+    let Some(task) = task.as_object() else {
+        return Err(format!("task {n} of the plan is not an object"));
+    };
+    let Some(id) = task.get("id").and_then(Json::as_str) else {
+        return Err(format!("task {n} of the plan has no `id` (a string)"));
+    };
+    let id = quoted(id);
+    for (key, why) in REFUSED_KEYS {
+        if task.contains_key(key) {
+            return Err(format!("task `{id}` of the plan: {why}"));
+        }
+    }
+    let mut task = task.clone();
+    task.insert("id".into(), Json::String(format!("{planner}.{id}")));
+    let deps = match task.remove("depends_on") {
+        None => Vec::new(),
+        Some(Json::Array(deps)) => deps
+            .iter()
+            .map(|d| {
+                d.as_str()
+                    .map(|d| Json::String(format!("{planner}.{d}")))
+                    .ok_or_else(|| {
+                        format!("task `{id}` of the plan: `depends_on` lists the plan's task ids")
+                    })
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(format!(
+                "task `{id}` of the plan: `depends_on` is a list of the plan's task ids"
+            ));
+        }
+    };
+    let deps = if deps.is_empty() {
+        vec![Json::String(planner.to_owned())]
+    } else {
+        deps
+    };
+    task.insert("depends_on".into(), Json::Array(deps));
+    toml::Value::try_from(Json::Object(task)).map_err(|e| {
+        format!("task `{id}` of the plan holds what a workflow file cannot (a null?): {e}")
+    })
+}
