@@ -118,6 +118,16 @@ pub(super) fn age(d: std::time::Duration) -> String {
     }
 }
 
+/// The first `max` items, joined with `, `, and how many more there are.
+pub(super) fn listed<'a>(items: impl ExactSizeIterator<Item = &'a str>, max: usize) -> String {
+    let total = items.len();
+    let mut text = items.take(max).collect::<Vec<_>>().join(", ");
+    if total > max {
+        text.push_str(&format!(" and {} more", total - max));
+    }
+    text
+}
+
 pub(super) fn fit(text: &str, width: usize) -> String {
     let one_line = text.replace(['\n', '\r', '\t'], " ");
     if one_line.chars().count() <= width {

@@ -343,20 +343,28 @@ impl Lines {
         let w = self.node_w;
         let line = match &event.kind {
             EventKind::PlanCreated(plan) => {
-                self.node_w = plan
-                    .tasks
-                    .iter()
-                    .map(|t| t.node.len())
-                    .max()
-                    .unwrap_or(8)
-                    .clamp(4, 28);
-                let mut line = format!(
-                    "{stamp} plan {}: {} tasks, max_concurrency {}, run {}",
-                    plan.workflow,
-                    plan.tasks.len(),
-                    plan.max_concurrency,
-                    event.run_id
+                self.node_w = self.node_w.max(
+                    plan.tasks
+                        .iter()
+                        .map(|t| t.node.len())
+                        .max()
+                        .unwrap_or(8)
+                        .clamp(4, 28),
                 );
+                let mut line = match &plan.planner {
+                    Some(planner) => format!(
+                        "{stamp} plan of {planner}: {} tasks added ({})",
+                        plan.tasks.len(),
+                        format::listed(plan.tasks.iter().map(|t| t.node.as_str()), 8)
+                    ),
+                    None => format!(
+                        "{stamp} plan {}: {} tasks, max_concurrency {}, run {}",
+                        plan.workflow,
+                        plan.tasks.len(),
+                        plan.max_concurrency,
+                        event.run_id
+                    ),
+                };
                 for note in &plan.notes {
                     line.push_str(&format!("\n{stamp} note: {note}"));
                 }

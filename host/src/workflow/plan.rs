@@ -72,7 +72,7 @@ impl Workflow {
     }
 
     /// The workflow grown with `plan`, the output of its task `planner`; or why the plan is
-    /// refused, each problem on a line.
+    /// refused.
     pub(crate) fn grow(&self, planner: usize, plan: &Json) -> Result<Workflow, String> {
         let planner_id = &self.tasks[planner].id;
         let depth = self.tasks[planner].depth + 1;
@@ -124,11 +124,14 @@ impl Workflow {
             .map_err(|e| format!("the plan cannot be written as a workflow: {e}"))?;
         let source = Source::new(self.source.path.clone(), text);
         let grown = validate(source, &self.overrides, Some(&self.tenant)).map_err(|problems| {
-            problems
-                .iter()
-                .map(Diagnostic::brief)
-                .collect::<Vec<_>>()
-                .join("\n")
+            let each: Vec<String> = problems.iter().take(8).map(Diagnostic::brief).collect();
+            let more = problems.len().saturating_sub(each.len());
+            let more = if more > 0 {
+                format!(" (and {more} more)")
+            } else {
+                String::new()
+            };
+            format!("the plan is refused: {}{more}", each.join(" · "))
         })?;
         self.splice(planner, grown, depth)
     }

@@ -1,0 +1,329 @@
+//! Planner agents: a task's output is a plan that joins the running DAG, checked as a workflow
+//! file is. The seeds' "Simple Decomposition Test" (21, the additions at once, the product
+//! after both), the "Complex Dependency Test" (fetch → process → analyze → visualize, nothing
+//! early), a plan two levels deep, refused plans (an unknown agent, too many tasks, an agent
+//! the tenant may not use) beside a run that goes on, and a grown run killed and resumed.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wasm_orch::events::EventKind;
+use wasm_orch::{RunOptions, RunStatus, TaskStatus, Workflow};
+use wasm_orch_tests::{Finished, Scratch, cli, kv_store, root};
+
+const AGENTS: &str = r#"
+[agents.planner]
+component = "{guests}/planner.wasm"
+planner = true
+[agents.add]
+component = "{guests}/add.wasm"
+tools = ["sleep"]
+[agents.mul]
+component = "{guests}/mul.wasm"
+tools = ["sleep"]
+[agents.scribe]
+component = "{guests}/scribe.wasm"
+"#;
+
+/// A workflow of one planner task asked `query`, with `extra` TOML after the agents.
+fn planning(query: &str, extra: &str) -> String {
+    format!(
+        "[workflow]\nname = \"planned\"\nmax_concurrency = 8\n{AGENTS}{extra}\n\
+         [[tasks]]\nid = \"plan\"\nagent = \"planner\"\nwith = {{ query = \"{query}\", delay_ms = 300 }}\n"
+    )
+}
+
+/// The plans of the run, in order: (planner, the tasks it added).
+fn plans(done: &Finished) -> Vec<(Option<String>, Vec<String>)> {
+    done.events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::PlanCreated(p) => Some((
+                p.planner.clone(),
+                p.tasks.iter().map(|t| t.node.clone()).collect(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simple_decomposition_gives_21_with_both_additions_at_once_and_the_product_after() {
+    let scratch = Scratch::new();
+    // The example a newcomer runs.
+    let workflow = Workflow::from_file(root().join("examples/planner.toml")).expect("valid");
+    let done = scratch
+        .run_workflow(&scratch.runtime(), &workflow, RunOptions::new())
+        .await;
+    assert_eq!(
+        done.report.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        done.report
+    );
+    assert_eq!(done.report.output("plan.product"), Some(json!(21)));
+    assert_eq!(done.report.output("plan.sum-1"), Some(json!(3)));
+    assert_eq!(done.report.output("plan.sum-2"), Some(json!(7)));
+    let finals: Vec<&String> = done.report.outputs.keys().collect();
+    assert_eq!(
+        finals,
+        ["plan.product"],
+        "the grown DAG's end is the run's output"
+    );
+    assert_eq!(
+        plans(&done),
+        [
+            (None, vec!["plan".to_owned()]),
+            (
+                Some("plan".to_owned()),
+                vec![
+                    "plan.sum-1".to_owned(),
+                    "plan.sum-2".to_owned(),
+                    "plan.product".to_owned()
+                ]
+            ),
+        ]
+    );
+    let span = |node: &str| {
+        (
+            done.when(node, TaskStatus::Running),
+            done.when(node, TaskStatus::Succeeded),
+        )
+    };
+    let ((s1, e1), (s2, e2)) = (span("plan.sum-1"), span("plan.sum-2"));
+    assert!(
+        s1 < e2 && s2 < e1,
+        "the additions did not run at the same time"
+    );
+    let product = done.when("plan.product", TaskStatus::Running);
+    assert!(
+        product >= e1 && product >= e2,
+        "the product started before both sums"
+    );
+    assert!(s1 >= done.when("plan", TaskStatus::Succeeded));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complex_dependency_chain_runs_in_order_with_nothing_early() {
+    let scratch = Scratch::new();
+    let done = scratch
+        .run(&planning("fetch → process → analyze → visualize", ""))
+        .await;
+    assert_eq!(
+        done.report.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        done.report
+    );
+    let steps = [
+        "plan.fetch",
+        "plan.process",
+        "plan.analyze",
+        "plan.visualize",
+    ];
+    for pair in steps.windows(2) {
+        assert!(
+            done.when(pair[1], TaskStatus::Running) >= done.when(pair[0], TaskStatus::Succeeded),
+            "`{}` started before `{}` ended",
+            pair[1],
+            pair[0]
+        );
+        let output = done.report.output(pair[1]).expect("an output");
+        let from = pair[0].trim_start_matches("plan.");
+        assert_eq!(output["from"], json!([pair[0]]), "{from}: {output}");
+    }
+    assert_eq!(done.report.outputs.len(), 1, "only the last step is final");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_research_plan_plans_again_two_levels_deep_then_reports_and_presents() {
+    let scratch = Scratch::new();
+    let workflow = Workflow::from_file(root().join("examples/research.toml")).expect("valid");
+    let done = scratch
+        .run_workflow(&scratch.runtime(), &workflow, RunOptions::new())
+        .await;
+    assert_eq!(
+        done.report.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        done.report
+    );
+    assert_eq!(
+        done.report.tasks.len(),
+        12,
+        "1 planner, 3 planned planners, 6 notes and summaries, a report, slides"
+    );
+    let planners: Vec<Option<String>> = plans(&done).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(planners.len(), 5);
+    assert_eq!(planners[1].as_deref(), Some("plan"));
+    assert!(planners[2..].iter().all(|p| {
+        p.as_deref()
+            .is_some_and(|p| p.starts_with("plan.research-"))
+    }));
+    // The report waited for every topic's summary (a task of the plans below the planners).
+    let report = done.report.output("plan.report").expect("a report");
+    let from: Vec<&str> = report["from"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        from,
+        [
+            "plan.research-webassembly.summary",
+            "plan.research-wasi.summary",
+            "plan.research-the-component-model.summary"
+        ]
+    );
+    assert!(
+        report["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("from 3 findings"))
+    );
+    assert!(
+        done.when("plan.presentation", TaskStatus::Running)
+            >= done.when("plan.report", TaskStatus::Succeeded)
+    );
+    assert_eq!(
+        done.report.outputs.keys().collect::<Vec<_>>(),
+        ["plan.presentation"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_plan_fails_its_planner_with_a_clear_error_and_the_rest_of_the_run_goes_on() {
+    let research = "Research wasm and wasi, then write a report";
+    let registry = r#"
+[agents.scribe]
+component = "{guests}/scribe.wasm"
+tenants = ["someone-else"]
+"#;
+    let without_scribe = AGENTS.replace(
+        "[agents.scribe]\ncomponent = \"{guests}/scribe.wasm\"\n",
+        "",
+    );
+    let cases = [
+        (
+            // The plan names an agent the workflow does not have.
+            format!(
+                "[workflow]\nname = \"planned\"\n{without_scribe}\n[[tasks]]\nid = \"plan\"\nagent = \"planner\"\nwith = {{ query = \"fetch → process\" }}\n"
+            ),
+            "scribe",
+        ),
+        (
+            // More tasks than the run may grow to.
+            planning(research, "")
+                .replace("max_concurrency = 8", "max_concurrency = 8\nmax_tasks = 3"),
+            "max_tasks",
+        ),
+        (
+            // An agent its tenant may not use (the registry says so).
+            format!(
+                "[workflow]\nname = \"planned\"\nregistry = \"registry.toml\"\n{without_scribe}\n[[tasks]]\nid = \"plan\"\nagent = \"planner\"\nwith = {{ query = \"fetch → process\" }}\n"
+            ),
+            "may not use agent `scribe`",
+        ),
+    ];
+    for (toml, why) in cases {
+        let scratch = Scratch::new();
+        scratch.workflow("registry.toml", registry);
+        let toml = format!(
+            "{toml}[[tasks]]\nid = \"after\"\nagent = \"add\"\ndepends_on = [\"plan\"]\n\
+             [[tasks]]\nid = \"side\"\nagent = \"add\"\nwith = {{ a = 2, b = 2 }}\n"
+        );
+        let done = scratch.run(&toml).await;
+        assert_eq!(done.status("plan"), TaskStatus::Failed, "{why}");
+        let task = done.report.task("plan").expect("the planner");
+        let error = task.error.as_ref().expect("an error");
+        assert_eq!(error.kind, wasm_orch::ErrorKind::InvalidPlan);
+        assert!(error.message.contains(why), "{why}: {}", error.message);
+        assert_eq!(done.status("after"), TaskStatus::Skipped, "{why}");
+        assert_eq!(done.status("side"), TaskStatus::Succeeded, "{why}");
+        assert_eq!(done.report.output("side"), Some(json!(4)));
+        assert_eq!(done.report.tasks.len(), 3, "{why}: nothing was added");
+    }
+}
+
+fn run_cmd(scratch: &Scratch, file: &std::path::Path, run_id: &str) -> Command {
+    let mut cmd = cli!();
+    scratch.dirs(cmd.args(["run", "--plain", "--run-id", run_id]).arg(file));
+    cmd
+}
+
+#[test]
+fn a_grown_run_killed_mid_plan_resumes_without_planning_or_redoing_work_again() {
+    let scratch = Scratch::new();
+    let toml = format!(
+        "[workflow]\nname = \"grown\"\n{AGENTS}\n[agents.step]\ncomponent = \"{{guests}}/step.wasm\"\ntools = [\"kv\", \"sleep\"]\n\
+         [[tasks]]\nid = \"plan\"\nagent = \"planner\"\n\
+         with = {{ query = \"a → b → c → d → e\", step_agent = \"step\", step_with = {{ ms = 150, value = 1 }} }}\n"
+    );
+    let flow = scratch.workflow("grown.toml", &toml);
+    let state = scratch.state_dir();
+    let mut child = run_cmd(&scratch, &flow, "grown")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawns");
+    // Killed once the third step has begun: two steps had succeeded.
+    let began = |node: &str| {
+        kv_store(&state, "default")
+            .iter()
+            .any(|(k, _, _)| k == &format!("exec/grown/{node}"))
+    };
+    let waited = Instant::now();
+    while !began("plan.c") && waited.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(began("plan.c"), "the run got as far as the third step");
+
+    let mut resume = cli!();
+    scratch.dirs(resume.args(["resume", "--plain", "grown"]));
+    let out = resume.output().expect("resumes");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts: Vec<(String, String)> = kv_store(&state, "default")
+        .into_iter()
+        .filter(|(k, _, _)| k.starts_with("exec/grown/"))
+        .map(|(k, v, _)| (k, v))
+        .collect();
+    let count = |node: &str| {
+        counts
+            .iter()
+            .find(|(k, _)| k == &format!("exec/grown/{node}"))
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(count("plan.a").as_deref(), Some("1"), "{counts:?}");
+    assert_eq!(count("plan.b").as_deref(), Some("1"), "{counts:?}");
+    for node in ["plan.c", "plan.d", "plan.e"] {
+        assert!(count(node).is_some(), "{node} ran: {counts:?}");
+    }
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(state.join("tenants/default/runs/grown/results.json"))
+            .expect("results"),
+    )
+    .expect("json");
+    assert_eq!(report["status"], "succeeded", "{report}");
+    assert_eq!(report["tasks"].as_array().map(Vec::len), Some(6));
+    // The planner ran once: its plan was spliced in again from the journal.
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let events = tokio
+        .block_on(scratch.runtime().run_events("grown", 0, usize::MAX))
+        .expect("the journal");
+    let planner_runs = events
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::TaskStatus(u) if &*u.task.node == "plan" && u.status == TaskStatus::Running))
+        .count();
+    assert_eq!(planner_runs, 1, "the planner planned once");
+}
