@@ -153,6 +153,17 @@ impl<P> Context<P> {
         output(up)
     }
 
+    /// In a loop (`loop = { max_iterations = N }` on the task), what the previous iteration
+    /// returned; `None` on the first. Return `"done": true` (or `"escalate": true`) in an
+    /// object to stop the loop before its last iteration.
+    pub fn previous<T: DeserializeOwned>(&self) -> Result<Option<T>, Error> {
+        self.upstream
+            .iter()
+            .find(|u| u.node == self.task.node)
+            .map(output)
+            .transpose()
+    }
+
     /// Every upstream output, in `depends_on` order, deserialized as `T`. Fails if any upstream
     /// task failed: use [`Context::upstream_outcomes`] to handle failures.
     pub fn upstream_all<T: DeserializeOwned>(&self) -> Result<Vec<T>, Error> {

@@ -39,7 +39,7 @@ impl Style {
     pub(super) fn in_status_colour(self, status: TaskStatus, text: &str) -> String {
         let code = match status {
             TaskStatus::Succeeded | TaskStatus::Cached => "32",
-            TaskStatus::Running | TaskStatus::Retrying => "33",
+            TaskStatus::Running | TaskStatus::Retrying | TaskStatus::Iterated => "33",
             TaskStatus::Pending | TaskStatus::Ready | TaskStatus::Skipped => "2",
             TaskStatus::Cancelled => "35",
             _ => "31",
@@ -64,6 +64,7 @@ pub(super) fn symbol(status: TaskStatus, tick: usize) -> &'static str {
         TaskStatus::Ready => "○",
         TaskStatus::Running => SPINNER[tick % SPINNER.len()],
         TaskStatus::Retrying => "↻",
+        TaskStatus::Iterated => "⟳",
         TaskStatus::Succeeded => "✔",
         TaskStatus::Cached => "↺",
         TaskStatus::Skipped => "↷",

@@ -529,6 +529,7 @@ fn contract_status(status: TaskStatus) -> wit::TaskStatus {
         | TaskStatus::Ready
         | TaskStatus::Running
         | TaskStatus::Retrying
+        | TaskStatus::Iterated
         | TaskStatus::Succeeded
         | TaskStatus::Cached => wit::TaskStatus::Failed,
     }

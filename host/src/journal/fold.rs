@@ -91,7 +91,8 @@ impl Journal {
                     continue;
                 }
                 // An attempt that ended: a final status or a retry, with when it ran.
-                let ended = u.status.is_final() || u.status == TaskStatus::Retrying;
+                let ended = u.status.is_final()
+                    || matches!(u.status, TaskStatus::Retrying | TaskStatus::Iterated);
                 let (Some(started_at), Some(finished_at), true) =
                     (u.started_at, u.finished_at, ended)
                 else {

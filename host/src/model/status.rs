@@ -18,6 +18,9 @@ pub enum TaskStatus {
     Running,
     /// An attempt failed; another follows after a delay.
     Retrying,
+    /// An iteration of a loop ended with an output, and did not say stop: the next iteration
+    /// follows (it sees this output).
+    Iterated,
     /// Returned an output.
     Succeeded,
     /// Returned an error, or the host could not run it.
@@ -55,7 +58,7 @@ impl TaskStatus {
     pub fn is_final(self) -> bool {
         !matches!(
             self,
-            Self::Pending | Self::Ready | Self::Running | Self::Retrying
+            Self::Pending | Self::Ready | Self::Running | Self::Retrying | Self::Iterated
         )
     }
 
@@ -66,6 +69,7 @@ impl TaskStatus {
             Self::Ready => "ready",
             Self::Running => "running",
             Self::Retrying => "retrying",
+            Self::Iterated => "iterated",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::TimedOut => "timed-out",

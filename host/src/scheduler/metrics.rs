@@ -61,9 +61,10 @@ impl Meter {
         }
     }
 
-    pub(crate) fn started(&mut self, attempt: u32) {
+    /// An attempt started: `retry`, after a failed one (not a loop's next iteration).
+    pub(crate) fn started(&mut self, retry: bool) {
         self.attempts += 1;
-        if attempt > 1 {
+        if retry {
             self.retries += 1;
         }
         self.set_running(self.running + 1);
@@ -116,9 +117,9 @@ mod tests {
     #[test]
     fn parallelism_and_usage_are_counted() {
         let mut m = Meter::new(Instant::now());
-        m.started(1);
-        m.started(1);
-        m.started(2);
+        m.started(false);
+        m.started(false);
+        m.started(true);
         m.ended("a", Duration::from_millis(100), true);
         m.ended("a", Duration::from_millis(100), false);
         m.ended("b", Duration::from_millis(50), true);

@@ -7,6 +7,8 @@
 //!   grant; a task that must wait is parked on what it waits for, without holding up the
 //!   tasks behind it, and woken only when that is released;
 //! - `assign`: a capability task gets an agent chosen by load and learned score;
+//! - `iterate`: a loop's task runs again, seeing its previous output, until it says stop;
+//! - `grow`: a planner's plan joins the running DAG below it;
 //! - `retry`: a failed attempt is tried again after an exponential backoff with jitter when
 //!   its policy says so, preferably on another agent; each attempt is a new sandbox;
 //! - `settle`: a task that does not succeed has its dependents skipped (iteratively: a chain
@@ -26,6 +28,7 @@ mod error_budget;
 mod grants;
 mod grow;
 mod handoff;
+mod iterate;
 mod metrics;
 mod ready;
 mod retry;
@@ -577,7 +580,7 @@ impl<'a> Scheduler<'a> {
             key: Some(key.clone()),
             ..TaskStatusUpdated::new(task_ref.clone(), TaskStatus::Running)
         });
-        let upstream = t
+        let mut upstream: Vec<_> = t
             .deps
             .iter()
             .filter_map(|&d| {
@@ -599,6 +602,12 @@ impl<'a> Scheduler<'a> {
                 Some((self.names[d].node.clone(), result))
             })
             .collect();
+        if let Some(previous) = self.previous_iteration(task) {
+            upstream.push((
+                self.names[task].node.clone(),
+                UpstreamResult::Output(previous),
+            ));
+        }
         let heartbeat = Arc::new(Heartbeat::new());
         let cancel = self.shared.cancel.child_token();
         let job = Job {
@@ -637,7 +646,11 @@ impl<'a> Scheduler<'a> {
         });
         self.assigned[agent] += 1;
         self.running += 1;
-        self.meter.started(attempt);
+        let retry = self.tasks[task]
+            .attempts
+            .last()
+            .is_some_and(|(_, a)| a.status != TaskStatus::Iterated);
+        self.meter.started(retry);
         job
     }
 
@@ -713,10 +726,14 @@ impl<'a> Scheduler<'a> {
             attempt.status = TaskStatus::Failed;
             attempt.error = Some(TaskError::new(ErrorKind::InvalidPlan, why));
         }
+        if attempt.status == TaskStatus::Succeeded && self.iterates(task, attempt.output.as_deref())
+        {
+            attempt.status = TaskStatus::Iterated;
+        }
         // Everything the attempt held goes back now: what it used is charged.
         let Grant { reservation, .. } = run.grant;
         reservation.settle(attempt.fuel_used, attempt.latency);
-        let succeeded = attempt.status.is_success();
+        let succeeded = attempt.status.is_success() || attempt.status == TaskStatus::Iterated;
         let cancelled = attempt.status == TaskStatus::Cancelled;
         let key = &self.plan.agents[run.agent].key;
         // A cancelled attempt says nothing about its agent.
@@ -761,6 +778,13 @@ impl<'a> Scheduler<'a> {
         }
         if counted {
             self.check_error_budget();
+        }
+        if status == TaskStatus::Iterated {
+            // The next iteration goes through the queue like any attempt.
+            self.publish(update);
+            self.timers
+                .push(std::cmp::Reverse((Instant::now(), Timer::Retry(task))));
+            return;
         }
         if let Some(delay) = self.retry_delay(task, run.agent, number, status, error.as_ref()) {
             self.publish(TaskStatusUpdated {

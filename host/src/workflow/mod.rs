@@ -138,6 +138,8 @@ pub(crate) struct TaskDef {
     pub(crate) cache: Option<bool>,
     /// How many plans deep it was planned: 0 for the file's own tasks.
     pub(crate) depth: u32,
+    /// A loop: the most iterations it runs (it stops earlier when its agent says so).
+    pub(crate) max_iterations: Option<u32>,
 }
 
 impl Workflow {

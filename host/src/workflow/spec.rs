@@ -144,6 +144,16 @@ pub(crate) struct TaskSpec {
     /// reads, read-only, under `inputs/`.
     #[serde(default)]
     pub(crate) inputs: Vec<Spanned<String>>,
+    /// Run again, each iteration seeing the previous one's output, until the agent says stop
+    /// (`"done": true` or `"escalate": true` in its output) or `max_iterations`.
+    #[serde(rename = "loop")]
+    pub(crate) looping: Option<Spanned<LoopSpec>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LoopSpec {
+    pub(crate) max_iterations: Spanned<i64>,
 }
 
 /// Fan a task out over the parts of a text file: one task per part.

@@ -647,6 +647,26 @@ impl Validator {
                 }
             }
             let Some(target) = target else { continue };
+            let max_iterations = d.spec.looping.as_ref().and_then(|l| {
+                let n = &l.get_ref().max_iterations;
+                // Checked once for a split's parts.
+                let max = if first {
+                    self.c.int(n, 1..=10_000, "max_iterations")?
+                } else {
+                    (*n.get_ref()).clamp(1, 10_000)
+                } as u32;
+                if first && let Some(&a) = target.agents().iter().find(|&&a| agents[a].planner) {
+                    self.c.err(
+                        l.span(),
+                        format!(
+                            "task `{}` loops, but agent `{}` is a planner (its output is a plan, not an iteration's)",
+                            d.group, agents[a].name
+                        ),
+                        "loop over a task whose agent is not a planner",
+                    );
+                }
+                Some(max)
+            });
             if first
                 && !d.inputs.is_empty()
                 && let Some(&a) = target.agents().iter().find(|&&a| !agents[a].workdir)
@@ -678,6 +698,7 @@ impl Validator {
                     inputs: d.inputs.clone(),
                     cache: d.spec.cache,
                     depth: 0,
+                    max_iterations,
                 },
                 spans,
             ));
