@@ -208,6 +208,8 @@ struct Rows {
     last: u64,
     body: Vec<u8>,
     settled: i64,
+    /// Tasks planners' plans added.
+    planned: i64,
 }
 
 fn commit(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<Vec<(Arc<RunLink>, u64)>> {
@@ -230,8 +232,14 @@ fn commit(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<Vec<(Arc<
                         last: event.seq,
                         body: Vec::new(),
                         settled: 0,
+                        planned: 0,
                     });
                     row.last = event.seq;
+                    if let EventKind::PlanCreated(p) = &event.kind
+                        && p.planner.is_some()
+                    {
+                        row.planned += p.tasks.len() as i64;
+                    }
                     if let EventKind::TaskStatus(u) = &event.kind {
                         if u.status.is_final() && u.retry_in_ms.is_none() {
                             row.settled += 1;
@@ -265,7 +273,7 @@ fn commit(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<Vec<(Arc<
         )?;
         let mut progress = tx.prepare_cached(
             "UPDATE runs SET last_seq = max(last_seq, ?2), settled = settled + ?3, updated_ms = ?4,
-             heartbeat_ms = ?4 WHERE run_id = ?1",
+             heartbeat_ms = ?4, tasks = tasks + ?5 WHERE run_id = ?1",
         )?;
         let now = Timestamp::now().unix_millis() as i64;
         for (run, row) in &rows {
@@ -275,7 +283,13 @@ fn commit(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<Vec<(Arc<
                 row.last as i64,
                 super::codec::pack(&row.body)
             ])?;
-            progress.execute(params![run.as_str(), row.last as i64, row.settled, now])?;
+            progress.execute(params![
+                run.as_str(),
+                row.last as i64,
+                row.settled,
+                now,
+                row.planned
+            ])?;
         }
         let mut finish = tx.prepare_cached(
             "UPDATE runs SET status = ?2, finished_ms = ?3, updated_ms = ?3 WHERE run_id = ?1",

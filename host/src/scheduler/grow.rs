@@ -66,15 +66,19 @@ impl Scheduler<'_> {
         self.plan.tasks.extend(tasks.into_iter().skip(before));
         self.plan.workflow = Arc::clone(&workflow);
         self.tasks[task].planned = true;
-        let mut created = workflow.plan_event(
-            before..workflow.tasks.len(),
-            self.plan.max_concurrency,
-            self.plan.budget,
-        );
-        created.planner = Some(wf.tasks[task].id.clone());
-        self.shared
-            .bus
-            .publish_quiet(EventKind::PlanCreated(created));
+        // A resumed run splices its plans in again from the journal, which has their
+        // `agent.plan.created` already; what had not succeeded is pending again.
+        if !self.resumed_done(task) {
+            let mut created = workflow.plan_event(
+                before..workflow.tasks.len(),
+                self.plan.max_concurrency,
+                self.plan.budget,
+            );
+            created.planner = Some(wf.tasks[task].id.clone());
+            self.shared
+                .bus
+                .publish_quiet(EventKind::PlanCreated(created));
+        }
         for i in before..workflow.tasks.len() {
             if !self.resumed_done(i) {
                 let attempt = self.next_attempt(i);

@@ -191,8 +191,15 @@ impl Workflow {
         let last: Vec<usize> = (before..tasks.len())
             .filter(|i| !depended.contains(i))
             .collect();
+        // In the planner's place among their dependencies: what they see comes in the order
+        // they named it, whichever plan was spliced first.
         for dependent in self.graph.neighbors(NodeIndex::new(planner)) {
-            tasks[dependent.index()].deps.extend(&last);
+            let deps = &mut tasks[dependent.index()].deps;
+            let at = deps
+                .iter()
+                .position(|&d| d == planner)
+                .map_or(deps.len(), |p| p + 1);
+            deps.splice(at..at, last.iter().copied());
         }
         let mut graph = DiGraph::with_capacity(tasks.len(), tasks.len());
         for _ in &tasks {
