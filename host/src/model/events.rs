@@ -297,6 +297,10 @@ pub struct PlanCreated {
     /// (`tasks` are those it added). `None`: the run's first plan, its workflow's tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planner: Option<String>,
+    /// With a planner: the run's tasks that now wait for the plan too (its dependents), each
+    /// with all its dependencies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<PlannedTask>,
     /// What the operator should know about how the run is governed (e.g. that its tenant is
     /// not named in the policy).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

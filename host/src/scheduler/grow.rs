@@ -69,12 +69,8 @@ impl Scheduler<'_> {
         // A resumed run splices its plans in again from the journal, which has their
         // `agent.plan.created` already; what had not succeeded is pending again.
         if !self.resumed_done(task) {
-            let mut created = workflow.plan_event(
-                before..workflow.tasks.len(),
-                self.plan.max_concurrency,
-                self.plan.budget,
-            );
-            created.planner = Some(wf.tasks[task].id.clone());
+            let created =
+                workflow.grown_event(task, before, self.plan.max_concurrency, self.plan.budget);
             self.shared
                 .bus
                 .publish_quiet(EventKind::PlanCreated(created));

@@ -1139,6 +1139,16 @@ async fn a_planners_plan_joins_the_run_below_it_and_its_dependents_wait_for_the_
     let nodes: Vec<&str> = grown[0].tasks.iter().map(|t| t.node.as_str()).collect();
     assert_eq!(nodes, ["plan.left", "plan.right", "plan.product"]);
     assert_eq!(grown[0].tasks[0].depends_on, ["plan"]);
+    // The planner's dependent is listed with the plan's last task among what it waits for.
+    let waiting: Vec<(&str, &[String])> = grown[0]
+        .waiting
+        .iter()
+        .map(|t| (t.node.as_str(), t.depends_on.as_slice()))
+        .collect();
+    assert_eq!(
+        waiting,
+        [("after", &["plan".to_owned(), "plan.product".to_owned()][..])]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

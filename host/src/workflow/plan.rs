@@ -52,23 +52,44 @@ impl Workflow {
             tenant: self.tenant.clone(),
             max_concurrency,
             budget,
-            tasks: tasks
-                .filter_map(|i| {
-                    let t = self.tasks.get(i)?;
-                    Some(PlannedTask {
-                        node: t.id.clone(),
-                        agent: self.target_label(i),
-                        depends_on: t.deps.iter().map(|&d| self.tasks[d].id.clone()).collect(),
-                        priority: t.priority,
-                        mutex: t.mutex.clone(),
-                        critical: t.critical,
-                        description: t.description.clone(),
-                    })
-                })
-                .collect(),
+            tasks: tasks.filter_map(|i| self.planned_task(i)).collect(),
             planner: None,
+            waiting: Vec::new(),
             notes: Vec::new(),
         }
+    }
+
+    /// `agent.plan.created` for the tasks the plan of `planner` added (after the first
+    /// `before`), and the planner's dependents that now wait for them.
+    pub(crate) fn grown_event(
+        &self,
+        planner: usize,
+        before: usize,
+        max_concurrency: usize,
+        budget: Budget,
+    ) -> PlanCreated {
+        let mut event = self.plan_event(before..self.tasks.len(), max_concurrency, budget);
+        event.planner = self.tasks.get(planner).map(|t| t.id.clone());
+        event.waiting = self
+            .graph
+            .neighbors(NodeIndex::new(planner))
+            .filter(|n| n.index() < before)
+            .filter_map(|n| self.planned_task(n.index()))
+            .collect();
+        event
+    }
+
+    fn planned_task(&self, i: usize) -> Option<PlannedTask> {
+        let t = self.tasks.get(i)?;
+        Some(PlannedTask {
+            node: t.id.clone(),
+            agent: self.target_label(i),
+            depends_on: t.deps.iter().map(|&d| self.tasks[d].id.clone()).collect(),
+            priority: t.priority,
+            mutex: t.mutex.clone(),
+            critical: t.critical,
+            description: t.description.clone(),
+        })
     }
 
     /// The workflow grown with `plan`, the output of its task `planner`; or why the plan is
