@@ -1,7 +1,8 @@
 //! The dashboard in a real browser: headless Chromium (Debian's `chromium`) driven by
 //! playwright-core (`tests/browser`, installed by `.ci/run` with `npm ci`) against a real
-//! server. It starts calc from the page, sees the cards succeed and the output 21, and
-//! cancels a long run from the page. The screenshot is saved to `target/dashboard.png`.
+//! server. It starts calc from the page, sees the cards succeed and the output 21, cancels a
+//! long run from the page, and sees a planner's DAG grow to 21. The screenshot is saved to
+//! `target/dashboard.png`.
 
 use std::process::Command;
 
@@ -42,6 +43,11 @@ agent = "add"
 with = { a = 1, delay_ms = 100000 }
 "#;
     let (status, body) = server.put_dag("acme", "slow", slow).await;
+    assert_eq!(status, 201, "{body}");
+    let planner = std::fs::read_to_string(root().join("examples/planner.toml"))
+        .expect("examples/planner.toml")
+        .replace("../target/guests", "{guests}");
+    let (status, body) = server.put_dag("acme", "planner", &planner).await;
     assert_eq!(status, 201, "{body}");
     let shot = root().join("target/dashboard.png");
     let out = Command::new("node")

@@ -1,7 +1,7 @@
 // The dashboard in a real browser: Debian's Chromium, driven by playwright-core, against a
 // real `wasm-orch serve`. Usage: node dashboard.mjs URL TOKEN SCREENSHOT.png
 // Starts calc from the page, waits for its cards to succeed and its output 21, then starts a
-// long run and cancels it from the page. Exits non-zero, with a screenshot beside the given
+// long run and cancels it from the page, then runs the planner example and sees its DAG grow. Exits non-zero, with a screenshot beside the given
 // path, on any failure.
 import { chromium } from "playwright-core";
 
@@ -58,6 +58,13 @@ await step("a long run is cancelled from the page", async () => {
   await page.locator("#cancel:not([disabled])").click();
   await page.locator("#run-status", { hasText: "cancelled" }).waitFor({ timeout });
   await page.locator('.card[data-node="wait"][data-state="cancelled"]').waitFor({ timeout });
+});
+await step("a planner's run grows its DAG on the page, to 21", async () => {
+  await page.locator('button[data-dag="planner"]').click();
+  for (const node of ["plan", "plan.sum-1", "plan.sum-2", "plan.product"]) await page.locator(`#graph g[data-node="${node}"]`).waitFor({ timeout });
+  await page.locator('.card[data-node="plan.product"][data-state="succeeded"]').waitFor({ timeout });
+  const text = (await page.locator('pre[data-output="plan.product"]').textContent()).trim();
+  if (text !== "21") throw new Error("plan.product shows " + JSON.stringify(text));
 });
 await step("the page showed no error", async () => {
   if (problems.length) throw new Error(problems.join("\n"));
