@@ -250,17 +250,18 @@ fn plan_task(planner: &str, i: usize, task: &Json) -> Result<toml::Value, String
     let Some(task) = task.as_object() else {
         return Err(format!("task {n} of the plan is not an object"));
     };
-    let Some(id) = task.get("id").and_then(Json::as_str) else {
+    let Some(raw_id) = task.get("id").and_then(Json::as_str) else {
         return Err(format!("task {n} of the plan has no `id` (a string)"));
     };
-    let id = quoted(id);
+    // Checked as any id is, once written; quoted (bounded, inert) in messages.
+    let id = quoted(raw_id);
     for (key, why) in REFUSED_KEYS {
         if task.contains_key(key) {
             return Err(format!("task `{id}` of the plan: {why}"));
         }
     }
     let mut task = task.clone();
-    task.insert("id".into(), Json::String(format!("{planner}.{id}")));
+    task.insert("id".into(), Json::String(format!("{planner}.{raw_id}")));
     let deps = match task.remove("depends_on") {
         None => Vec::new(),
         Some(Json::Array(deps)) => deps
@@ -288,4 +289,64 @@ fn plan_task(planner: &str, i: usize, task: &Json) -> Result<toml::Value, String
     toml::Value::try_from(Json::Object(task)).map_err(|e| {
         format!("task `{id}` of the plan holds what a workflow file cannot (a null?): {e}")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::Workflow;
+
+    fn planned() -> (tempfile::TempDir, Workflow) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.wasm"), b"").expect("write");
+        let text = "[workflow]\nname = \"w\"\n[agents.a]\ncomponent = \"a.wasm\"\n\
+                    [agents.p]\ncomponent = \"a.wasm\"\nplanner = true\n\
+                    [[tasks]]\nid = \"plan\"\nagent = \"p\"\n";
+        let wf = Workflow::parse(text, dir.path().join("w.toml"), &[]).expect("valid");
+        (dir, wf)
+    }
+
+    #[test]
+    fn hostile_plans_are_bounded_inert_errors() {
+        let (_dir, wf) = planned();
+        let long = "x".repeat(100_000);
+        let nest = |depth: usize| (0..depth).fold(json!(1), |v, _| json!({ "v": v }));
+        let many: Vec<_> = (0..5_000)
+            .map(|i| json!({ "id": format!("t{i}"), "agent": "a" }))
+            .collect();
+        let hostile = [
+            json!({ "tasks": [{ "id": long, "agent": "a" }] }),
+            json!({ "tasks": [{ "id": "\u{1b}[2J\u{1b}]0;owned\u{7}", "agent": "a" }] }),
+            json!({ "tasks": [{ "id": "../../etc", "agent": "a" }] }),
+            json!({ "tasks": [{ "id": "x", "agent": "a", "with": { "v": null } }] }),
+            json!({ "tasks": [{ "id": "x", "agent": "a", "depends_on": [1, 2] }] }),
+            json!({ "tasks": [{ "id": "x", "agent": "a", "retry": { "max_attempts": -1 } }] }),
+            json!({ "tasks": [{ "id": "x", "agent": "a", "agents": { "evil": {} } }] }),
+            json!({ "tasks": [{ "id": "x", "agent": "a", "split": { "file": "/etc/passwd", "parts": 2 } }] }),
+            json!({ "tasks": many }),
+            json!({ "tasks": [], "agents": {} }),
+            json!({ "tasks": "all of them" }),
+            json!({ "tasks": [{ "id": "x", "agent": "a", "with": nest(200) }] }),
+        ];
+        for plan in hostile {
+            let shown = plan.to_string().chars().take(80).collect::<String>();
+            let e = wf.grow(0, &plan).expect_err(&shown);
+            assert!(e.len() < 8 << 10, "{shown}: a {} byte message", e.len());
+            assert!(
+                !e.contains('\u{1b}') && !e.contains('\u{7}'),
+                "{shown}: {e}"
+            );
+        }
+        // Parameters nest as deep as a file's may (200 levels is past the TOML parser's limit).
+        let grown = wf
+            .grow(
+                0,
+                &json!({ "tasks": [{ "id": "x", "agent": "a", "with": nest(20) }] }),
+            )
+            .expect("a nested parameter is a parameter");
+        assert_eq!(grown.tasks.len(), 2);
+        assert_eq!(grown.tasks[1].id, "plan.x");
+        assert_eq!(grown.tasks[1].deps, [0]);
+    }
 }
