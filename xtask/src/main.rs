@@ -503,6 +503,8 @@ fn demo(file: Option<&str>) -> Result {
             ("examples/isolation.toml", &isolation),
             ("examples/calc-js.toml", &[]),
             ("examples/tally-py.toml", &[]),
+            ("examples/planner.toml", &[]),
+            ("examples/research.toml", &[]),
         ],
     };
     for (workflow, flags) in &workflows {
