@@ -69,11 +69,14 @@ pub fn blackboard_key(data: &[u8]) {
         if write {
             assert!(!at.starts_with("branches/wf.b/"), "{key:?} -> {at:?}");
         }
+        // A branch of the run: one of them, or one a planner's plan added below one of them
+        // (`wf.b.notes`).
         if let Some(rest) = at.strip_prefix("branches/") {
+            let branch = rest.split('/').next().unwrap_or_default();
             assert!(
                 branches
                     .iter()
-                    .any(|b| rest == b || rest.starts_with(&format!("{b}/"))),
+                    .any(|b| branch == b || branch.starts_with(&format!("{b}."))),
                 "{key:?} -> {at:?}"
             );
         }

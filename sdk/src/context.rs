@@ -167,14 +167,19 @@ impl<P> Context<P> {
     /// Every upstream output, in `depends_on` order, deserialized as `T`. Fails if any upstream
     /// task failed: use [`Context::upstream_outcomes`] to handle failures.
     pub fn upstream_all<T: DeserializeOwned>(&self) -> Result<Vec<T>, Error> {
-        self.upstream.iter().map(output).collect()
+        self.dependencies().map(output).collect()
+    }
+
+    /// The upstream tasks this one depends on: all but a loop's previous iteration (which
+    /// the host passes as this task's own node; see [`Context::previous`]).
+    fn dependencies(&self) -> impl Iterator<Item = &types::Upstream> {
+        self.upstream.iter().filter(|u| u.node != self.task.node)
     }
 
     /// Every upstream task with its output (deserialized as `T`) or its failure, in
     /// `depends_on` order. An output of the wrong shape is an error.
     pub fn upstream_outcomes<T: DeserializeOwned>(&self) -> Result<Vec<Upstream<T>>, Error> {
-        self.upstream
-            .iter()
+        self.dependencies()
             .map(|up| {
                 let outcome = match &up.outcome {
                     UpstreamOutcome::Output(_) => Ok(output(up)?),
@@ -195,7 +200,7 @@ impl<P> Context<P> {
     /// Upstream node ids and their raw JSON outputs (`None` for a failed one), in
     /// `depends_on` order.
     pub fn upstream_raw(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
-        self.upstream.iter().map(|u| {
+        self.dependencies().map(|u| {
             let output = match &u.outcome {
                 UpstreamOutcome::Output(json) => Some(json.as_str()),
                 UpstreamOutcome::Failed(_) => None,

@@ -440,6 +440,36 @@ mod tests {
         }
     }
 
+    struct Looped;
+    impl Agent for Looped {
+        type Params = Value;
+        type Output = Value;
+        fn run(cx: Context<Value>) -> Result<Value, Error> {
+            let previous: Option<Value> = cx.previous()?;
+            let dependencies: Vec<Value> = cx.upstream_all()?;
+            Ok(serde_json::json!({
+                "previous": previous,
+                "dependencies": dependencies,
+                "raw": cx.upstream_raw().count(),
+                "outcomes": cx.upstream_outcomes::<Value>()?.len(),
+            }))
+        }
+    }
+
+    #[test]
+    fn a_loops_previous_iteration_is_not_one_of_its_dependencies() {
+        let out: Value = TestRun::new(serde_json::json!({}))
+            .node("loop")
+            .upstream("loop", 1)
+            .upstream("input", 2)
+            .run::<Looped>()
+            .output();
+        assert_eq!(
+            out,
+            serde_json::json!({ "previous": 1, "dependencies": [2], "raw": 1, "outcomes": 1 })
+        );
+    }
+
     #[test]
     fn an_agent_sees_a_host_that_behaves_like_the_real_one() {
         let outcome = TestRun::new(serde_json::json!({ "k": "v" }))

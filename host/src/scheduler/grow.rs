@@ -14,28 +14,37 @@ use crate::model::events::{EventKind, TaskStatusUpdated};
 use crate::model::status::TaskStatus;
 
 impl Scheduler<'_> {
-    /// If `task` ran on a planner, splices the plan it returned (`output`) into the run; or
-    /// says why the plan is refused.
-    pub(super) fn grow_if_planner(
-        &mut self,
+    /// If `task` ran on a planner: the workflow grown with the plan it returned (`output`),
+    /// checked but not yet taken in; or why the plan is refused.
+    pub(super) fn plan_of(
+        &self,
         task: usize,
         agent: usize,
         output: Option<Arc<RawValue>>,
-    ) -> Result<(), String> {
+    ) -> Result<Option<Growth>, String> {
         let wf = self.wf();
         if !wf.agents.get(agent).is_some_and(|a| a.planner) {
-            return Ok(());
+            return Ok(None);
         }
         let Some(output) = output else {
             return Err("a planner returns a plan, and this one returned nothing".into());
         };
         let plan =
             serde_json::from_str(output.get()).map_err(|e| format!("the plan is not JSON: {e}"))?;
-        let Growth { workflow, tasks } = (self.shared.grow)(&wf, task, &plan)?;
-        let before = wf.tasks.len();
-        if workflow.tasks.len() <= before || tasks.len() != workflow.tasks.len() {
+        let growth = (self.shared.grow)(&wf, task, &plan)?;
+        let grown = growth.workflow.tasks.len();
+        if grown <= wf.tasks.len() || growth.tasks.len() != grown {
             return Err("the plan added no task".into());
         }
+        Ok(Some(growth))
+    }
+
+    /// Takes the plan of `task` (see [`Self::plan_of`]) into the run: once the planner's own
+    /// end is published, before it settles.
+    pub(super) fn take_plan(&mut self, task: usize, growth: Growth) {
+        let wf = self.wf();
+        let Growth { workflow, tasks } = growth;
+        let before = wf.tasks.len();
         let workflow = Arc::new(workflow);
         // The file's tasks whose dependencies grew (the planner's dependents) wait for more.
         for (i, t) in workflow.tasks.iter().enumerate().take(before) {
@@ -84,7 +93,6 @@ impl Scheduler<'_> {
                 ));
             }
         }
-        Ok(())
     }
 
     /// Whether a resumed run's `task` had succeeded before (then it does not run again).

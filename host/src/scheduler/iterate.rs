@@ -26,7 +26,7 @@ impl Scheduler<'_> {
     }
 
     /// Iterations of `task` that ended and were gone on from.
-    fn iterations(&self, task: usize) -> usize {
+    pub(super) fn iterations(&self, task: usize) -> usize {
         self.tasks[task]
             .attempts
             .iter()

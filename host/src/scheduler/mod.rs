@@ -444,8 +444,13 @@ impl<'a> Scheduler<'a> {
                     .map_or(TaskStatus::Succeeded, |(_, a)| a.status);
                 let last = self.tasks[task].attempts.last();
                 let (agent, output) = last.map_or((0, None), |(a, t)| (*a, t.output.clone()));
-                match self.grow_if_planner(task, agent, output) {
-                    Ok(()) => self.settle(task, status, None, false),
+                match self.plan_of(task, agent, output) {
+                    Ok(growth) => {
+                        if let Some(growth) = growth {
+                            self.take_plan(task, growth);
+                        }
+                        self.settle(task, status, None, false);
+                    }
                     Err(why) => {
                         let error = TaskError::new(ErrorKind::InvalidPlan, why);
                         self.settle(task, TaskStatus::Failed, Some(error), true);
@@ -719,15 +724,20 @@ impl<'a> Scheduler<'a> {
                 format!("ran out of {what}: it was given only {cap}"),
             ));
         }
-        // A planner's plan joins the run now, or the attempt fails with why it may not.
-        if attempt.status.is_success()
-            && let Err(why) = self.grow_if_planner(task, run.agent, attempt.output.clone())
-        {
-            attempt.status = TaskStatus::Failed;
-            attempt.error = Some(TaskError::new(ErrorKind::InvalidPlan, why));
+        // A planner's plan is checked now (the attempt fails with why it may not join the
+        // run), and taken in once the planner's end is published.
+        let mut plan = None;
+        if attempt.status.is_success() {
+            match self.plan_of(task, run.agent, attempt.output.clone()) {
+                Ok(growth) => plan = growth,
+                Err(why) => {
+                    attempt.status = TaskStatus::Failed;
+                    attempt.error = Some(TaskError::new(ErrorKind::InvalidPlan, why));
+                }
+            }
         }
-        if attempt.status == TaskStatus::Succeeded && self.iterates(task, attempt.output.as_deref())
-        {
+        // A memoized iteration (`cached`) goes on like one that ran.
+        if attempt.status.is_success() && self.iterates(task, attempt.output.as_deref()) {
             attempt.status = TaskStatus::Iterated;
         }
         // Everything the attempt held goes back now: what it used is charged.
@@ -786,7 +796,9 @@ impl<'a> Scheduler<'a> {
                 .push(std::cmp::Reverse((Instant::now(), Timer::Retry(task))));
             return;
         }
-        if let Some(delay) = self.retry_delay(task, run.agent, number, status, error.as_ref()) {
+        // A loop's retries count within the iteration: each iteration has the whole policy.
+        let tries = number.saturating_sub(u32::try_from(self.iterations(task)).unwrap_or(u32::MAX));
+        if let Some(delay) = self.retry_delay(task, run.agent, tries, status, error.as_ref()) {
             self.publish(TaskStatusUpdated {
                 status: TaskStatus::Retrying,
                 retry_in_ms: Some(millis(delay)),
@@ -799,6 +811,9 @@ impl<'a> Scheduler<'a> {
             return;
         }
         let seq = self.publish(update);
+        if let Some(growth) = plan {
+            self.take_plan(task, growth);
+        }
         if self.shared.bus.waits_for_durability() {
             // `sync` durability: the run acts on an outcome once the journal has it on disk.
             self.unsynced.push((task, status, error, seq));

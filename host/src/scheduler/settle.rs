@@ -65,7 +65,8 @@ impl Scheduler<'_> {
                 let runs_anyway = wf.tasks[next].on_upstream_failure == OnUpstreamFailure::Run;
                 if succeeded || runs_anyway {
                     self.tasks[next].remaining -= 1;
-                    if self.tasks[next].remaining == 0 {
+                    // A resumed run's task that had succeeded is settled as it was, not run.
+                    if self.tasks[next].remaining == 0 && !self.resumed_done(next) {
                         self.make_ready(next);
                     }
                 } else {

@@ -24,6 +24,8 @@ struct Behaviour {
     fail_first: u32,
     /// Report progress every 20 ms while sleeping.
     progress: bool,
+    /// Fail this attempt (by number) with `kind`.
+    fail_on: Option<u32>,
 }
 
 impl Default for Behaviour {
@@ -34,6 +36,7 @@ impl Default for Behaviour {
             kind: ErrorKind::Failed,
             fail_first: 0,
             progress: false,
+            fail_on: None,
         }
     }
 }
@@ -150,7 +153,10 @@ impl Executor for Fake {
         let broken = self.broken_agents.iter().any(|a| *a == job.task_ref.agent);
         let status = if cancelled {
             TaskStatus::Cancelled
-        } else if broken || job.task_ref.attempt <= b.fail_first {
+        } else if broken
+            || job.task_ref.attempt <= b.fail_first
+            || b.fail_on == Some(job.task_ref.attempt)
+        {
             TaskStatus::Failed
         } else {
             b.status
@@ -1202,6 +1208,46 @@ async fn a_refused_plan_fails_its_planner_with_why_and_the_rest_of_the_run_goes_
         assert_eq!(outcome(&finished, "after").status, TaskStatus::Skipped);
         assert_eq!(outcome(&finished, "other").status, TaskStatus::Succeeded);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loops_failed_iteration_is_retried_with_the_whole_policy_and_sees_the_same_input() {
+    let wf = workflow("[[tasks]]\nid = \"loop\"\nagent = \"a\"\nloop = { max_iterations = 4 }\n");
+    // Attempt 3 (the third iteration) fails once: with two attempts per iteration it is
+    // tried again, and the loop goes on to its fourth iteration.
+    let fake = Arc::new(Fake::new(1).task(
+        "loop",
+        Behaviour {
+            fail_on: Some(3),
+            ..Behaviour::default()
+        },
+    ));
+    let mut harness = Harness::new(2);
+    harness.retry = Some(RetryOverride {
+        max_attempts: Some(2),
+        ..RetryOverride::default()
+    });
+    let (finished, _) = harness.run(&wf, Arc::clone(&fake)).await;
+    let outcome = &finished.tasks[0];
+    assert_eq!(outcome.status, TaskStatus::Succeeded, "{:?}", outcome.error);
+    let statuses: Vec<TaskStatus> = outcome.attempts.iter().map(|(_, a)| a.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            TaskStatus::Iterated,
+            TaskStatus::Iterated,
+            TaskStatus::Failed,
+            TaskStatus::Iterated,
+            TaskStatus::Succeeded
+        ]
+    );
+    // The retry saw the second iteration's output, as the failed attempt did.
+    let seen = |n: usize| -> serde_json::Value {
+        let raw = outcome.attempts[n].1.output.clone().expect("an output");
+        serde_json::from_str(raw.get()).expect("json")
+    };
+    assert_eq!(seen(3)[1], serde_json::json!([seen(1).to_string()]));
+    assert_eq!(finished.meter.retries, 1, "iterations are not retries");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

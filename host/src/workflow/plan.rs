@@ -128,10 +128,17 @@ impl Workflow {
                 self.max_tasks
             ));
         }
+        // A plan's dependencies name its own tasks (prefixed, they could name any task whose
+        // id starts with the planner's: one already ended, or one that waits for this plan).
+        let own: HashSet<&str> = tasks
+            .iter()
+            .filter_map(|t| t.get("id").and_then(Json::as_str))
+            .collect();
         let mut written = Vec::with_capacity(tasks.len());
         for (i, task) in tasks.iter().enumerate() {
-            written.push(plan_task(planner_id, i, task)?);
+            written.push(plan_task(planner_id, i, task, &own)?);
         }
+        let added = written.len();
         let mut table: toml::Table = toml::from_str(&self.source.text)
             .map_err(|e| format!("the workflow's own text does not parse again: {e}"))?;
         match table
@@ -154,7 +161,28 @@ impl Workflow {
             };
             format!("the plan is refused: {}{more}", each.join(" · "))
         })?;
-        self.splice(planner, grown, depth)
+        // The file's own parts are as they were: the same agents, in the same order (a
+        // registry that changed since the run started would move them), and no task but the
+        // plan's (a split file that changed would add some).
+        let same_agents = grown.agents.len() == self.agents.len()
+            && grown
+                .agents
+                .iter()
+                .zip(&self.agents)
+                .all(|(a, b)| a.name == b.name && a.component == b.component);
+        if !same_agents || grown.tasks.len() != self.tasks.len() + added {
+            return Err(
+                "the workflow's files changed since the run started (its registry or a file it splits): plans cannot be checked against them"
+                    .into(),
+            );
+        }
+        let grown = self.splice(planner, grown, depth)?;
+        // What only the splice adds (the planner's dependents wait for the plan) cannot close
+        // a cycle, as the plan's tasks depend on nothing outside it; checked all the same.
+        if petgraph::algo::toposort(&grown.graph, None).is_err() {
+            return Err("the plan would close a cycle through the planner's dependents".into());
+        }
+        Ok(grown)
     }
 
     /// `grown` with this workflow's tasks in their places (and the dependencies earlier plans
@@ -245,7 +273,12 @@ impl Workflow {
 
 /// Task `i` of a plan as a workflow file's task: its id and dependencies prefixed with the
 /// planner's id, and depending on the planner when it depends on none of the plan's.
-fn plan_task(planner: &str, i: usize, task: &Json) -> Result<toml::Value, String> {
+fn plan_task(
+    planner: &str,
+    i: usize,
+    task: &Json,
+    own: &HashSet<&str>,
+) -> Result<toml::Value, String> {
     let n = i + 1;
     let Some(task) = task.as_object() else {
         return Err(format!("task {n} of the plan is not an object"));
@@ -266,12 +299,15 @@ fn plan_task(planner: &str, i: usize, task: &Json) -> Result<toml::Value, String
         None => Vec::new(),
         Some(Json::Array(deps)) => deps
             .iter()
-            .map(|d| {
-                d.as_str()
-                    .map(|d| Json::String(format!("{planner}.{d}")))
-                    .ok_or_else(|| {
-                        format!("task `{id}` of the plan: `depends_on` lists the plan's task ids")
-                    })
+            .map(|d| match d.as_str() {
+                Some(d) if own.contains(d) => Ok(Json::String(format!("{planner}.{d}"))),
+                Some(d) => Err(format!(
+                    "task `{id}` of the plan depends on `{}`, which is not a task of the plan (a plan's tasks depend only on each other)",
+                    quoted(d)
+                )),
+                None => Err(format!(
+                    "task `{id}` of the plan: `depends_on` lists the plan's task ids"
+                )),
             })
             .collect::<Result<_, _>>()?,
         Some(_) => {
@@ -321,6 +357,7 @@ mod tests {
             json!({ "tasks": [{ "id": "../../etc", "agent": "a" }] }),
             json!({ "tasks": [{ "id": "x", "agent": "a", "with": { "v": null } }] }),
             json!({ "tasks": [{ "id": "x", "agent": "a", "depends_on": [1, 2] }] }),
+            json!({ "tasks": [{ "id": "x", "agent": "a", "depends_on": ["plan"] }] }),
             json!({ "tasks": [{ "id": "x", "agent": "a", "retry": { "max_attempts": -1 } }] }),
             json!({ "tasks": [{ "id": "x", "agent": "a", "agents": { "evil": {} } }] }),
             json!({ "tasks": [{ "id": "x", "agent": "a", "split": { "file": "/etc/passwd", "parts": 2 } }] }),

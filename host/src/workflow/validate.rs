@@ -651,9 +651,9 @@ impl Validator {
                 let n = &l.get_ref().max_iterations;
                 // Checked once for a split's parts.
                 let max = if first {
-                    self.c.int(n, 1..=10_000, "max_iterations")?
+                    self.c.int(n, 1..=1_000, "max_iterations")?
                 } else {
-                    (*n.get_ref()).clamp(1, 10_000)
+                    (*n.get_ref()).clamp(1, 1_000)
                 } as u32;
                 if first && let Some(&a) = target.agents().iter().find(|&&a| agents[a].planner) {
                     self.c.err(
