@@ -359,3 +359,159 @@ fn a_grown_run_killed_mid_plan_resumes_without_planning_or_redoing_work_again() 
         .expect("the run");
     assert_eq!((summary.tasks, summary.settled), (6, 6), "{summary:?}");
 }
+
+/// A child workflow (`workflow = "sub.toml"`): its own parameters from the task's `with`, its
+/// agents, its tasks inlined below the task.
+const CHILD: &str = r#"
+[workflow]
+name = "sub"
+[params]
+x = 1
+[agents.add]
+component = "{guests}/add.wasm"
+[agents.mul]
+component = "{guests}/mul.wasm"
+[[tasks]]
+id = "left"
+agent = "add"
+with = { a = "${x}", b = 1 }
+[[tasks]]
+id = "right"
+agent = "add"
+with = { a = 2, b = 2 }
+[[tasks]]
+id = "product"
+agent = "mul"
+depends_on = ["left", "right"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_workflow_runs_below_its_task_with_its_parameters_and_its_dependents_see_its_end() {
+    let scratch = Scratch::new();
+    scratch.workflow("sub.toml", CHILD);
+    let done = scratch
+        .run(
+            r#"
+[workflow]
+name = "parent"
+[agents.add]
+component = "{guests}/add.wasm"
+[[tasks]]
+id = "base"
+agent = "add"
+with = { a = 1, b = 1 }
+[[tasks]]
+id = "calc"
+workflow = "sub.toml"
+with = { x = 5 }
+depends_on = ["base"]
+[[tasks]]
+id = "total"
+agent = "add"
+depends_on = ["calc"]
+"#,
+        )
+        .await;
+    assert_eq!(
+        done.report.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        done.report
+    );
+    let ids: Vec<&str> = done.report.tasks.iter().map(|t| t.node.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["base", "total", "calc.left", "calc.right", "calc.product"]
+    );
+    // left = x + 1 + base (2) = 8, right = 4 + base = 6: the child's first tasks depend on
+    // what the task depended on; the product is 48, and `total` sees it.
+    assert_eq!(done.report.output("calc.left"), Some(json!(8)));
+    assert_eq!(done.report.output("calc.right"), Some(json!(6)));
+    assert_eq!(done.report.output("calc.product"), Some(json!(48)));
+    assert_eq!(done.report.output("total"), Some(json!(48)));
+    let agents: Vec<&str> = done.report.tasks.iter().map(|t| t.agent.as_str()).collect();
+    assert_eq!(agents, ["add", "add", "calc.add", "calc.add", "calc.mul"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_workflows_budget_is_cut_to_what_its_parent_has_left() {
+    let scratch = Scratch::new();
+    let burn =
+        |iterations: u32| format!("agent = \"burn\"\nwith = {{ iterations = {iterations} }}\n");
+    let child = format!(
+        "[workflow]\nname = \"heavy\"\nbudget = {{ fuel = 100_000_000_000 }}\n\
+         [agents.burn]\ncomponent = \"{{guests}}/burn.wasm\"\n\
+         [[tasks]]\nid = \"b1\"\n{}\
+         [[tasks]]\nid = \"b2\"\ndepends_on = [\"b1\"]\n{}",
+        burn(200_000),
+        burn(200_000)
+    );
+    scratch.workflow("heavy.toml", &child);
+    let parent = |budget: &str| {
+        format!(
+            "[workflow]\nname = \"parent\"\n{budget}\n\
+             [agents.burn]\ncomponent = \"{{guests}}/burn.wasm\"\n\
+             [[tasks]]\nid = \"first\"\n{}\
+             [[tasks]]\nid = \"child\"\nworkflow = \"heavy.toml\"\ndepends_on = [\"first\"]\n",
+            burn(200_000)
+        )
+    };
+    let free = scratch.run(&parent("")).await;
+    assert_eq!(
+        free.report.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        free.report
+    );
+    let cost = free
+        .report
+        .task("first")
+        .and_then(|t| t.fuel_used)
+        .expect("fuel");
+    // The parent can pay for two and a half tasks: the child's second runs out, whatever the
+    // child's own file says it may spend.
+    let budget = 2 * cost + cost / 2;
+    let done = scratch
+        .run(&parent(&format!("budget = {{ fuel = {budget} }}")))
+        .await;
+    assert_eq!(done.status("first"), TaskStatus::Succeeded);
+    assert_eq!(done.status("child.b1"), TaskStatus::Succeeded);
+    assert_eq!(done.status("child.b2"), TaskStatus::BudgetExhausted);
+    assert_eq!(done.report.metrics.fuel.run, budget);
+}
+
+#[test]
+fn a_bad_child_workflow_is_an_error_that_names_its_file() {
+    let scratch = Scratch::new();
+    scratch.workflow(
+        "sub.toml",
+        &CHILD.replace("agent = \"mul\"", "agent = \"nope\""),
+    );
+    scratch.workflow(
+        "loop.toml",
+        "[workflow]\nname = \"again\"\n[[tasks]]\nid = \"me\"\nworkflow = \"loop.toml\"\n",
+    );
+    let parent = |task: &str| {
+        format!(
+            "[workflow]\nname = \"parent\"\n[agents.add]\ncomponent = \"{{guests}}/add.wasm\"\n[[tasks]]\nid = \"calc\"\n{task}\n"
+        )
+    };
+    for (task, says) in [
+        ("workflow = \"sub.toml\"", "sub.toml"),
+        ("workflow = \"sub.toml\"", "unknown agent `nope`"),
+        (
+            "workflow = \"sub.toml\"\nwith = { y = 1 }",
+            "`y` is not a parameter",
+        ),
+        ("workflow = \"loop.toml\"", "include each other"),
+        (
+            "workflow = \"sub.toml\"\nagent = \"add\"",
+            "takes no `agent` or `capability`",
+        ),
+        ("workflow = \"../outside.toml\"", "cannot run workflow"),
+    ] {
+        let path = scratch.workflow("parent.toml", &parent(task));
+        let e = Workflow::from_file(&path).expect_err(says);
+        assert!(e.to_string().contains(says), "{says}: {e}");
+    }
+}

@@ -5,6 +5,7 @@
 //! It never compiles or runs components (the engine checks that they implement `sub-agent`).
 
 mod agents;
+mod children;
 mod plan;
 mod render;
 mod spec;

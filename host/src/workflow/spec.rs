@@ -148,6 +148,9 @@ pub(crate) struct TaskSpec {
     /// (`"done": true` or `"escalate": true` in its output) or `max_iterations`.
     #[serde(rename = "loop")]
     pub(crate) looping: Option<Spanned<LoopSpec>>,
+    /// Another workflow file (relative to this one), run as this task: its tasks join the run
+    /// below it, `with` are its parameters.
+    pub(crate) workflow: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -58,6 +58,14 @@ fn confined(root: &Path, path: &Path) -> Result<PathBuf, String> {
     }
 }
 
+/// How deep child workflows may nest.
+const MAX_NESTING: usize = 8;
+
+/// A parameter's value as a `--param` literal (what a child workflow's parameters are given as).
+fn literal(value: &Json) -> String {
+    toml::Value::try_from(value).map_or_else(|_| value.to_string(), |v| v.to_string())
+}
+
 /// The largest file a `split` reads.
 const MAX_SPLIT_FILE: u64 = 64 << 20;
 
@@ -66,9 +74,20 @@ pub(crate) fn validate(
     overrides: &[(String, String)],
     tenant: Option<&str>,
 ) -> Result<Workflow, Diagnostics> {
+    validate_within(source, overrides, tenant, &[])
+}
+
+/// [`validate`] for a file included (as a child workflow) by the files of `within`.
+fn validate_within(
+    source: Arc<Source>,
+    overrides: &[(String, String)],
+    tenant: Option<&str>,
+    within: &[PathBuf],
+) -> Result<Workflow, Diagnostics> {
     let spec: FileSpec = parse_toml(&source)?;
     let mut v = Validator {
         base_dir: base_dir(&source.path),
+        within: within.to_vec(),
         c: Checker::new(source),
     };
     let workflow = v.workflow(spec, overrides, tenant);
@@ -92,6 +111,8 @@ struct Draft<'s> {
 struct Validator {
     c: Checker,
     base_dir: PathBuf,
+    /// The files that include this one as a child workflow, outermost first.
+    within: Vec<PathBuf>,
 }
 
 impl Validator {
@@ -193,6 +214,7 @@ impl Validator {
                 );
             }
         }
+        let children = self.children(&drafts, &tenant);
         let tasks = self.tasks(&drafts, &agents, &spec, &tenant);
         if let Some(agent) = &stall.diagnostic_agent
             && !agents.iter().any(|a| &a.name == agent)
@@ -208,7 +230,15 @@ impl Validator {
             return None;
         }
         let graph = self.graph(&tasks)?;
-        let mut tasks: Vec<TaskDef> = tasks.into_iter().map(|(t, _)| t).collect();
+        let tasks: Vec<TaskDef> = tasks.into_iter().map(|(t, _)| t).collect();
+        let mut agents = agents;
+        let (mut tasks, graph) = if children.is_empty() {
+            (tasks, graph)
+        } else {
+            let tasks = super::children::inline(tasks, &mut agents, &mut mutexes, children);
+            let graph = self.inlined(&tasks, &drafts)?;
+            (tasks, graph)
+        };
         compute_critical_paths(&graph, &mut tasks);
         let max_tasks = match max_tasks {
             Some((span, Some(max))) => {
@@ -447,6 +477,167 @@ impl Validator {
         }
     }
 
+    /// Each child workflow a task names (`workflow = "sub.toml"`), validated as a file of its
+    /// own (its problems name it), with the task's `with` as its parameters, for the same
+    /// tenant; by the task's place.
+    fn children(&mut self, drafts: &[Draft<'_>], tenant: &str) -> Vec<(usize, Workflow)> {
+        let mut found = Vec::new();
+        for (i, d) in drafts.iter().enumerate() {
+            let Some(file) = &d.spec.workflow else {
+                continue;
+            };
+            let spec = d.spec;
+            let conflicts = [
+                (
+                    spec.agent.is_some() || spec.capability.is_some(),
+                    "`agent` or `capability`",
+                ),
+                (spec.split.is_some(), "`split`"),
+                (!spec.inputs.is_empty(), "`inputs`"),
+                (spec.looping.is_some(), "`loop`"),
+            ];
+            if let Some((_, what)) = conflicts.iter().find(|(conflict, _)| *conflict) {
+                self.c.err(
+                    file.span(),
+                    format!(
+                        "task `{}` runs workflow `{}`, and a task that runs a workflow takes no {what}",
+                        d.group,
+                        file.get_ref()
+                    ),
+                    "give the child workflow's own tasks what they need, in its file",
+                );
+                continue;
+            }
+            if self.within.len() >= MAX_NESTING {
+                self.c.err(
+                    file.span(),
+                    format!("child workflows nest at most {MAX_NESTING} deep"),
+                    "flatten some of them into their parent",
+                );
+                continue;
+            }
+            let path = match confined(&self.base_dir, &self.base_dir.join(file.get_ref())) {
+                Ok(path) => path,
+                Err(why) => {
+                    self.c.err(
+                        file.span(),
+                        format!("cannot run workflow `{}`: {why}", file.get_ref()),
+                        "a child workflow is a file under this file's directory",
+                    );
+                    continue;
+                }
+            };
+            let own = std::fs::canonicalize(&self.c.source.path)
+                .unwrap_or_else(|_| self.c.source.path.clone());
+            if path == own || self.within.contains(&path) {
+                let mut chain: Vec<String> = self
+                    .within
+                    .iter()
+                    .chain([&own, &path])
+                    .map(|p| p.display().to_string())
+                    .collect();
+                chain.dedup();
+                self.c.err(
+                    file.span(),
+                    format!("workflow files include each other: {}", chain.join(" → ")),
+                    "a child workflow may not run one of the workflows that include it",
+                );
+                continue;
+            }
+            let text = match crate::config::read_text(&path, crate::config::MAX_CONFIG_BYTES) {
+                Ok(text) => text,
+                Err(e) => {
+                    self.c.err(
+                        file.span(),
+                        format!("cannot read workflow `{}`: {e}", path.display()),
+                        "paths are relative to this file",
+                    );
+                    continue;
+                }
+            };
+            let overrides: Vec<(String, String)> = d
+                .params
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), literal(v)))
+                .collect();
+            let mut within = self.within.clone();
+            within.push(own);
+            match validate_within(Source::new(&path, text), &overrides, Some(tenant), &within) {
+                Ok(child) if child.agents.iter().any(|a| a.planner) => self.c.err(
+                    file.span(),
+                    format!(
+                        "child workflow `{}` has planner agents, which only a top-level workflow may have",
+                        file.get_ref()
+                    ),
+                    "run the planner from the parent workflow",
+                ),
+                Ok(child) => found.push((i, child)),
+                Err(problems) => {
+                    self.c.err(
+                        file.span(),
+                        format!(
+                            "child workflow `{}` of task `{}` is invalid (its problems follow)",
+                            file.get_ref(),
+                            d.group
+                        ),
+                        "fix the child workflow's file",
+                    );
+                    self.c.errors.extend(problems.0);
+                }
+            }
+        }
+        found
+    }
+
+    /// The graph of tasks with child workflows inlined, once their ids are checked unique.
+    fn inlined(&mut self, tasks: &[TaskDef], drafts: &[Draft<'_>]) -> Option<DiGraph<(), ()>> {
+        if tasks.len() > MAX_TASKS {
+            self.c.err_in_file(
+                format!(
+                    "the workflow and its child workflows expand to {} tasks, more than the limit of {MAX_TASKS}",
+                    tasks.len()
+                ),
+                "use fewer or smaller child workflows",
+            );
+            return None;
+        }
+        let mut seen = HashSet::new();
+        for t in tasks {
+            if !seen.insert(t.id.as_str()) {
+                let span = drafts
+                    .iter()
+                    .find(|d| d.spec.workflow.is_some() && t.id.starts_with(&format!("{}.", d.id)))
+                    .and_then(|d| d.spec.workflow.as_ref().map(Spanned::span))
+                    .unwrap_or(0..0);
+                self.c.err(
+                    span,
+                    format!("task id `{}` is used twice once child workflows are inlined", t.id),
+                    "a child's tasks are named `<task>.<id>`: rename the task or the one it collides with",
+                );
+                return None;
+            }
+        }
+        let mut graph = DiGraph::with_capacity(tasks.len(), tasks.len());
+        for _ in tasks {
+            graph.add_node(());
+        }
+        for (i, t) in tasks.iter().enumerate() {
+            for &d in &t.deps {
+                graph.add_edge(NodeIndex::new(d), NodeIndex::new(i), ());
+            }
+        }
+        if toposort(&graph, None).is_err() {
+            self.c.err_in_file(
+                "the child workflows close a dependency cycle",
+                "check what the tasks that run workflows depend on",
+            );
+            return None;
+        }
+        Some(graph)
+    }
+
     /// What runs a task: its agent, or the agents (allowed for the tenant) with its capability.
     fn target(&mut self, d: &Draft<'_>, agents: &[AgentDef], tenant: &str) -> Option<Target> {
         let c = &mut self.c;
@@ -538,11 +729,16 @@ impl Validator {
                 );
                 None
             }
+            // A child workflow: its tasks take its place (see `children`).
+            (None, None) if d.spec.workflow.is_some() => Some(Target::Capability {
+                name: "workflow".into(),
+                agents: Vec::new(),
+            }),
             (None, None) => {
                 c.err(
                     d.id_span.clone(),
                     format!("task `{}` names no agent", d.group),
-                    "add `agent = \"...\"` or `capability = \"...\"`",
+                    "add `agent = \"...\"`, `capability = \"...\"` or `workflow = \"...\"`",
                 );
                 None
             }
