@@ -1,5 +1,6 @@
 //! Loops: a task runs again, each iteration seeing the previous one's output, until its guest
-//! says done or it reaches `max_iterations`; each iteration is an attempt of its own.
+//! says done or it reaches `max_iterations`; each iteration is an attempt of its own. And the
+//! composed example: calc as a child workflow beside a loop.
 
 use serde_json::json;
 use wasm_orch::events::EventKind;
@@ -120,4 +121,33 @@ async fn a_loop_is_checked_like_any_setting() {
         let e = wasm_orch::Workflow::from_file(&path).expect_err("refused");
         assert!(e.to_string().contains(says), "{says}: {e}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_composed_example_runs_calc_as_a_child_and_climbs_to_21_in_four_iterations() {
+    let scratch = Scratch::new();
+    let workflow =
+        wasm_orch::Workflow::from_file(wasm_orch_tests::root().join("examples/composed.toml"))
+            .expect("valid");
+    let done = scratch
+        .run_workflow(&scratch.runtime(), &workflow, wasm_orch::RunOptions::new())
+        .await;
+    assert_eq!(
+        done.report.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        done.report
+    );
+    assert_eq!(
+        done.report.output("report"),
+        Some(json!({
+            "succeeded": {
+                "calc.product": 21,
+                "climb": { "value": 21, "iteration": 4, "done": true }
+            },
+            "failed": {}
+        }))
+    );
+    let (running, _) = attempts(&done, "climb");
+    assert_eq!(running, [1, 2, 3, 4]);
 }

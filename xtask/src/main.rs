@@ -505,6 +505,7 @@ fn demo(file: Option<&str>) -> Result {
             ("examples/tally-py.toml", &[]),
             ("examples/planner.toml", &[]),
             ("examples/research.toml", &[]),
+            ("examples/composed.toml", &[]),
         ],
     };
     for (workflow, flags) in &workflows {
