@@ -55,14 +55,8 @@ fn resume_cmd(scratch: &Scratch, run_id: &str) -> Command {
 
 /// Every event of a run, as the journal gives it back (`Runtime::run_events`).
 fn journal_events(scratch: &Scratch, run_id: &str) -> Vec<Value> {
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    let events = tokio
-        .block_on(scratch.runtime().run_events(run_id, 0, usize::MAX))
-        .unwrap_or_else(|e| panic!("the journal reads back: {e}"));
-    events
+    scratch
+        .journal(run_id)
         .iter()
         .map(|e| serde_json::to_value(&**e).expect("an event is JSON"))
         .collect()

@@ -125,13 +125,7 @@ async fn a_loop_is_checked_like_any_setting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_composed_example_runs_calc_as_a_child_and_climbs_to_21_in_four_iterations() {
-    let scratch = Scratch::new();
-    let workflow =
-        wasm_orch::Workflow::from_file(wasm_orch_tests::root().join("examples/composed.toml"))
-            .expect("valid");
-    let done = scratch
-        .run_workflow(&scratch.runtime(), &workflow, wasm_orch::RunOptions::new())
-        .await;
+    let done = Scratch::new().run_example("composed.toml").await;
     assert_eq!(
         done.report.status,
         RunStatus::Succeeded,

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use wasm_orch::events::EventKind;
-use wasm_orch::{RunOptions, RunStatus, TaskStatus, Workflow};
-use wasm_orch_tests::{Finished, Scratch, cli, kv_store, root};
+use wasm_orch::{RunStatus, TaskStatus, Workflow};
+use wasm_orch_tests::{Finished, Scratch, cli, kv_store};
 
 const AGENTS: &str = r#"
 [agents.planner]
@@ -50,12 +50,8 @@ fn plans(done: &Finished) -> Vec<(Option<String>, Vec<String>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simple_decomposition_gives_21_with_both_additions_at_once_and_the_product_after() {
-    let scratch = Scratch::new();
     // The example a newcomer runs.
-    let workflow = Workflow::from_file(root().join("examples/planner.toml")).expect("valid");
-    let done = scratch
-        .run_workflow(&scratch.runtime(), &workflow, RunOptions::new())
-        .await;
+    let done = Scratch::new().run_example("planner.toml").await;
     assert_eq!(
         done.report.status,
         RunStatus::Succeeded,
@@ -138,11 +134,7 @@ async fn a_complex_dependency_chain_runs_in_order_with_nothing_early() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_research_plan_plans_again_two_levels_deep_then_reports_and_presents() {
-    let scratch = Scratch::new();
-    let workflow = Workflow::from_file(root().join("examples/research.toml")).expect("valid");
-    let done = scratch
-        .run_workflow(&scratch.runtime(), &workflow, RunOptions::new())
-        .await;
+    let done = Scratch::new().run_example("research.toml").await;
     assert_eq!(
         done.report.status,
         RunStatus::Succeeded,
@@ -280,17 +272,9 @@ fn a_grown_run_killed_mid_plan_resumes_without_planning_or_redoing_work_again() 
     let _ = child.kill();
     let _ = child.wait();
     assert!(began("plan.c"), "the run got as far as the third step");
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio");
-    let journal = |scratch: &Scratch| {
-        tokio
-            .block_on(scratch.runtime().run_events("grown", 0, usize::MAX))
-            .expect("the journal")
-    };
     // What the journal holds as succeeded when the process died does not run again.
-    let done_before: Vec<String> = journal(&scratch)
+    let done_before: Vec<String> = scratch
+        .journal("grown")
         .iter()
         .filter_map(|e| match &e.kind {
             EventKind::TaskStatus(u) if u.status == TaskStatus::Succeeded => {
@@ -342,7 +326,7 @@ fn a_grown_run_killed_mid_plan_resumes_without_planning_or_redoing_work_again() 
     assert_eq!(report["status"], "succeeded", "{report}");
     assert_eq!(report["tasks"].as_array().map(Vec::len), Some(6));
     // The planner ran once: its plan was spliced in again from the journal.
-    let events = journal(&scratch);
+    let events = scratch.journal("grown");
     let planner_runs = events
         .iter()
         .filter(|e| matches!(&e.kind, EventKind::TaskStatus(u) if &*u.task.node == "plan" && u.status == TaskStatus::Running))
@@ -353,7 +337,10 @@ fn a_grown_run_killed_mid_plan_resumes_without_planning_or_redoing_work_again() 
         .filter(|e| matches!(&e.kind, EventKind::PlanCreated(p) if p.planner.is_some()))
         .count();
     assert_eq!(plans, 1, "the journal holds the plan once");
-    let summary = tokio
+    let summary = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio")
         .block_on(scratch.runtime().run_summary("grown"))
         .expect("the journal")
         .expect("the run");

@@ -6,15 +6,11 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use wasm_orch::events::EventKind;
-use wasm_orch::{ErrorKind, RunOptions, RunStatus, TaskStatus, Workflow};
-use wasm_orch_tests::{Scratch, guest, root};
+use wasm_orch::{ErrorKind, RunStatus, TaskStatus};
+use wasm_orch_tests::{Scratch, guest};
 
 async fn run_example(file: &str) -> wasm_orch_tests::Finished {
-    let scratch = Scratch::new();
-    let workflow = Workflow::from_file(root().join("examples").join(file)).expect("valid");
-    scratch
-        .run_workflow(&scratch.runtime(), &workflow, RunOptions::new())
-        .await
+    Scratch::new().run_example(file).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -118,6 +118,25 @@ impl Scratch {
             .await
     }
 
+    /// Runs `examples/<file>` as a newcomer would, to the end.
+    pub async fn run_example(&self, file: &str) -> Finished {
+        let path = root().join("examples").join(file);
+        let workflow = Workflow::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        self.run_workflow(&self.runtime(), &workflow, RunOptions::new())
+            .await
+    }
+
+    /// Every event of run `run_id`, as the journal gives it back (from outside a runtime).
+    pub fn journal(&self, run_id: &str) -> Vec<Arc<Event>> {
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        tokio
+            .block_on(self.runtime().run_events(run_id, 0, usize::MAX))
+            .unwrap_or_else(|e| panic!("the journal reads back: {e}"))
+    }
+
     pub async fn run_workflow(
         &self,
         runtime: &Runtime,

@@ -487,8 +487,7 @@ impl<'a> Scheduler<'a> {
             state.waiting = true;
             self.waiting += 1;
         }
-        let wf = self.wf();
-        let t = &wf.tasks[task];
+        let t = &self.plan.workflow.tasks[task];
         self.queue.push(task, t.priority, t.critical_path);
     }
 
@@ -516,8 +515,7 @@ impl<'a> Scheduler<'a> {
         // What was released since the last step: the tasks parked on it compete again.
         for task in self.resources.released() {
             if self.tasks[task].waiting && self.tasks[task].running.is_none() {
-                let wf = self.wf();
-                let t = &wf.tasks[task];
+                let t = &self.plan.workflow.tasks[task];
                 self.queue.push(task, t.priority, t.critical_path);
             }
         }
@@ -537,8 +535,7 @@ impl<'a> Scheduler<'a> {
             if !state.waiting || state.running.is_some() || state.outcome.is_some() {
                 continue;
             }
-            let wf = self.wf();
-            let t = &wf.tasks[task];
+            let t = &self.plan.workflow.tasks[task];
             let score = |a: usize| self.shared.governor.score(&self.plan.agents[a].key).value();
             let slots = AgentSlots {
                 limits: &self.agent_limits,

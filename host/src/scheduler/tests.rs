@@ -1253,16 +1253,22 @@ async fn a_loops_failed_iteration_is_retried_with_the_whole_policy_and_sees_the_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plans_nest_to_their_depth_limit_and_no_deeper() {
     let (_dir, wf) = planned("[[tasks]]\nid = \"top\"\nagent = \"planner\"\n");
-    let mut fake = Fake::new(5);
-    fake.plans.insert(
-        "top".into(),
-        serde_json::json!({"tasks": [
-            {"id": "part", "agent": "planner"},
-            {"id": "sum", "agent": "a", "depends_on": ["part"]},
-        ]}),
-    );
-    fake.plans.insert("top.part".into(), calc_plan());
-    let fake = Arc::new(fake);
+    // `top` plans a planner (`part`, which plans calc) and a task after it.
+    let nested = || {
+        let mut fake = Fake::new(5);
+        fake.plans = HashMap::from([
+            (
+                "top".into(),
+                serde_json::json!({"tasks": [
+                    {"id": "part", "agent": "planner"},
+                    {"id": "sum", "agent": "a", "depends_on": ["part"]},
+                ]}),
+            ),
+            ("top.part".into(), calc_plan()),
+        ]);
+        fake
+    };
+    let fake = Arc::new(nested());
     let (finished, _) = Harness::new(8).run(&wf, Arc::clone(&fake)).await;
     assert!(
         statuses(&finished)
@@ -1303,15 +1309,7 @@ async fn plans_nest_to_their_depth_limit_and_no_deeper() {
         max_plan_depth: 1,
         ..wf
     };
-    let mut fake = Fake::new(5);
-    fake.plans = HashMap::from([
-        (
-            "top".into(),
-            serde_json::json!({"tasks": [{"id": "part", "agent": "planner"}, {"id": "sum", "agent": "a", "depends_on": ["part"]}]}),
-        ),
-        ("top.part".into(), calc_plan()),
-    ]);
-    let (finished, _) = Harness::new(8).run(&wf, Arc::new(fake)).await;
+    let (finished, _) = Harness::new(8).run(&wf, Arc::new(nested())).await;
     let part = outcome(&finished, "top.part");
     assert_eq!(part.status, TaskStatus::Failed);
     assert!(

@@ -11,10 +11,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::graph::NodeIndex;
 use serde_json::Value as Json;
 
-use super::validate::{compute_critical_paths, validate};
+use super::validate::{compute_critical_paths, dag, validate};
 use super::{TaskDef, Workflow};
 use crate::config::{Diagnostic, Source};
 use crate::model::events::{PlanCreated, PlannedTask};
@@ -250,15 +250,7 @@ impl Workflow {
                 .map_or(deps.len(), |p| p + 1);
             deps.splice(at..at, last.iter().copied());
         }
-        let mut graph = DiGraph::with_capacity(tasks.len(), tasks.len());
-        for _ in &tasks {
-            graph.add_node(());
-        }
-        for (i, task) in tasks.iter().enumerate() {
-            for &d in &task.deps {
-                graph.add_edge(NodeIndex::new(d), NodeIndex::new(i), ());
-            }
-        }
+        let graph = dag(tasks.iter().map(|t| t.deps.as_slice()));
         compute_critical_paths(&graph, &mut tasks);
         Ok(Workflow {
             tasks,

@@ -619,15 +619,7 @@ impl Validator {
                 return None;
             }
         }
-        let mut graph = DiGraph::with_capacity(tasks.len(), tasks.len());
-        for _ in tasks {
-            graph.add_node(());
-        }
-        for (i, t) in tasks.iter().enumerate() {
-            for &d in &t.deps {
-                graph.add_edge(NodeIndex::new(d), NodeIndex::new(i), ());
-            }
-        }
+        let graph = dag(tasks.iter().map(|t| t.deps.as_slice()));
         if toposort(&graph, None).is_err() {
             self.c.err_in_file(
                 "the child workflows close a dependency cycle",
@@ -941,15 +933,7 @@ impl Validator {
     }
 
     fn graph(&mut self, tasks: &[(TaskDef, Vec<Range<usize>>)]) -> Option<DiGraph<(), ()>> {
-        let mut graph = DiGraph::with_capacity(tasks.len(), tasks.len());
-        for _ in tasks {
-            graph.add_node(());
-        }
-        for (i, (task, _)) in tasks.iter().enumerate() {
-            for &dep in &task.deps {
-                graph.add_edge(NodeIndex::new(dep), NodeIndex::new(i), ());
-            }
-        }
+        let graph = dag(tasks.iter().map(|(t, _)| t.deps.as_slice()));
         if toposort(&graph, None).is_ok() {
             return Some(graph);
         }
@@ -1109,6 +1093,21 @@ fn find_cycle(graph: &DiGraph<(), ()>, scc: &[NodeIndex]) -> Vec<usize> {
         }
     }
     vec![start.index()]
+}
+
+/// The graph of tasks whose dependencies are `deps` (task `i`'s are the `i`-th): node `i` is
+/// task `i`, edges run from a dependency to its dependent.
+pub(super) fn dag<'d>(deps: impl ExactSizeIterator<Item = &'d [usize]>) -> DiGraph<(), ()> {
+    let mut graph = DiGraph::with_capacity(deps.len(), deps.len());
+    for _ in 0..deps.len() {
+        graph.add_node(());
+    }
+    for (i, task) in deps.enumerate() {
+        for &d in task {
+            graph.add_edge(NodeIndex::new(d), NodeIndex::new(i), ());
+        }
+    }
+    graph
 }
 
 /// Longest chain of tasks from each task to the end of the workflow, itself included.
