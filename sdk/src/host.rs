@@ -1,9 +1,10 @@
 //! Where the SDK's calls go: in a component (wasm32), to the host's WIT imports; in a native
 //! build (`cargo test` of a guest crate), to the test host of [`testing`](crate::testing).
-//! The wrappers of `status`, `blackboard`, `tools` and `secrets` call only this module, so an
+//! The wrappers of `status`, `blackboard`, `tools`, `secrets` and `messages` call only this module, so an
 //! agent's code is the same in both.
 
 use crate::wit::wasm_orch::agent::blackboard::{BlackboardError, Entry};
+use crate::wit::wasm_orch::agent::messages::{Message, MessageError};
 use crate::wit::wasm_orch::agent::secrets::SecretError;
 use crate::wit::wasm_orch::agent::tools::ToolError;
 use crate::wit::wasm_orch::agent::types::Level;
@@ -11,7 +12,7 @@ use crate::wit::wasm_orch::agent::types::Level;
 #[cfg(target_arch = "wasm32")]
 mod imp {
     use super::*;
-    use crate::wit::wasm_orch::agent::{blackboard, secrets, status, tools};
+    use crate::wit::wasm_orch::agent::{blackboard, messages, secrets, status, tools};
 
     pub(crate) fn progress(fraction: f32, message: &str) {
         status::progress(fraction, message);
@@ -43,6 +44,12 @@ mod imp {
     }
     pub(crate) fn secret(name: &str) -> Result<String, SecretError> {
         secrets::get(name)
+    }
+    pub(crate) fn send(to: &str, body: &str) -> Result<u64, MessageError> {
+        messages::send(to, body)
+    }
+    pub(crate) fn receive(timeout_ms: u32) -> Result<Option<Message>, MessageError> {
+        messages::receive(timeout_ms)
     }
 }
 
@@ -81,6 +88,12 @@ mod imp {
     }
     pub(crate) fn secret(name: &str) -> Result<String, SecretError> {
         with_host(|h| h.secret(name))
+    }
+    pub(crate) fn send(to: &str, body: &str) -> Result<u64, MessageError> {
+        with_host(|h| h.send(to, body))
+    }
+    pub(crate) fn receive(_timeout_ms: u32) -> Result<Option<Message>, MessageError> {
+        with_host(|h| Ok(h.receive()))
     }
 }
 

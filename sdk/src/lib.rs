@@ -66,6 +66,7 @@ mod context;
 mod error;
 mod export;
 mod host;
+pub mod messages;
 pub mod secrets;
 pub mod status;
 #[cfg(not(target_arch = "wasm32"))]

@@ -46,12 +46,14 @@ use crate::export::run;
 pub use crate::status::Level;
 use crate::tools::ToolError;
 use crate::wit::wasm_orch::agent::blackboard::{BlackboardError, Entry};
+use crate::wit::wasm_orch::agent::messages::{Message, MessageError};
 use crate::wit::wasm_orch::agent::secrets::SecretError;
 use crate::wit::wasm_orch::agent::tools::ToolError as WitToolError;
 use crate::wit::wasm_orch::agent::types::{self, AgentError, TaskInput, UpstreamOutcome};
 use crate::{Agent, Error};
 
 type ToolFn = Box<dyn FnMut(Value) -> Result<Value, ToolError>>;
+type PeerFn = Box<dyn FnMut(Value) -> Vec<Value>>;
 
 /// One task to run: its parameters, where it runs, its upstream outcomes, and the fake host
 /// it sees.
@@ -92,6 +94,10 @@ pub struct Outcome {
     pub tool_calls: Vec<(String, Value)>,
     /// The secrets it read, by name.
     pub secrets_read: Vec<String>,
+    /// Every message it sent: receiver and body.
+    pub sent: Vec<(String, Value)>,
+    /// Messages left unread in its inbox.
+    pub unread: Vec<(String, Value)>,
 }
 
 impl Outcome {
@@ -213,6 +219,29 @@ impl TestRun {
         self
     }
 
+    /// A message from task `from` waiting in the task's inbox when it starts.
+    pub fn message(mut self, from: impl Into<String>, body: impl Serialize) -> Self {
+        let json = serde_json::to_string(&body)
+            .unwrap_or_else(|e| panic!("the message body does not serialize: {e}"));
+        let from = from.into();
+        self.host.peers.entry(from.clone()).or_insert(None);
+        self.host.deliver(&from, json);
+        self
+    }
+
+    /// Another task `node` of the run, to which the agent may send messages: `answer` is
+    /// given each body it is sent and returns the messages it sends back (none, one, more).
+    /// A message to a node that is not declared is refused, as the host refuses one to a
+    /// task not of the run.
+    pub fn peer(
+        mut self,
+        node: impl Into<String>,
+        answer: impl FnMut(Value) -> Vec<Value> + 'static,
+    ) -> Self {
+        self.host.peers.insert(node.into(), Some(Box::new(answer)));
+        self
+    }
+
     /// Runs agent `A` on this task and returns what it did.
     pub fn run<A: Agent>(mut self) -> Outcome {
         let branch = format!("{}.{}", self.workflow, self.node);
@@ -268,6 +297,12 @@ impl TestRun {
                 .collect(),
             tool_calls: host.tool_calls,
             secrets_read: host.secrets_read,
+            sent: host.sent,
+            unread: host
+                .inbox
+                .iter()
+                .map(|m| (m.sender.clone(), parse(&m.body)))
+                .collect(),
         }
     }
 }
@@ -299,6 +334,11 @@ pub(crate) struct Host {
     logs: Vec<(Level, String)>,
     tool_calls: Vec<(String, Value)>,
     secrets_read: Vec<String>,
+    /// The other tasks of the run, and how each answers a message (`None`: it does not).
+    peers: BTreeMap<String, Option<PeerFn>>,
+    inbox: std::collections::VecDeque<Message>,
+    delivered: u64,
+    sent: Vec<(String, Value)>,
 }
 
 impl Host {
@@ -402,6 +442,40 @@ impl Host {
         Ok(output.to_string())
     }
 
+    fn deliver(&mut self, from: &str, body: String) {
+        self.delivered += 1;
+        self.inbox.push_back(Message {
+            sender: from.to_owned(),
+            body,
+            seq: self.delivered,
+        });
+    }
+
+    pub(crate) fn send(&mut self, to: &str, body: &str) -> Result<u64, MessageError> {
+        let value: Value = serde_json::from_str(body)
+            .map_err(|e| MessageError::Denied(format!("the body is not JSON: {e}")))?;
+        let Some(peer) = self.peers.get_mut(to) else {
+            return Err(MessageError::Denied(format!(
+                "`{to}` is not a task of this run (declare it with TestRun::peer)"
+            )));
+        };
+        let answers = peer
+            .as_mut()
+            .map(|answer| answer(value.clone()))
+            .unwrap_or_default();
+        self.sent.push((to.to_owned(), value));
+        for answer in answers {
+            self.deliver(to, answer.to_string());
+        }
+        // The fake has one inbox per peer: the place is the count sent to `to`.
+        Ok(self.sent.iter().filter(|(t, _)| t == to).count() as u64)
+    }
+
+    /// The next message, at once: a test host has no one to wait for.
+    pub(crate) fn receive(&mut self) -> Option<Message> {
+        self.inbox.pop_front()
+    }
+
     pub(crate) fn secret(&mut self, name: &str) -> Result<String, SecretError> {
         self.secrets_read.push(name.to_owned());
         self.secrets.get(name).cloned().ok_or_else(|| {
@@ -492,6 +566,55 @@ mod tests {
         assert_eq!(outcome.blackboard["shared/count"], 42);
         assert_eq!(outcome.tool_calls.len(), 2);
         assert_eq!(outcome.secrets_read, vec!["token".to_owned()]);
+    }
+
+    struct Echo;
+    impl Agent for Echo {
+        type Params = Value;
+        type Output = Value;
+        fn run(_cx: Context<Value>) -> Result<Value, Error> {
+            let mut got = Vec::new();
+            while let Some(m) =
+                crate::messages::receive::<Value>(std::time::Duration::from_millis(10))?
+            {
+                got.push((m.from.clone(), m.seq));
+                crate::messages::send("peer", &m.body)?;
+            }
+            let stranger = crate::messages::send("run-2/peer", &1).is_err();
+            Ok(serde_json::json!({ "got": got, "stranger": stranger }))
+        }
+    }
+
+    #[test]
+    fn messages_come_from_the_inbox_and_peers_answer_what_they_are_sent() {
+        let mut answered = 0;
+        let outcome = TestRun::new(Value::Null)
+            .message("boss", 1)
+            .peer("peer", move |body| {
+                answered += 1;
+                if answered < 3 {
+                    vec![serde_json::json!(body.as_i64().unwrap_or(0) + 1)]
+                } else {
+                    vec![]
+                }
+            })
+            .run::<Echo>();
+        let out: Value = outcome.output();
+        assert_eq!(
+            out["got"],
+            serde_json::json!([["boss", 1], ["peer", 2], ["peer", 3]])
+        );
+        assert_eq!(out["stranger"], true, "an undeclared task is refused");
+        let sent: Vec<&Value> = outcome.sent.iter().map(|(_, b)| b).collect();
+        assert_eq!(
+            sent,
+            [
+                &serde_json::json!(1),
+                &serde_json::json!(2),
+                &serde_json::json!(3)
+            ]
+        );
+        assert!(outcome.unread.is_empty());
     }
 
     struct Typed;

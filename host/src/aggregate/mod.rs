@@ -9,9 +9,9 @@ use std::path::PathBuf;
 
 use crate::model::limits::Budget;
 use crate::model::report::{
-    AgentReport, AttemptReport, DiagnosisReport, RunMetrics, RunReport, TaskReport,
+    AgentReport, AttemptReport, DiagnosisReport, MessageCounts, RunMetrics, RunReport, TaskReport,
 };
-use crate::model::status::RunStatus;
+use crate::model::status::{ErrorKind, RunStatus};
 use crate::model::time::Timestamp;
 use crate::model::time::millis;
 use crate::scheduler;
@@ -32,6 +32,15 @@ pub(crate) struct Finished<'a> {
     pub(crate) metrics: RunMetrics,
     pub(crate) events: u64,
     pub(crate) directory: PathBuf,
+    /// What each task did with messages, by node id (those that did nothing are absent).
+    pub(crate) messages: BTreeMap<String, MessageCounts>,
+}
+
+/// A task that starts on a message and got none: it was not needed, which is no failure.
+fn not_needed(o: &scheduler::TaskOutcome) -> bool {
+    o.error
+        .as_ref()
+        .is_some_and(|e| e.kind == ErrorKind::NotNeeded)
 }
 
 pub(crate) fn report(f: Finished<'_>) -> RunReport {
@@ -41,7 +50,7 @@ pub(crate) fn report(f: Finished<'_>) -> RunReport {
         .tasks
         .iter()
         .zip(&outcomes)
-        .all(|(t, o)| !t.critical || o.status.is_success());
+        .all(|(t, o)| !t.critical || o.status.is_success() || not_needed(o));
     let status = match (all_critical_succeeded, f.cancelled) {
         (true, _) => RunStatus::Succeeded,
         (false, true) => RunStatus::Cancelled,
@@ -51,6 +60,7 @@ pub(crate) fn report(f: Finished<'_>) -> RunReport {
     let mut counts = BTreeMap::new();
     let mut outputs = BTreeMap::new();
     let mut tasks = Vec::with_capacity(wf.tasks.len());
+
     for (i, (t, o)) in wf.tasks.iter().zip(outcomes).enumerate() {
         *counts.entry(o.status).or_insert(0) += 1;
         let last = o.attempts.last();
@@ -104,6 +114,7 @@ pub(crate) fn report(f: Finished<'_>) -> RunReport {
             memory_peak: a.map(|a| a.memory_peak),
             artifacts: a.map(|a| a.artifacts.clone()).unwrap_or_default(),
             history,
+            messages: f.messages.get(&t.id).copied(),
         });
     }
     let diagnoses = f

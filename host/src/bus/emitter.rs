@@ -16,8 +16,8 @@ use std::time::Instant;
 use super::Bus;
 use crate::model::Name;
 use crate::model::events::{
-    AuditRecord, AuditResource, Decision, EventKind, LogLevel, LogStream, TaskGrants, TaskLog,
-    TaskPartial, TaskProgress, TaskRef,
+    AuditRecord, AuditResource, Decision, EventKind, LogLevel, LogStream, MessageReceived,
+    MessageSent, TaskGrants, TaskLog, TaskPartial, TaskProgress, TaskRef,
 };
 use crate::model::port::Heartbeat;
 use crate::redact::Redactor;
@@ -159,6 +159,27 @@ impl TaskEmitter {
             decision,
             reason: self.clean(reason, self.limits.max_message_bytes),
         }));
+    }
+
+    /// Publishes a message this task sent.
+    pub(crate) fn message_sent(&mut self, to: &str, seq: u64, bytes: u64) {
+        self.bus.publish(EventKind::MessageSent(MessageSent {
+            task: self.task.clone(),
+            to: Name::from(to),
+            seq,
+            bytes,
+        }));
+    }
+
+    /// Publishes a message this task took from its inbox.
+    pub(crate) fn message_received(&mut self, from: &str, seq: u64, bytes: u64) {
+        self.bus
+            .publish(EventKind::MessageReceived(MessageReceived {
+                task: self.task.clone(),
+                from: Name::from(from),
+                seq,
+                bytes,
+            }));
     }
 
     /// Records every progress report (coalesced or not) on `heartbeat`.

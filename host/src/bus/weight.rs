@@ -45,6 +45,8 @@ pub(super) fn of(kind: &EventKind) -> usize {
         EventKind::Credential(c) => c.credential.len() + c.reason.len(),
         EventKind::RunMetrics(m) => 32 * m.parallelism.timeline.len() + 128 * m.agents.len(),
         EventKind::Dispatch(d) => d.reason.len(),
+        EventKind::MessageSent(m) => m.to.len(),
+        EventKind::MessageReceived(m) => m.from.len(),
         EventKind::RunResumed(_) | EventKind::RunCompleted(_) => 0,
     }
 }

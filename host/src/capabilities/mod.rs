@@ -1,5 +1,5 @@
 //! What a guest can reach beyond its own memory, one capability per module (the model is
-//! Spin's factors): [`status`], [`files`], [`blackboard`], [`tools`], [`secrets`].
+//! Spin's factors): [`status`], [`files`], [`blackboard`], [`tools`], [`secrets`], [`messages`].
 //!
 //! Each capability holds, in one place:
 //! - its **policy check**: what a task may do, decided from the workflow's grants and its
@@ -16,6 +16,7 @@
 
 pub(crate) mod blackboard;
 pub(crate) mod files;
+pub(crate) mod messages;
 pub(crate) mod secrets;
 pub(crate) mod status;
 pub(crate) mod tools;

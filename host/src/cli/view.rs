@@ -163,6 +163,16 @@ impl Board {
                     p.failures, p.action
                 ));
             }
+            EventKind::MessageSent(m) => {
+                if let Some(row) = self.row(&m.task.node) {
+                    row.message = format!("message #{} → {}", m.seq, m.to);
+                }
+            }
+            EventKind::MessageReceived(m) => {
+                if let Some(row) = self.row(&m.task.node) {
+                    row.message = format!("message #{} ← {}", m.seq, m.from);
+                }
+            }
             EventKind::RunResumed(_) => self.notes.push("run resumed".to_owned()),
             EventKind::Dispatch(d) => self.notes.push(format!(
                 "attempts go to {} (pool `{}`): {}",
@@ -422,6 +432,14 @@ impl Lines {
                         .map_or_else(String::new, |e| inert(&e.message).into_owned()),
                     |d| format::fit(&inert(&d.to_string()), 120)
                 )
+            ),
+            EventKind::MessageSent(m) => format!(
+                "{stamp} {:<w$} message #{} → {} ({} B)",
+                m.task.node, m.seq, m.to, m.bytes
+            ),
+            EventKind::MessageReceived(m) => format!(
+                "{stamp} {:<w$} message #{} ← {} ({} B)",
+                m.task.node, m.seq, m.from, m.bytes
             ),
             EventKind::RunPaused(p) => format!(
                 "{stamp} run: error budget exhausted ({} failures of {} attempts): {:?}",

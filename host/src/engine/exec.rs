@@ -34,6 +34,7 @@ use super::state::TaskState;
 use crate::bus::{SharedEmitter, TaskEmitter, lock};
 use crate::capabilities::blackboard::BoardScope;
 use crate::capabilities::files::{self, DiskQuota, TaskFiles};
+use crate::capabilities::messages::MessageScope;
 use crate::capabilities::secrets::SecretAccess;
 use crate::capabilities::tools::ToolAccess;
 use crate::config::format_size;
@@ -56,6 +57,8 @@ pub(crate) struct Setup {
     pub(crate) run_id: Name,
     pub(crate) emitter: TaskEmitter,
     pub(crate) board: BoardScope,
+    /// Its run's mailboxes, as its task.
+    pub(crate) messages: MessageScope,
     pub(crate) tools: ToolAccess,
     pub(crate) secrets: SecretAccess,
     /// The run's redactor (the emitter's too).
@@ -101,6 +104,7 @@ impl Engine {
             run_id,
             emitter,
             board,
+            messages,
             tools,
             secrets,
             redactor,
@@ -180,6 +184,7 @@ impl Engine {
                 state.disk = DiskQuota::new(limits.disk);
                 state.events = Arc::clone(&events);
                 state.board = board;
+                state.messages = messages;
                 state.tools = tools;
                 state.secrets = secrets;
                 state.deadline = deadline;
@@ -197,6 +202,7 @@ impl Engine {
                         disk: DiskQuota::new(limits.disk),
                         events: Arc::clone(&events),
                         board,
+                        messages,
                         tools,
                         secrets,
                         deadline,
@@ -558,6 +564,8 @@ fn contract_kind(kind: ErrorKind) -> wit::ErrorKind {
         ErrorKind::WorkerLost => wit::ErrorKind::WorkerLost,
         // The contract's kinds are fixed within a version: a refused plan is a failure.
         ErrorKind::InvalidPlan => wit::ErrorKind::Failed,
+        // Nothing depends on a task that starts on a message.
+        ErrorKind::NotNeeded => wit::ErrorKind::Dependency,
     }
 }
 

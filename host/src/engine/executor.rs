@@ -12,6 +12,7 @@ use super::exec;
 use crate::bus::{Bus, EmitterLimits, TaskEmitter};
 use crate::capabilities::blackboard::{Blackboard, BoardScope};
 use crate::capabilities::files::{RunDir, TaskFiles};
+use crate::capabilities::messages::{Mailboxes, MessageScope};
 use crate::capabilities::secrets::{Lease, SecretAccess, SecretBackend};
 use crate::capabilities::tools::{Caller, RunQuotas, ToolAccess, ToolRegistry};
 use crate::claims::Claims;
@@ -43,6 +44,8 @@ pub(crate) struct RunContext {
     pub(crate) tenant: Name,
     pub(crate) bus: Arc<Bus>,
     pub(crate) blackboard: Arc<Blackboard>,
+    /// The inboxes of the run's tasks.
+    pub(crate) mailboxes: Arc<Mailboxes>,
     /// Every branch of the run.
     pub(crate) branches: Arc<std::collections::HashSet<String>>,
     pub(crate) run_dir: Arc<RunDir>,
@@ -209,6 +212,15 @@ impl LocalExecutor {
                 board: Arc::clone(&run.blackboard),
                 branch: job.task_ref.branch.clone(),
                 branches: Arc::clone(&run.branches),
+            },
+            // A diagnosis speaks for no task: it neither sends as the task it diagnoses nor
+            // takes its messages.
+            messages: match job.task {
+                Some(_) => MessageScope {
+                    mailboxes: Arc::clone(&run.mailboxes),
+                    node: job.task_ref.node.clone(),
+                },
+                None => MessageScope::alone(),
             },
             tools,
             secrets: SecretAccess {

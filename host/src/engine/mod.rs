@@ -33,7 +33,7 @@ pub(crate) use self::exec::accept_output;
 pub(crate) use self::executor::{LocalExecutor, RunAgent, RunContext};
 use self::state::TaskState;
 use crate::bus::{Bus, EmitterLimits, TaskEmitter};
-use crate::capabilities::{blackboard, files, secrets, tools};
+use crate::capabilities::{blackboard, files, messages, secrets, tools};
 use crate::error::Error;
 use crate::model::events::TaskRef;
 use crate::model::limits::Limits;
@@ -135,6 +135,7 @@ impl Engine {
                 disk: files::DiskQuota::new(0),
                 events,
                 board: blackboard::BoardScope::alone(),
+                messages: messages::MessageScope::alone(),
                 tools: tools::ToolAccess::none(),
                 secrets: secrets::SecretAccess::none(),
                 deadline: std::time::Instant::now() + Duration::from_secs(10),

@@ -13,6 +13,7 @@ use super::limiter::MemoryLimiter;
 use crate::bus::{Bus, EmitterLimits, SharedEmitter, TaskEmitter};
 use crate::capabilities::blackboard::{self, BlackboardView, BoardScope};
 use crate::capabilities::files::{self, AuditedFs, DiskQuota};
+use crate::capabilities::messages::{self, MessageScope, MessagesView};
 use crate::capabilities::secrets::{self, SecretAccess, SecretsView};
 use crate::capabilities::status::{self, StatusView};
 use crate::capabilities::tools::{self, ToolAccess, ToolsView};
@@ -28,6 +29,7 @@ pub(crate) struct TaskState {
     pub(crate) disk: Arc<DiskQuota>,
     pub(crate) events: SharedEmitter,
     pub(crate) board: BoardScope,
+    pub(crate) messages: MessageScope,
     pub(crate) tools: ToolAccess,
     pub(crate) secrets: SecretAccess,
     /// When the attempt runs out of wall-clock time.
@@ -75,6 +77,7 @@ impl TaskState {
             disk: DiskQuota::new(0),
             events: Arc::new(std::sync::Mutex::new(emitter)),
             board: BoardScope::alone(),
+            messages: MessageScope::alone(),
             tools: ToolAccess::none(),
             secrets: SecretAccess::none(),
             deadline: Instant::now() + std::time::Duration::from_secs(3600),
@@ -106,6 +109,7 @@ pub(crate) fn link(linker: &mut Linker<TaskState>) -> wasmtime::Result<()> {
     })?;
     status::add_to_linker(linker, |s| StatusView(&s.events))?;
     blackboard::add_to_linker(linker, |s| BlackboardView::new(&s.board, &s.events))?;
+    messages::add_to_linker(linker, |s| MessagesView::new(&s.messages, &s.events))?;
     secrets::add_to_linker(linker, |s| SecretsView::new(&s.secrets, &s.events))?;
     tools::add_to_linker(linker, |s| ToolsView::new(&s.tools, &s.events))
 }

@@ -84,6 +84,12 @@ pub enum EventKind {
     /// reached).
     #[serde(rename = "agent.dispatch.changed")]
     Dispatch(DispatchChanged),
+    /// A task sent a message to another task of its run.
+    #[serde(rename = "agent.message.sent")]
+    MessageSent(MessageSent),
+    /// A task took a message from its inbox.
+    #[serde(rename = "agent.message.received")]
+    MessageReceived(MessageReceived),
 }
 
 impl EventKind {
@@ -105,8 +111,37 @@ impl EventKind {
             Self::RunMetrics(_) => "agent.run.metrics",
             Self::RunCompleted(_) => "agent.run.completed",
             Self::Dispatch(_) => "agent.dispatch.changed",
+            Self::MessageSent(_) => "agent.message.sent",
+            Self::MessageReceived(_) => "agent.message.received",
         }
     }
+}
+
+/// A message one task sent another (its size, never its body).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct MessageSent {
+    /// The sender.
+    #[serde(flatten)]
+    pub task: TaskRef,
+    /// The receiver's node id.
+    pub to: Name,
+    /// Its place in the receiver's inbox (1 for the first message it was sent).
+    pub seq: u64,
+    pub bytes: u64,
+}
+
+/// A message a task took from its inbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct MessageReceived {
+    /// The receiver.
+    #[serde(flatten)]
+    pub task: TaskRef,
+    /// The sender's node id.
+    pub from: Name,
+    pub seq: u64,
+    pub bytes: u64,
 }
 
 /// Where a run's attempts go now.
@@ -182,6 +217,7 @@ pub enum AuditResource {
     Blackboard,
     File,
     Claim,
+    Message,
 }
 
 impl AuditResource {
@@ -194,6 +230,7 @@ impl AuditResource {
             Self::Blackboard => "blackboard",
             Self::File => "file",
             Self::Claim => "claim",
+            Self::Message => "message",
         }
     }
 }

@@ -90,6 +90,23 @@ pub struct TaskReport {
     /// Every attempt, first to last (more than one when it was retried).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<AttemptReport>,
+    /// The messages it sent and received (none: it did neither).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<MessageCounts>,
+}
+
+/// What one task did with messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct MessageCounts {
+    /// Messages it sent (that reached an inbox).
+    pub sent: u64,
+    /// Messages it took from its inbox.
+    pub received: u64,
+    /// Sends of its that were refused (each is an audit record).
+    pub refused: u64,
+    /// Messages left unread in its inbox when it ended.
+    pub unread: u64,
 }
 
 /// One attempt of a task.
@@ -164,6 +181,10 @@ pub struct RunMetrics {
     /// Attempts started on the coordinator itself (all of them, without a pool).
     #[serde(default)]
     pub local_attempts: u64,
+    /// `total_messages`: messages the run's tasks sent one another (per task: `messages` of
+    /// each task's results).
+    #[serde(default)]
+    pub total_messages: u64,
 }
 
 /// What one worker did for a run.

@@ -184,6 +184,9 @@ pub enum ErrorKind {
     /// The task's agent is a planner, and the plan it returned was refused (an unknown agent,
     /// a cycle, too many tasks...): the message says why.
     InvalidPlan,
+    /// The task starts on a message (`start = "on-message"`), and no task sent it one: it was
+    /// not needed. A run whose tasks succeeded is still a success.
+    NotNeeded,
 }
 
 impl ErrorKind {
@@ -209,6 +212,7 @@ impl ErrorKind {
             Self::Interrupted => "interrupted",
             Self::WorkerLost => "worker-lost",
             Self::InvalidPlan => "invalid-plan",
+            Self::NotNeeded => "not-needed",
         }
     }
 }

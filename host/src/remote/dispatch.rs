@@ -20,7 +20,11 @@ use crate::model::status::{ErrorKind, TaskError, TaskStatus};
 use crate::wit::v3::wasm_orch::agent::tools::ToolError;
 
 /// Interfaces a worker cannot serve yet: their calls must be checked by the coordinator.
-const HOME_ONLY: &[&str] = &["wasm-orch:agent/blackboard", "wasm-orch:agent/secrets"];
+const HOME_ONLY: &[&str] = &[
+    "wasm-orch:agent/blackboard",
+    "wasm-orch:agent/secrets",
+    "wasm-orch:agent/messages",
+];
 
 /// Runs a run's attempts on a pool's workers, or here.
 pub(crate) struct Dispatch {
@@ -96,7 +100,7 @@ impl Dispatch {
             HOME_ONLY.contains(&name)
         });
         if home {
-            return Err("its component imports the blackboard or secrets");
+            return Err("its component imports the blackboard, secrets or messages");
         }
         Ok(())
     }

@@ -441,6 +441,7 @@ async fn run(state: &State, order: &Order, stop: CancellationToken) -> Finished 
         run_id: Name::from(order.run_id.as_str()),
         emitter,
         board: BoardScope::alone(),
+        messages: crate::capabilities::messages::MessageScope::alone(),
         tools: ToolAccess::relayed(Arc::new(Relay {
             client: state.client.clone(),
             subject: format!("{PREFIX}.reports.{}", token(&order.coordinator)),

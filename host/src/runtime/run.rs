@@ -15,6 +15,7 @@ use crate::aggregate;
 use crate::bus::{Bus, BusLimits, EmitterLimits, EventStream};
 use crate::capabilities::blackboard::{Blackboard, BlackboardLimits};
 use crate::capabilities::files::RunDir;
+use crate::capabilities::messages::{Mailboxes, MessageLimits};
 use crate::capabilities::secrets::Lease;
 use crate::engine::{LocalExecutor, RunAgent, RunContext};
 use crate::error::Error;
@@ -277,7 +278,15 @@ impl Runtime {
                 ))
             })
             .collect();
+        let (mailboxes, woken) = Mailboxes::new(
+            MessageLimits::default(),
+            workflow
+                .tasks
+                .iter()
+                .map(|t| (Name::from(&t.id), t.on_message)),
+        );
         let context = Arc::new(RunContext {
+            mailboxes: Arc::clone(&mailboxes),
             run_id: Name::from(&run_id),
             workflow: workflow.name.clone(),
             tenant: Name::from(&workflow.tenant),
@@ -416,6 +425,9 @@ impl Runtime {
                 let policy = &runtime.inner.policy;
                 let grow = |wf: &Workflow, task: usize, plan: &serde_json::Value| {
                     let grown = wf.grow(task, plan)?;
+                    for t in &grown.tasks[wf.tasks.len()..] {
+                        mailboxes.open(Name::from(&t.id), t.on_message);
+                    }
                     let doctors = diagnostic_agents(&grown, policy).map_err(|e| e.to_string())?;
                     let tasks = task_plans(&grown, policy, &doctors);
                     Ok(Growth {
@@ -432,6 +444,8 @@ impl Runtime {
                     cancel: &run_cancel,
                     drain: &run_drain,
                     on_error_budget: &revoke,
+                    ended: &|node: &str| mailboxes.close(node),
+                    woken: Some(woken),
                 };
                 let mut finished = scheduler::run(plan, executor, shared).await;
                 let drained = finished.drained;
@@ -471,7 +485,10 @@ impl Runtime {
                         tenant_total: tenant.account.fuel_used(),
                     },
                     agents,
+                    total_messages: 0,
                 };
+                let messages = mailboxes.counts();
+                metrics.total_messages = messages.values().map(|m| m.sent).sum();
                 let last_settled = finished.last_settled;
                 let grown = Arc::clone(&finished.workflow);
                 let mut report = aggregate::report(aggregate::Finished {
@@ -488,6 +505,7 @@ impl Runtime {
                     metrics: metrics.clone(),
                     events: 0,
                     directory: run_directory,
+                    messages,
                 });
                 // Secret values are redacted where guests emit them; this is the last line of
                 // defence for the report as a whole.

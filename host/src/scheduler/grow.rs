@@ -63,6 +63,7 @@ impl Scheduler<'_> {
             let t = &workflow.tasks[i];
             self.tasks.push(TaskState {
                 remaining: t.deps.len(),
+                dormant: t.on_message,
                 attempts: self
                     .plan
                     .resumed

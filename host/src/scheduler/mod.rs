@@ -125,6 +125,10 @@ pub(crate) struct Shared<'a> {
     /// Grows the workflow with the plan a planner task returned (task, plan), or says why the
     /// plan is refused.
     pub(crate) grow: &'a Grow<'a>,
+    /// Told when a task has ended (its inbox closes).
+    pub(crate) ended: &'a (dyn Fn(&str) + Sync),
+    /// Tasks that start on a message (`start = "on-message"`), as their first one arrives.
+    pub(crate) woken: Option<tokio::sync::mpsc::UnboundedReceiver<Name>>,
 }
 
 /// See [`Shared::grow`].
@@ -188,6 +192,7 @@ pub(crate) async fn run<E: Executor>(plan: Plan, executor: Arc<E>, shared: Share
     let sleep = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(sleep);
     let mut armed: Option<Instant> = None;
+    let mut woken = s.shared.woken.take();
     s.begin();
     loop {
         if let Some(last) = s.unsynced.iter().map(|u| u.3).max() {
@@ -199,6 +204,18 @@ pub(crate) async fn run<E: Executor>(plan: Plan, executor: Arc<E>, shared: Share
         s.dispatch(&mut jobs, &executor);
         s.shared.bus.wake();
         if s.is_done(&jobs) {
+            // A task that starts on a message may have just got its first one; if not, none
+            // can come now: nothing that could send one runs or will.
+            let mut any = false;
+            while let Some(node) = woken.as_mut().and_then(|w| w.try_recv().ok()) {
+                any |= s.wake(&node);
+            }
+            if any {
+                continue;
+            }
+            if !(s.cancelled || s.stopped || s.draining) {
+                s.settle_dormant();
+            }
             break;
         }
         let next = s.timers.peek().map(|std::cmp::Reverse((at, _))| *at);
@@ -212,6 +229,14 @@ pub(crate) async fn run<E: Executor>(plan: Plan, executor: Arc<E>, shared: Share
             biased;
             () = s.shared.cancel.cancelled(), if !s.cancelled => s.cancel(),
             () = s.shared.drain.cancelled(), if !s.draining => s.draining = true,
+            Some(node) = async {
+                match woken.as_mut() {
+                    Some(w) => w.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                s.wake(&node);
+            }
             Some(joined) = jobs.join_next_with_id() => {
                 s.joined(joined);
                 // Take every other attempt that has ended too, then dispatch once.
@@ -254,6 +279,8 @@ struct TaskState {
     waiting: bool,
     /// A planner whose plan joined the run: its output (the plan) is passed to no task.
     planned: bool,
+    /// It starts on a message, and none has come yet.
+    dormant: bool,
     running: Option<Running>,
     outcome: Option<TaskOutcome>,
 }
@@ -366,6 +393,7 @@ impl<'a> Scheduler<'a> {
                         .get(&t.id)
                         .map(|r| r.attempts.clone())
                         .unwrap_or_default(),
+                    dormant: t.on_message,
                     ..TaskState::default()
                 })
                 .collect(),
@@ -461,8 +489,36 @@ impl<'a> Scheduler<'a> {
         }
         for task in 0..self.tasks.len() {
             let state = &self.tasks[task];
-            if state.remaining == 0 && state.outcome.is_none() && !state.waiting {
+            if state.remaining == 0 && state.outcome.is_none() && !state.waiting && !state.dormant {
                 self.make_ready(task);
+            }
+        }
+    }
+
+    /// The task `node` got its first message: if it was waiting for one, it is ready now.
+    fn wake(&mut self, node: &str) -> bool {
+        let Some(task) = self.names.iter().position(|n| n.node.as_str() == node) else {
+            return false;
+        };
+        let state = &mut self.tasks[task];
+        if !std::mem::take(&mut state.dormant) || state.outcome.is_some() {
+            return false;
+        }
+        if state.remaining == 0 {
+            self.make_ready(task);
+        }
+        true
+    }
+
+    /// Ends the tasks that start on a message and got none.
+    fn settle_dormant(&mut self) {
+        for task in 0..self.tasks.len() {
+            if self.tasks[task].dormant && self.tasks[task].outcome.is_none() {
+                let error = TaskError::new(
+                    ErrorKind::NotNeeded,
+                    "not run: no task sent it a message (it starts on one)",
+                );
+                self.settle(task, TaskStatus::Skipped, Some(error), true);
             }
         }
     }

@@ -51,6 +51,7 @@ impl Scheduler<'_> {
                 queued: state.queued,
             });
             self.last_settled = Instant::now();
+            (self.shared.ended)(self.names[task].node.as_str());
             if self.cancelled || self.stopped || status == TaskStatus::Cancelled {
                 // The run is ending: what has not run ends as cancelled, not skipped.
                 continue;

@@ -321,6 +321,8 @@ impl Harness {
             cancel: &cancel,
             drain: &drain,
             on_error_budget: &|_| {},
+            ended: &|_| {},
+            woken: None,
         };
         let finished = run(plan, fake, shared).await;
         bus.close();

@@ -10,7 +10,7 @@
 //! enums instead of strings), never in behaviour.
 //!
 //! Imports may trap (`trappable`) so a host failure ends the guest instead of panicking;
-//! `tools.invoke` and `secrets.get` are async because they do I/O; exports are async so
+//! `tools.invoke`, `secrets.get` and `messages.receive` are async because they wait; exports are async so
 //! that guests run on fibers and yield to tokio at every epoch tick.
 
 use wasmtime::AsContextMut;
@@ -27,6 +27,7 @@ pub(crate) mod v3 {
         imports: {
             "wasm-orch:agent/tools.invoke": async | trappable,
             "wasm-orch:agent/secrets.get": async | trappable,
+            "wasm-orch:agent/messages.receive": async | trappable,
             default: trappable,
         },
         exports: {

@@ -141,6 +141,9 @@ pub(crate) struct TaskDef {
     pub(crate) depth: u32,
     /// A loop: the most iterations it runs (it stops earlier when its agent says so).
     pub(crate) max_iterations: Option<u32>,
+    /// `start = "on-message"`: it starts when its first message arrives, and ends
+    /// `not-needed` if none comes while a task that could send one runs.
+    pub(crate) on_message: bool,
 }
 
 impl Workflow {

@@ -151,6 +151,9 @@ pub(crate) struct TaskSpec {
     /// Another workflow file (relative to this one), run as this task: its tasks join the run
     /// below it, `with` are its parameters.
     pub(crate) workflow: Option<Spanned<String>>,
+    /// `ready` (default: when its dependencies have succeeded) or `on-message`: when another
+    /// task of the run sends it its first message (a mediator started on a conflict).
+    pub(crate) start: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

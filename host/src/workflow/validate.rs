@@ -868,6 +868,25 @@ impl Validator {
                     "remove `inputs`, or let the agent have a working directory",
                 );
             }
+            let on_message = match &d.spec.start {
+                Some(start) if first => {
+                    let on_message = self.c.choice(start, &["ready", "on-message"], "start")
+                        == Some("on-message");
+                    if on_message && !d.spec.depends_on.is_empty() {
+                        self.c.err(
+                            start.span(),
+                            format!(
+                                "task `{}` starts on a message, so it cannot also wait for the tasks it depends on",
+                                d.group
+                            ),
+                            "remove `depends_on`, or `start = \"on-message\"`",
+                        );
+                    }
+                    on_message
+                }
+                Some(start) => start.get_ref() == "on-message",
+                None => false,
+            };
             let (retry, stall, on_upstream_failure) = settings;
             tasks.push((
                 TaskDef {
@@ -887,9 +906,26 @@ impl Validator {
                     cache: d.spec.cache,
                     depth: 0,
                     max_iterations,
+                    on_message,
                 },
                 spans,
             ));
+        }
+        // A task that starts on a message may never run: nothing may wait for it.
+        for (task, spans) in &tasks {
+            for (&dep, span) in task.deps.iter().zip(spans) {
+                let (dep, _) = &tasks[dep];
+                if dep.on_message {
+                    self.c.err(
+                        span.clone(),
+                        format!(
+                            "task `{}` depends on `{}`, which starts on a message and may never run",
+                            task.id, dep.id
+                        ),
+                        "depend on the tasks that message it instead, or let it start when ready",
+                    );
+                }
+            }
         }
         tasks
     }

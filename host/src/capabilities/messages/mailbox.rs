@@ -1,0 +1,334 @@
+//! The inboxes of one run's tasks, and the limits on what goes into them.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, mpsc};
+
+use crate::model::Name;
+use crate::model::report::MessageCounts;
+
+/// What a run's messages may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MessageLimits {
+    /// The largest body, in bytes.
+    pub(crate) max_bytes: usize,
+    /// Messages a task may send over all its attempts.
+    pub(crate) max_sent: u64,
+    /// Messages a task may send in any second.
+    pub(crate) per_second: u32,
+    /// Unread messages an inbox holds; a message to a full inbox is refused.
+    pub(crate) inbox: usize,
+}
+
+impl Default for MessageLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 << 10,
+            max_sent: 1_000,
+            per_second: 100,
+            inbox: 256,
+        }
+    }
+}
+
+/// A message as its receiver gets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Delivered {
+    pub(crate) sender: Name,
+    pub(crate) body: String,
+    pub(crate) seq: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Takes messages; its task is pending or running.
+    Open,
+    /// Its task starts on its first message, which has not come yet.
+    Dormant,
+    /// Its task has ended.
+    Closed,
+}
+
+#[derive(Debug)]
+struct Inbox {
+    state: State,
+    unread: VecDeque<Delivered>,
+    /// Messages it was sent so far (the next one's place is one more).
+    delivered: u64,
+    notify: Arc<Notify>,
+    counts: MessageCounts,
+    /// The start of the current second of sending, and how many were sent in it.
+    window: (Instant, u32),
+}
+
+impl Inbox {
+    fn new(state: State) -> Self {
+        Self {
+            state,
+            unread: VecDeque::new(),
+            delivered: 0,
+            notify: Arc::new(Notify::new()),
+            counts: MessageCounts::default(),
+            window: (Instant::now(), 0),
+        }
+    }
+}
+
+/// The inboxes of every task of one run. A task's inbox lives as long as the task: its
+/// unread messages wait for its next attempt, and it closes when the task ends.
+#[derive(Debug)]
+pub(crate) struct Mailboxes {
+    inboxes: Mutex<HashMap<Name, Inbox>>,
+    limits: MessageLimits,
+    /// Dormant tasks that got their first message, for the scheduler.
+    woken: mpsc::UnboundedSender<Name>,
+}
+
+/// What an attempt's `messages` import reaches: its run's mailboxes, as its task.
+#[derive(Debug, Clone)]
+pub(crate) struct MessageScope {
+    pub(crate) mailboxes: Arc<Mailboxes>,
+    pub(crate) node: Name,
+}
+
+impl MessageScope {
+    /// A scope that reaches no task (an instance made ahead of its attempt, a diagnosis).
+    pub(crate) fn alone() -> Self {
+        let (mailboxes, _) = Mailboxes::new(MessageLimits::default(), std::iter::empty());
+        Self {
+            mailboxes,
+            node: Name::from(""),
+        }
+    }
+}
+
+impl Mailboxes {
+    /// The mailboxes of a run's tasks (`(node, starts on a message)`), and where the dormant
+    /// ones are announced when their first message comes.
+    pub(crate) fn new(
+        limits: MessageLimits,
+        tasks: impl IntoIterator<Item = (Name, bool)>,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Name>) {
+        let (woken, rx) = mpsc::unbounded_channel();
+        let inboxes = tasks
+            .into_iter()
+            .map(|(node, dormant)| {
+                let state = if dormant { State::Dormant } else { State::Open };
+                (node, Inbox::new(state))
+            })
+            .collect();
+        let boxes = Self {
+            inboxes: Mutex::new(inboxes),
+            limits,
+            woken,
+        };
+        (Arc::new(boxes), rx)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Name, Inbox>> {
+        self.inboxes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn limits(&self) -> MessageLimits {
+        self.limits
+    }
+
+    /// A task a plan added: its inbox opens (dormant if it starts on a message).
+    pub(crate) fn open(&self, node: Name, dormant: bool) {
+        let state = if dormant { State::Dormant } else { State::Open };
+        self.lock().entry(node).or_insert_with(|| Inbox::new(state));
+    }
+
+    /// `node` has ended: a message to it is refused from now on. Its unread messages are
+    /// dropped and counted.
+    pub(crate) fn close(&self, node: &str) {
+        let mut inboxes = self.lock();
+        if let Some(inbox) = inboxes.get_mut(node) {
+            inbox.state = State::Closed;
+            inbox.counts.unread = inbox.unread.len() as u64;
+            inbox.unread.clear();
+            inbox.notify.notify_waiters();
+        }
+    }
+
+    /// Puts `body` (JSON, already checked and redacted) from `from` into `to`'s inbox;
+    /// returns its place there, or why it is refused.
+    pub(crate) fn send(&self, from: &str, to: &str, body: String) -> Result<u64, String> {
+        let limits = self.limits;
+        let mut inboxes = self.lock();
+        let now = Instant::now();
+        let Some(sender) = inboxes.get_mut(from) else {
+            return Err("this task has no inbox in the run".to_owned());
+        };
+        if sender.counts.sent >= limits.max_sent {
+            sender.counts.refused += 1;
+            return Err(format!(
+                "this task has sent the {} messages a task may send",
+                limits.max_sent
+            ));
+        }
+        if now.duration_since(sender.window.0) >= Duration::from_secs(1) {
+            sender.window = (now, 0);
+        }
+        if sender.window.1 >= limits.per_second {
+            sender.counts.refused += 1;
+            return Err(format!(
+                "this task sent {} messages in the last second, the most a task may",
+                limits.per_second
+            ));
+        }
+        let refused = match inboxes.get(to) {
+            None => Some(format!(
+                "`{to}` is not a task of this run (a message reaches only the tasks of its own run, by node id)"
+            )),
+            Some(inbox) if inbox.state == State::Closed => {
+                Some(format!("task `{to}` has ended; it takes no more messages"))
+            }
+            Some(inbox) if inbox.unread.len() >= limits.inbox => Some(format!(
+                "the inbox of `{to}` is full ({} unread messages)",
+                limits.inbox
+            )),
+            Some(_) => None,
+        };
+        if let Some(why) = refused {
+            if let Some(sender) = inboxes.get_mut(from) {
+                sender.counts.refused += 1;
+            }
+            return Err(why);
+        }
+        let Some(inbox) = inboxes.get_mut(to) else {
+            return Err(format!("`{to}` is not a task of this run"));
+        };
+        inbox.delivered += 1;
+        let seq = inbox.delivered;
+        inbox.unread.push_back(Delivered {
+            sender: Name::from(from),
+            body,
+            seq,
+        });
+        inbox.notify.notify_one();
+        if inbox.state == State::Dormant {
+            inbox.state = State::Open;
+            let _ = self.woken.send(Name::from(to));
+        }
+        if let Some(sender) = inboxes.get_mut(from) {
+            sender.counts.sent += 1;
+            sender.window.1 += 1;
+        }
+        Ok(seq)
+    }
+
+    /// The next unread message of `node`, and what to wait on for one when there is none
+    /// (`None`: the inbox is closed, or there is none).
+    pub(crate) fn take(&self, node: &str) -> Result<Delivered, Option<Arc<Notify>>> {
+        let mut inboxes = self.lock();
+        let Some(inbox) = inboxes.get_mut(node) else {
+            return Err(None);
+        };
+        match inbox.unread.pop_front() {
+            Some(message) => {
+                inbox.counts.received += 1;
+                Ok(message)
+            }
+            None if inbox.state == State::Closed => Err(None),
+            None => Err(Some(Arc::clone(&inbox.notify))),
+        }
+    }
+
+    /// What each task sent and received, for those that did either (or had a refusal).
+    pub(crate) fn counts(&self) -> BTreeMap<String, MessageCounts> {
+        self.lock()
+            .iter()
+            .filter(|(_, i)| i.counts != MessageCounts::default())
+            .map(|(node, i)| (node.to_string(), i.counts))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boxes(limits: MessageLimits) -> (Arc<Mailboxes>, mpsc::UnboundedReceiver<Name>) {
+        Mailboxes::new(
+            limits,
+            [
+                (Name::from("alpha"), false),
+                (Name::from("beta"), false),
+                (Name::from("gamma"), true),
+            ],
+        )
+    }
+
+    #[test]
+    fn messages_arrive_in_order_and_only_at_tasks_of_the_run() {
+        let (boxes, _) = boxes(MessageLimits::default());
+        assert_eq!(boxes.send("alpha", "beta", "1".into()), Ok(1));
+        assert_eq!(boxes.send("alpha", "beta", "2".into()), Ok(2));
+        let first = boxes.take("beta").expect("a message");
+        assert_eq!((first.sender.as_str(), first.body.as_str()), ("alpha", "1"));
+        assert_eq!(boxes.take("beta").ok().map(|m| m.seq), Some(2));
+        assert!(matches!(boxes.take("beta"), Err(Some(_))));
+        for elsewhere in ["run-2/beta", "tenants/acme/beta", "", "beta/"] {
+            let why = boxes
+                .send("alpha", elsewhere, "1".into())
+                .expect_err(elsewhere);
+            assert!(why.contains("not a task of this run"), "{why}");
+        }
+        let counts = boxes.counts();
+        assert_eq!((counts["alpha"].sent, counts["alpha"].refused), (2, 4));
+        assert_eq!(counts["beta"].received, 2);
+    }
+
+    #[test]
+    fn a_dormant_task_is_woken_by_its_first_message_only() {
+        let (boxes, mut woken) = boxes(MessageLimits::default());
+        boxes.send("alpha", "gamma", "{}".into()).expect("sent");
+        boxes.send("beta", "gamma", "{}".into()).expect("sent");
+        assert_eq!(woken.try_recv().map(|n| n.to_string()), Ok("gamma".into()));
+        assert!(woken.try_recv().is_err(), "woken once");
+    }
+
+    #[test]
+    fn an_ended_task_takes_nothing_and_its_unread_messages_are_counted() {
+        let (boxes, _) = boxes(MessageLimits::default());
+        boxes.send("alpha", "beta", "1".into()).expect("sent");
+        boxes.close("beta");
+        let why = boxes.send("alpha", "beta", "2".into()).expect_err("closed");
+        assert!(why.contains("has ended"), "{why}");
+        assert!(matches!(boxes.take("beta"), Err(None)));
+        assert_eq!(boxes.counts()["beta"].unread, 1);
+    }
+
+    #[test]
+    fn counts_rates_and_full_inboxes_are_refused() {
+        let limits = MessageLimits {
+            max_sent: 5,
+            per_second: 3,
+            inbox: 2,
+            ..MessageLimits::default()
+        };
+        let (boxes, _) = boxes(limits);
+        boxes.send("alpha", "beta", "1".into()).expect("sent");
+        boxes.send("alpha", "beta", "2".into()).expect("sent");
+        let full = boxes.send("alpha", "beta", "3".into()).expect_err("full");
+        assert!(full.contains("full"), "{full}");
+        boxes.send("alpha", "gamma", "3".into()).expect("sent");
+        let rate = boxes.send("alpha", "gamma", "4".into()).expect_err("rate");
+        assert!(rate.contains("in the last second"), "{rate}");
+        let (boxes, _) = Mailboxes::new(
+            MessageLimits {
+                max_sent: 2,
+                ..limits
+            },
+            [(Name::from("a"), false), (Name::from("b"), false)],
+        );
+        boxes.send("a", "b", "1".into()).expect("sent");
+        let _ = boxes.take("b");
+        boxes.send("a", "b", "1".into()).expect("sent");
+        let spent = boxes.send("a", "b", "1".into()).expect_err("count");
+        assert!(spent.contains("2 messages"), "{spent}");
+    }
+}
