@@ -41,8 +41,11 @@ pub struct Message<T> {
 /// such task, a task that has ended, a limit) is an error that says why.
 pub fn send<T: Serialize + ?Sized>(to: &str, body: &T) -> Result<u64, Error> {
     let json = serde_json::to_string(body)?;
-    host::send(to, &json)
-        .map_err(|MessageError::Denied(why)| Error::failed(format!("message to `{to}`: {why}")))
+    host::send(to, &json).map_err(|MessageError::Denied(why)| {
+        // The address as the guest gave it, cut and escaped: the host's reason names it too.
+        let shown: String = to.chars().take(64).flat_map(char::escape_debug).collect();
+        Error::failed(format!("message to `{shown}`: {why}"))
+    })
 }
 
 /// The next message in this task's inbox, waiting at most `timeout` for one (`None` when

@@ -59,6 +59,28 @@ impl MessagesView<'_> {
     }
 
     fn send(&self, to: &str, body: String) -> Result<u64, wit::MessageError> {
+        let checked = self.check(to, &body);
+        if checked.is_err() {
+            self.scope.mailboxes.refused(&self.scope.node);
+        }
+        checked?;
+        let redactor = lock(self.events).redactor().clone();
+        let body = match redactor.json_text(&body) {
+            std::borrow::Cow::Borrowed(_) => body,
+            std::borrow::Cow::Owned(clean) => clean,
+        };
+        let bytes = body.len() as u64;
+        match self.scope.mailboxes.send(&self.scope.node, to, body) {
+            Ok(seq) => {
+                lock(self.events).message_sent(to, seq, bytes);
+                Ok(seq)
+            }
+            Err(why) => Err(self.deny(to, why)),
+        }
+    }
+
+    /// The checks of a send that need no mailbox: the address's shape, the body's size, JSON.
+    fn check(&self, to: &str, body: &str) -> Result<(), wit::MessageError> {
         if to.len() > MAX_ADDRESS || to.is_empty() || to.chars().any(char::is_control) {
             let shown = format!("{:?}", truncate(to, 64));
             return Err(self.deny(
@@ -76,22 +98,10 @@ impl MessagesView<'_> {
                 ),
             ));
         }
-        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&body) {
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(body) {
             return Err(self.deny(to, format!("the body is not JSON: {e}")));
         }
-        let redactor = lock(self.events).redactor().clone();
-        let body = match redactor.json_text(&body) {
-            std::borrow::Cow::Borrowed(_) => body,
-            std::borrow::Cow::Owned(clean) => clean,
-        };
-        let bytes = body.len() as u64;
-        match self.scope.mailboxes.send(&self.scope.node, to, body) {
-            Ok(seq) => {
-                lock(self.events).message_sent(to, seq, bytes);
-                Ok(seq)
-            }
-            Err(why) => Err(self.deny(to, why)),
-        }
+        Ok(())
     }
 }
 

@@ -153,6 +153,14 @@ impl Mailboxes {
         }
     }
 
+    /// Counts a send of `node`'s refused before it reached the mailboxes (a bad address or
+    /// body).
+    pub(crate) fn refused(&self, node: &str) {
+        if let Some(inbox) = self.lock().get_mut(node) {
+            inbox.counts.refused += 1;
+        }
+    }
+
     /// Puts `body` (JSON, already checked and redacted) from `from` into `to`'s inbox;
     /// returns its place there, or why it is refused.
     pub(crate) fn send(&self, from: &str, to: &str, body: String) -> Result<u64, String> {
