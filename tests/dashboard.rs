@@ -49,6 +49,11 @@ with = { a = 1, delay_ms = 100000 }
         .replace("../target/guests", "{guests}");
     let (status, body) = server.put_dag("acme", "planner", &planner).await;
     assert_eq!(status, 201, "{body}");
+    let negotiation = std::fs::read_to_string(root().join("examples/negotiation.toml"))
+        .expect("examples/negotiation.toml")
+        .replace("../target/guests", "{guests}");
+    let (status, body) = server.put_dag("acme", "negotiation", &negotiation).await;
+    assert_eq!(status, 201, "{body}");
     let shot = root().join("target/dashboard.png");
     let out = Command::new("node")
         .arg(browser.join("dashboard.mjs"))

@@ -87,6 +87,21 @@ async fn parties_that_do_not_agree_start_the_mediator_and_accept_its_decision() 
     assert_eq!((card("gamma").sent, card("gamma").received), (2, 1));
     assert_eq!(report.metrics.total_messages, 11);
     assert_eq!(sent.len(), 11);
+
+    // The journal holds the same messages as the stream.
+    let journaled = scratch
+        .runtime()
+        .run_events(&report.run_id, 0, usize::MAX)
+        .await
+        .unwrap_or_else(|e| panic!("the journal reads back: {e}"));
+    let names = |events: &[std::sync::Arc<wasm_orch::events::Event>]| -> Vec<&'static str> {
+        events
+            .iter()
+            .map(|e| e.kind.name())
+            .filter(|n| n.starts_with("agent.message"))
+            .collect()
+    };
+    assert_eq!(names(&journaled), names(&done.events));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

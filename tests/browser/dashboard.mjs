@@ -1,7 +1,7 @@
 // The dashboard in a real browser: Debian's Chromium, driven by playwright-core, against a
 // real `wasm-orch serve`. Usage: node dashboard.mjs URL TOKEN SCREENSHOT.png
 // Starts calc from the page, waits for its cards to succeed and its output 21, then starts a
-// long run and cancels it from the page, then runs the planner example and sees its DAG grow. Exits non-zero, with a screenshot beside the given
+// long run and cancels it from the page, then runs the planner example and sees its DAG grow, then a negotiation whose cards count messages. Exits non-zero, with a screenshot beside the given
 // path, on any failure.
 import { chromium } from "playwright-core";
 
@@ -65,6 +65,15 @@ await step("a planner's run grows its DAG on the page, to 21", async () => {
   await page.locator('.card[data-node="plan.product"][data-state="succeeded"]').waitFor({ timeout });
   const text = (await page.locator('pre[data-output="plan.product"]').textContent()).trim();
   if (text !== "21") throw new Error("plan.product shows " + JSON.stringify(text));
+});
+await step("a negotiation's cards count the messages each agent sent and received", async () => {
+  await page.locator('button[data-dag="negotiation"]').click();
+  await page.locator('.card[data-node="gamma"][data-state="succeeded"]').waitFor({ timeout });
+  await page.locator('.card[data-node="beta"][data-state="succeeded"]').waitFor({ timeout });
+  const alpha = await page.locator('.card[data-node="alpha"] .stats').textContent();
+  if (!alpha.includes("messages 5 sent, 5 received")) throw new Error("alpha's card says " + JSON.stringify(alpha));
+  const gamma = await page.locator('.card[data-node="gamma"] .stats').textContent();
+  if (!gamma.includes("messages 2 sent, 1 received")) throw new Error("gamma's card says " + JSON.stringify(gamma));
 });
 await step("the page showed no error", async () => {
   if (problems.length) throw new Error(problems.join("\n"));

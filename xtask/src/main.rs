@@ -506,6 +506,7 @@ fn demo(file: Option<&str>) -> Result {
             ("examples/planner.toml", &[]),
             ("examples/research.toml", &[]),
             ("examples/composed.toml", &[]),
+            ("examples/negotiation.toml", &[]),
         ],
     };
     for (workflow, flags) in &workflows {

@@ -166,7 +166,7 @@ impl TaskEmitter {
         self.bus.publish(EventKind::MessageSent(MessageSent {
             task: self.task.clone(),
             to: Name::from(to),
-            seq,
+            index: seq,
             bytes,
         }));
     }
@@ -177,7 +177,7 @@ impl TaskEmitter {
             .publish(EventKind::MessageReceived(MessageReceived {
                 task: self.task.clone(),
                 from: Name::from(from),
-                seq,
+                index: seq,
                 bytes,
             }));
     }

@@ -165,12 +165,12 @@ impl Board {
             }
             EventKind::MessageSent(m) => {
                 if let Some(row) = self.row(&m.task.node) {
-                    row.message = format!("message #{} → {}", m.seq, m.to);
+                    row.message = format!("message #{} → {}", m.index, m.to);
                 }
             }
             EventKind::MessageReceived(m) => {
                 if let Some(row) = self.row(&m.task.node) {
-                    row.message = format!("message #{} ← {}", m.seq, m.from);
+                    row.message = format!("message #{} ← {}", m.index, m.from);
                 }
             }
             EventKind::RunResumed(_) => self.notes.push("run resumed".to_owned()),
@@ -435,11 +435,11 @@ impl Lines {
             ),
             EventKind::MessageSent(m) => format!(
                 "{stamp} {:<w$} message #{} → {} ({} B)",
-                m.task.node, m.seq, m.to, m.bytes
+                m.task.node, m.index, m.to, m.bytes
             ),
             EventKind::MessageReceived(m) => format!(
                 "{stamp} {:<w$} message #{} ← {} ({} B)",
-                m.task.node, m.seq, m.from, m.bytes
+                m.task.node, m.index, m.from, m.bytes
             ),
             EventKind::RunPaused(p) => format!(
                 "{stamp} run: error budget exhausted ({} failures of {} attempts): {:?}",

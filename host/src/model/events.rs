@@ -127,7 +127,7 @@ pub struct MessageSent {
     /// The receiver's node id.
     pub to: Name,
     /// Its place in the receiver's inbox (1 for the first message it was sent).
-    pub seq: u64,
+    pub index: u64,
     pub bytes: u64,
 }
 
@@ -140,7 +140,8 @@ pub struct MessageReceived {
     pub task: TaskRef,
     /// The sender's node id.
     pub from: Name,
-    pub seq: u64,
+    /// Its place in this task's inbox.
+    pub index: u64,
     pub bytes: u64,
 }
 
