@@ -26,7 +26,7 @@
 //! - Components travel by digest, in the JetStream object store [`COMPONENTS`]; a worker
 //!   checks the digest of what it fetched, compiles it once and keeps it.
 //!
-//! What a worker cannot do yet: reach the blackboard or secrets (they stay with the
+//! What a worker cannot do yet: reach the blackboard, secrets or messages (they stay with the
 //! coordinator, which must check every call). An attempt whose component imports one of them,
 //! or whose task has input files, runs on the coordinator.
 
