@@ -259,3 +259,36 @@ fn nothing_may_wait_for_a_task_that_starts_on_a_message() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workflow_sets_the_message_limits() {
+    let scratch = Scratch::new();
+    let done = scratch
+        .run(
+            "[workflow]\nname = \"chatty\"\nmessages = { max_per_task = 3, max_bytes = \"1KiB\" }\n\
+             [agents.n]\ncomponent = \"{guests}/negotiator.wasm\"\nworkdir = false\ntimeout = \"20s\"\n\
+             [[tasks]]\nid = \"ping\"\nagent = \"n\"\nwith = { role = \"ping\", peer = \"pong\", count = 5 }\n\
+             [[tasks]]\nid = \"pong\"\nagent = \"n\"\nwith = { role = \"pong\", wait_ms = 3000 }\n",
+        )
+        .await;
+    assert_eq!(done.status("ping"), TaskStatus::Failed);
+    let error = done.error("ping");
+    assert!(
+        error.contains("has sent the 3 messages a task may send"),
+        "{error}"
+    );
+    let card = done
+        .report
+        .task("ping")
+        .and_then(|t| t.messages)
+        .expect("counts");
+    assert_eq!((card.sent, card.refused), (3, 1));
+    let path = scratch.workflow(
+        "bad.toml",
+        "[workflow]\nname = \"bad\"\nmessages = { per_second = 0, max_bytes = \"1GiB\" }\n\
+         [agents.n]\ncomponent = \"{guests}/negotiator.wasm\"\n[[tasks]]\nid = \"t\"\nagent = \"n\"\n",
+    );
+    let error = Workflow::from_file(&path).expect_err("refused").to_string();
+    assert!(error.contains("per_second must be between 1"), "{error}");
+    assert!(error.contains("at most 16MiB"), "{error}");
+}

@@ -8,7 +8,8 @@
 //! - `role = "mediator"`: takes the handoff (the last proposals), decides their midpoint and
 //!   sends the decision to each party.
 //! - `role = "probe"`: sends a message to each address of `to` and reports which the host
-//!   refused (for tests of the run's and tenant's walls).
+//!   refused (for tests of the run's and tenant's walls);
+//! - `role = "ping"` / `"pong"`: `count` round trips between two tasks (for the benchmark).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,7 +24,20 @@ use wasm_orch_sdk::{Agent, Context, Error, status};
 enum Params {
     Party(Party),
     Mediator(Mediator),
-    Probe { to: Vec<String> },
+    Probe {
+        to: Vec<String>,
+    },
+    /// Sends `count` messages to `peer`, each after the echo of the one before.
+    Ping {
+        peer: String,
+        count: u32,
+    },
+    /// Echoes every message back to its sender, until one says `"stop"` (or none comes in
+    /// `wait_ms`).
+    Pong {
+        #[serde(default = "long_wait")]
+        wait_ms: u64,
+    },
 }
 
 #[derive(Deserialize)]
@@ -61,6 +75,9 @@ fn one() -> f64 {
 fn wait() -> u64 {
     5_000
 }
+fn long_wait() -> u64 {
+    30_000
+}
 
 /// What the parties and the mediator say to one another.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -93,6 +110,8 @@ impl Agent for Negotiator {
             Params::Party(p) => party(&me, &p),
             Params::Mediator(m) => mediator(&m),
             Params::Probe { to } => Ok(probe(&to)),
+            Params::Ping { peer, count } => ping(&peer, count),
+            Params::Pong { wait_ms } => pong(wait_ms),
         }
     }
 }
@@ -204,6 +223,35 @@ fn mediator(m: &Mediator) -> Result<Value, Error> {
         format!("decided {value} after {rounds} rounds ({reason})"),
     );
     Ok(json!({ "decided": value, "reason": reason, "between": proposals, "from": handoff.from }))
+}
+
+fn ping(peer: &str, count: u32) -> Result<Value, Error> {
+    for n in 1..=count {
+        messages::send(peer, &n)?;
+        let echo = messages::receive::<Value>(Duration::from_secs(30))?
+            .ok_or_else(|| Error::failed(format!("no echo of message {n} came")))?;
+        if echo.body != json!(n) {
+            return Err(Error::failed(format!(
+                "message {n} came back as {}",
+                echo.body
+            )));
+        }
+    }
+    messages::send(peer, &"stop")?;
+    Ok(json!({ "round_trips": count }))
+}
+
+fn pong(wait_ms: u64) -> Result<Value, Error> {
+    let mut echoed = 0u64;
+    loop {
+        let m = messages::receive::<Value>(Duration::from_millis(wait_ms))?
+            .ok_or_else(|| Error::failed(format!("no message came in {wait_ms} ms")))?;
+        if m.body == json!("stop") {
+            return Ok(json!({ "echoed": echoed }));
+        }
+        messages::send(&m.from, &m.body)?;
+        echoed += 1;
+    }
 }
 
 fn probe(to: &[String]) -> Value {
@@ -329,6 +377,32 @@ mod tests {
         .run::<Negotiator>();
         let error = outcome.error().to_string();
         assert!(error.contains("beta's proposal of round 1"), "{error}");
+    }
+
+    #[test]
+    fn ping_waits_for_each_echo_and_pong_echoes_until_told_to_stop() {
+        let outcome = TestRun::new(json!({ "role": "ping", "peer": "pong", "count": 3 }))
+            .peer("pong", |body| {
+                if body == json!("stop") {
+                    vec![]
+                } else {
+                    vec![body]
+                }
+            })
+            .run::<Negotiator>();
+        assert_eq!(outcome.output::<Value>()["round_trips"], 3);
+        assert_eq!(outcome.sent.len(), 4, "three and the stop");
+        let outcome = TestRun::new(json!({ "role": "pong" }))
+            .message("ping", 1)
+            .message("ping", 2)
+            .message("ping", "stop")
+            .peer("ping", |_| Vec::new())
+            .run::<Negotiator>();
+        assert_eq!(outcome.output::<Value>()["echoed"], 2);
+        assert_eq!(
+            outcome.sent,
+            [("ping".into(), json!(1)), ("ping".into(), json!(2))]
+        );
     }
 
     #[test]

@@ -84,6 +84,31 @@ pub struct FuelRate {
     pub burst: u64,
 }
 
+/// What a run's messages may be (`[workflow.messages]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct MessageLimits {
+    /// The largest body, in bytes.
+    pub max_bytes: usize,
+    /// Messages a task may send over all its attempts.
+    pub max_sent: u64,
+    /// Messages a task may send in any second.
+    pub per_second: u32,
+    /// Unread messages an inbox holds; a message to a full inbox is refused.
+    pub inbox: usize,
+}
+
+impl Default for MessageLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 << 10,
+            max_sent: 1_000,
+            per_second: 100,
+            inbox: 256,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use crate::aggregate;
 use crate::bus::{Bus, BusLimits, EmitterLimits, EventStream};
 use crate::capabilities::blackboard::{Blackboard, BlackboardLimits};
 use crate::capabilities::files::RunDir;
-use crate::capabilities::messages::{Mailboxes, MessageLimits};
+use crate::capabilities::messages::Mailboxes;
 use crate::capabilities::secrets::Lease;
 use crate::engine::{LocalExecutor, RunAgent, RunContext};
 use crate::error::Error;
@@ -279,7 +279,7 @@ impl Runtime {
             })
             .collect();
         let (mailboxes, woken) = Mailboxes::new(
-            MessageLimits::default(),
+            workflow.messages,
             workflow
                 .tasks
                 .iter()

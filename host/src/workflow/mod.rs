@@ -66,6 +66,8 @@ pub struct Workflow {
     pub(crate) max_tasks: usize,
     /// How deep plans may nest.
     pub(crate) max_plan_depth: u32,
+    /// `[workflow.messages]`: what the run's messages may be.
+    pub(crate) messages: crate::model::limits::MessageLimits,
 }
 
 #[derive(Debug, Clone)]

@@ -49,6 +49,18 @@ pub(crate) struct WorkflowSpec {
     pub(crate) max_tasks: Option<Spanned<i64>>,
     /// How deep plans may nest (a plan's planners plan again).
     pub(crate) max_plan_depth: Option<Spanned<i64>>,
+    /// Limits on the messages the run's tasks send one another.
+    pub(crate) messages: Option<MessagesSpec>,
+}
+
+/// `[workflow.messages]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MessagesSpec {
+    pub(crate) max_bytes: Option<Spanned<toml::Value>>,
+    pub(crate) max_per_task: Option<Spanned<i64>>,
+    pub(crate) per_second: Option<Spanned<i64>>,
+    pub(crate) inbox: Option<Spanned<i64>>,
 }
 
 /// Limits that `[workflow.defaults]` sets for every agent.

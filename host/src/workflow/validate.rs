@@ -17,7 +17,7 @@ use super::spec::{FileSpec, TaskSpec};
 use super::template::{Params, substitute, substitute_str};
 use super::{AgentDef, Target, TaskDef, Workflow};
 use crate::config::{Checker, Diagnostics, Source, parse_toml};
-use crate::model::limits::Limits;
+use crate::model::limits::{Limits, MessageLimits};
 use crate::model::policy::OnUpstreamFailure;
 use crate::policy::{self, RetryOverride, StallOverride};
 
@@ -144,6 +144,29 @@ impl Validator {
             Some(m) => c.int(m, 0..=16, "max_plan_depth").unwrap_or(0) as u32,
             None => super::DEFAULT_MAX_PLAN_DEPTH,
         };
+        let mut messages = MessageLimits::default();
+        if let Some(m) = &section.messages {
+            if let Some(v) = &m.max_bytes {
+                match c.size(v) {
+                    Some(n @ 2..=0x0100_0000) => messages.max_bytes = n as usize,
+                    Some(_) => c.err(
+                        v.span(),
+                        "a message body may have at most 16MiB, and no less than 2 bytes",
+                        "write a size like \"64KiB\"",
+                    ),
+                    None => {}
+                }
+            }
+            if let Some(v) = &m.max_per_task {
+                messages.max_sent = c.int(v, 0..=1_000_000, "max_per_task").unwrap_or(0) as u64;
+            }
+            if let Some(v) = &m.per_second {
+                messages.per_second = c.int(v, 1..=1_000_000, "per_second").unwrap_or(1) as u32;
+            }
+            if let Some(v) = &m.inbox {
+                messages.inbox = c.int(v, 1..=100_000, "inbox").unwrap_or(1) as usize;
+            }
+        }
         let max_concurrency = match &section.max_concurrency {
             Some(m) => c.int(m, 1..=100_000, "max_concurrency").unwrap_or(1) as usize,
             None => super::DEFAULT_MAX_CONCURRENCY,
@@ -272,6 +295,7 @@ impl Validator {
             overrides: Vec::new(),
             max_tasks,
             max_plan_depth,
+            messages,
         })
     }
 

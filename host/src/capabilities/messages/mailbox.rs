@@ -7,31 +7,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 
 use crate::model::Name;
+pub(crate) use crate::model::limits::MessageLimits;
 use crate::model::report::MessageCounts;
-
-/// What a run's messages may be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct MessageLimits {
-    /// The largest body, in bytes.
-    pub(crate) max_bytes: usize,
-    /// Messages a task may send over all its attempts.
-    pub(crate) max_sent: u64,
-    /// Messages a task may send in any second.
-    pub(crate) per_second: u32,
-    /// Unread messages an inbox holds; a message to a full inbox is refused.
-    pub(crate) inbox: usize,
-}
-
-impl Default for MessageLimits {
-    fn default() -> Self {
-        Self {
-            max_bytes: 64 << 10,
-            max_sent: 1_000,
-            per_second: 100,
-            inbox: 256,
-        }
-    }
-}
 
 /// A message as its receiver gets it.
 #[derive(Debug, Clone, PartialEq, Eq)]
