@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 
 use crate::model::Name;
-pub(crate) use crate::model::limits::MessageLimits;
+use crate::model::limits::MessageLimits;
 use crate::model::report::MessageCounts;
 
 /// A message as its receiver gets it.

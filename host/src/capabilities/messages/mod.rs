@@ -14,4 +14,4 @@ mod host;
 mod mailbox;
 
 pub(crate) use self::host::{MessagesView, add_to_linker};
-pub(crate) use self::mailbox::{Mailboxes, MessageLimits, MessageScope};
+pub(crate) use self::mailbox::{Mailboxes, MessageScope};
