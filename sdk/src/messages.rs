@@ -3,9 +3,9 @@
 //! A task is addressed by its node id in the run. Each task has an inbox that takes messages
 //! from the start of the run until the task ends (a message to a task that has not started
 //! waits for it). A task declared `start = "on-message"` starts when its first message comes.
-//! Bodies are JSON; the host bounds their size (64 KiB), how many a task sends (1,000, at
-//! most 100 a second) and how many wait unread (256), and refuses an address that is not a
-//! task of the run.
+//! Bodies are JSON; the host bounds their size (64 KiB by default), how many a task sends
+//! (1,000, at most 100 a second) and how many wait unread (256), as the workflow's
+//! `[workflow.messages]` says, and refuses an address that is not a task of the run.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), wasm_orch_sdk::Error> {

@@ -96,6 +96,9 @@ pub struct MessageLimits {
     pub per_second: u32,
     /// Unread messages an inbox holds; a message to a full inbox is refused.
     pub inbox: usize,
+    /// Bytes of unread messages all the run's inboxes hold together (what a run's messages
+    /// may take of the host's memory).
+    pub max_unread_bytes: usize,
 }
 
 impl Default for MessageLimits {
@@ -105,6 +108,7 @@ impl Default for MessageLimits {
             max_sent: 1_000,
             per_second: 100,
             inbox: 256,
+            max_unread_bytes: 64 << 20,
         }
     }
 }

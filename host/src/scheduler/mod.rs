@@ -393,7 +393,8 @@ impl<'a> Scheduler<'a> {
                         .get(&t.id)
                         .map(|r| r.attempts.clone())
                         .unwrap_or_default(),
-                    dormant: t.on_message,
+                    // A resumed run's task that had started runs again, as any other.
+                    dormant: t.on_message && !plan.resumed.contains_key(&t.id),
                     ..TaskState::default()
                 })
                 .collect(),

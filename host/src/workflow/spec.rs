@@ -61,6 +61,7 @@ pub(crate) struct MessagesSpec {
     pub(crate) max_per_task: Option<Spanned<i64>>,
     pub(crate) per_second: Option<Spanned<i64>>,
     pub(crate) inbox: Option<Spanned<i64>>,
+    pub(crate) max_unread: Option<Spanned<toml::Value>>,
 }
 
 /// Limits that `[workflow.defaults]` sets for every agent.

@@ -163,6 +163,17 @@ impl Validator {
             if let Some(v) = &m.per_second {
                 messages.per_second = c.int(v, 1..=1_000_000, "per_second").unwrap_or(1) as u32;
             }
+            if let Some(v) = &m.max_unread {
+                match c.size(v) {
+                    Some(n @ 1..=0x4000_0000) => messages.max_unread_bytes = n as usize,
+                    Some(_) => c.err(
+                        v.span(),
+                        "a run's unread messages may take at most 1GiB, and more than nothing",
+                        "write a size like \"64MiB\"",
+                    ),
+                    None => {}
+                }
+            }
             if let Some(v) = &m.inbox {
                 messages.inbox = c.int(v, 1..=100_000, "inbox").unwrap_or(1) as usize;
             }

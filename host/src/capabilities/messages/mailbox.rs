@@ -59,6 +59,8 @@ impl Inbox {
 pub(crate) struct Mailboxes {
     inboxes: Mutex<HashMap<Name, Inbox>>,
     limits: MessageLimits,
+    /// Bytes of every inbox's unread messages.
+    unread_bytes: std::sync::atomic::AtomicUsize,
     /// Dormant tasks that got their first message, for the scheduler.
     woken: mpsc::UnboundedSender<Name>,
 }
@@ -99,6 +101,7 @@ impl Mailboxes {
         let boxes = Self {
             inboxes: Mutex::new(inboxes),
             limits,
+            unread_bytes: Default::default(),
             woken,
         };
         (Arc::new(boxes), rx)
@@ -106,6 +109,10 @@ impl Mailboxes {
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Name, Inbox>> {
         self.inboxes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn unread(&self) -> usize {
+        self.unread_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn limits(&self) -> MessageLimits {
@@ -125,7 +132,9 @@ impl Mailboxes {
         if let Some(inbox) = inboxes.get_mut(node) {
             inbox.state = State::Closed;
             inbox.counts.unread = inbox.unread.len() as u64;
-            inbox.unread.clear();
+            let bytes: usize = inbox.unread.drain(..).map(|m| m.body.len()).sum();
+            self.unread_bytes
+                .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
             inbox.notify.notify_waiters();
         }
     }
@@ -175,6 +184,11 @@ impl Mailboxes {
                 "the inbox of `{to}` is full ({} unread messages)",
                 limits.inbox
             )),
+            Some(_) if self.unread() + body.len() > limits.max_unread_bytes => Some(format!(
+                "the run's inboxes hold {} bytes unread, and may hold at most {}",
+                self.unread(),
+                limits.max_unread_bytes
+            )),
             Some(_) => None,
         };
         if let Some(why) = refused {
@@ -188,6 +202,8 @@ impl Mailboxes {
         };
         inbox.delivered += 1;
         let seq = inbox.delivered;
+        self.unread_bytes
+            .fetch_add(body.len(), std::sync::atomic::Ordering::Relaxed);
         inbox.unread.push_back(Delivered {
             sender: Name::from(from),
             body,
@@ -215,6 +231,8 @@ impl Mailboxes {
         match inbox.unread.pop_front() {
             Some(message) => {
                 inbox.counts.received += 1;
+                self.unread_bytes
+                    .fetch_sub(message.body.len(), std::sync::atomic::Ordering::Relaxed);
                 Ok(message)
             }
             None if inbox.state == State::Closed => Err(None),
@@ -315,5 +333,28 @@ mod tests {
         boxes.send("a", "b", "1".into()).expect("sent");
         let spent = boxes.send("a", "b", "1".into()).expect_err("count");
         assert!(spent.contains("2 messages"), "{spent}");
+    }
+
+    #[test]
+    fn the_runs_inboxes_together_hold_at_most_their_bytes() {
+        let (boxes, _) = boxes(MessageLimits {
+            max_unread_bytes: 10,
+            ..MessageLimits::default()
+        });
+        boxes
+            .send("alpha", "beta", "\"123456\"".into())
+            .expect("8 bytes");
+        let why = boxes
+            .send("alpha", "gamma", "\"12\"".into())
+            .expect_err("over");
+        assert!(why.contains("at most 10"), "{why}");
+        let _ = boxes.take("beta");
+        boxes
+            .send("alpha", "gamma", "\"12\"".into())
+            .expect("read: room again");
+        boxes.close("gamma");
+        boxes
+            .send("alpha", "beta", "\"123456\"".into())
+            .expect("closed: room again");
     }
 }
