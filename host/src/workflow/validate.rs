@@ -946,10 +946,14 @@ impl Validator {
                 spans,
             ));
         }
-        // A task that starts on a message may never run: nothing may wait for it.
+        // A task that starts on a message may never run: nothing may wait for it. (When a
+        // task was left out for an error of its own, indices may not match: skip, the file is
+        // refused anyway.)
         for (task, spans) in &tasks {
             for (&dep, span) in task.deps.iter().zip(spans) {
-                let (dep, _) = &tasks[dep];
+                let Some((dep, _)) = tasks.get(dep) else {
+                    continue;
+                };
                 if dep.on_message {
                     self.c.err(
                         span.clone(),
