@@ -50,12 +50,13 @@ const HELPER_PY: &str = include_str!("../../../guest-examples/python/wasm_orch_p
 const TESTING_PY: &str =
     include_str!("../../../guest-examples/python/wasm_orch_py/wasm_orch_testing.py");
 /// The WIT contract, for the Python and JavaScript toolchains (the Rust SDK carries its own).
-const WIT: [(&str, &str); 13] = [
+const WIT: [(&str, &str); 14] = [
     ("agent.wit", include_str!("../../../wit/agent.wit")),
     (
         "blackboard.wit",
         include_str!("../../../wit/blackboard.wit"),
     ),
+    ("messages.wit", include_str!("../../../wit/messages.wit")),
     ("secrets.wit", include_str!("../../../wit/secrets.wit")),
     ("status.wit", include_str!("../../../wit/status.wit")),
     ("tools.wit", include_str!("../../../wit/tools.wit")),
@@ -298,4 +299,33 @@ pub(super) fn new(args: NewArgs) -> u8 {
         "  wasm-orch run workflow.toml                     # two tasks, the second after the first"
     );
     SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every file of the contract (`wit/`, its `deps/`, not the frozen `0.2/`) is carried
+    /// into a new project: one missing leaves a world that does not parse.
+    #[test]
+    fn a_new_project_carries_every_file_of_the_contract() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
+        let mut found = Vec::new();
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("wit/ reads") {
+                let path = entry.expect("an entry").path();
+                let rel = path.strip_prefix(&root).expect("under wit/").to_path_buf();
+                if path.is_dir() {
+                    if rel != std::path::Path::new("0.2") {
+                        dirs.push(path);
+                    }
+                } else if path.extension().is_some_and(|e| e == "wit") {
+                    found.push(rel.display().to_string());
+                }
+            }
+        }
+        found.sort();
+        let mut carried: Vec<String> = super::WIT.iter().map(|(p, _)| (*p).to_owned()).collect();
+        carried.sort();
+        assert_eq!(carried, found);
+    }
 }
