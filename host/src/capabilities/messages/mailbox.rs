@@ -57,12 +57,17 @@ impl Inbox {
 /// unread messages wait for its next attempt, and it closes when the task ends.
 #[derive(Debug)]
 pub(crate) struct Mailboxes {
-    inboxes: Mutex<HashMap<Name, Inbox>>,
+    boxes: Mutex<Boxes>,
     limits: MessageLimits,
-    /// Bytes of every inbox's unread messages.
-    unread_bytes: std::sync::atomic::AtomicUsize,
     /// Dormant tasks that got their first message, for the scheduler.
     woken: mpsc::UnboundedSender<Name>,
+}
+
+/// The inboxes, and the bytes of all their unread messages, under one lock.
+#[derive(Debug, Default)]
+struct Boxes {
+    inboxes: HashMap<Name, Inbox>,
+    unread_bytes: usize,
 }
 
 /// What an attempt's `messages` import reaches: its run's mailboxes, as its task.
@@ -75,9 +80,13 @@ pub(crate) struct MessageScope {
 impl MessageScope {
     /// A scope that reaches no task (an instance made ahead of its attempt, a diagnosis).
     pub(crate) fn alone() -> Self {
-        let (mailboxes, _) = Mailboxes::new(MessageLimits::default(), std::iter::empty());
+        // One for every store that speaks for no task: a warm instance is made ahead of
+        // each attempt, and needs no mailboxes of its own.
+        static NONE: std::sync::OnceLock<Arc<Mailboxes>> = std::sync::OnceLock::new();
+        let mailboxes =
+            NONE.get_or_init(|| Mailboxes::new(MessageLimits::default(), std::iter::empty()).0);
         Self {
-            mailboxes,
+            mailboxes: Arc::clone(mailboxes),
             node: Name::from(""),
         }
     }
@@ -99,20 +108,18 @@ impl Mailboxes {
             })
             .collect();
         let boxes = Self {
-            inboxes: Mutex::new(inboxes),
+            boxes: Mutex::new(Boxes {
+                inboxes,
+                unread_bytes: 0,
+            }),
             limits,
-            unread_bytes: Default::default(),
             woken,
         };
         (Arc::new(boxes), rx)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Name, Inbox>> {
-        self.inboxes.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn unread(&self) -> usize {
-        self.unread_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    fn lock(&self) -> MutexGuard<'_, Boxes> {
+        self.boxes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn limits(&self) -> MessageLimits {
@@ -122,19 +129,25 @@ impl Mailboxes {
     /// A task a plan added: its inbox opens (dormant if it starts on a message).
     pub(crate) fn open(&self, node: Name, dormant: bool) {
         let state = if dormant { State::Dormant } else { State::Open };
-        self.lock().entry(node).or_insert_with(|| Inbox::new(state));
+        self.lock()
+            .inboxes
+            .entry(node)
+            .or_insert_with(|| Inbox::new(state));
     }
 
     /// `node` has ended: a message to it is refused from now on. Its unread messages are
     /// dropped and counted.
     pub(crate) fn close(&self, node: &str) {
-        let mut inboxes = self.lock();
+        let mut boxes = self.lock();
+        let Boxes {
+            inboxes,
+            unread_bytes,
+        } = &mut *boxes;
         if let Some(inbox) = inboxes.get_mut(node) {
             inbox.state = State::Closed;
             inbox.counts.unread = inbox.unread.len() as u64;
             let bytes: usize = inbox.unread.drain(..).map(|m| m.body.len()).sum();
-            self.unread_bytes
-                .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+            *unread_bytes -= bytes;
             inbox.notify.notify_waiters();
         }
     }
@@ -142,7 +155,7 @@ impl Mailboxes {
     /// Counts a send of `node`'s refused before it reached the mailboxes (a bad address or
     /// body).
     pub(crate) fn refused(&self, node: &str) {
-        if let Some(inbox) = self.lock().get_mut(node) {
+        if let Some(inbox) = self.lock().inboxes.get_mut(node) {
             inbox.counts.refused += 1;
         }
     }
@@ -150,60 +163,19 @@ impl Mailboxes {
     /// Puts `body` (JSON, already checked and redacted) from `from` into `to`'s inbox;
     /// returns its place there, or why it is refused.
     pub(crate) fn send(&self, from: &str, to: &str, body: String) -> Result<u64, String> {
-        let limits = self.limits;
-        let mut inboxes = self.lock();
-        let now = Instant::now();
-        let Some(sender) = inboxes.get_mut(from) else {
-            return Err("this task has no inbox in the run".to_owned());
-        };
-        if sender.counts.sent >= limits.max_sent {
-            sender.counts.refused += 1;
-            return Err(format!(
-                "this task has sent the {} messages a task may send",
-                limits.max_sent
-            ));
-        }
-        if now.duration_since(sender.window.0) >= Duration::from_secs(1) {
-            sender.window = (now, 0);
-        }
-        if sender.window.1 >= limits.per_second {
-            sender.counts.refused += 1;
-            return Err(format!(
-                "this task sent {} messages in the last second, the most a task may",
-                limits.per_second
-            ));
-        }
-        let refused = match inboxes.get(to) {
-            None => Some(format!(
-                "`{to}` is not a task of this run (a message reaches only the tasks of its own run, by node id)"
-            )),
-            Some(inbox) if inbox.state == State::Closed => {
-                Some(format!("task `{to}` has ended; it takes no more messages"))
-            }
-            Some(inbox) if inbox.unread.len() >= limits.inbox => Some(format!(
-                "the inbox of `{to}` is full ({} unread messages)",
-                limits.inbox
-            )),
-            Some(_) if self.unread() + body.len() > limits.max_unread_bytes => Some(format!(
-                "the run's inboxes hold {} bytes unread, and may hold at most {}",
-                self.unread(),
-                limits.max_unread_bytes
-            )),
-            Some(_) => None,
-        };
-        if let Some(why) = refused {
-            if let Some(sender) = inboxes.get_mut(from) {
+        let mut boxes = self.lock();
+        if let Some(why) = self.refusal(&mut boxes, from, to, body.len()) {
+            if let Some(sender) = boxes.inboxes.get_mut(from) {
                 sender.counts.refused += 1;
             }
             return Err(why);
         }
-        let Some(inbox) = inboxes.get_mut(to) else {
+        boxes.unread_bytes += body.len();
+        let Some(inbox) = boxes.inboxes.get_mut(to) else {
             return Err(format!("`{to}` is not a task of this run"));
         };
         inbox.delivered += 1;
         let seq = inbox.delivered;
-        self.unread_bytes
-            .fetch_add(body.len(), std::sync::atomic::Ordering::Relaxed);
         inbox.unread.push_back(Delivered {
             sender: Name::from(from),
             body,
@@ -214,25 +186,70 @@ impl Mailboxes {
             inbox.state = State::Open;
             let _ = self.woken.send(Name::from(to));
         }
-        if let Some(sender) = inboxes.get_mut(from) {
+        if let Some(sender) = boxes.inboxes.get_mut(from) {
             sender.counts.sent += 1;
             sender.window.1 += 1;
         }
         Ok(seq)
     }
 
+    /// Why a body of `bytes` from `from` may not go into `to`'s inbox now, if it may not
+    /// (a new second of `from`'s sending starts here).
+    fn refusal(&self, boxes: &mut Boxes, from: &str, to: &str, bytes: usize) -> Option<String> {
+        let limits = self.limits;
+        let Some(sender) = boxes.inboxes.get_mut(from) else {
+            return Some("this task has no inbox in the run".to_owned());
+        };
+        if sender.counts.sent >= limits.max_sent {
+            return Some(format!(
+                "this task has sent the {} messages a task may send",
+                limits.max_sent
+            ));
+        }
+        let now = Instant::now();
+        if now.duration_since(sender.window.0) >= Duration::from_secs(1) {
+            sender.window = (now, 0);
+        }
+        if sender.window.1 >= limits.per_second {
+            return Some(format!(
+                "this task sent {} messages in the last second, the most a task may",
+                limits.per_second
+            ));
+        }
+        match boxes.inboxes.get(to) {
+            None => Some(format!(
+                "`{to}` is not a task of this run (a message reaches only the tasks of its own run, by node id)"
+            )),
+            Some(inbox) if inbox.state == State::Closed => {
+                Some(format!("task `{to}` has ended; it takes no more messages"))
+            }
+            Some(inbox) if inbox.unread.len() >= limits.inbox => Some(format!(
+                "the inbox of `{to}` is full ({} unread messages)",
+                limits.inbox
+            )),
+            Some(_) if boxes.unread_bytes + bytes > limits.max_unread_bytes => Some(format!(
+                "the run's inboxes hold {} bytes unread, and may hold at most {}",
+                boxes.unread_bytes, limits.max_unread_bytes
+            )),
+            Some(_) => None,
+        }
+    }
+
     /// The next unread message of `node`, and what to wait on for one when there is none
     /// (`None`: the inbox is closed, or there is none).
     pub(crate) fn take(&self, node: &str) -> Result<Delivered, Option<Arc<Notify>>> {
-        let mut inboxes = self.lock();
+        let mut boxes = self.lock();
+        let Boxes {
+            inboxes,
+            unread_bytes,
+        } = &mut *boxes;
         let Some(inbox) = inboxes.get_mut(node) else {
             return Err(None);
         };
         match inbox.unread.pop_front() {
             Some(message) => {
                 inbox.counts.received += 1;
-                self.unread_bytes
-                    .fetch_sub(message.body.len(), std::sync::atomic::Ordering::Relaxed);
+                *unread_bytes -= message.body.len();
                 Ok(message)
             }
             None if inbox.state == State::Closed => Err(None),
@@ -243,6 +260,7 @@ impl Mailboxes {
     /// What each task sent and received, for those that did either (or had a refusal).
     pub(crate) fn counts(&self) -> BTreeMap<String, MessageCounts> {
         self.lock()
+            .inboxes
             .iter()
             .filter(|(_, i)| i.counts != MessageCounts::default())
             .map(|(node, i)| (node.to_string(), i.counts))
