@@ -85,9 +85,9 @@ pub mod events {
     pub use crate::bus::EventStream;
     pub use crate::model::events::{
         Artifact, AuditRecord, AuditResource, CredentialAction, CredentialEvent, Decision,
-        DispatchChanged, Event, EventKind, LastProgress, LogLevel, LogStream, PlanCreated,
-        PlannedTask, RunCompleted, RunPaused, RunResumed, TaskBlocked, TaskGrants, TaskHandoff,
-        TaskLog, TaskPartial, TaskProgress, TaskRef, TaskStatusUpdated,
+        DispatchChanged, Event, EventKind, LastProgress, LogLevel, LogStream, LoopIteration,
+        PlanCreated, PlannedTask, RunCompleted, RunPaused, RunResumed, TaskBlocked, TaskGrants,
+        TaskHandoff, TaskLog, TaskPartial, TaskProgress, TaskRef, TaskStatusUpdated,
     };
     pub use crate::model::text::inert;
     pub use crate::model::time::Timestamp;

@@ -1,6 +1,10 @@
 //! `refine`: a loop's body. Each iteration adds `step` to what the previous one returned
 //! (`start` on the first) and says `done` once the value reaches `target`; without a target
 //! it never says done, and the loop's `max_iterations` stops it.
+//!
+//! With `review = true` it is the reviewer at the end of a body of two tasks (a loop over a
+//! child workflow): it takes the draft of the task it depends on and says `done` once that
+//! reaches `target`; the next iteration's draft goes on from the review.
 
 use serde::{Deserialize, Serialize};
 use wasm_orch_sdk::{Agent, Context, Error, status};
@@ -12,6 +16,8 @@ struct Params {
     #[serde(default = "one")]
     step: i64,
     target: Option<i64>,
+    #[serde(default)]
+    review: bool,
 }
 
 fn one() -> i64 {
@@ -34,6 +40,18 @@ impl Agent for Refine {
     const CAPABILITIES: &'static [&'static str] = &["loop.refine"];
 
     fn run(cx: Context<Params>) -> Result<Refined, Error> {
+        if cx.params.review {
+            let mut drafts: Vec<Refined> = cx.upstream_all()?;
+            let Some(draft) = drafts.pop() else {
+                return Err(Error::invalid_input("a review needs the draft it depends on"));
+            };
+            let done = cx.params.target.is_some_and(|t| draft.value >= t);
+            status::progress(
+                1.0,
+                format!("review of iteration {}: {}", draft.iteration, draft.value),
+            );
+            return Ok(Refined { done, ..draft });
+        }
         let previous: Option<Refined> = cx.previous()?;
         let (value, iteration) = match previous {
             Some(p) => (
@@ -86,5 +104,29 @@ mod tests {
             .run::<Refine>()
             .output();
         assert_eq!(other["value"], 7);
+    }
+
+    #[test]
+    fn a_review_passes_the_draft_on_and_says_done_at_the_target() {
+        let review = |value: i64| -> Value {
+            TestRun::new(json!({ "review": true, "target": 10 }))
+                .node("loop.2.review")
+                .upstream(
+                    "loop.2.draft",
+                    json!({ "value": value, "iteration": 2, "done": false }),
+                )
+                .run::<Refine>()
+                .output()
+        };
+        assert_eq!(
+            review(5),
+            json!({ "value": 5, "iteration": 2, "done": false })
+        );
+        assert_eq!(
+            review(10),
+            json!({ "value": 10, "iteration": 2, "done": true })
+        );
+        let alone = TestRun::new(json!({ "review": true })).run::<Refine>();
+        assert!(alone.error().message().contains("draft"));
     }
 }

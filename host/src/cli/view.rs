@@ -361,13 +361,19 @@ impl Lines {
                         .unwrap_or(8)
                         .clamp(4, 28),
                 );
-                let mut line = match &plan.planner {
-                    Some(planner) => format!(
+                let mut line = match (&plan.planner, &plan.iteration) {
+                    (Some(_), Some(it)) => format!(
+                        "{stamp} loop {}: iteration {} added ({})",
+                        it.looped,
+                        it.n,
+                        format::listed(plan.tasks.iter().map(|t| t.node.as_str()), 8)
+                    ),
+                    (Some(planner), None) => format!(
                         "{stamp} plan of {planner}: {} tasks added ({})",
                         plan.tasks.len(),
                         format::listed(plan.tasks.iter().map(|t| t.node.as_str()), 8)
                     ),
-                    None => format!(
+                    (None, _) => format!(
                         "{stamp} plan {}: {} tasks, max_concurrency {}, run {}",
                         plan.workflow,
                         plan.tasks.len(),

@@ -339,10 +339,25 @@ pub struct PlanCreated {
     /// with all its dependencies.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waiting: Vec<PlannedTask>,
+    /// With a planner that ended an iteration of a loop over a child workflow: the loop and
+    /// the iteration `tasks` are; `planner` is the last task of the one before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iteration: Option<LoopIteration>,
     /// What the operator should know about how the run is governed (e.g. that its tenant is
     /// not named in the policy).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+}
+
+/// An iteration of a loop over a child workflow, added while the run goes on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LoopIteration {
+    /// The loop's task id (its iterations' tasks are `<loop>.<n>.<id>`).
+    #[serde(rename = "loop")]
+    pub looped: String,
+    /// Which iteration (2 for the second: the first starts with the run).
+    pub n: u32,
 }
 
 /// One task of a plan.

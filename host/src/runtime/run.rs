@@ -423,8 +423,7 @@ impl Runtime {
                 };
                 let snapshot = || serde_json::to_value(blackboard.snapshot()).unwrap_or_default();
                 let policy = &runtime.inner.policy;
-                let grow = |wf: &Workflow, task: usize, plan: &serde_json::Value| {
-                    let grown = wf.grow(task, plan)?;
+                let grow = |wf: &Workflow, grown: Workflow| {
                     for t in &grown.tasks[wf.tasks.len()..] {
                         mailboxes.open(Name::from(&t.id), t.on_message);
                     }

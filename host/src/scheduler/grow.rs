@@ -1,4 +1,4 @@
-//! Growing: a planner's plan joins the running DAG. The workflow checks the plan and grows
+//! Growing: a planner's plan, or a loop's next iteration, joins the running DAG. The workflow checks the plan and grows
 //! (see `workflow::plan`); here the run takes the new tasks in: each is announced (one
 //! `agent.plan.created` naming the planner and the tasks it added, then each task `pending`),
 //! the planner's dependents wait for the plan's last tasks too, and the plan's first tasks
@@ -10,10 +10,35 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 use super::{Growth, Scheduler, TaskState, task_names};
-use crate::model::events::{EventKind, TaskStatusUpdated};
-use crate::model::status::TaskStatus;
+use crate::model::events::{EventKind, LoopIteration, TaskStatusUpdated};
+use crate::model::status::{ErrorKind, TaskError, TaskStatus};
 
 impl Scheduler<'_> {
+    /// What the successful end of `task` (on `agent`, returning `output`) grows the run by: a
+    /// planner's plan, or the next iteration of the loop whose iteration it ends; or how it
+    /// ends instead (a refused plan fails the planner, a loop that may not grow any more is
+    /// out of budget).
+    pub(super) fn growth_of(
+        &self,
+        task: usize,
+        agent: usize,
+        output: Option<Arc<RawValue>>,
+    ) -> Result<Option<Growth>, (TaskStatus, TaskError)> {
+        match self.plan_of(task, agent, output.clone()) {
+            Ok(Some(growth)) => Ok(Some(growth)),
+            Ok(None) => self.next_iteration(task, output.as_deref()).map_err(|why| {
+                (
+                    TaskStatus::BudgetExhausted,
+                    TaskError::new(ErrorKind::Budget, why),
+                )
+            }),
+            Err(why) => Err((
+                TaskStatus::Failed,
+                TaskError::new(ErrorKind::InvalidPlan, why),
+            )),
+        }
+    }
+
     /// If `task` ran on a planner: the workflow grown with the plan it returned (`output`),
     /// checked but not yet taken in; or why the plan is refused.
     pub(super) fn plan_of(
@@ -31,7 +56,7 @@ impl Scheduler<'_> {
         };
         let plan =
             serde_json::from_str(output.get()).map_err(|e| format!("the plan is not JSON: {e}"))?;
-        let growth = (self.shared.grow)(&wf, task, &plan)?;
+        let growth = (self.shared.grow)(&wf, wf.grow(task, &plan)?)?;
         let grown = growth.workflow.tasks.len();
         if grown <= wf.tasks.len() || growth.tasks.len() != grown {
             return Err("the plan added no task".into());
@@ -62,7 +87,12 @@ impl Scheduler<'_> {
             self.names.push(names);
             let t = &workflow.tasks[i];
             self.tasks.push(TaskState {
-                remaining: t.deps.len(),
+                // A loop's next iteration also depends on what the loop did, which has ended.
+                remaining: t
+                    .deps
+                    .iter()
+                    .filter(|&&d| self.tasks.get(d).is_none_or(|s| s.outcome.is_none()))
+                    .count(),
                 dormant: t.on_message,
                 attempts: self
                     .plan
@@ -79,8 +109,17 @@ impl Scheduler<'_> {
         // A resumed run splices its plans in again from the journal, which has their
         // `agent.plan.created` already; what had not succeeded is pending again.
         if !self.resumed_done(task) {
-            let created =
+            let mut created =
                 workflow.grown_event(task, before, self.plan.max_concurrency, self.plan.budget);
+            created.iteration = workflow
+                .tasks
+                .get(before)
+                .and_then(|t| t.iteration.as_ref())
+                .filter(|it| it.n > 1)
+                .map(|it| LoopIteration {
+                    looped: it.looped.clone(),
+                    n: it.n,
+                });
             self.shared
                 .bus
                 .publish_quiet(EventKind::PlanCreated(created));

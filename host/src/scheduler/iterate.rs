@@ -5,13 +5,16 @@
 //! previous iteration's output as the upstream output of its own node. The last iteration's
 //! output is the task's. A failed iteration is retried by the task's retry policy like any
 //! attempt, and sees the same previous output.
+//!
+//! A loop over a child workflow grows the run by one iteration at a time instead (see
+//! `workflow::looping`): its iterations are tasks of their own, `<loop>.<n>.<id>`.
 
 use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::Scheduler;
+use super::{Growth, Scheduler};
 use crate::model::status::TaskStatus;
 
 impl Scheduler<'_> {
@@ -34,8 +37,33 @@ impl Scheduler<'_> {
             .count()
     }
 
-    /// What the last iteration of a loop returned (the next one sees it).
+    /// The next iteration of the loop over a child workflow whose iteration `task` ends,
+    /// having returned `output`, resolved for the run; `None` when the loop stops here (its
+    /// guest said stop, or this was its last iteration).
+    pub(super) fn next_iteration(
+        &self,
+        task: usize,
+        output: Option<&RawValue>,
+    ) -> Result<Option<Growth>, String> {
+        let wf = self.wf();
+        let Some(it) = &wf.tasks[task].iteration else {
+            return Ok(None);
+        };
+        if !it.end || it.n >= it.max || output.is_some_and(says_stop) {
+            return Ok(None);
+        }
+        let grown = wf.repeat(task)?;
+        (self.shared.grow)(&wf, grown).map(Some)
+    }
+
+    /// What the last iteration of a loop returned (the next one sees it): this task's last
+    /// iteration, or, for a first task of a loop over a child workflow, the last task of the
+    /// iteration before.
     pub(super) fn previous_iteration(&self, task: usize) -> Option<Arc<RawValue>> {
+        if let Some(end) = self.plan.workflow.previous_end(task) {
+            let (_, last) = self.tasks[end].outcome.as_ref()?.attempts.last()?;
+            return last.output.clone();
+        }
         self.plan.workflow.tasks[task].max_iterations?;
         self.tasks[task]
             .attempts

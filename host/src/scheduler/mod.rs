@@ -122,8 +122,9 @@ pub(crate) struct Shared<'a> {
     /// Told when the run's error budget is breached and when the run resumes after it (its
     /// credential is revoked, then a new one issued).
     pub(crate) on_error_budget: &'a (dyn Fn(ErrorBudgetChange) + Sync),
-    /// Grows the workflow with the plan a planner task returned (task, plan), or says why the
-    /// plan is refused.
+    /// Takes in the workflow (first) grown while the run goes on (second: by a planner's plan,
+    /// or a loop's next iteration): the failure handling of the new tasks, their inboxes; or
+    /// says why they may not run.
     pub(crate) grow: &'a Grow<'a>,
     /// Told when a task has ended (its inbox closes).
     pub(crate) ended: &'a (dyn Fn(&str) + Sync),
@@ -132,9 +133,10 @@ pub(crate) struct Shared<'a> {
 }
 
 /// See [`Shared::grow`].
-pub(crate) type Grow<'a> = dyn Fn(&Workflow, usize, &Value) -> Result<Growth, String> + Sync + 'a;
+pub(crate) type Grow<'a> = dyn Fn(&Workflow, Workflow) -> Result<Growth, String> + Sync + 'a;
 
-/// A workflow grown by a plan, and the failure handling of each of its tasks.
+/// A workflow grown by a plan or a loop's iteration, and the failure handling of each of its
+/// tasks.
 pub(crate) struct Growth {
     pub(crate) workflow: Workflow,
     pub(crate) tasks: Vec<TaskPlan>,
@@ -473,17 +475,14 @@ impl<'a> Scheduler<'a> {
                     .map_or(TaskStatus::Succeeded, |(_, a)| a.status);
                 let last = self.tasks[task].attempts.last();
                 let (agent, output) = last.map_or((0, None), |(a, t)| (*a, t.output.clone()));
-                match self.plan_of(task, agent, output) {
+                match self.growth_of(task, agent, output) {
                     Ok(growth) => {
                         if let Some(growth) = growth {
                             self.take_plan(task, growth);
                         }
                         self.settle(task, status, None, false);
                     }
-                    Err(why) => {
-                        let error = TaskError::new(ErrorKind::InvalidPlan, why);
-                        self.settle(task, TaskStatus::Failed, Some(error), true);
-                    }
+                    Err((status, error)) => self.settle(task, status, Some(error), true),
                 }
             }
             task += 1;
@@ -778,15 +777,15 @@ impl<'a> Scheduler<'a> {
                 format!("ran out of {what}: it was given only {cap}"),
             ));
         }
-        // A planner's plan is checked now (the attempt fails with why it may not join the
-        // run), and taken in once the planner's end is published.
+        // A planner's plan, or a loop's next iteration, is checked now (the attempt ends
+        // with why it may not join the run), and taken in once this end is published.
         let mut plan = None;
         if attempt.status.is_success() {
-            match self.plan_of(task, run.agent, attempt.output.clone()) {
+            match self.growth_of(task, run.agent, attempt.output.clone()) {
                 Ok(growth) => plan = growth,
-                Err(why) => {
-                    attempt.status = TaskStatus::Failed;
-                    attempt.error = Some(TaskError::new(ErrorKind::InvalidPlan, why));
+                Err((status, error)) => {
+                    attempt.status = status;
+                    attempt.error = Some(error);
                 }
             }
         }

@@ -9,10 +9,13 @@
 //! tasks instead, and see their outputs in its place. The child runs in the parent's run:
 //! within its budgets, its error budget, its tenant's quotas; the child file's own `[workflow]`
 //! settings (budget, retry, max_concurrency, tenant) give way to the parent's.
+//!
+//! A task that runs a child workflow in a `loop` inlines its first iteration, as
+//! `<task>.1.<id>`; the run adds the next ones as the loop goes on (see `looping`).
 
 use std::collections::{HashMap, HashSet};
 
-use super::{AgentDef, Target, TaskDef, Workflow};
+use super::{AgentDef, Iteration, Target, TaskDef, Workflow};
 
 /// `tasks` (the parent's, in order) with each child `(place, workflow)` inlined in place of
 /// the task at `place`; `agents` and `mutexes` gain the children's.
@@ -27,17 +30,26 @@ pub(super) fn inline(
     // What each placeholder is replaced by, for its dependents: the child's last tasks.
     let mut instead: HashMap<usize, Vec<usize>> = HashMap::new();
     for (place, child) in children {
-        let prefix = all[place].id.clone();
+        // A loop over the child: this is its first iteration, `<task>.1.<id>`.
+        let looped = all[place]
+            .max_iterations
+            .map(|max| (all[place].id.clone(), max));
+        // Its agents and mutex groups are the loop's, for every iteration.
+        let owner = all[place].id.clone();
+        let prefix = match &looped {
+            Some((id, _)) => format!("{id}.1"),
+            None => owner.clone(),
+        };
         let before = all[place].deps.clone();
         let agent_base = agents.len();
         for agent in &child.agents {
             agents.push(AgentDef {
-                name: format!("{prefix}.{}", agent.name),
+                name: format!("{owner}.{}", agent.name),
                 ..agent.clone()
             });
         }
         for (group, capacity) in &child.mutexes {
-            mutexes.insert(format!("{prefix}.{group}"), *capacity);
+            mutexes.insert(format!("{owner}.{group}"), *capacity);
         }
         let base = all.len();
         let depended: HashSet<usize> = child
@@ -57,8 +69,15 @@ pub(super) fn inline(
             agents: child_agents,
             ..
         } = child;
-        for mut task in child_tasks {
+        let last = instead.get(&place).cloned().unwrap_or_default();
+        for (i, mut task) in child_tasks.into_iter().enumerate() {
             task.id = format!("{prefix}.{}", task.id);
+            task.iteration = looped.as_ref().map(|(id, max)| Iteration {
+                looped: id.clone(),
+                n: 1,
+                max: *max,
+                end: last.contains(&(base + i)),
+            });
             task.target = match task.target {
                 Target::Agent(a) => Target::Agent(agent_base + a),
                 Target::Capability { name, agents } => Target::Capability {
@@ -71,11 +90,11 @@ pub(super) fn inline(
             } else {
                 task.deps.iter().map(|&d| base + d).collect()
             };
-            task.mutex = task.mutex.map(|m| format!("{prefix}.{m}"));
+            task.mutex = task.mutex.map(|m| format!("{owner}.{m}"));
             if let Some(doctor) = &task.stall.diagnostic_agent
                 && child_agents.iter().any(|a| &a.name == doctor)
             {
-                task.stall.diagnostic_agent = Some(format!("{prefix}.{doctor}"));
+                task.stall.diagnostic_agent = Some(format!("{owner}.{doctor}"));
             }
             all.push(task);
         }

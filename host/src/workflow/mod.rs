@@ -6,6 +6,7 @@
 
 mod agents;
 mod children;
+mod looping;
 mod plan;
 mod render;
 mod spec;
@@ -143,9 +144,26 @@ pub(crate) struct TaskDef {
     pub(crate) depth: u32,
     /// A loop: the most iterations it runs (it stops earlier when its agent says so).
     pub(crate) max_iterations: Option<u32>,
+    /// A task of an iteration of a loop over a child workflow.
+    pub(crate) iteration: Option<Iteration>,
     /// `start = "on-message"`: it starts when its first message arrives, and ends
     /// `not-needed` if none comes while a task that could send one runs.
     pub(crate) on_message: bool,
+}
+
+/// Where a task stands in a loop over a child workflow (`workflow = "body.toml"` with
+/// `loop`): iteration `n`'s tasks are `<loop>.<n>.<id>`, a copy of the body's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Iteration {
+    /// The loop's id.
+    pub(crate) looped: String,
+    /// Which iteration (1 for the first).
+    pub(crate) n: u32,
+    /// The most iterations the loop runs.
+    pub(crate) max: u32,
+    /// The body's last task: its output says whether the loop goes on (`"done": true` or
+    /// `"escalate": true` stops it), and is the loop's when it stops.
+    pub(crate) end: bool,
 }
 
 impl Workflow {

@@ -22,7 +22,7 @@ use crate::model::limits::Budget;
 use crate::model::text::{inert, truncate};
 
 /// Keys a task of a plan may not have, and why.
-const REFUSED_KEYS: [(&str, &str); 2] = [
+const REFUSED_KEYS: [(&str, &str); 3] = [
     (
         "split",
         "a plan may not read files (`split` belongs in workflow files)",
@@ -30,6 +30,10 @@ const REFUSED_KEYS: [(&str, &str); 2] = [
     (
         "inputs",
         "a plan may not read files (`inputs` belongs in workflow files)",
+    ),
+    (
+        "workflow",
+        "a plan may not read files (a child `workflow` belongs in workflow files)",
     ),
 ];
 
@@ -55,6 +59,7 @@ impl Workflow {
             tasks: tasks.filter_map(|i| self.planned_task(i)).collect(),
             planner: None,
             waiting: Vec::new(),
+            iteration: None,
             notes: Vec::new(),
         }
     }
@@ -170,7 +175,9 @@ impl Workflow {
                 .iter()
                 .zip(&self.agents)
                 .all(|(a, b)| a.name == b.name && a.component == b.component);
-        if !same_agents || grown.tasks.len() != self.tasks.len() + added {
+        // Iterations a loop added since are not in the file: they are carried over as they are.
+        let carried = self.tasks.iter().filter(|t| is_grown_iteration(t)).count();
+        if !same_agents || grown.tasks.len() + carried != self.tasks.len() + added {
             return Err(
                 "the workflow's files changed since the run started (its registry or a file it splits): plans cannot be checked against them"
                     .into(),
@@ -188,49 +195,48 @@ impl Workflow {
     /// `grown` with this workflow's tasks in their places (and the dependencies earlier plans
     /// added), the plan's after them, and the planner's dependents waiting for the plan.
     fn splice(&self, planner: usize, grown: Workflow, depth: u32) -> Result<Workflow, String> {
-        let at: HashMap<&str, usize> = grown
+        let at: HashMap<String, usize> = grown
             .tasks
             .iter()
             .enumerate()
-            .map(|(i, t)| (t.id.as_str(), i))
+            .map(|(i, t)| (t.id.clone(), i))
             .collect();
-        // `order[new place] = place in grown`.
-        let mut order = Vec::with_capacity(grown.tasks.len());
-        for t in &self.tasks {
-            let Some(&i) = at.get(t.id.as_str()) else {
-                return Err(format!(
-                    "task `{}` is gone from the workflow checked again with the plan (did a file it splits change?)",
-                    t.id
-                ));
-            };
-            order.push(i);
-        }
-        let kept: HashSet<usize> = order.iter().copied().collect();
-        order.extend((0..grown.tasks.len()).filter(|i| !kept.contains(i)));
-        let mut place = vec![0; order.len()];
-        for (new, &old) in order.iter().enumerate() {
-            place[old] = new;
-        }
         let mut grown = grown;
-        let mut placed: Vec<(usize, TaskDef)> = std::mem::take(&mut grown.tasks)
+        let mut from_grown: Vec<Option<TaskDef>> = std::mem::take(&mut grown.tasks)
             .into_iter()
-            .enumerate()
-            .map(|(i, t)| (place[i], t))
+            .map(Some)
             .collect();
-        placed.sort_by_key(|(p, _)| *p);
-        let mut tasks: Vec<TaskDef> = placed.into_iter().map(|(_, t)| t).collect();
-        let before = self.tasks.len();
-        for (i, task) in tasks.iter_mut().enumerate() {
-            match self.tasks.get(i) {
-                Some(old) => {
+        // `place[index in grown] = index in the grown workflow`.
+        let mut place = vec![usize::MAX; from_grown.len()];
+        let mut tasks = Vec::with_capacity(from_grown.len() + self.tasks.len());
+        for (i, old) in self.tasks.iter().enumerate() {
+            let found = at.get(old.id.as_str()).copied();
+            match found.and_then(|g| from_grown[g].take().map(|t| (g, t))) {
+                Some((g, mut task)) => {
+                    place[g] = i;
                     task.deps.clone_from(&old.deps);
                     task.depth = old.depth;
+                    tasks.push(task);
                 }
+                None if is_grown_iteration(old) => tasks.push(old.clone()),
                 None => {
-                    task.deps = task.deps.iter().map(|&d| place[d]).collect();
-                    task.depth = depth;
+                    return Err(format!(
+                        "task `{}` is gone from the workflow checked again with the plan (did a file it splits change?)",
+                        old.id
+                    ));
                 }
             }
+        }
+        let before = self.tasks.len();
+        for (g, task) in from_grown.into_iter().enumerate() {
+            if let Some(task) = task {
+                place[g] = tasks.len();
+                tasks.push(task);
+            }
+        }
+        for task in &mut tasks[before..] {
+            task.deps = task.deps.iter().map(|&d| place[d]).collect();
+            task.depth = depth;
         }
         // The plan's last tasks: those no other task of the plan depends on.
         let depended: HashSet<usize> = tasks[before..]
@@ -261,6 +267,12 @@ impl Workflow {
             ..grown
         })
     }
+}
+
+/// Whether `task` is of an iteration a loop added while the run went on (the file has only
+/// each loop's first).
+fn is_grown_iteration(task: &TaskDef) -> bool {
+    task.iteration.as_ref().is_some_and(|it| it.n > 1)
 }
 
 /// Task `i` of a plan as a workflow file's task: its id and dependencies prefixed with the

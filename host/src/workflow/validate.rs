@@ -529,7 +529,6 @@ impl Validator {
                 ),
                 (spec.split.is_some(), "`split`"),
                 (!spec.inputs.is_empty(), "`inputs`"),
-                (spec.looping.is_some(), "`loop`"),
             ];
             if let Some((_, what)) = conflicts.iter().find(|(conflict, _)| *conflict) {
                 self.c.err(
@@ -608,7 +607,14 @@ impl Validator {
                     ),
                     "run the planner from the parent workflow",
                 ),
-                Ok(child) => found.push((i, child)),
+                Ok(child) => {
+                    if let Some(looping) = &d.spec.looping
+                        && !self.loop_body(&child, &d.group, file.get_ref(), looping.span())
+                    {
+                        continue;
+                    }
+                    found.push((i, child));
+                }
                 Err(problems) => {
                     self.c.err(
                         file.span(),
@@ -624,6 +630,48 @@ impl Validator {
             }
         }
         found
+    }
+
+    /// Whether `body`, the child workflow `file` of task `task`, may be a loop's body: it ends
+    /// in one task (whose output says whether the loop goes on) and holds no loop over a
+    /// child workflow of its own.
+    fn loop_body(
+        &mut self,
+        body: &Workflow,
+        task: &str,
+        file: &str,
+        span: std::ops::Range<usize>,
+    ) -> bool {
+        let last: Vec<&str> = body
+            .graph
+            .node_indices()
+            .filter(|&n| body.graph.neighbors(n).next().is_none())
+            .map(|n| body.tasks[n.index()].id.as_str())
+            .collect();
+        if last.len() != 1 {
+            self.c.err(
+                span,
+                format!(
+                    "task `{task}` loops over workflow `{file}`, which ends in {} tasks ({}); a loop's body ends in one task, whose output says whether to go on",
+                    last.len(),
+                    last.iter().take(6).map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+                ),
+                "add a last task to the body that depends on the others and says `\"done\": true` when the loop should stop",
+            );
+            return false;
+        }
+        if let Some(inner) = body.tasks.iter().find_map(|t| t.iteration.as_ref()) {
+            self.c.err(
+                span,
+                format!(
+                    "task `{task}` loops over workflow `{file}`, which has a loop over a child workflow of its own (`{}`)",
+                    inner.looped
+                ),
+                "loops over child workflows do not nest: make the inner one a loop of one task, or run it from the parent",
+            );
+            return false;
+        }
+        true
     }
 
     /// The graph of tasks with child workflows inlined, once their ids are checked unique.
@@ -941,6 +989,7 @@ impl Validator {
                     cache: d.spec.cache,
                     depth: 0,
                     max_iterations,
+                    iteration: None,
                     on_message,
                 },
                 spans,
