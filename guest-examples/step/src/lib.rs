@@ -2,7 +2,7 @@
 //! `exec/<run>/<node>` (so a test can count how often each task really ran, across crashes
 //! and resumes), and to `counter` when given one; waits `ms` (a host call); writes
 //! `step.txt` in its working directory and the blackboard key `result`; and returns its
-//! `value` plus the sum of its upstream outputs.
+//! `value` plus the sum of its upstream outputs (and, in a loop, of the previous iteration's).
 
 use std::time::Duration;
 
@@ -44,7 +44,8 @@ impl Agent for Step {
         if cx.params.ms > 0 {
             tools::sleep(Duration::from_millis(cx.params.ms)).map_err(Error::unavailable)?;
         }
-        let inputs: Vec<i64> = cx.upstream_all()?;
+        let mut inputs: Vec<i64> = cx.upstream_all()?;
+        inputs.extend(cx.previous::<i64>()?);
         let total = cx.params.value + inputs.iter().sum::<i64>();
         std::fs::write(
             "step.txt",
