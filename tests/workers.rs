@@ -5,7 +5,10 @@
 //! - a worker killed in the middle of an attempt has it redelivered to another;
 //! - an attempt whose every delivery is lost ends `worker-lost`, and its retry runs on the
 //!   coordinator once no worker is alive (degraded mode, announced as an event);
-//! - with NATS down, a run with a pool still runs, here.
+//! - with NATS down, a run with a pool still runs, here;
+//! - guests on workers reach the run's blackboard through the coordinator: parallel counters
+//!   on two workers lose no update of a shared key, and a key out of a task's scope is refused
+//!   and audited by the coordinator.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
@@ -491,6 +494,98 @@ fn calc_on_two_workers_gives_21_and_its_tool_calls_are_checked_by_the_coordinato
         let e: Value = serde_json::from_str(l).expect("JSON");
         e["event"] == "agent.audit" && e["decision"] == "denied" && e["action"] == "sleep"
     }));
+    w1.stop();
+    w2.stop();
+}
+
+/// Four counters on one shared key (25 increments each, read and compare-and-swap), and one
+/// that tries a key of the host's namespace.
+const COUNTERS: &str = r#"
+[workflow]
+name = "counters"
+max_concurrency = 8
+
+[agents.counter]
+component = "{guests}/counter.wasm"
+workdir = false
+
+[[tasks]]
+id = "c"
+agent = "counter"
+with = { key = "shared/total", times = 25 }
+split = { file = "parts.txt", parts = 4, into = "part" }
+
+[[tasks]]
+id = "mine"
+agent = "counter"
+with = { key = "mine", times = 3 }
+
+[[tasks]]
+id = "escape"
+agent = "counter"
+with = { key = "runs/other/total", times = 1 }
+"#;
+
+#[test]
+fn guests_on_workers_share_the_runs_blackboard_through_the_coordinator() {
+    let scratch = Scratch::new();
+    let nats = NatsServer::start(&scratch);
+    let mut w1 = Worker::start(&nats, &scratch, "w1", "board", &["--slots", "2"]);
+    let mut w2 = Worker::start(&nats, &scratch, "w2", "board", &["--slots", "2"]);
+    await_workers(&nats, "board", &["w1", "w2"], |_| true);
+    std::fs::write(scratch.path().join("parts.txt"), "a\nb\nc\nd\n").expect("parts");
+    let flow = scratch.workflow("counters.toml", COUNTERS);
+    let output = scratch.path().join("results.json");
+    let out = run(
+        &scratch,
+        &flow,
+        &["--nats", &nats.runtime_url(), "--pool", "board"],
+        &output,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "escape fails the run: {stderr}");
+    let results = results(&output);
+    // Every attempt ran on a worker; the counters used both.
+    let mut workers = std::collections::BTreeSet::new();
+    for t in results["tasks"].as_array().expect("tasks") {
+        let worker = t["history"][0]["worker"].as_str();
+        workers.insert(worker.unwrap_or_else(|| panic!("{} ran on no worker: {t}", t["node"])));
+    }
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    // No increment was lost between two processes' guests: each compare-and-swap was made on
+    // the coordinator's board.
+    let board = &results["blackboard"];
+    assert_eq!(board["shared/total"]["value"], 100, "{board}");
+    assert_eq!(board["branches/counters.mine/mine"]["value"], 3, "{board}");
+    // A key out of the task's scope is refused there, and audited in the run's record.
+    let escape = task(&results, "escape");
+    assert_eq!(escape["status"], "failed", "{escape}");
+    assert!(
+        escape["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("runs"),
+        "{escape}"
+    );
+    let denied = events_text(&results)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))
+        .filter(|e| {
+            e["event"] == "agent.audit"
+                && e["resource"] == "blackboard"
+                && e["decision"] == "denied"
+                && e["node"] == "escape"
+        })
+        .count();
+    assert!(denied >= 1, "the refusal is audited");
+    assert!(
+        !board
+            .as_object()
+            .expect("board")
+            .keys()
+            .any(|k| k.contains("other")),
+        "{board}"
+    );
     w1.stop();
     w2.stop();
 }

@@ -70,6 +70,16 @@ pub(crate) struct RunContext {
 }
 
 impl RunContext {
+    /// Where an attempt's task stands in the run's blackboard.
+    pub(crate) fn board_scope(&self, job: &Job) -> BoardScope {
+        BoardScope {
+            board: Arc::clone(&self.blackboard),
+            branch: job.task_ref.branch.clone(),
+            branches: Arc::clone(&self.branches),
+            relay: None,
+        }
+    }
+
     /// What an attempt of `agent` may call, as whom.
     pub(crate) fn tool_access(&self, job: &Job, agent: &RunAgent) -> ToolAccess {
         let run = self;
@@ -208,11 +218,7 @@ impl LocalExecutor {
             tenant: run.tenant.clone(),
             run_id: run.run_id.clone(),
             emitter,
-            board: BoardScope {
-                board: Arc::clone(&run.blackboard),
-                branch: job.task_ref.branch.clone(),
-                branches: Arc::clone(&run.branches),
-            },
+            board: run.board_scope(&job),
             // A diagnosis speaks for no task: it neither sends as the task it diagnoses nor
             // takes its messages.
             messages: match job.task {

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 
 use super::pool::{PoolInner, Ready, WorkerPool};
-use super::wire::{CallReply, Finished, Order, Report, UpstreamWire, VERSION};
+use super::wire::{CallReply, Finished, Order, Report, Request, UpstreamWire, VERSION};
 use crate::bus::{SharedEmitter, TaskEmitter, lock};
+use crate::capabilities::blackboard::BlackboardView;
 use crate::engine::{LocalExecutor, RunAgent};
 use crate::model::Name;
 use crate::model::digest::sha256_hex;
@@ -20,11 +21,7 @@ use crate::model::status::{ErrorKind, TaskError, TaskStatus};
 use crate::wit::v3::wasm_orch::agent::tools::ToolError;
 
 /// Interfaces a worker cannot serve yet: their calls must be checked by the coordinator.
-const HOME_ONLY: &[&str] = &[
-    "wasm-orch:agent/blackboard",
-    "wasm-orch:agent/secrets",
-    "wasm-orch:agent/messages",
-];
+const HOME_ONLY: &[&str] = &["wasm-orch:agent/secrets", "wasm-orch:agent/messages"];
 
 /// Runs a run's attempts on a pool's workers, or here.
 pub(crate) struct Dispatch {
@@ -100,7 +97,7 @@ impl Dispatch {
             HOME_ONLY.contains(&name)
         });
         if home {
-            return Err("its component imports the blackboard, secrets or messages");
+            return Err("its component imports secrets or messages");
         }
         Ok(())
     }
@@ -219,6 +216,7 @@ impl Dispatch {
         .with_heartbeat(Arc::clone(&job.heartbeat))
         .for_tenant(&run.tenant, Arc::clone(&run.redactor));
         let tools = run.tool_access(&job, agent);
+        let board = run.board_scope(&job);
         emitter.grants(TaskGrants {
             task: job.task_ref.clone(),
             tenant: run.tenant.clone(),
@@ -228,7 +226,7 @@ impl Dispatch {
                 .workdir
                 .then(|| format!("scratch, on a worker of pool `{}`", pool.options.pool)),
             inputs: Vec::new(),
-            blackboard: "none (on a worker)".to_owned(),
+            blackboard: format!("branch `{}`, through the coordinator", job.task_ref.branch),
         });
         let events: SharedEmitter = Arc::new(std::sync::Mutex::new(emitter));
         // However the workers fare, the attempt ends: after every delivery's time and wait.
@@ -258,12 +256,20 @@ impl Dispatch {
                     Report::Log { level, stream, message } => lock(&events).log(level, stream, &message),
                     Report::Finished(_) => {}
                 },
-                // The worker's guest called a tool: checked, made and audited here, as a local
-                // attempt's call is.
+                // The worker's guest called a tool or the blackboard: checked, made and
+                // audited here, as a local attempt's call is.
                 Some((call, reply)) = waiting.calls.recv() => {
+                    let (tool, input) = match call.call {
+                        Request::Tool { tool, input } => (tool, input),
+                        Request::Blackboard(call) => {
+                            let answer = BlackboardView::new(&board, &events).answer(call);
+                            pool.answer(reply, &CallReply::Blackboard(answer)).await;
+                            continue;
+                        }
+                    };
                     let made = tokio::time::timeout(
                         job.limits.timeout,
-                        crate::capabilities::tools::invoke(&tools, &events, call.tool, call.input),
+                        crate::capabilities::tools::invoke(&tools, &events, tool, input),
                     )
                     .await;
                     let answer = match made {

@@ -18,17 +18,21 @@
 //!   that a long attempt is not redelivered while its worker lives.
 //! - `reports.<coordinator>`: what workers report about the coordinator's attempts: taken,
 //!   progress, partial results, logs, and the end (only the first end of an attempt counts);
-//!   and, as requests, their guests' tool calls, which the coordinator checks, makes and
-//!   audits (on one subject, so a call is read after the report that its worker took the
+//!   and, as requests, their guests' tool and blackboard calls, which the coordinator checks,
+//!   makes and audits (on one subject, so a call is read after the report that its worker took the
 //!   attempt, and is answered only for that worker).
 //! - `cancel.<coordinator>`: attempts the coordinator stopped.
 //! - `workers.<pool>.<worker>`: each worker's heartbeat (slots, load, tenants).
 //! - Components travel by digest, in the JetStream object store [`COMPONENTS`]; a worker
 //!   checks the digest of what it fetched, compiles it once and keeps it.
 //!
-//! What a worker cannot do yet: reach the blackboard, secrets or messages (they stay with the
-//! coordinator, which must check every call). An attempt whose component imports one of them,
-//! or whose task has input files, runs on the coordinator.
+//! - Blackboard calls travel as tool calls do: the coordinator resolves each key in the
+//!   task's scope, keeps the value in the run's board (journaled as any write) and audits a
+//!   refusal; the worker holds no board.
+//!
+//! What a worker cannot do yet: reach secrets or messages (they stay with the coordinator,
+//! which must check every call). An attempt whose component imports one of them, or whose
+//! task has input files, runs on the coordinator.
 
 pub(crate) mod dispatch;
 pub(crate) mod pool;

@@ -4,13 +4,14 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::capabilities::blackboard::{BoardCall, BoardReply};
 use crate::model::events::TaskRef;
 use crate::model::limits::Limits;
 use crate::model::status::{ErrorKind, TaskError, TaskStatus};
 use crate::model::time::Timestamp;
 
 /// The version of the messages below.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 
 /// One attempt, as a work order on a pool's queue.
 #[derive(Debug, Serialize, Deserialize)]
@@ -93,17 +94,24 @@ pub(crate) struct Finished {
 
 /// A worker's call home for an attempt it runs: a request on `wasm-orch.reports.<coordinator>`,
 /// answered with a [`CallReply`]. The coordinator checks and makes it as it would a local
-/// attempt's (grant, tenant policy, quota, rate, audit).
+/// attempt's (a tool's grant, tenant policy, quota, rate; a blackboard key's scope; audit).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Call {
     pub(crate) v: u32,
     pub(crate) key: String,
     pub(crate) worker: String,
-    pub(crate) tool: String,
-    pub(crate) input: String,
+    pub(crate) call: Request,
 }
 
-/// How a tool call went.
+/// What a worker's guest called.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Request {
+    Tool { tool: String, input: String },
+    Blackboard(BoardCall),
+}
+
+/// How a call went: a tool's outcome, or the blackboard's answer.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum CallReply {
@@ -112,6 +120,7 @@ pub(crate) enum CallReply {
     Denied(String),
     InvalidInput(String),
     Failed(String),
+    Blackboard(BoardReply),
 }
 
 impl Finished {

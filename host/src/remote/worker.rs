@@ -20,10 +20,12 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{Call, CallReply, Envelope, Finished, Order, Report, VERSION, WorkerStatus};
+use super::wire::{
+    Call, CallReply, Envelope, Finished, Order, Report, Request, VERSION, WorkerStatus,
+};
 use super::{HEARTBEAT, NatsError, PREFIX, QueueSettings, check_pool, token};
 use crate::bus::{Bus, EmitterLimits, TaskEmitter};
-use crate::capabilities::blackboard::BoardScope;
+use crate::capabilities::blackboard::{BoardCall, BoardRelay, BoardReply, BoardScope};
 use crate::capabilities::files::{RunDir, TaskFiles};
 use crate::capabilities::secrets::SecretAccess;
 use crate::capabilities::tools::{ToolAccess, ToolRelay};
@@ -434,21 +436,22 @@ async fn run(state: &State, order: &Order, stop: CancellationToken) -> Finished 
         cancel: stop,
         keep_files: false,
     };
+    let relay = Arc::new(Relay {
+        client: state.client.clone(),
+        subject: format!("{PREFIX}.reports.{}", token(&order.coordinator)),
+        key: order.key.clone(),
+        worker: state.id.clone(),
+        timeout: order.limits.timeout,
+    });
     let setup = Setup {
         agent,
         buckets: Vec::new(),
         tenant: Name::from(order.tenant.as_str()),
         run_id: Name::from(order.run_id.as_str()),
         emitter,
-        board: BoardScope::alone(),
+        board: BoardScope::relayed(order.task.branch.clone(), Arc::clone(&relay) as _),
         messages: crate::capabilities::messages::MessageScope::alone(),
-        tools: ToolAccess::relayed(Arc::new(Relay {
-            client: state.client.clone(),
-            subject: format!("{PREFIX}.reports.{}", token(&order.coordinator)),
-            key: order.key.clone(),
-            worker: state.id.clone(),
-            timeout: order.limits.timeout,
-        })),
+        tools: ToolAccess::relayed(relay),
         secrets: SecretAccess::none(),
         redactor: Arc::default(),
         files,
@@ -580,7 +583,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A worker's tool calls, made by the attempt's coordinator.
+/// A worker's tool and blackboard calls, made by the attempt's coordinator.
 #[derive(Debug)]
 struct Relay {
     client: async_nats::Client,
@@ -591,6 +594,30 @@ struct Relay {
     timeout: Duration,
 }
 
+impl Relay {
+    /// Sends `call` home and waits for its answer.
+    async fn request(&self, call: Request) -> Result<CallReply, String> {
+        let call = Call {
+            v: VERSION,
+            key: self.key.clone(),
+            worker: self.worker.clone(),
+            call,
+        };
+        let payload =
+            serde_json::to_vec(&call).map_err(|e| format!("the call could not be encoded: {e}"))?;
+        let request = async_nats::Request::new()
+            .payload(payload.into())
+            .timeout(Some(self.timeout));
+        let answer = self
+            .client
+            .send_request(self.subject.clone(), request)
+            .await
+            .map_err(|e| format!("the coordinator did not answer the call: {e}"))?;
+        serde_json::from_slice::<CallReply>(&answer.payload)
+            .map_err(|e| format!("the coordinator's answer does not parse: {e}"))
+    }
+}
+
 impl ToolRelay for Relay {
     fn invoke(
         &self,
@@ -599,34 +626,34 @@ impl ToolRelay for Relay {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, ToolError>> + Send + '_>>
     {
         Box::pin(async move {
-            let call = Call {
-                v: VERSION,
-                key: self.key.clone(),
-                worker: self.worker.clone(),
-                tool: name,
-                input,
-            };
-            let payload = serde_json::to_vec(&call)
-                .map_err(|e| ToolError::Failed(format!("the call could not be encoded: {e}")))?;
-            let request = async_nats::Request::new()
-                .payload(payload.into())
-                .timeout(Some(self.timeout));
-            let answer = self
-                .client
-                .send_request(self.subject.clone(), request)
-                .await
-                .map_err(|e| {
-                    ToolError::Failed(format!("the coordinator did not answer the call: {e}"))
-                })?;
-            match serde_json::from_slice::<CallReply>(&answer.payload) {
+            match self.request(Request::Tool { tool: name, input }).await {
                 Ok(CallReply::Ok(output)) => Ok(output),
                 Ok(CallReply::NotFound(m)) => Err(ToolError::NotFound(m)),
                 Ok(CallReply::Denied(m)) => Err(ToolError::Denied(m)),
                 Ok(CallReply::InvalidInput(m)) => Err(ToolError::InvalidInput(m)),
                 Ok(CallReply::Failed(m)) => Err(ToolError::Failed(m)),
-                Err(e) => Err(ToolError::Failed(format!(
-                    "the coordinator's answer does not parse: {e}"
-                ))),
+                Ok(CallReply::Blackboard(_)) => Err(ToolError::Failed(
+                    "the coordinator answered another call".into(),
+                )),
+                Err(e) => Err(ToolError::Failed(e)),
+            }
+        })
+    }
+}
+
+impl BoardRelay for Relay {
+    fn call(
+        &self,
+        call: BoardCall,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = BoardReply> + Send + '_>> {
+        Box::pin(async move {
+            match self.request(Request::Blackboard(call)).await {
+                Ok(CallReply::Blackboard(reply)) => reply,
+                // A call the coordinator refused before it reached the board (not this
+                // worker's attempt, too many at once).
+                Ok(CallReply::Denied(why)) => BoardReply::Denied(why),
+                Ok(_) => BoardReply::Denied("the coordinator answered another call".into()),
+                Err(e) => BoardReply::Denied(e),
             }
         })
     }

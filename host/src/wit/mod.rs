@@ -10,7 +10,8 @@
 //! enums instead of strings), never in behaviour.
 //!
 //! Imports may trap (`trappable`) so a host failure ends the guest instead of panicking;
-//! `tools.invoke`, `secrets.get` and `messages.receive` are async because they wait; exports are async so
+//! `tools.invoke`, `secrets.get`, `messages.receive` and the blackboard's calls are async
+//! because they wait (a worker's blackboard is its coordinator's); exports are async so
 //! that guests run on fibers and yield to tokio at every epoch tick.
 
 use wasmtime::AsContextMut;
@@ -28,6 +29,10 @@ pub(crate) mod v3 {
             "wasm-orch:agent/tools.invoke": async | trappable,
             "wasm-orch:agent/secrets.get": async | trappable,
             "wasm-orch:agent/messages.receive": async | trappable,
+            "wasm-orch:agent/blackboard.get": async | trappable,
+            "wasm-orch:agent/blackboard.put": async | trappable,
+            "wasm-orch:agent/blackboard.compare-and-swap": async | trappable,
+            "wasm-orch:agent/blackboard.list-keys": async | trappable,
             default: trappable,
         },
         exports: {
@@ -44,6 +49,10 @@ pub(crate) mod v2 {
         imports: {
             "wasm-orch:agent/tools.invoke": async | trappable,
             "wasm-orch:agent/secrets.get": async | trappable,
+            "wasm-orch:agent/blackboard.get": async | trappable,
+            "wasm-orch:agent/blackboard.put": async | trappable,
+            "wasm-orch:agent/blackboard.compare-and-swap": async | trappable,
+            "wasm-orch:agent/blackboard.list-keys": async | trappable,
             default: trappable,
         },
         exports: {

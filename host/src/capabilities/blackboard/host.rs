@@ -3,13 +3,16 @@
 //!
 //! Every key goes through the blackboard's policy (`scope::resolve`) first; a refusal is
 //! denied and audited. Values are redacted before they are kept, and a key holding a secret
-//! value is refused.
+//! value is refused. A worker's attempt has no board: its calls go to its coordinator's
+//! (`relay`), which answers them with [`BlackboardView::answer`], the same checks.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker};
 
 use super::board::{Blackboard, Entry, Refusal};
+use super::relay::{BoardCall, BoardRelay, BoardReply, WireEntry};
 use super::scope::{BRANCHES, BoardScope, MAX_KEY, RESERVED, SHARED, resolve};
 use crate::bus::{SharedEmitter, lock};
 use crate::model::events::{AuditResource, Decision};
@@ -23,6 +26,8 @@ pub(crate) struct BlackboardView<'a> {
     branch: &'a str,
     branches: &'a HashSet<String>,
     events: &'a SharedEmitter,
+    /// Set when the board is another process's: the calls go there.
+    relay: Option<&'a Arc<dyn BoardRelay>>,
 }
 
 impl<'a> BlackboardView<'a> {
@@ -32,6 +37,7 @@ impl<'a> BlackboardView<'a> {
             branch: &scope.branch,
             branches: &scope.branches,
             events,
+            relay: scope.relay.as_ref(),
         }
     }
 }
@@ -108,24 +114,16 @@ impl BlackboardView<'_> {
     }
 }
 
-impl wit::Host for BlackboardView<'_> {
-    fn get(
-        &mut self,
-        key: String,
-    ) -> wasmtime::Result<Result<Option<wit::Entry>, wit::BlackboardError>> {
-        Ok(self
-            .place("get", &key)
-            .map(|k| self.board.get(&k).map(entry)))
+impl BlackboardView<'_> {
+    fn local_get(&self, key: String) -> Result<Option<wit::Entry>, wit::BlackboardError> {
+        self.place("get", &key)
+            .map(|k| self.board.get(&k).map(entry))
     }
 
-    fn put(
-        &mut self,
-        key: String,
-        value: String,
-    ) -> wasmtime::Result<Result<u64, wit::BlackboardError>> {
+    fn local_put(&self, key: String, value: String) -> Result<u64, wit::BlackboardError> {
         let place = match self.place("put", &key) {
             Ok(place) => place,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Err(e),
         };
         if key.starts_with(SHARED) {
             let why = "a shared key is written with compare-and-swap, so that no update is lost";
@@ -135,46 +133,39 @@ impl wit::Host for BlackboardView<'_> {
                 Decision::Denied,
                 why,
             );
-            return Ok(Err(wit::BlackboardError::Denied(why.to_owned())));
+            return Err(wit::BlackboardError::Denied(why.to_owned()));
         }
         let value = match self.redact(value) {
             Ok(value) => value,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Err(e),
         };
-        Ok(self.board.put(&place, value).map_err(refusal))
+        self.board.put(&place, value).map_err(refusal)
     }
 
-    fn compare_and_swap(
-        &mut self,
+    fn local_compare_and_swap(
+        &self,
         key: String,
         expected: Option<u64>,
         value: String,
-    ) -> wasmtime::Result<Result<u64, wit::BlackboardError>> {
+    ) -> Result<u64, wit::BlackboardError> {
         let place = match self.place("compare-and-swap", &key) {
             Ok(place) => place,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Err(e),
         };
         let value = match self.redact(value) {
             Ok(value) => value,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Err(e),
         };
-        Ok(self
-            .board
+        self.board
             .compare_and_swap(&place, expected, value)
-            .map_err(refusal))
+            .map_err(refusal)
     }
 
-    fn list_keys(
-        &mut self,
-        prefix: String,
-    ) -> wasmtime::Result<Result<Vec<String>, wit::BlackboardError>> {
+    fn local_list_keys(&self, prefix: String) -> Result<Vec<String>, wit::BlackboardError> {
         if prefix.starts_with(BRANCHES) || RESERVED.iter().any(|r| prefix.starts_with(r)) {
-            return Ok(
-                match self.place("list-keys", prefix.trim_end_matches('/')) {
-                    Ok(_) => Ok(self.board.list_keys(&prefix)),
-                    Err(e) => Err(e),
-                },
-            );
+            return self
+                .place("list-keys", prefix.trim_end_matches('/'))
+                .map(|_| self.board.list_keys(&prefix));
         }
         let own = format!("{BRANCHES}{}/", self.branch);
         let mut keys: Vec<String> = self
@@ -192,7 +183,122 @@ impl wit::Host for BlackboardView<'_> {
             keys.extend(self.board.list_keys(shared_prefix));
         }
         keys.sort();
-        Ok(Ok(keys))
+        Ok(keys)
+    }
+
+    /// Makes `call` on this board, as the guest's own import would: a relayed attempt's call
+    /// (checked, kept and audited here).
+    pub(crate) fn answer(&self, call: BoardCall) -> BoardReply {
+        let done = match call {
+            BoardCall::Get { key } => self.local_get(key).map(|e| BoardReply::Entry(e.map(wire))),
+            BoardCall::Put { key, value } => self.local_put(key, value).map(BoardReply::Version),
+            BoardCall::CompareAndSwap {
+                key,
+                expected,
+                value,
+            } => self
+                .local_compare_and_swap(key, expected, value)
+                .map(BoardReply::Version),
+            BoardCall::ListKeys { prefix } => self.local_list_keys(prefix).map(BoardReply::Keys),
+        };
+        done.unwrap_or_else(|e| match e {
+            wit::BlackboardError::Conflict(current) => BoardReply::Conflict(current.map(wire)),
+            wit::BlackboardError::Denied(why) => BoardReply::Denied(why),
+        })
+    }
+}
+
+fn wire(e: wit::Entry) -> WireEntry {
+    WireEntry {
+        value: e.value,
+        version: e.version,
+    }
+}
+
+fn unwire(e: WireEntry) -> wit::Entry {
+    wit::Entry {
+        value: e.value,
+        version: e.version,
+    }
+}
+
+/// What a relayed call's reply means for the guest: `take` picks the answer of the call's kind.
+fn replied<T>(
+    reply: BoardReply,
+    take: impl FnOnce(BoardReply) -> Option<T>,
+) -> Result<T, wit::BlackboardError> {
+    match reply {
+        BoardReply::Conflict(current) => Err(wit::BlackboardError::Conflict(current.map(unwire))),
+        BoardReply::Denied(why) => Err(wit::BlackboardError::Denied(why)),
+        other => take(other).ok_or_else(|| {
+            wit::BlackboardError::Denied("the coordinator answered another call".into())
+        }),
+    }
+}
+
+impl wit::Host for BlackboardView<'_> {
+    async fn get(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<wit::Entry>, wit::BlackboardError>> {
+        let Some(relay) = self.relay else {
+            return Ok(self.local_get(key));
+        };
+        let reply = relay.call(BoardCall::Get { key }).await;
+        Ok(replied(reply, |r| match r {
+            BoardReply::Entry(e) => Some(e.map(unwire)),
+            _ => None,
+        }))
+    }
+
+    async fn put(
+        &mut self,
+        key: String,
+        value: String,
+    ) -> wasmtime::Result<Result<u64, wit::BlackboardError>> {
+        let Some(relay) = self.relay else {
+            return Ok(self.local_put(key, value));
+        };
+        let reply = relay.call(BoardCall::Put { key, value }).await;
+        Ok(replied(reply, |r| match r {
+            BoardReply::Version(v) => Some(v),
+            _ => None,
+        }))
+    }
+
+    async fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<u64>,
+        value: String,
+    ) -> wasmtime::Result<Result<u64, wit::BlackboardError>> {
+        let Some(relay) = self.relay else {
+            return Ok(self.local_compare_and_swap(key, expected, value));
+        };
+        let call = BoardCall::CompareAndSwap {
+            key,
+            expected,
+            value,
+        };
+        let reply = relay.call(call).await;
+        Ok(replied(reply, |r| match r {
+            BoardReply::Version(v) => Some(v),
+            _ => None,
+        }))
+    }
+
+    async fn list_keys(
+        &mut self,
+        prefix: String,
+    ) -> wasmtime::Result<Result<Vec<String>, wit::BlackboardError>> {
+        let Some(relay) = self.relay else {
+            return Ok(self.local_list_keys(prefix));
+        };
+        let reply = relay.call(BoardCall::ListKeys { prefix }).await;
+        Ok(replied(reply, |r| match r {
+            BoardReply::Keys(k) => Some(k),
+            _ => None,
+        }))
     }
 }
 
@@ -215,36 +321,39 @@ fn old_error(e: wit::BlackboardError) -> v2::BlackboardError {
 }
 
 impl v2::Host for BlackboardView<'_> {
-    fn get(
+    async fn get(
         &mut self,
         key: String,
     ) -> wasmtime::Result<Result<Option<v2::Entry>, v2::BlackboardError>> {
-        Ok(wit::Host::get(self, key)?
+        Ok(wit::Host::get(self, key)
+            .await?
             .map(|e| e.map(old_entry))
             .map_err(old_error))
     }
 
-    fn put(
+    async fn put(
         &mut self,
         key: String,
         value: String,
     ) -> wasmtime::Result<Result<u64, v2::BlackboardError>> {
-        Ok(wit::Host::put(self, key, value)?.map_err(old_error))
+        Ok(wit::Host::put(self, key, value).await?.map_err(old_error))
     }
 
-    fn compare_and_swap(
+    async fn compare_and_swap(
         &mut self,
         key: String,
         expected: Option<u64>,
         value: String,
     ) -> wasmtime::Result<Result<u64, v2::BlackboardError>> {
-        Ok(wit::Host::compare_and_swap(self, key, expected, value)?.map_err(old_error))
+        Ok(wit::Host::compare_and_swap(self, key, expected, value)
+            .await?
+            .map_err(old_error))
     }
 
-    fn list_keys(
+    async fn list_keys(
         &mut self,
         prefix: String,
     ) -> wasmtime::Result<Result<Vec<String>, v2::BlackboardError>> {
-        Ok(wit::Host::list_keys(self, prefix)?.map_err(old_error))
+        Ok(wit::Host::list_keys(self, prefix).await?.map_err(old_error))
     }
 }

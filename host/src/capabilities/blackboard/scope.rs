@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::board::Blackboard;
+use super::relay::BoardRelay;
 use crate::model::Name;
 
 /// A task's place in its run's blackboard.
@@ -21,6 +22,9 @@ pub(crate) struct BoardScope {
     pub(crate) branch: Name,
     /// Every branch of the run: their copies can be read.
     pub(crate) branches: Arc<HashSet<String>>,
+    /// Where the calls go instead, when the board is another process's (a worker's
+    /// attempt: its coordinator's).
+    pub(crate) relay: Option<Arc<dyn BoardRelay>>,
 }
 
 impl BoardScope {
@@ -30,6 +34,16 @@ impl BoardScope {
             board: Arc::default(),
             branch: "describe".into(),
             branches: Arc::default(),
+            relay: None,
+        }
+    }
+
+    /// The scope of a task whose calls go through `relay` (`branch` is only named).
+    pub(crate) fn relayed(branch: Name, relay: Arc<dyn BoardRelay>) -> Self {
+        Self {
+            branch,
+            relay: Some(relay),
+            ..Self::alone()
         }
     }
 }
