@@ -186,8 +186,11 @@ fn looping_over(scratch: &Scratch, with: &str, max: u32, extra: &str) -> String 
     )
 }
 
-/// The iterations the run added: (loop, iteration, planner, its tasks, the tasks that wait).
-fn iterations(done: &Finished) -> Vec<(String, u32, String, Vec<String>, Vec<String>)> {
+/// An iteration the run added: (loop, iteration, planner, its tasks, the tasks that wait).
+type Added = (String, u32, String, Vec<String>, Vec<String>);
+
+/// The iterations the run added.
+fn iterations(done: &Finished) -> Vec<Added> {
     done.events
         .iter()
         .filter_map(|e| match &e.kind {

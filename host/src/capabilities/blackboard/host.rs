@@ -121,10 +121,7 @@ impl BlackboardView<'_> {
     }
 
     fn local_put(&self, key: String, value: String) -> Result<u64, wit::BlackboardError> {
-        let place = match self.place("put", &key) {
-            Ok(place) => place,
-            Err(e) => return Err(e),
-        };
+        let place = self.place("put", &key)?;
         if key.starts_with(SHARED) {
             let why = "a shared key is written with compare-and-swap, so that no update is lost";
             lock(self.events).audit(
@@ -135,10 +132,7 @@ impl BlackboardView<'_> {
             );
             return Err(wit::BlackboardError::Denied(why.to_owned()));
         }
-        let value = match self.redact(value) {
-            Ok(value) => value,
-            Err(e) => return Err(e),
-        };
+        let value = self.redact(value)?;
         self.board.put(&place, value).map_err(refusal)
     }
 
@@ -148,14 +142,8 @@ impl BlackboardView<'_> {
         expected: Option<u64>,
         value: String,
     ) -> Result<u64, wit::BlackboardError> {
-        let place = match self.place("compare-and-swap", &key) {
-            Ok(place) => place,
-            Err(e) => return Err(e),
-        };
-        let value = match self.redact(value) {
-            Ok(value) => value,
-            Err(e) => return Err(e),
-        };
+        let place = self.place("compare-and-swap", &key)?;
+        let value = self.redact(value)?;
         self.board
             .compare_and_swap(&place, expected, value)
             .map_err(refusal)
