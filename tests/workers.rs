@@ -8,7 +8,9 @@
 //! - with NATS down, a run with a pool still runs, here;
 //! - guests on workers reach the run's blackboard through the coordinator: parallel counters
 //!   on two workers lose no update of a shared key, and a key out of a task's scope is refused
-//!   and audited by the coordinator.
+//!   and audited by the coordinator;
+//! - agents on workers talk through the coordinator's mailboxes: the negotiation on two
+//!   workers reaches the decision it reaches here, with the same message counts.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
@@ -586,6 +588,58 @@ fn guests_on_workers_share_the_runs_blackboard_through_the_coordinator() {
             .any(|k| k.contains("other")),
         "{board}"
     );
+    w1.stop();
+    w2.stop();
+}
+
+#[test]
+fn agents_on_workers_negotiate_through_the_coordinators_mailboxes() {
+    let scratch = Scratch::new();
+    let nats = NatsServer::start(&scratch);
+    let mut w1 = Worker::start(&nats, &scratch, "w1", "talk", &["--slots", "2"]);
+    let mut w2 = Worker::start(&nats, &scratch, "w2", "talk", &["--slots", "2"]);
+    await_workers(&nats, "talk", &["w1", "w2"], |_| true);
+    let output = scratch.path().join("results.json");
+    let out = run(
+        &scratch,
+        &root().join("examples/negotiation.toml"),
+        &["--nats", &nats.runtime_url(), "--pool", "talk"],
+        &output,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results = results(&output);
+    for node in ["alpha", "beta", "gamma"] {
+        let t = task(&results, node);
+        assert!(
+            t["history"][0]["worker"].is_string(),
+            "{node} ran on no worker: {t}"
+        );
+    }
+    // ALPHA and BETA waited for each other's messages at the same time, so on two processes.
+    let alpha = task(&results, "alpha");
+    let beta = task(&results, "beta");
+    assert_eq!(alpha["output"]["agreed"], 25.0, "{alpha}");
+    assert_eq!(
+        alpha["output"], beta["output"],
+        "both took the same decision"
+    );
+    assert_eq!(alpha["output"]["by"], "gamma");
+    // The same conversation as on one machine: each message sent, received and counted.
+    let counts = |t: &Value| {
+        (
+            t["messages"]["sent"].clone(),
+            t["messages"]["received"].clone(),
+        )
+    };
+    assert_eq!(counts(alpha), (5.into(), 5.into()), "{alpha}");
+    assert_eq!(counts(beta), (4.into(), 5.into()), "{beta}");
+    assert_eq!(counts(task(&results, "gamma")), (2.into(), 1.into()));
+    assert_eq!(results["metrics"]["total_messages"], 11);
     w1.stop();
     w2.stop();
 }

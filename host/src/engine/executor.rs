@@ -80,6 +80,19 @@ impl RunContext {
         }
     }
 
+    /// What an attempt's `messages` import reaches. A diagnosis speaks for no task: it
+    /// neither sends as the task it diagnoses nor takes its messages.
+    pub(crate) fn message_scope(&self, job: &Job) -> MessageScope {
+        match job.task {
+            Some(_) => MessageScope {
+                mailboxes: Arc::clone(&self.mailboxes),
+                node: job.task_ref.node.clone(),
+                relay: None,
+            },
+            None => MessageScope::alone(),
+        }
+    }
+
     /// What an attempt of `agent` may call, as whom.
     pub(crate) fn tool_access(&self, job: &Job, agent: &RunAgent) -> ToolAccess {
         let run = self;
@@ -219,15 +232,7 @@ impl LocalExecutor {
             run_id: run.run_id.clone(),
             emitter,
             board: run.board_scope(&job),
-            // A diagnosis speaks for no task: it neither sends as the task it diagnoses nor
-            // takes its messages.
-            messages: match job.task {
-                Some(_) => MessageScope {
-                    mailboxes: Arc::clone(&run.mailboxes),
-                    node: job.task_ref.node.clone(),
-                },
-                None => MessageScope::alone(),
-            },
+            messages: run.message_scope(&job),
             tools,
             secrets: SecretAccess {
                 backend: Arc::clone(&run.secrets),

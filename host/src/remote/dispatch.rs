@@ -11,7 +11,11 @@ use serde_json::value::RawValue;
 use super::pool::{PoolInner, Ready, WorkerPool};
 use super::wire::{CallReply, Finished, Order, Report, Request, UpstreamWire, VERSION};
 use crate::bus::{SharedEmitter, TaskEmitter, lock};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+
 use crate::capabilities::blackboard::BlackboardView;
+use crate::capabilities::messages::MessagesView;
 use crate::engine::{LocalExecutor, RunAgent};
 use crate::model::Name;
 use crate::model::digest::sha256_hex;
@@ -20,8 +24,12 @@ use crate::model::port::{Attempt, Executor, Job, UpstreamResult};
 use crate::model::status::{ErrorKind, TaskError, TaskStatus};
 use crate::wit::v3::wasm_orch::agent::tools::ToolError;
 
-/// Interfaces a worker cannot serve yet: their calls must be checked by the coordinator.
-const HOME_ONLY: &[&str] = &["wasm-orch:agent/secrets", "wasm-orch:agent/messages"];
+/// A relayed message call being answered: where its answer goes, and the answer.
+type Answering =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (async_nats::Subject, CallReply)> + Send>>;
+
+/// Interfaces a worker does not serve: secret values stay in the coordinator's process.
+const HOME_ONLY: &[&str] = &["wasm-orch:agent/secrets"];
 
 /// Runs a run's attempts on a pool's workers, or here.
 pub(crate) struct Dispatch {
@@ -97,7 +105,7 @@ impl Dispatch {
             HOME_ONLY.contains(&name)
         });
         if home {
-            return Err("its component imports secrets or messages");
+            return Err("its component imports secrets");
         }
         Ok(())
     }
@@ -217,6 +225,9 @@ impl Dispatch {
         .for_tenant(&run.tenant, Arc::clone(&run.redactor));
         let tools = run.tool_access(&job, agent);
         let board = run.board_scope(&job);
+        let messages = run.message_scope(&job);
+        // Message calls being answered (a receive waits for its message or its timeout).
+        let mut waits: FuturesUnordered<Answering> = FuturesUnordered::new();
         emitter.grants(TaskGrants {
             task: job.task_ref.clone(),
             tenant: run.tenant.clone(),
@@ -266,6 +277,17 @@ impl Dispatch {
                             pool.answer(reply, &CallReply::Blackboard(answer)).await;
                             continue;
                         }
+                        // A receive may wait: it is answered beside the rest, never before
+                        // the reports that follow it.
+                        Request::Messages(call) => {
+                            let (messages, events) = (messages.clone(), Arc::clone(&events));
+                            let longest = job.limits.timeout;
+                            waits.push(Box::pin(async move {
+                                let answer = MessagesView::new(&messages, &events).answer(call, longest).await;
+                                (reply, CallReply::Messages(answer))
+                            }));
+                            continue;
+                        }
                     };
                     let made = tokio::time::timeout(
                         job.limits.timeout,
@@ -280,6 +302,9 @@ impl Dispatch {
                         Ok(Err(ToolError::Failed(m))) => CallReply::Failed(m),
                         Err(_) => CallReply::Failed("the call ran past the attempt's time limit".into()),
                     };
+                    pool.answer(reply, &answer).await;
+                }
+                Some((reply, answer)) = waits.next(), if !waits.is_empty() => {
                     pool.answer(reply, &answer).await;
                 }
                 () = job.cancel.cancelled() => {

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::capabilities::blackboard::{BoardCall, BoardReply};
+use crate::capabilities::messages::{MessageCall, MessageReply};
 use crate::model::events::TaskRef;
 use crate::model::limits::Limits;
 use crate::model::status::{ErrorKind, TaskError, TaskStatus};
@@ -94,7 +95,8 @@ pub(crate) struct Finished {
 
 /// A worker's call home for an attempt it runs: a request on `wasm-orch.reports.<coordinator>`,
 /// answered with a [`CallReply`]. The coordinator checks and makes it as it would a local
-/// attempt's (a tool's grant, tenant policy, quota, rate; a blackboard key's scope; audit).
+/// attempt's (a tool's grant, tenant policy, quota, rate; a blackboard key's scope; a
+/// message's address and limits; audit).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Call {
     pub(crate) v: u32,
@@ -109,6 +111,7 @@ pub(crate) struct Call {
 pub(crate) enum Request {
     Tool { tool: String, input: String },
     Blackboard(BoardCall),
+    Messages(MessageCall),
 }
 
 /// How a call went: a tool's outcome, or the blackboard's answer.
@@ -121,6 +124,7 @@ pub(crate) enum CallReply {
     InvalidInput(String),
     Failed(String),
     Blackboard(BoardReply),
+    Messages(MessageReply),
 }
 
 impl Finished {

@@ -27,6 +27,7 @@ use super::{HEARTBEAT, NatsError, PREFIX, QueueSettings, check_pool, token};
 use crate::bus::{Bus, EmitterLimits, TaskEmitter};
 use crate::capabilities::blackboard::{BoardCall, BoardRelay, BoardReply, BoardScope};
 use crate::capabilities::files::{RunDir, TaskFiles};
+use crate::capabilities::messages::{MessageCall, MessageRelay, MessageReply, MessageScope};
 use crate::capabilities::secrets::SecretAccess;
 use crate::capabilities::tools::{ToolAccess, ToolRelay};
 use crate::engine::{Engine, EngineConfig, LoadedAgent, MAX_COMPONENT, Setup};
@@ -450,7 +451,7 @@ async fn run(state: &State, order: &Order, stop: CancellationToken) -> Finished 
         run_id: Name::from(order.run_id.as_str()),
         emitter,
         board: BoardScope::relayed(order.task.branch.clone(), Arc::clone(&relay) as _),
-        messages: crate::capabilities::messages::MessageScope::alone(),
+        messages: MessageScope::relayed(order.task.node.clone(), Arc::clone(&relay) as _),
         tools: ToolAccess::relayed(relay),
         secrets: SecretAccess::none(),
         redactor: Arc::default(),
@@ -632,7 +633,7 @@ impl ToolRelay for Relay {
                 Ok(CallReply::Denied(m)) => Err(ToolError::Denied(m)),
                 Ok(CallReply::InvalidInput(m)) => Err(ToolError::InvalidInput(m)),
                 Ok(CallReply::Failed(m)) => Err(ToolError::Failed(m)),
-                Ok(CallReply::Blackboard(_)) => Err(ToolError::Failed(
+                Ok(CallReply::Blackboard(_) | CallReply::Messages(_)) => Err(ToolError::Failed(
                     "the coordinator answered another call".into(),
                 )),
                 Err(e) => Err(ToolError::Failed(e)),
@@ -654,6 +655,22 @@ impl BoardRelay for Relay {
                 Ok(CallReply::Denied(why)) => BoardReply::Denied(why),
                 Ok(_) => BoardReply::Denied("the coordinator answered another call".into()),
                 Err(e) => BoardReply::Denied(e),
+            }
+        })
+    }
+}
+
+impl MessageRelay for Relay {
+    fn call(
+        &self,
+        call: MessageCall,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = MessageReply> + Send + '_>> {
+        Box::pin(async move {
+            match self.request(Request::Messages(call)).await {
+                Ok(CallReply::Messages(reply)) => reply,
+                Ok(CallReply::Denied(why)) => MessageReply::Denied(why),
+                Ok(_) => MessageReply::Denied("the coordinator answered another call".into()),
+                Err(e) => MessageReply::Denied(e),
             }
         })
     }

@@ -28,6 +28,7 @@ pub(crate) mod v3 {
         imports: {
             "wasm-orch:agent/tools.invoke": async | trappable,
             "wasm-orch:agent/secrets.get": async | trappable,
+            "wasm-orch:agent/messages.send": async | trappable,
             "wasm-orch:agent/messages.receive": async | trappable,
             "wasm-orch:agent/blackboard.get": async | trappable,
             "wasm-orch:agent/blackboard.put": async | trappable,

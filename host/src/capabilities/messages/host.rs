@@ -5,13 +5,16 @@
 //! body's size first, then JSON, then redaction, then the mailboxes' limits. A refusal is
 //! denied and audited; a message is an `agent.message.sent` event and its receipt an
 //! `agent.message.received` (sizes, never bodies). A `receive` waits without fuel; the
-//! attempt's deadline and its cancellation drop the wait.
+//! attempt's deadline and its cancellation drop the wait. A worker's attempt has no inbox:
+//! its calls go to its coordinator's mailboxes (`relay`), answered by
+//! [`MessagesView::answer`] with the same checks.
 
 use std::time::Duration;
 
 use wasmtime::component::{HasData, Linker};
 
 use super::mailbox::MessageScope;
+use super::relay::{MessageCall, MessageReply, WireMessage};
 use crate::bus::{SharedEmitter, lock};
 use crate::model::events::{AuditResource, Decision};
 use crate::model::text::truncate;
@@ -105,20 +108,10 @@ impl MessagesView<'_> {
     }
 }
 
-impl wit::Host for MessagesView<'_> {
-    fn send(
-        &mut self,
-        to: String,
-        body: String,
-    ) -> wasmtime::Result<Result<u64, wit::MessageError>> {
-        Ok(MessagesView::send(self, &to, body))
-    }
-
-    async fn receive(
-        &mut self,
-        timeout_ms: u32,
-    ) -> wasmtime::Result<Result<Option<wit::Message>, wit::MessageError>> {
-        let until = tokio::time::Instant::now() + Duration::from_millis(u64::from(timeout_ms));
+impl MessagesView<'_> {
+    /// Takes the next message of the task's inbox, waiting up to `timeout` for one.
+    async fn take(&self, timeout: Duration) -> Option<wit::Message> {
+        let until = tokio::time::Instant::now() + timeout;
         loop {
             match self.scope.mailboxes.take(&self.scope.node) {
                 Ok(message) => {
@@ -127,13 +120,13 @@ impl wit::Host for MessagesView<'_> {
                         message.seq,
                         message.body.len() as u64,
                     );
-                    return Ok(Ok(Some(wit::Message {
+                    return Some(wit::Message {
                         sender: message.sender.to_string(),
                         body: message.body,
                         seq: message.seq,
-                    })));
+                    });
                 }
-                Err(None) => return Ok(Ok(None)),
+                Err(None) => return None,
                 Err(Some(notify)) => {
                     // A send stores a permit when nobody waits: no message slips between the
                     // look above and this wait.
@@ -141,10 +134,71 @@ impl wit::Host for MessagesView<'_> {
                         .await
                         .is_err()
                     {
-                        return Ok(Ok(None));
+                        return None;
                     }
                 }
             }
         }
+    }
+
+    /// Makes `call` on these mailboxes, as the guest's own import would: a relayed attempt's
+    /// call (checked, counted and audited here). A receive waits at most `longest`.
+    pub(crate) async fn answer(&self, call: MessageCall, longest: Duration) -> MessageReply {
+        match call {
+            MessageCall::Send { to, body } => match self.send(&to, body) {
+                Ok(seq) => MessageReply::Sent(seq),
+                Err(wit::MessageError::Denied(why)) => MessageReply::Denied(why),
+            },
+            MessageCall::Receive { timeout_ms } => {
+                let wait = Duration::from_millis(u64::from(timeout_ms)).min(longest);
+                MessageReply::Received(self.take(wait).await.map(|m| WireMessage {
+                    sender: m.sender,
+                    body: m.body,
+                    seq: m.seq,
+                }))
+            }
+        }
+    }
+}
+
+impl wit::Host for MessagesView<'_> {
+    async fn send(
+        &mut self,
+        to: String,
+        body: String,
+    ) -> wasmtime::Result<Result<u64, wit::MessageError>> {
+        let Some(relay) = &self.scope.relay else {
+            return Ok(MessagesView::send(self, &to, body));
+        };
+        Ok(match relay.call(MessageCall::Send { to, body }).await {
+            MessageReply::Sent(seq) => Ok(seq),
+            MessageReply::Denied(why) => Err(wit::MessageError::Denied(why)),
+            MessageReply::Received(_) => Err(wit::MessageError::Denied(
+                "the coordinator answered another call".into(),
+            )),
+        })
+    }
+
+    async fn receive(
+        &mut self,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<Result<Option<wit::Message>, wit::MessageError>> {
+        let Some(relay) = &self.scope.relay else {
+            let timeout = Duration::from_millis(u64::from(timeout_ms));
+            return Ok(Ok(self.take(timeout).await));
+        };
+        Ok(
+            match relay.call(MessageCall::Receive { timeout_ms }).await {
+                MessageReply::Received(m) => Ok(m.map(|m| wit::Message {
+                    sender: m.sender,
+                    body: m.body,
+                    seq: m.seq,
+                })),
+                MessageReply::Denied(why) => Err(wit::MessageError::Denied(why)),
+                MessageReply::Sent(_) => Err(wit::MessageError::Denied(
+                    "the coordinator answered another call".into(),
+                )),
+            },
+        )
     }
 }

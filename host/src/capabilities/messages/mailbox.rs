@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
 
+use super::relay::MessageRelay;
 use crate::model::Name;
 use crate::model::limits::MessageLimits;
 use crate::model::report::MessageCounts;
@@ -75,6 +76,9 @@ struct Boxes {
 pub(crate) struct MessageScope {
     pub(crate) mailboxes: Arc<Mailboxes>,
     pub(crate) node: Name,
+    /// Where the calls go instead, when the mailboxes are another process's (a worker's
+    /// attempt: its coordinator's).
+    pub(crate) relay: Option<Arc<dyn MessageRelay>>,
 }
 
 impl MessageScope {
@@ -88,6 +92,16 @@ impl MessageScope {
         Self {
             mailboxes: Arc::clone(mailboxes),
             node: Name::from(""),
+            relay: None,
+        }
+    }
+
+    /// The scope of a task whose calls go through `relay` (`node` is only named).
+    pub(crate) fn relayed(node: Name, relay: Arc<dyn MessageRelay>) -> Self {
+        Self {
+            node,
+            relay: Some(relay),
+            ..Self::alone()
         }
     }
 }

@@ -5,13 +5,16 @@
 //!   scoping is structural, as for the blackboard. Its limits (body size, messages per task,
 //!   per second, unread per inbox) are checked before a body is parsed or kept;
 //! - host implementation of `wasm-orch:agent/messages`, with every refusal audited and every
-//!   message and receipt an event (`host`).
+//!   message and receipt an event (`host`);
+//! - the calls of a worker's attempt, relayed to its coordinator's mailboxes (`relay`).
 //!
 //! A task declared `start = "on-message"` is dormant: the scheduler starts it when its first
 //! message arrives (the mailboxes tell it, through the channel [`Mailboxes::new`] returns).
 
 mod host;
 mod mailbox;
+mod relay;
 
 pub(crate) use self::host::{MessagesView, add_to_linker};
 pub(crate) use self::mailbox::{Mailboxes, MessageScope};
+pub(crate) use self::relay::{MessageCall, MessageRelay, MessageReply};
