@@ -17,6 +17,12 @@ impl Style {
         }
     }
 
+    /// No styling at all.
+    #[cfg(test)]
+    pub(super) fn off() -> Self {
+        Self { on: false }
+    }
+
     pub(super) fn for_stdout() -> Self {
         Self {
             on: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),

@@ -77,6 +77,7 @@ pub(super) async fn run(args: RunArgs, verbose: bool) -> u8 {
             plain: args.plain,
             verbose,
             append: false,
+            history: Vec::new(),
         },
         interrupts,
     )
@@ -98,6 +99,8 @@ pub(super) struct Follow {
     pub(super) verbose: bool,
     /// The run's `events.jsonl` is added to, not rewritten (a resumed run).
     pub(super) append: bool,
+    /// A resumed run's events before it resumed (what its live view starts from).
+    pub(super) history: Vec<std::sync::Arc<crate::events::Event>>,
 }
 
 /// Shows a run until it ends, writes its events and results, prints its summary; returns
@@ -128,7 +131,8 @@ pub(super) async fn follow(run: crate::Run, how: Follow, mut interrupts: Interru
     let live = !how.plain
         && std::io::stderr().is_terminal()
         && std::env::var("TERM").map_or(true, |t| t != "dumb");
-    let shown = tokio::spawn(view::show(run.events(), live, how.verbose));
+    let history = if live { how.history } else { Vec::new() };
+    let shown = tokio::spawn(view::show(run.events(), live, how.verbose, history));
 
     let report = match run.wait().await {
         Ok(report) => report,

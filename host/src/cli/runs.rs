@@ -25,6 +25,21 @@ pub(super) async fn resume(args: ResumeArgs, verbose: bool) -> u8 {
     if let Some(tenant) = &args.tenant {
         options = options.tenant(tenant);
     }
+    // What the live view starts from: the states its journal holds (not the guests' chatter).
+    let mut history = Vec::new();
+    let mut from = 0;
+    while let Ok(page) = runtime.run_events(&args.run_id, from, 10_000).await {
+        let Some(last) = page.last().map(|e| e.seq) else {
+            break;
+        };
+        from = last + 1;
+        history.extend(page.into_iter().filter(|e| {
+            matches!(
+                e.kind,
+                crate::events::EventKind::PlanCreated(_) | crate::events::EventKind::TaskStatus(_)
+            )
+        }));
+    }
     let run = match runtime.resume(&args.run_id, options).await {
         Ok(run) => run,
         Err(e) => {
@@ -58,6 +73,7 @@ pub(super) async fn resume(args: ResumeArgs, verbose: bool) -> u8 {
             plain: args.plain,
             verbose,
             append: true,
+            history,
         },
         interrupts,
     )

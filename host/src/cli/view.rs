@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::format::{self, Style};
@@ -10,9 +11,21 @@ use crate::TaskStatus;
 use crate::events::{Event, EventKind, EventStream, LogLevel, inert};
 
 /// Shows events until the stream ends.
-pub(super) async fn show(mut events: EventStream, live: bool, verbose: bool) {
+/// Shows a run's events as they come: a live board (`live`) or a line each. A resumed run's
+/// board starts from `history`, the events its journal held (its rows, grown ones too, as
+/// they stood).
+pub(super) async fn show(
+    mut events: EventStream,
+    live: bool,
+    verbose: bool,
+    history: Vec<Arc<Event>>,
+) {
     if live {
         let mut board = Board::new(Style::for_stderr(), verbose);
+        for event in &history {
+            board.apply(event);
+        }
+        drop(history);
         let mut ticker = tokio::time::interval(Duration::from_millis(100));
         eprint!("\x1b[?25l");
         loop {
@@ -88,6 +101,10 @@ impl Board {
                 self.notes
                     .extend(plan.notes.iter().map(|n| format!("note: {n}")));
                 for t in &plan.tasks {
+                    // A resumed run plans its tasks again: their rows are kept as they were.
+                    if self.index.contains_key(&t.node) {
+                        continue;
+                    }
                     self.index.insert(t.node.clone(), self.rows.len());
                     self.rows.push(Row {
                         node: t.node.clone(),
@@ -497,5 +514,72 @@ fn blocked_action(action: crate::policy::OnBlocked) -> &'static str {
         crate::policy::OnBlocked::Report => "report",
         crate::policy::OnBlocked::Retry => "cancel and retry",
         crate::policy::OnBlocked::Diagnose => "hand off to the diagnostic agent",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Board, Style};
+    use crate::events::{Event, EventKind};
+    use crate::model::events::{PlanCreated, TaskRef, TaskStatusUpdated};
+    use crate::model::status::TaskStatus;
+    use crate::model::time::Timestamp;
+
+    fn plan(nodes: &[&str], planner: Option<&str>) -> Event {
+        let json = serde_json::json!({
+            "workflow": "w", "tenant": "default", "max_concurrency": 2,
+            "tasks": nodes.iter().map(|n| serde_json::json!({
+                "node": n, "agent": "a", "depends_on": [], "priority": 0, "critical": true,
+            })).collect::<Vec<_>>(),
+            "planner": planner,
+        });
+        let plan: PlanCreated = serde_json::from_value(json).expect("a plan");
+        event(EventKind::PlanCreated(plan))
+    }
+
+    fn status(node: &str, status: TaskStatus) -> Event {
+        let task = TaskRef {
+            node: node.into(),
+            branch: node.into(),
+            agent: "a".into(),
+            attempt: 1,
+        };
+        event(EventKind::TaskStatus(TaskStatusUpdated::new(task, status)))
+    }
+
+    fn event(kind: EventKind) -> Event {
+        Event {
+            seq: 1,
+            run_id: "run".into(),
+            at: Timestamp::now(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn a_resumed_runs_board_keeps_its_rows_grown_ones_too_as_they_stood() {
+        let mut board = Board::new(Style::off(), false);
+        // What the journal held: the file's plan, a task that succeeded, a plan it grew.
+        for event in [
+            plan(&["plan", "after"], None),
+            status("plan", TaskStatus::Succeeded),
+            plan(&["plan.a", "plan.b"], Some("plan")),
+            status("plan.a", TaskStatus::Succeeded),
+        ] {
+            board.apply(&event);
+        }
+        // The resumed run plans the file's tasks again.
+        board.apply(&plan(&["plan", "after"], None));
+        let rows: Vec<(&str, TaskStatus)> =
+            board.rows.iter().map(|r| (r.node.as_str(), r.status)).collect();
+        assert_eq!(
+            rows,
+            [
+                ("plan", TaskStatus::Succeeded),
+                ("after", TaskStatus::Pending),
+                ("plan.a", TaskStatus::Succeeded),
+                ("plan.b", TaskStatus::Pending),
+            ]
+        );
     }
 }
