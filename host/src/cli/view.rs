@@ -570,8 +570,11 @@ mod tests {
         }
         // The resumed run plans the file's tasks again.
         board.apply(&plan(&["plan", "after"], None));
-        let rows: Vec<(&str, TaskStatus)> =
-            board.rows.iter().map(|r| (r.node.as_str(), r.status)).collect();
+        let rows: Vec<(&str, TaskStatus)> = board
+            .rows
+            .iter()
+            .map(|r| (r.node.as_str(), r.status))
+            .collect();
         assert_eq!(
             rows,
             [

@@ -50,8 +50,9 @@ pub(crate) struct RunContext {
     pub(crate) branches: Arc<std::collections::HashSet<String>>,
     pub(crate) run_dir: Arc<RunDir>,
     pub(crate) agents: Vec<RunAgent>,
-    /// Each task's declared inputs, by task index.
-    pub(crate) inputs: Vec<Vec<PathBuf>>,
+    /// Each task's declared inputs, by task index (a loop's later iterations join as the run
+    /// grows).
+    pub(crate) inputs: std::sync::RwLock<Vec<Arc<[PathBuf]>>>,
     /// The tenant's fuel rate, shared by all its runs.
     pub(crate) tenant_bucket: Option<Arc<FuelBucket>>,
     pub(crate) tools: Arc<ToolRegistry>,
@@ -70,6 +71,19 @@ pub(crate) struct RunContext {
 }
 
 impl RunContext {
+    /// Task `task`'s declared inputs.
+    pub(crate) fn inputs(&self, task: usize) -> Option<Arc<[PathBuf]>> {
+        let inputs = self.inputs.read().unwrap_or_else(|e| e.into_inner());
+        inputs.get(task).cloned()
+    }
+
+    /// Takes in the inputs of the tasks a run grew by (after the `from` it had).
+    pub(crate) fn grew(&self, from: usize, inputs: impl Iterator<Item = Arc<[PathBuf]>>) {
+        let mut all = self.inputs.write().unwrap_or_else(|e| e.into_inner());
+        all.truncate(from);
+        all.extend(inputs);
+    }
+
     /// Where an attempt's task stands in the run's blackboard.
     pub(crate) fn board_scope(&self, job: &Job) -> BoardScope {
         BoardScope {
@@ -136,7 +150,7 @@ impl LocalExecutor {
             .work_dir(branch, job.task_ref.attempt > 1 && !job.keep_files)?;
         let sources = job
             .task
-            .and_then(|t| run.inputs.get(t))
+            .and_then(|t| run.inputs(t))
             .filter(|s| !s.is_empty());
         let inputs = match sources {
             // Staging may copy: off the async threads.

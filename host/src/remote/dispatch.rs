@@ -91,13 +91,7 @@ impl Dispatch {
         if agent.loaded.source.is_none() {
             return Err("its component was not loaded from a file");
         }
-        if self
-            .local
-            .run
-            .inputs
-            .get(task)
-            .is_some_and(|i| !i.is_empty())
-        {
+        if self.local.run.inputs(task).is_some_and(|i| !i.is_empty()) {
             return Err("its task has input files");
         }
         let home = agent.loaded.imports.iter().any(|import| {

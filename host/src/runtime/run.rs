@@ -298,11 +298,24 @@ impl Runtime {
                         let branch = workflow.branch(i);
                         [format!("{branch}.diagnosis"), branch]
                     })
+                    // A loop over a child workflow: the branches of the iterations it will
+                    // grow by are under its own.
+                    .chain(workflow.tasks.iter().filter_map(|t| {
+                        t.iteration
+                            .as_ref()
+                            .map(|it| format!("{}.{}", workflow.name, it.looped))
+                    }))
                     .collect(),
             ),
             run_dir: Arc::clone(&run_dir),
             agents: run_agents,
-            inputs: workflow.tasks.iter().map(|t| t.inputs.clone()).collect(),
+            inputs: std::sync::RwLock::new(
+                workflow
+                    .tasks
+                    .iter()
+                    .map(|t| Arc::from(t.inputs.as_slice()))
+                    .collect(),
+            ),
             tenant_bucket: tenant.bucket.clone(),
             tools: Arc::clone(&inner.tools),
             access,
@@ -323,6 +336,7 @@ impl Runtime {
                 grants: serde_json::json!({ "tools": &*a.granted, "secrets": &*a.secrets }),
             })
             .collect();
+        let grown_inputs = Arc::clone(&context);
         let local = LocalExecutor {
             engine: Arc::clone(&inner.engine),
             run: context,
@@ -424,10 +438,15 @@ impl Runtime {
                 let snapshot = || serde_json::to_value(blackboard.snapshot()).unwrap_or_default();
                 let policy = &runtime.inner.policy;
                 let grow = |wf: &Workflow, grown: Workflow| {
-                    for t in &grown.tasks[wf.tasks.len()..] {
+                    let doctors = diagnostic_agents(&grown, policy).map_err(|e| e.to_string())?;
+                    let added = grown.tasks.get(wf.tasks.len()..).unwrap_or_default();
+                    for t in added {
                         mailboxes.open(Name::from(&t.id), t.on_message);
                     }
-                    let doctors = diagnostic_agents(&grown, policy).map_err(|e| e.to_string())?;
+                    grown_inputs.grew(
+                        wf.tasks.len(),
+                        added.iter().map(|t| Arc::from(t.inputs.as_slice())),
+                    );
                     let tasks = task_plans(&grown, policy, &doctors);
                     Ok(Growth {
                         workflow: grown,

@@ -60,17 +60,21 @@ impl Scheduler<'_> {
     /// iteration, or, for a first task of a loop over a child workflow, the last task of the
     /// iteration before.
     pub(super) fn previous_iteration(&self, task: usize) -> Option<Arc<RawValue>> {
-        if let Some(end) = self.plan.workflow.previous_end(task) {
+        // A loop of one task goes on from its own last iteration first (it may be a first
+        // task of a loop's body, whose earlier iteration it sees only on its first).
+        let own = self.plan.workflow.tasks[task].max_iterations.and_then(|_| {
+            self.tasks[task]
+                .attempts
+                .iter()
+                .rev()
+                .find(|(_, a)| a.status == TaskStatus::Iterated)
+                .and_then(|(_, a)| a.output.clone())
+        });
+        own.or_else(|| {
+            let end = self.plan.workflow.previous_end(task)?;
             let (_, last) = self.tasks[end].outcome.as_ref()?.attempts.last()?;
-            return last.output.clone();
-        }
-        self.plan.workflow.tasks[task].max_iterations?;
-        self.tasks[task]
-            .attempts
-            .iter()
-            .rev()
-            .find(|(_, a)| a.status == TaskStatus::Iterated)
-            .and_then(|(_, a)| a.output.clone())
+            last.output.clone()
+        })
     }
 }
 

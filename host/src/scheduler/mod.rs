@@ -780,7 +780,10 @@ impl<'a> Scheduler<'a> {
         // A planner's plan, or a loop's next iteration, is checked now (the attempt ends
         // with why it may not join the run), and taken in once this end is published.
         let mut plan = None;
-        if attempt.status.is_success() {
+        // A memoized iteration (`cached`) goes on like one that ran.
+        let iterates =
+            attempt.status.is_success() && self.iterates(task, attempt.output.as_deref());
+        if attempt.status.is_success() && !iterates {
             match self.growth_of(task, run.agent, attempt.output.clone()) {
                 Ok(growth) => plan = growth,
                 Err((status, error)) => {
@@ -789,8 +792,7 @@ impl<'a> Scheduler<'a> {
                 }
             }
         }
-        // A memoized iteration (`cached`) goes on like one that ran.
-        if attempt.status.is_success() && self.iterates(task, attempt.output.as_deref()) {
+        if iterates {
             attempt.status = TaskStatus::Iterated;
         }
         // Everything the attempt held goes back now: what it used is charged.

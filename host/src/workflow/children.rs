@@ -72,12 +72,19 @@ pub(super) fn inline(
         let last = instead.get(&place).cloned().unwrap_or_default();
         for (i, mut task) in child_tasks.into_iter().enumerate() {
             task.id = format!("{prefix}.{}", task.id);
-            task.iteration = looped.as_ref().map(|(id, max)| Iteration {
-                looped: id.clone(),
-                n: 1,
-                max: *max,
-                end: last.contains(&(base + i)),
-            });
+            task.iteration = match &looped {
+                Some((id, max)) => Some(Iteration {
+                    looped: id.clone(),
+                    n: 1,
+                    max: *max,
+                    end: last.contains(&(base + i)),
+                }),
+                // The child's own loop over a workflow: named below this task now.
+                None => task.iteration.map(|it| Iteration {
+                    looped: format!("{owner}.{}", it.looped),
+                    ..it
+                }),
+            };
             task.target = match task.target {
                 Target::Agent(a) => Target::Agent(agent_base + a),
                 Target::Capability { name, agents } => Target::Capability {
