@@ -326,6 +326,59 @@ async fn a_loop_over_a_child_workflow_whose_review_never_says_done_stops_at_max_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_over_a_workflow_inside_a_plain_child_workflow_runs_every_iteration_below_its_task()
+{
+    let scratch = Scratch::new();
+    let inner = looping_over(&scratch, "{ step = 5, target = 15 }", 10, "");
+    scratch.workflow("inner.toml", &inner);
+    let done = scratch
+        .run(
+            "[workflow]\nname = \"outer\"\n\
+             [agents.collect]\ncomponent = \"{guests}/collect.wasm\"\n\
+             [[tasks]]\nid = \"child\"\nworkflow = \"inner.toml\"\n\
+             [[tasks]]\nid = \"last\"\nagent = \"collect\"\ndepends_on = [\"child\"]\n",
+        )
+        .await;
+    assert_eq!(
+        done.report.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        done.report
+    );
+    let mut nodes: Vec<&str> = done.report.tasks.iter().map(|t| t.node.as_str()).collect();
+    nodes.sort_unstable();
+    let mut expected: Vec<String> = (1..=3)
+        .flat_map(|n| {
+            [
+                format!("child.loop.{n}.draft"),
+                format!("child.loop.{n}.review"),
+            ]
+        })
+        .chain(["child.after".to_string(), "last".to_string()])
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(nodes, expected, "three iterations below the child's task");
+    // Each iteration is named after the loop below its owner, and goes on from the one before.
+    let added = iterations(&done);
+    let loops: Vec<(&str, u32)> = added.iter().map(|a| (a.0.as_str(), a.1)).collect();
+    assert_eq!(loops, [("child.loop", 2), ("child.loop", 3)]);
+    assert_eq!(
+        done.report.output("child.loop.3.draft"),
+        Some(json!({ "value": 15, "iteration": 3, "done": false }))
+    );
+    assert_eq!(
+        done.report.output("child.after"),
+        Some(json!({
+            "succeeded": { "child.loop.3.review": { "value": 15, "iteration": 3, "done": true } },
+            "failed": {}
+        }))
+    );
+    assert!(
+        done.when("last", TaskStatus::Running) >= done.when("child.after", TaskStatus::Succeeded)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_loop_that_would_grow_past_max_tasks_ends_out_of_budget_with_a_clear_error() {
     let scratch = Scratch::new();
     let done = scratch
