@@ -43,7 +43,9 @@ impl Agent for Refine {
         if cx.params.review {
             let mut drafts: Vec<Refined> = cx.upstream_all()?;
             let Some(draft) = drafts.pop() else {
-                return Err(Error::invalid_input("a review needs the draft it depends on"));
+                return Err(Error::invalid_input(
+                    "a review needs the draft it depends on",
+                ));
             };
             let done = cx.params.target.is_some_and(|t| draft.value >= t);
             status::progress(
