@@ -54,7 +54,15 @@ impl Executor for Dispatch {
         let Some(pool) = &self.pool else {
             return self.local.execute(job).await;
         };
-        let pool = &pool.inner;
+        // Boxed: the way to a worker holds large futures (NATS requests, the reports'
+        // stream); an attempt that runs here keeps a small one (it is moved as it is spawned).
+        Box::pin(self.pooled(&pool.inner, job)).await
+    }
+}
+
+impl Dispatch {
+    /// An attempt of a run that has a pool: on a worker, or here.
+    async fn pooled(&self, pool: &PoolInner, job: Job) -> Attempt {
         let Some(agent) = self.local.run.agents.get(job.agent) else {
             return self.local.execute(job).await;
         };
@@ -80,9 +88,7 @@ impl Executor for Dispatch {
             }
         }
     }
-}
 
-impl Dispatch {
     /// Why an attempt cannot run on a worker, if it cannot.
     fn portable(&self, job: &Job, agent: &RunAgent) -> Result<(), &'static str> {
         let Some(task) = job.task else {

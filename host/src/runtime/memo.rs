@@ -64,6 +64,14 @@ impl<E: Executor> Executor for Memoized<E> {
         let (Some(memo), Some(agent)) = (memo, self.agents.get(job.agent)) else {
             return self.inner.execute(job).await;
         };
+        // Boxed: a memoized attempt's future holds the inner one as well as the lookups; every
+        // other attempt keeps a small future (it is moved as it is spawned).
+        Box::pin(self.memoized(job, memo, agent)).await
+    }
+}
+
+impl<E: Executor> Memoized<E> {
+    async fn memoized(&self, job: Job, memo: Arc<MemoTask>, agent: &MemoAgent) -> Attempt {
         let key = match key(agent, &memo, &job).await {
             Some(key) => key,
             None => return self.inner.execute(job).await,
