@@ -292,3 +292,129 @@ async fn the_workflow_sets_the_message_limits() {
     assert!(error.contains("per_second must be between 1"), "{error}");
     assert!(error.contains("at most 16MiB"), "{error}");
 }
+
+/// A run killed while a task was taking its messages resumes with that task's inbox as the
+/// journal left it: the messages its interrupted attempt had taken come again (the attempt's
+/// work was lost with it), the rest are still there, in their order, and the senders, which
+/// had succeeded, do not run again.
+#[test]
+fn a_resumed_run_finds_its_inboxes_as_they_were() {
+    let scratch = Scratch::new();
+    let flow = scratch.workflow(
+        "mail.toml",
+        "[workflow]\nname = \"mail\"\n\
+         [agents.talk]\ncomponent = \"{guests}/negotiator.wasm\"\nworkdir = false\ntools = [\"sleep\"]\ntimeout = \"60s\"\n\
+         [[tasks]]\nid = \"alpha\"\nagent = \"talk\"\nwith = { role = \"probe\", to = [\"collector\"] }\n\
+         [[tasks]]\nid = \"beta\"\nagent = \"talk\"\nwith = { role = \"probe\", to = [\"collector\"] }\n\
+         [[tasks]]\nid = \"gamma\"\nagent = \"talk\"\nwith = { role = \"probe\", to = [\"collector\"] }\n\
+         [[tasks]]\nid = \"collector\"\nagent = \"talk\"\n\
+         with = { role = \"collect\", count = 3, think_ms = 1500, wait_ms = 3000 }\n",
+    );
+    let journal = |scratch: &Scratch| -> Vec<Value> {
+        scratch
+            .journal("mail-1")
+            .iter()
+            .map(|e| serde_json::to_value(&**e).expect("an event is JSON"))
+            .collect()
+    };
+    let of = |events: &[Value], event: &str, node: &str| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|e| e["event"] == event && e["node"] == node)
+            .cloned()
+            .collect()
+    };
+    let mut child = wasm_orch_tests::cli!();
+    scratch.dirs(
+        child
+            .args(["run", "--plain", "--run-id", "mail-1"])
+            .arg(&flow),
+    );
+    let mut child = child
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawns");
+    // Killed (SIGKILL) once the collector has taken its first message, while it thinks.
+    let waited = std::time::Instant::now();
+    loop {
+        let events = journal(&scratch);
+        if !of(&events, "agent.message.received", "collector").is_empty() {
+            break;
+        }
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(120)
+                && matches!(child.try_wait(), Ok(None)),
+            "the collector took no message before the run ended"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let before = journal(&scratch);
+    let sent: Vec<String> = before
+        .iter()
+        .filter(|e| e["event"] == "agent.message.sent" && e["to"] == "collector")
+        .map(|e| e["node"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(sent.len(), 3, "every sender had sent before the kill");
+    let taken_before = of(&before, "agent.message.received", "collector").len();
+    assert!(
+        of(&before, "agent.task.status.updated", "collector")
+            .iter()
+            .all(|e| e["status"] != "succeeded"),
+        "the kill came while the collector ran"
+    );
+
+    let mut resume = wasm_orch_tests::cli!();
+    scratch.dirs(resume.args(["resume", "--plain", "mail-1"]));
+    let out = resume.output().expect("resumes");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = journal(&scratch);
+    // The collector's second attempt took the three messages, in the order they came.
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            scratch
+                .state_dir()
+                .join("tenants/default/runs/mail-1/results.json"),
+        )
+        .expect("results"),
+    )
+    .expect("json");
+    let collector = report["tasks"]
+        .as_array()
+        .and_then(|tasks| tasks.iter().find(|t| t["node"] == "collector"))
+        .expect("the collector's results");
+    let got: Vec<&str> = collector["output"]["got"]
+        .as_array()
+        .expect("what it got")
+        .iter()
+        .map(|m| m["from"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(got, sent, "the three messages, once each, in their order");
+    let attempts: Vec<u64> = of(&after, "agent.task.status.updated", "collector")
+        .iter()
+        .filter(|e| e["status"] == "running")
+        .filter_map(|e| e["attempt"].as_u64())
+        .collect();
+    assert_eq!(attempts, [1, 2], "the interrupted attempt, then one more");
+    for sender in ["alpha", "beta", "gamma"] {
+        let runs = of(&after, "agent.task.status.updated", sender)
+            .iter()
+            .filter(|e| e["status"] == "running")
+            .count();
+        assert_eq!(runs, 1, "`{sender}` had succeeded and did not run again");
+    }
+    // Its counts go on over the resume: every receipt the journal holds.
+    assert_eq!(collector["messages"]["received"], json!(taken_before + 3));
+    assert_eq!(collector["messages"]["unread"], json!(0));
+    assert_eq!(
+        of(&after, "agent.message.received", "collector").len(),
+        taken_before + 3
+    );
+}

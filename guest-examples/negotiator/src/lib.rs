@@ -9,7 +9,10 @@
 //!   sends the decision to each party.
 //! - `role = "probe"`: sends a message to each address of `to` and reports which the host
 //!   refused (for tests of the run's and tenant's walls);
-//! - `role = "ping"` / `"pong"`: `count` round trips between two tasks (for the benchmark).
+//! - `role = "ping"` / `"pong"`: `count` round trips between two tasks (for the benchmark);
+//! - `role = "collect"`: takes `count` messages, thinking `think_ms` (in the `sleep` tool)
+//!   after each, and returns them in the order it took them (for the tests of resumed
+//!   inboxes).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,7 +20,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use wasm_orch_sdk::messages::{self, Message};
-use wasm_orch_sdk::{Agent, Context, Error, status};
+use wasm_orch_sdk::{Agent, Context, Error, status, tools};
 
 #[derive(Deserialize)]
 #[serde(tag = "role", rename_all = "kebab-case")]
@@ -37,6 +40,14 @@ enum Params {
     Pong {
         #[serde(default = "long_wait")]
         wait_ms: u64,
+    },
+    /// Takes `count` messages, each within `wait_ms`, thinking `think_ms` after each.
+    Collect {
+        count: u32,
+        #[serde(default = "wait")]
+        wait_ms: u64,
+        #[serde(default)]
+        think_ms: u64,
     },
 }
 
@@ -112,6 +123,11 @@ impl Agent for Negotiator {
             Params::Probe { to } => Ok(probe(&to)),
             Params::Ping { peer, count } => ping(&peer, count),
             Params::Pong { wait_ms } => pong(wait_ms),
+            Params::Collect {
+                count,
+                wait_ms,
+                think_ms,
+            } => collect(count, wait_ms, think_ms),
         }
     }
 }
@@ -252,6 +268,26 @@ fn pong(wait_ms: u64) -> Result<Value, Error> {
         messages::send(&m.from, &m.body)?;
         echoed += 1;
     }
+}
+
+fn collect(count: u32, wait_ms: u64, think_ms: u64) -> Result<Value, Error> {
+    let mut got = Vec::new();
+    for n in 1..=count {
+        let m = messages::receive::<Value>(Duration::from_millis(wait_ms))?.ok_or_else(|| {
+            Error::failed(format!(
+                "message {n} of {count} did not come in {wait_ms} ms"
+            ))
+        })?;
+        status::progress(
+            n as f32 / count as f32,
+            format!("took #{} from {}", m.seq, m.from),
+        );
+        got.push(json!({ "from": m.from, "body": m.body }));
+        if think_ms > 0 {
+            tools::sleep(Duration::from_millis(think_ms))?;
+        }
+    }
+    Ok(json!({ "got": got }))
 }
 
 fn probe(to: &[String]) -> Value {
@@ -403,6 +439,25 @@ mod tests {
             outcome.sent,
             [("ping".into(), json!(1)), ("ping".into(), json!(2))]
         );
+    }
+
+    #[test]
+    fn a_collector_returns_what_it_took_in_order_and_thinks_after_each() {
+        let outcome = TestRun::new(json!({ "role": "collect", "count": 2, "think_ms": 5 }))
+            .message("alpha", json!({ "n": 1 }))
+            .message("beta", "two")
+            .sleep_tool()
+            .run::<Negotiator>();
+        let out: Value = outcome.output();
+        assert_eq!(
+            out["got"],
+            json!([{ "from": "alpha", "body": { "n": 1 } }, { "from": "beta", "body": "two" }])
+        );
+        let missing = TestRun::new(json!({ "role": "collect", "count": 3, "wait_ms": 1 }))
+            .message("alpha", 1)
+            .run::<Negotiator>();
+        let error = missing.error().to_string();
+        assert!(error.contains("message 2 of 3 did not come"), "{error}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Folding a run's journal into what resuming it needs: per task, its attempts so far (with
 //! their outputs) and whether it succeeded; the run's blackboard; the fuel it has spent.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
@@ -10,7 +10,9 @@ use super::Journal;
 use super::read::StoredRun;
 use crate::error::Error;
 use crate::model::Name;
-use crate::model::events::{Artifact, EventKind};
+use crate::model::events::{Artifact, AuditResource, Decision, EventKind};
+use crate::model::limits::MessageLimits;
+use crate::model::report::MessageCounts;
 use crate::model::status::{ErrorKind, TaskError, TaskStatus};
 use crate::model::time::Timestamp;
 
@@ -40,6 +42,16 @@ pub(crate) struct PriorTask {
     pub(crate) succeeded: bool,
 }
 
+/// A task's messages, as the journal's events tell them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MessageLog {
+    /// What it sent, received and had refused, over all its attempts.
+    pub(crate) counts: MessageCounts,
+    /// The places in its inbox of the messages attempts that ended took (those an attempt
+    /// the stopped process never ended took are its next attempt's again).
+    pub(crate) taken: HashSet<u64>,
+}
+
 /// What resuming a run starts from.
 #[derive(Debug)]
 pub(crate) struct Folded {
@@ -49,6 +61,11 @@ pub(crate) struct Folded {
     pub(crate) tasks: HashMap<String, PriorTask>,
     pub(crate) blackboard: Vec<(String, String, u64)>,
     pub(crate) fuel_used: u64,
+    /// By node: its messages.
+    pub(crate) messages: HashMap<String, MessageLog>,
+    /// By node: its inbox as the journal left it (read with the run's message limits, once
+    /// its workflow is known: see [`Journal::inboxes`]).
+    pub(crate) inboxes: HashMap<String, PriorMessages>,
 }
 
 impl Journal {
@@ -62,6 +79,11 @@ impl Journal {
         // Per task, an attempt that started and has not ended (yet): its number, agent, start.
         let mut open: HashMap<String, (u32, String, Timestamp)> = HashMap::new();
         let mut last_time = run.summary.created_at;
+        let mut messages: HashMap<String, MessageLog> = HashMap::new();
+        // Per (node, attempt): the places of the messages it took.
+        let mut took: HashMap<(String, u32), Vec<u64>> = HashMap::new();
+        // The attempts that ended, by node.
+        let mut ended_attempts: HashSet<(String, u32)> = HashSet::new();
         let mut from = 1;
         loop {
             let events = self.events(run_id, from, 10_000)?;
@@ -79,8 +101,30 @@ impl Journal {
                 }
                 seen = event.seq;
                 last_time = last_time.max(event.at);
-                let EventKind::TaskStatus(u) = &event.kind else {
-                    continue;
+                let u = match &event.kind {
+                    EventKind::TaskStatus(u) => u,
+                    EventKind::MessageSent(m) => {
+                        let log = messages.entry(m.task.node.to_string()).or_default();
+                        log.counts.sent += 1;
+                        continue;
+                    }
+                    EventKind::MessageReceived(m) => {
+                        let log = messages.entry(m.task.node.to_string()).or_default();
+                        log.counts.received += 1;
+                        took.entry((m.task.node.to_string(), m.task.attempt))
+                            .or_default()
+                            .push(m.index);
+                        continue;
+                    }
+                    EventKind::Audit(a)
+                        if a.resource == AuditResource::Message
+                            && a.decision == Decision::Denied =>
+                    {
+                        let log = messages.entry(a.task.node.to_string()).or_default();
+                        log.counts.refused += 1;
+                        continue;
+                    }
+                    _ => continue,
                 };
                 if u.status == TaskStatus::Running {
                     let started = u.started_at.unwrap_or(event.at);
@@ -107,6 +151,7 @@ impl Journal {
                     u.status
                 };
                 open.remove(u.task.node.as_ref());
+                ended_attempts.insert((u.task.node.to_string(), u.task.attempt));
                 let task = tasks.entry(u.task.node.to_string()).or_default();
                 task.succeeded = status.is_success();
                 task.attempts.push(PriorAttempt {
@@ -160,6 +205,11 @@ impl Journal {
                 run.summary.last_seq
             )));
         }
+        for ((node, attempt), places) in took {
+            if ended_attempts.contains(&(node.clone(), attempt)) {
+                messages.entry(node).or_default().taken.extend(places);
+            }
+        }
         let source = self.output(&run.source_digest)?.ok_or_else(|| {
             self.error(format!(
                 "run `{run_id}`'s workflow source ({}) is missing: it cannot be resumed",
@@ -177,6 +227,60 @@ impl Journal {
             run,
             tasks,
             fuel_used,
+            messages,
+            inboxes: HashMap::new(),
         })
     }
+
+    /// The inboxes of run `run_id` as its journal left them, by node: each message sent to a
+    /// task that no attempt that ended took (`logs`, from [`Journal::fold`]), oldest first,
+    /// at most `limits.inbox` an inbox and `limits.max_unread_bytes` in all (what a live run
+    /// could have held).
+    pub(crate) fn inboxes(
+        &self,
+        run_id: &str,
+        logs: &HashMap<String, MessageLog>,
+        limits: MessageLimits,
+    ) -> Result<HashMap<String, PriorMessages>, Error> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT receiver, seq, sender, body FROM messages WHERE run_id = ?1
+                 ORDER BY receiver, seq",
+            )
+            .map_err(|e| self.error(e))?;
+        let mut rows = stmt.query([run_id]).map_err(|e| self.error(e))?;
+        let mut inboxes: HashMap<String, PriorMessages> = HashMap::new();
+        let mut bytes = 0usize;
+        while let Some(row) = rows.next().map_err(|e| self.error(e))? {
+            let receiver: String = row.get(0).map_err(|e| self.error(e))?;
+            let seq = row.get::<_, i64>(1).map_err(|e| self.error(e))?.max(0) as u64;
+            let inbox = inboxes.entry(receiver.clone()).or_default();
+            inbox.last_seq = inbox.last_seq.max(seq);
+            let taken = logs.get(&receiver).is_some_and(|l| l.taken.contains(&seq));
+            if taken || inbox.unread.len() >= limits.inbox {
+                continue;
+            }
+            let body: String = row.get(3).map_err(|e| self.error(e))?;
+            if bytes + body.len() > limits.max_unread_bytes {
+                continue;
+            }
+            bytes += body.len();
+            let sender: String = row.get(2).map_err(|e| self.error(e))?;
+            inbox.unread.push((seq, sender, body));
+        }
+        for (node, log) in logs {
+            inboxes.entry(node.clone()).or_default().counts = log.counts;
+        }
+        Ok(inboxes)
+    }
+}
+
+/// A task's inbox as the journal left it (see [`Journal::inboxes`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PriorMessages {
+    /// `(place, sender, body)`, oldest first.
+    pub(crate) unread: Vec<(u64, String, String)>,
+    pub(crate) last_seq: u64,
+    pub(crate) counts: MessageCounts,
 }

@@ -1,6 +1,6 @@
-//! The journal: every run's plan, events, outputs, blackboard and results, in one SQLite file
-//! per state directory (`<state dir>/journal.db`, WAL), and the `kv` tool's stores and the
-//! memo of cached tasks beside them.
+//! The journal: every run's plan, events, outputs, blackboard, messages and results, in one
+//! SQLite file per state directory (`<state dir>/journal.db`, WAL), and the `kv` tool's
+//! stores and the memo of cached tasks beside them.
 //!
 //! - The event stream subscribers see *is* the journal: each run's bus hands the writer every
 //!   event as it numbers it (see `writer`), so `Last-Event-ID`, `runs show`, and resume all
@@ -220,6 +220,25 @@ impl Journal {
             key: key.to_owned(),
             value: value.to_owned(),
             version,
+        });
+    }
+
+    /// Records a message a task of a run sent another (`seq`: its place in `receiver`'s
+    /// inbox).
+    pub(crate) fn message(
+        &self,
+        link: &Arc<RunLink>,
+        receiver: &str,
+        seq: u64,
+        sender: &str,
+        body: &str,
+    ) {
+        self.send(Record::Message {
+            run: Arc::clone(link),
+            receiver: receiver.to_owned(),
+            seq,
+            sender: sender.to_owned(),
+            body: body.to_owned(),
         });
     }
 

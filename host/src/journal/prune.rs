@@ -60,7 +60,7 @@ impl Journal {
                 rows.collect::<Result<_, _>>().map_err(db)?
             };
             for (run_id, dir) in &old {
-                for table in ["events", "blackboard", "reports", "runs"] {
+                for table in ["events", "blackboard", "messages", "reports", "runs"] {
                     tx.execute(
                         &format!("DELETE FROM {table} WHERE run_id = ?1"),
                         params![run_id],

@@ -9,8 +9,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::Durability;
 
-/// The schema this wasm-orch writes and reads.
-pub(crate) const VERSION: i64 = 1;
+/// The schema this wasm-orch writes and reads. Version 2 added `messages`; a version 1 file
+/// is brought up to it when opened (a newer wasm-orch's file is refused).
+pub(crate) const VERSION: i64 = 2;
 
 // Rows that hold large values (sources, event batches, outputs, blackboard and kv values) are
 // in rowid tables: a `WITHOUT ROWID` table keeps each row whole in its key's b-tree, so every
@@ -82,6 +83,17 @@ CREATE TABLE IF NOT EXISTS kv (
     value   TEXT NOT NULL,
     version INTEGER NOT NULL,
     PRIMARY KEY (tenant, key)
+);
+
+-- Every message a run's tasks sent one another, by receiver and place in its inbox: what a
+-- resumed run's inboxes are filled again from (the events hold sizes, never bodies).
+CREATE TABLE IF NOT EXISTS messages (
+    run_id   TEXT NOT NULL,
+    receiver TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    sender   TEXT NOT NULL,
+    body     TEXT NOT NULL,
+    PRIMARY KEY (run_id, receiver, seq)
 );
 
 -- Memoized tasks: a key of everything an output depends on, and the output it gave.
@@ -216,7 +228,18 @@ fn check_or_create(conn: &Connection) -> Result<(), Attempt> {
     };
     match version.map(|v| v.parse::<i64>()) {
         Some(Ok(v)) if v > VERSION => Err(Attempt::Failed(OpenError::Newer(v))),
-        Some(Ok(_)) => Ok(()),
+        Some(Ok(VERSION)) => Ok(()),
+        // An older schema: every table it lacks is created (each is `IF NOT EXISTS`), in the
+        // same transaction as the version's change.
+        Some(Ok(_)) => {
+            conn.execute_batch(TABLES).map_err(classify)?;
+            conn.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'schema'",
+                [VERSION.to_string()],
+            )
+            .map_err(classify)?;
+            Ok(())
+        }
         Some(Err(_)) => Err(Attempt::Failed(OpenError::Damaged(
             "its schema version is not a number".into(),
         ))),
@@ -229,5 +252,41 @@ fn check_or_create(conn: &Connection) -> Result<(), Attempt> {
             .map_err(classify)?;
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_journal_is_brought_up_to_date_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("journal.db");
+        {
+            // What wasm-orch wrote before messages were journaled.
+            let conn = Connection::open(&path).expect("a database");
+            conn.execute_batch(
+                "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+                 INSERT INTO meta VALUES ('schema', '1');
+                 CREATE TABLE blackboard (run_id TEXT NOT NULL, key TEXT NOT NULL,
+                     value TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (run_id, key));
+                 INSERT INTO blackboard VALUES ('r1', 'k', '1', 1);",
+            )
+            .expect("the old schema");
+        }
+        let conn = open(&path, Durability::Async).expect("opened");
+        let version: String = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
+            .expect("a version");
+        assert_eq!(version, VERSION.to_string());
+        let kept: i64 = conn
+            .query_row("SELECT count(*) FROM blackboard", [], |r| r.get(0))
+            .expect("the old rows");
+        assert_eq!(kept, 1);
+        conn.execute("INSERT INTO messages VALUES ('r1', 'b', 1, 'a', '{}')", [])
+            .expect("the new table");
     }
 }

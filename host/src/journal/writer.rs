@@ -67,6 +67,15 @@ pub(crate) enum Record {
         value: String,
         version: u64,
     },
+    /// A message a task of the run sent another: the receiver, its place in the receiver's
+    /// inbox, the sender and the body.
+    Message {
+        run: Arc<RunLink>,
+        receiver: String,
+        seq: u64,
+        sender: String,
+        body: String,
+    },
     /// The run ended: its status and its results document.
     Finished {
         run: Arc<RunLink>,
@@ -168,7 +177,7 @@ fn is_urgent(record: &Record) -> bool {
             EventKind::TaskStatus(u) => u.status.is_final() && u.retry_in_ms.is_none(),
             _ => false,
         },
-        Record::Board { .. } => false,
+        Record::Board { .. } | Record::Message { .. } => false,
         Record::Finished { .. } | Record::Flush(_) | Record::Stop => true,
     }
 }
@@ -190,6 +199,7 @@ fn fail(batch: &[Record], why: &str) -> Vec<(Arc<RunLink>, u64)> {
         let link = match record {
             Record::Event(link, _)
             | Record::Board { run: link, .. }
+            | Record::Message { run: link, .. }
             | Record::Finished { run: link, .. } => link,
             Record::Flush(_) | Record::Stop => continue,
         };
@@ -222,6 +232,10 @@ fn commit(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<Vec<(Arc<
             "INSERT INTO blackboard (run_id, key, value, version) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, version = excluded.version
              WHERE excluded.version > blackboard.version",
+        )?;
+        let mut message = tx.prepare_cached(
+            "INSERT OR IGNORE INTO messages (run_id, receiver, seq, sender, body)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         for record in batch {
             match record {
@@ -264,6 +278,21 @@ fn commit(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<Vec<(Arc<
                     version,
                 } => {
                     board.execute(params![run.run_id.as_str(), key, value, *version as i64])?;
+                }
+                Record::Message {
+                    run,
+                    receiver,
+                    seq,
+                    sender,
+                    body,
+                } => {
+                    message.execute(params![
+                        run.run_id.as_str(),
+                        receiver,
+                        *seq as i64,
+                        sender,
+                        body
+                    ])?;
                 }
                 Record::Finished { .. } | Record::Flush(_) | Record::Stop => {}
             }

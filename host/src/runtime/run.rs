@@ -15,7 +15,7 @@ use crate::aggregate;
 use crate::bus::{Bus, BusLimits, EmitterLimits, EventStream};
 use crate::capabilities::blackboard::{Blackboard, BlackboardLimits};
 use crate::capabilities::files::RunDir;
-use crate::capabilities::messages::Mailboxes;
+use crate::capabilities::messages::{Delivered, Mailboxes, OnSend, PriorInbox};
 use crate::capabilities::secrets::Lease;
 use crate::engine::{LocalExecutor, RunAgent, RunContext};
 use crate::error::Error;
@@ -82,6 +82,17 @@ impl Runtime {
             &folded.run.params,
             &summary.tenant,
         )?;
+        let mut folded = folded;
+        // Its inboxes as they were, within the limits its workflow sets.
+        let journal = Arc::clone(&self.inner.journal);
+        let (id, logs, limits) = (
+            run_id.to_owned(),
+            std::mem::take(&mut folded.messages),
+            workflow.messages,
+        );
+        folded.inboxes = tokio::task::spawn_blocking(move || journal.inboxes(&id, &logs, limits))
+            .await
+            .map_err(|e| Error::Internal(format!("reading the journal: {e}")))??;
         let options = RunOptions {
             run_id: Some(run_id.to_owned()),
             ..options
@@ -93,7 +104,7 @@ impl Runtime {
         &self,
         workflow: &Workflow,
         options: RunOptions,
-        resumed: Option<Folded>,
+        mut resumed: Option<Folded>,
     ) -> Result<Run, Error> {
         let inner: &Inner = &self.inner;
         if let Some(tenant) = options.tenant.as_deref()
@@ -278,12 +289,43 @@ impl Runtime {
                 ))
             })
             .collect();
-        let (mailboxes, woken) = Mailboxes::new(
+        // Every message is journaled, so a resumed run's inboxes are as they were.
+        let on_send = link.as_ref().map(|l| {
+            let (journal, link) = (Arc::clone(&inner.journal), Arc::clone(l));
+            Box::new(move |to: &str, seq: u64, from: &str, body: &str| {
+                journal.message(&link, to, seq, from, body);
+            }) as OnSend
+        });
+        let prior_inboxes = resumed
+            .as_mut()
+            .map(|f| std::mem::take(&mut f.inboxes))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(node, prior)| {
+                let inbox = PriorInbox {
+                    unread: prior
+                        .unread
+                        .into_iter()
+                        .map(|(seq, sender, body)| Delivered {
+                            sender: Name::from(sender),
+                            body,
+                            seq,
+                        })
+                        .collect(),
+                    last_seq: prior.last_seq,
+                    counts: prior.counts,
+                };
+                (Name::from(node), inbox)
+            })
+            .collect();
+        let (mailboxes, woken) = Mailboxes::restored(
             workflow.messages,
             workflow
                 .tasks
                 .iter()
                 .map(|t| (Name::from(&t.id), t.on_message)),
+            prior_inboxes,
+            on_send,
         );
         let context = Arc::new(RunContext {
             mailboxes: Arc::clone(&mailboxes),

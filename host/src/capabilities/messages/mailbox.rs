@@ -54,14 +54,35 @@ impl Inbox {
     }
 }
 
+/// A task's inbox as a resumed run's journal left it: the messages no attempt that ended had
+/// taken (oldest first), the place of the last message it was sent, and its counts so far.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PriorInbox {
+    pub(crate) unread: Vec<Delivered>,
+    pub(crate) last_seq: u64,
+    pub(crate) counts: MessageCounts,
+}
+
+/// Told of every message that reaches an inbox, in order: `(receiver, place, sender, body)`
+/// (the journal keeps them, so a resumed run's inboxes are as they were).
+pub(crate) type OnSend = Box<dyn Fn(&str, u64, &str, &str) + Send + Sync>;
+
 /// The inboxes of every task of one run. A task's inbox lives as long as the task: its
 /// unread messages wait for its next attempt, and it closes when the task ends.
-#[derive(Debug)]
 pub(crate) struct Mailboxes {
     boxes: Mutex<Boxes>,
     limits: MessageLimits,
     /// Dormant tasks that got their first message, for the scheduler.
     woken: mpsc::UnboundedSender<Name>,
+    on_send: Option<OnSend>,
+}
+
+impl std::fmt::Debug for Mailboxes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailboxes")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The inboxes, and the bytes of all their unread messages, under one lock.
@@ -69,6 +90,52 @@ pub(crate) struct Mailboxes {
 struct Boxes {
     inboxes: HashMap<Name, Inbox>,
     unread_bytes: usize,
+    /// A resumed run's inboxes of tasks that have none yet (a plan adds them again).
+    prior: HashMap<Name, PriorInbox>,
+}
+
+impl Boxes {
+    /// Opens `node`'s inbox (dormant if it starts on a message), as the journal left it if
+    /// the run was resumed; a dormant inbox that already holds messages is awake.
+    fn open(
+        &mut self,
+        node: Name,
+        dormant: bool,
+        limits: &MessageLimits,
+        woken: &mpsc::UnboundedSender<Name>,
+    ) {
+        if self.inboxes.contains_key(&node) {
+            return;
+        }
+        let mut inbox = Inbox::new(if dormant { State::Dormant } else { State::Open });
+        if let Some(prior) = self.prior.remove(&node) {
+            inbox.delivered = prior.last_seq;
+            inbox.counts = prior.counts;
+            let mut dropped = 0usize;
+            for message in prior.unread {
+                let fits = inbox.unread.len() < limits.inbox
+                    && self.unread_bytes + message.body.len() <= limits.max_unread_bytes;
+                if fits {
+                    self.unread_bytes += message.body.len();
+                    inbox.unread.push_back(message);
+                } else {
+                    dropped += 1;
+                }
+            }
+            if dropped > 0 {
+                tracing::warn!(
+                    node = %node,
+                    dropped,
+                    "a resumed task's inbox is past the run's message limits: its newest messages were left out"
+                );
+            }
+            if !inbox.unread.is_empty() && inbox.state == State::Dormant {
+                inbox.state = State::Open;
+                let _ = woken.send(node.clone());
+            }
+        }
+        self.inboxes.insert(node, inbox);
+    }
 }
 
 /// What an attempt's `messages` import reaches: its run's mailboxes, as its task.
@@ -113,23 +180,32 @@ impl Mailboxes {
         limits: MessageLimits,
         tasks: impl IntoIterator<Item = (Name, bool)>,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Name>) {
+        Self::restored(limits, tasks, HashMap::new(), None)
+    }
+
+    /// Like [`Mailboxes::new`], for a resumed run: each inbox starts as the journal left it
+    /// (`prior`, by node; within the run's limits), and `on_send` is told of every message.
+    pub(crate) fn restored(
+        limits: MessageLimits,
+        tasks: impl IntoIterator<Item = (Name, bool)>,
+        prior: HashMap<Name, PriorInbox>,
+        on_send: Option<OnSend>,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Name>) {
         let (woken, rx) = mpsc::unbounded_channel();
-        let inboxes = tasks
-            .into_iter()
-            .map(|(node, dormant)| {
-                let state = if dormant { State::Dormant } else { State::Open };
-                (node, Inbox::new(state))
-            })
-            .collect();
-        let boxes = Self {
-            boxes: Mutex::new(Boxes {
-                inboxes,
-                unread_bytes: 0,
-            }),
+        let mut boxes = Boxes {
+            prior,
+            ..Boxes::default()
+        };
+        for (node, dormant) in tasks {
+            boxes.open(node, dormant, &limits, &woken);
+        }
+        let mailboxes = Self {
+            boxes: Mutex::new(boxes),
             limits,
             woken,
+            on_send,
         };
-        (Arc::new(boxes), rx)
+        (Arc::new(mailboxes), rx)
     }
 
     fn lock(&self) -> MutexGuard<'_, Boxes> {
@@ -142,11 +218,7 @@ impl Mailboxes {
 
     /// A task a plan added: its inbox opens (dormant if it starts on a message).
     pub(crate) fn open(&self, node: Name, dormant: bool) {
-        let state = if dormant { State::Dormant } else { State::Open };
-        self.lock()
-            .inboxes
-            .entry(node)
-            .or_insert_with(|| Inbox::new(state));
+        self.lock().open(node, dormant, &self.limits, &self.woken);
     }
 
     /// `node` has ended: a message to it is refused from now on. Its unread messages are
@@ -156,6 +228,7 @@ impl Mailboxes {
         let Boxes {
             inboxes,
             unread_bytes,
+            ..
         } = &mut *boxes;
         if let Some(inbox) = inboxes.get_mut(node) {
             inbox.state = State::Closed;
@@ -190,6 +263,10 @@ impl Mailboxes {
         };
         inbox.delivered += 1;
         let seq = inbox.delivered;
+        // Under the lock: the journal sees each inbox's messages in their order.
+        if let Some(on_send) = &self.on_send {
+            on_send(to, seq, from, &body);
+        }
         inbox.unread.push_back(Delivered {
             sender: Name::from(from),
             body,
@@ -256,6 +333,7 @@ impl Mailboxes {
         let Boxes {
             inboxes,
             unread_bytes,
+            ..
         } = &mut *boxes;
         let Some(inbox) = inboxes.get_mut(node) else {
             return Err(None);
@@ -285,6 +363,68 @@ impl Mailboxes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn prior(seqs: &[u64], last_seq: u64) -> PriorInbox {
+        PriorInbox {
+            unread: seqs
+                .iter()
+                .map(|&seq| Delivered {
+                    sender: Name::from("alpha"),
+                    body: format!("[{seq}]"),
+                    seq,
+                })
+                .collect(),
+            last_seq,
+            counts: MessageCounts {
+                received: 2,
+                ..MessageCounts::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_resumed_inbox_is_as_the_journal_left_it_within_the_limits() {
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let on_send: OnSend = Box::new({
+            let sent = Arc::clone(&sent);
+            move |to, seq, from, body| {
+                sent.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(format!("{from}->{to}#{seq}:{body}"));
+            }
+        });
+        let limits = MessageLimits {
+            inbox: 2,
+            ..MessageLimits::default()
+        };
+        let (boxes, mut woken) = Mailboxes::restored(
+            limits,
+            [(Name::from("alpha"), false), (Name::from("gamma"), true)],
+            HashMap::from([
+                (Name::from("gamma"), prior(&[2, 3, 4], 4)),
+                (Name::from("planned"), prior(&[1], 1)),
+            ]),
+            Some(on_send),
+        );
+        // Gamma was dormant, and its inbox holds messages: it is woken at once.
+        assert_eq!(woken.try_recv().ok(), Some(Name::from("gamma")));
+        let took: Vec<u64> = std::iter::from_fn(|| boxes.take("gamma").ok())
+            .map(|m| m.seq)
+            .collect();
+        assert_eq!(took, [2, 3], "oldest first, at most `inbox` of them");
+        // A new message takes the next place, and the journal is told of it.
+        assert_eq!(boxes.send("alpha", "gamma", "{}".into()), Ok(5));
+        assert_eq!(
+            *sent.lock().unwrap_or_else(|e| e.into_inner()),
+            ["alpha->gamma#5:{}"]
+        );
+        // The counts go on from the journal's.
+        assert_eq!(boxes.counts()["gamma"].received, 4);
+        // A planned task's inbox is restored when its plan joins again.
+        assert!(boxes.take("planned").is_err());
+        boxes.open(Name::from("planned"), false);
+        assert_eq!(boxes.take("planned").ok().map(|m| m.seq), Some(1));
+    }
 
     fn boxes(limits: MessageLimits) -> (Arc<Mailboxes>, mpsc::UnboundedReceiver<Name>) {
         Mailboxes::new(

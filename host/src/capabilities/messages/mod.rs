@@ -8,6 +8,9 @@
 //!   message and receipt an event (`host`);
 //! - the calls of a worker's attempt, relayed to its coordinator's mailboxes (`relay`).
 //!
+//! Every message that reaches an inbox is told, in order, to the run's `OnSend` (the journal
+//! keeps it); a resumed run's mailboxes start from the journal's [`PriorInbox`]es.
+//!
 //! A task declared `start = "on-message"` is dormant: the scheduler starts it when its first
 //! message arrives (the mailboxes tell it, through the channel [`Mailboxes::new`] returns).
 
@@ -16,5 +19,5 @@ mod mailbox;
 mod relay;
 
 pub(crate) use self::host::{MessagesView, add_to_linker};
-pub(crate) use self::mailbox::{Mailboxes, MessageScope};
+pub(crate) use self::mailbox::{Delivered, Mailboxes, MessageScope, OnSend, PriorInbox};
 pub(crate) use self::relay::{MessageCall, MessageRelay, MessageReply};
