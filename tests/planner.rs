@@ -502,3 +502,58 @@ fn a_bad_child_workflow_is_an_error_that_names_its_file() {
         assert!(e.to_string().contains(says), "{says}: {e}");
     }
 }
+
+/// The tasks a plan adds are memoized like the file's own: with `cache = true` on their
+/// agents, a second run plans again (the planner is not cached) and reuses every planned
+/// task's output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planned_tasks_of_memoized_agents_are_reused_by_the_next_run() {
+    let scratch = Scratch::new();
+    let cached = AGENTS.replace(
+        "tools = [\"sleep\"]\n",
+        "tools = [\"sleep\"]\ncache = true\n",
+    );
+    let toml = format!(
+        "[workflow]\nname = \"planned\"\n{cached}\n\
+         [[tasks]]\nid = \"plan\"\nagent = \"planner\"\n\
+         with = {{ query = \"Calculate 1+2 and 3+4, then multiply results\", delay_ms = 200 }}\n"
+    );
+    let path = scratch.workflow("memo.toml", &toml);
+    let workflow = Workflow::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    let runtime = scratch.runtime();
+    let planned = ["plan.sum-1", "plan.sum-2", "plan.product"];
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let done = scratch
+            .run_workflow(&runtime, &workflow, wasm_orch::RunOptions::new())
+            .await;
+        assert_eq!(
+            done.report.status,
+            RunStatus::Succeeded,
+            "{:?}",
+            done.report
+        );
+        assert_eq!(done.report.output("plan.product"), Some(json!(21)));
+        runs.push(done);
+    }
+    let (first, second) = (&runs[0], &runs[1]);
+    for node in planned {
+        let status = |done: &Finished| done.report.task(node).map(|t| t.status);
+        assert_eq!(status(first), Some(TaskStatus::Succeeded), "{node}");
+        assert_eq!(status(second), Some(TaskStatus::Cached), "{node}");
+        let from = second.events.iter().find_map(|e| match &e.kind {
+            EventKind::TaskStatus(u) if u.task.node.as_str() == node => u.cached_from.clone(),
+            _ => None,
+        });
+        assert_eq!(
+            from.as_deref(),
+            Some(first.report.run_id.as_str()),
+            "{node} reused the first run's output"
+        );
+    }
+    // The planner itself is not memoized: it planned again.
+    assert_eq!(
+        second.report.task("plan").map(|t| t.status),
+        Some(TaskStatus::Succeeded)
+    );
+}

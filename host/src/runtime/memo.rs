@@ -9,7 +9,7 @@
 //! such a task returns may depend on the world, not only on its inputs.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -51,16 +51,27 @@ pub(crate) struct Memoized<E> {
     pub(crate) journal: Arc<Journal>,
     pub(crate) run_id: Name,
     pub(crate) agents: Vec<MemoAgent>,
-    /// By task index: `None` for a task that is not memoized.
-    pub(crate) tasks: Vec<Option<Arc<MemoTask>>>,
+    /// By task index: `None` for a task that is not memoized (the tasks a run grows by join
+    /// as it grows: see [`Memoized::grew`]).
+    pub(crate) tasks: RwLock<Vec<Option<Arc<MemoTask>>>>,
+}
+
+impl<E> Memoized<E> {
+    /// Takes in the tasks a run grew by (a plan's, a loop's next iteration), after the `from`
+    /// it had.
+    pub(crate) fn grew(&self, from: usize, tasks: impl IntoIterator<Item = Option<Arc<MemoTask>>>) {
+        let mut all = self.tasks.write().unwrap_or_else(|e| e.into_inner());
+        all.truncate(from);
+        all.extend(tasks);
+    }
 }
 
 impl<E: Executor> Executor for Memoized<E> {
     async fn execute(&self, job: Job) -> Attempt {
-        let memo = job
-            .task
-            .and_then(|t| self.tasks.get(t))
-            .and_then(Option::clone);
+        let memo = job.task.and_then(|t| {
+            let tasks = self.tasks.read().unwrap_or_else(|e| e.into_inner());
+            tasks.get(t).cloned().flatten()
+        });
         let (Some(memo), Some(agent)) = (memo, self.agents.get(job.agent)) else {
             return self.inner.execute(job).await;
         };

@@ -217,7 +217,7 @@ impl Runtime {
             agent_reports.insert(def.name.clone(), l.report);
         }
         let tasks = task_plans(workflow, &inner.policy, &doctors);
-        let (memo_tasks, memo_notes) = memo_tasks(workflow, &run_agents);
+        let (memo_plan, memo_notes) = memo_tasks(workflow, &workflow.tasks, &run_agents);
         let tenant = governor.tenant(&workflow.tenant);
         let budget = workflow.budget.within(tenant.limits.budget);
         let max_concurrency = options.max_concurrency.unwrap_or(workflow.max_concurrency);
@@ -391,12 +391,13 @@ impl Runtime {
             run_id: Name::from(&run_id),
             agents: memo_agents,
             // Memoized outputs live in the journal: a run that is not journaled reuses none.
-            tasks: if inner.journal_runs {
-                memo_tasks
+            tasks: std::sync::RwLock::new(if inner.journal_runs {
+                memo_plan
             } else {
                 Vec::new()
-            },
+            }),
         });
+        let memoized = inner.journal_runs.then(|| Arc::clone(&executor));
 
         let cancel = CancellationToken::new();
         let drain = CancellationToken::new();
@@ -489,6 +490,15 @@ impl Runtime {
                         wf.tasks.len(),
                         added.iter().map(|t| Arc::from(t.inputs.as_slice())),
                     );
+                    // A grown task with `cache = true` (its own, or its agent's) is memoized
+                    // as any other.
+                    if let Some(memoized) = &memoized {
+                        let (memo, notes) = memo_tasks(&grown, added, &grown_inputs.agents);
+                        for note in notes {
+                            tracing::info!("{note}");
+                        }
+                        memoized.grew(wf.tasks.len(), memo);
+                    }
                     let tasks = task_plans(&grown, policy, &doctors);
                     Ok(Growth {
                         workflow: grown,
@@ -639,11 +649,11 @@ impl Runtime {
 /// Which tasks are memoized, and notes on those that asked to be and are not.
 fn memo_tasks(
     workflow: &Workflow,
+    tasks: &[crate::workflow::TaskDef],
     agents: &[RunAgent],
 ) -> (Vec<Option<Arc<MemoTask>>>, Vec<String>) {
     let mut notes = Vec::new();
-    let tasks = workflow
-        .tasks
+    let tasks = tasks
         .iter()
         .map(|t| {
             let candidates = t.target.agents();
