@@ -887,3 +887,115 @@ async fn serve_with_a_pool_runs_calc_on_its_workers_and_shows_them_in_its_metric
         "workers are shared: no tenants shown"
     );
 }
+
+/// With NATS down, a service's workers lease its attempts over HTTP: `wasm-orch worker
+/// --coordinator` polls `/v1/work/lease` once it cannot reach NATS, and the run's attempts go
+/// to whoever takes them first, the worker or the coordinator (one at a time). The worker's
+/// tool calls are made, and audited, by the coordinator; a tenant's token cannot lease, and a
+/// worker's token reaches nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nats_down_the_services_workers_lease_its_attempts_over_http() {
+    let scratch = Scratch::new();
+    let mut nats = NatsServer::start(&scratch);
+    let server = wasm_orch_tests::server::Server::start(
+        env!("CARGO_BIN_EXE_wasm-orch-cli"),
+        &scratch,
+        &[
+            "--nats",
+            &nats.runtime_url(),
+            "--pool",
+            "lease",
+            "--degraded-concurrency",
+            "1",
+        ],
+    );
+    server.ready().await;
+    let token_file = scratch.path().join("worker.token");
+    std::fs::write(&token_file, &server.worker_token).expect("the worker's token");
+    let token_arg = token_file.display().to_string();
+    let _w1 = Worker::start(
+        &nats,
+        &scratch,
+        "w1",
+        "lease",
+        &[
+            "--slots",
+            "4",
+            "--coordinator",
+            &server.url,
+            "--token-file",
+            &token_arg,
+        ],
+    );
+    await_workers(&nats, "lease", &["w1"], |_| true);
+    nats.kill();
+
+    // The doors of /v1/work: a worker's token, for this service's pool.
+    let lease = |token: &str, pool: &str| {
+        server
+            .http
+            .post(format!("{}/v1/work/lease", server.url))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(serde_json::json!({ "worker": "probe", "pool": pool, "wait_ms": 1 }).to_string())
+    };
+    let (status, body) =
+        wasm_orch_tests::server::Server::send(lease(server.token("acme"), "lease")).await;
+    assert_eq!(status, 401, "a tenant's token leases nothing: {body}");
+    let (status, body) =
+        wasm_orch_tests::server::Server::send(lease(&server.worker_token, "other")).await;
+    assert_eq!(status, 404, "not this service's pool: {body}");
+    let (status, body) = wasm_orch_tests::server::Server::send(
+        server
+            .http
+            .get(format!("{}/v1/runs", server.url))
+            .bearer_auth(&server.worker_token),
+    )
+    .await;
+    assert_eq!(
+        status, 401,
+        "a worker's token reaches no tenant's runs: {body}"
+    );
+
+    let mut dag = format!(
+        "[workflow]\nname = \"waits\"\nmax_concurrency = 8\n\
+         [agents.wait]\ncomponent = \"{}/wait.wasm\"\ntools = [\"sleep\"]\n",
+        wasm_orch_tests::guests().display()
+    );
+    for i in 0..6 {
+        dag.push_str(&format!(
+            "[[tasks]]\nid = \"t{i}\"\nagent = \"wait\"\nwith = {{ ms = 600 }}\n"
+        ));
+    }
+    let (status, body) = server.put_dag("acme", "waits", &dag).await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+    let run = server.execute("acme", "waits").await;
+    let body = server
+        .wait_state("acme", &run, "succeeded", Duration::from_secs(120))
+        .await;
+    let tasks = body["report"]["tasks"].as_array().expect("tasks");
+    assert!(tasks.iter().all(|t| t["status"] == "succeeded"), "{body}");
+    let on_worker: Vec<&str> = tasks
+        .iter()
+        .filter(|t| t["history"][0]["worker"] == "w1")
+        .filter_map(|t| t["node"].as_str())
+        .collect();
+    // The coordinator runs one at a time; the worker, four: most ran there.
+    assert!(
+        on_worker.len() >= 2,
+        "leased to w1: {on_worker:?} of {body}"
+    );
+    // Each leased attempt's `sleep` was made and audited by the coordinator, as the task.
+    let events = server.events("acme", &run, None).await.collect().await;
+    for node in &on_worker {
+        assert!(
+            events.iter().any(|e| {
+                e.event == "agent.audit"
+                    && e.data["node"] == *node
+                    && e.data["action"] == "sleep"
+                    && e.data["decision"] == "allowed"
+            }),
+            "{node}'s sleep is on the coordinator's record"
+        );
+    }
+}

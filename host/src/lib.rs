@@ -114,7 +114,8 @@ pub mod workers {
     pub use crate::remote::pool::PoolCounts;
     pub use crate::remote::worker::WorkerSummary;
     pub use crate::remote::{
-        NatsError, PoolOptions, WorkerOptions, WorkerPool, WorkerStatus, run_worker,
+        LeaseState, Leased, NatsError, PoolOptions, WorkerOptions, WorkerPool, WorkerStatus,
+        run_worker,
     };
 }
 

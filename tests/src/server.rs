@@ -25,6 +25,8 @@ pub struct Server {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     pub tokens: BTreeMap<String, String>,
+    /// A worker's token (`token new --worker`): it leases attempts over HTTP, nothing else.
+    pub worker_token: String,
     pub http: reqwest::Client,
 }
 
@@ -43,21 +45,26 @@ impl Server {
         );
         let policy = dir.join("policy.toml");
         std::fs::write(&policy, policy_text).expect("write the policy");
-        let mut tokens = BTreeMap::new();
-        for tenant in TENANTS {
+        let token_new = |args: &[&str]| {
             let out = Command::new(bin)
-                .args(["token", "new", "--tenant", tenant, "--policy"])
+                .args(["token", "new"])
+                .args(args)
+                .arg("--policy")
                 .arg(&policy)
                 .output()
                 .expect("run `token new`");
             assert!(out.status.success(), "token new: {out:?}");
-            let token = String::from_utf8_lossy(&out.stdout)
+            String::from_utf8_lossy(&out.stdout)
                 .lines()
                 .next()
                 .unwrap_or_default()
-                .to_owned();
-            tokens.insert(tenant.to_owned(), token);
+                .to_owned()
+        };
+        let mut tokens = BTreeMap::new();
+        for tenant in TENANTS {
+            tokens.insert(tenant.to_owned(), token_new(&["--tenant", tenant]));
         }
+        let worker_token = token_new(&["--worker"]);
         let mut server = Self {
             bin: PathBuf::from(bin),
             dir,
@@ -66,6 +73,7 @@ impl Server {
             starts: 0,
             url: String::new(),
             tokens,
+            worker_token,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
                 .build()

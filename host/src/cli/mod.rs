@@ -132,6 +132,20 @@ struct WorkerArgs {
     /// back to the queue.
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     grace: String,
+
+    /// The coordinator's HTTP API (`wasm-orch serve`): while NATS cannot be reached, the
+    /// worker leases the coordinator's attempts there.
+    #[arg(long, value_name = "http://HOST:PORT", requires = "token_file")]
+    coordinator: Option<String>,
+
+    /// A file holding a worker's token for `--coordinator` (`wasm-orch token new --worker`).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "WASM_ORCH_WORKER_TOKEN_FILE",
+        requires = "coordinator"
+    )]
+    token_file: Option<PathBuf>,
 }
 
 #[cfg(feature = "nats")]
@@ -212,12 +226,19 @@ struct TokenArgs {
 #[cfg(feature = "serve")]
 #[derive(Debug, Subcommand)]
 enum TokenAction {
-    /// Make a new API token for a tenant: printed on the first line, its hash added to the
-    /// policy file (or, without `--policy`, the lines to add printed).
+    /// Make a new API token for a tenant (or a worker): printed on the first line, its hash
+    /// added to the policy file (or, without `--policy`, the lines to add printed).
     New {
         /// The tenant the token acts for.
-        #[arg(long, value_name = "NAME")]
-        tenant: String,
+        #[arg(long, value_name = "NAME", required_unless_present = "worker")]
+        tenant: Option<String>,
+        /// A worker's token instead: it leases attempts over HTTP (`worker --coordinator`)
+        /// and reaches nothing else.
+        #[arg(long, conflicts_with = "tenant")]
+        worker: bool,
+        /// With `--worker`: the one pool it may lease from (default: any).
+        #[arg(long, value_name = "NAME", requires = "worker")]
+        pool: Option<String>,
         /// The policy file to add the token's hash to.
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,

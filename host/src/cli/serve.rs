@@ -59,17 +59,42 @@ pub(super) fn token(args: TokenArgs) -> u8 {
     match args.action {
         TokenAction::New {
             tenant,
+            worker: _,
+            pool,
             policy,
             name,
-        } => new(&tenant, policy.as_deref(), name.as_deref()),
+        } => new(
+            tenant.as_deref(),
+            pool.as_deref(),
+            policy.as_deref(),
+            name.as_deref(),
+        ),
     }
 }
 
-fn new(tenant: &str, policy: Option<&std::path::Path>, name: Option<&str>) -> u8 {
-    if !crate::config::is_valid_name(tenant) {
-        eprintln!("error: `{tenant}` is not a tenant name: use letters, digits, `_`, `-` and `.`");
-        return INVALID;
-    }
+/// A new token: a tenant's (`tenant`), or else a worker's (of `pool` only, if named).
+fn new(
+    tenant: Option<&str>,
+    pool: Option<&str>,
+    policy: Option<&std::path::Path>,
+    name: Option<&str>,
+) -> u8 {
+    let quoted = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    let bearer = match (tenant, pool) {
+        (Some(tenant), _) if !crate::config::is_valid_name(tenant) => {
+            eprintln!(
+                "error: `{tenant}` is not a tenant name: use letters, digits, `_`, `-` and `.`"
+            );
+            return INVALID;
+        }
+        (Some(tenant), _) => format!("tenant = {}\n", quoted(tenant)),
+        (None, Some(pool)) if !crate::config::is_valid_name(pool) => {
+            eprintln!("error: `{pool}` is not a pool name: use letters, digits, `-` and `_`");
+            return INVALID;
+        }
+        (None, Some(pool)) => format!("worker = true\npool = {}\n", quoted(pool)),
+        (None, None) => "worker = true\n".to_owned(),
+    };
     let token = match new_token() {
         Ok(token) => token,
         Err(e) => {
@@ -77,10 +102,8 @@ fn new(tenant: &str, policy: Option<&std::path::Path>, name: Option<&str>) -> u8
             return INVALID;
         }
     };
-    let quoted = |s: &str| toml::Value::String(s.to_owned()).to_string();
     let mut entry = format!(
-        "\n[[tokens]]\ntenant = {}\nsha256 = \"{}\"\n",
-        quoted(tenant),
+        "\n[[tokens]]\n{bearer}sha256 = \"{}\"\n",
         token_sha256(&token)
     );
     if let Some(name) = name {
@@ -121,9 +144,14 @@ fn new(tenant: &str, policy: Option<&std::path::Path>, name: Option<&str>) -> u8
         return INVALID;
     }
     println!("{token}");
+    let whose = match (tenant, pool) {
+        (Some(tenant), _) => format!("tenant `{tenant}`"),
+        (None, Some(pool)) => format!("a worker of pool `{pool}`"),
+        (None, None) => "a worker".to_owned(),
+    };
     eprintln!(
-        "added the token's SHA-256 to `{}` for tenant `{tenant}`; the token itself is shown only \
-         now. Restart `wasm-orch serve` to take it in.",
+        "added the token's SHA-256 to `{}` for {whose}; the token itself is shown only now. \
+         Restart `wasm-orch serve` to take it in.",
         path.display()
     );
     SUCCESS

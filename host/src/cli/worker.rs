@@ -71,6 +71,23 @@ pub(super) async fn worker(args: WorkerArgs) -> u8 {
     if let Some(id) = &args.id {
         options = options.id(id);
     }
+    if let (Some(url), Some(file)) = (&args.coordinator, &args.token_file) {
+        let token = match crate::config::read_text(file, 4096) {
+            Ok(token) if !token.trim().is_empty() => token.trim().to_owned(),
+            Ok(_) => {
+                eprintln!(
+                    "error: --token-file `{}` is empty: put a worker's token in it (`wasm-orch token new --worker`)",
+                    file.display()
+                );
+                return INVALID;
+            }
+            Err(e) => {
+                eprintln!("error: --token-file `{}`: {e}", file.display());
+                return INVALID;
+            }
+        };
+        options = options.coordinator(url, token);
+    }
     let stop = tokio_util::sync::CancellationToken::new();
     let on_signal = stop.clone();
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

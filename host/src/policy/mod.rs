@@ -134,12 +134,21 @@ pub(crate) struct ToolLimit {
     pub(crate) per_second: Option<f64>,
 }
 
-/// An API token of `wasm-orch serve`: the tenant it acts for, and its SHA-256.
+/// An API token of `wasm-orch serve`: whom it is for, and its SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ApiToken {
-    pub(crate) tenant: String,
+    pub(crate) bearer: Bearer,
     pub(crate) hash: [u8; 32],
     pub(crate) name: Option<String>,
+}
+
+/// Whom an API token is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Bearer {
+    /// A tenant: the API acts for it, and shows it its own DAGs and runs only.
+    Tenant(String),
+    /// A worker: it leases attempts over HTTP (of `pool` only, if named) and nothing else.
+    Worker { pool: Option<String> },
 }
 
 pub use self::token::{new_token, token_sha256};
@@ -237,12 +246,28 @@ impl Policy {
     /// The tenant API token `token` is bound to (`[[tokens]]` in the file holds only its
     /// SHA-256), if the policy lists it.
     pub fn token_tenant(&self, token: &str) -> Option<&str> {
+        match self.token_bearer(token)? {
+            Bearer::Tenant(tenant) => Some(tenant),
+            Bearer::Worker { .. } => None,
+        }
+    }
+
+    /// Whether `token` is a worker's (`[[tokens]]` with `worker = true`), and the one pool it
+    /// may lease from (`Some(None)`: any).
+    pub fn token_worker(&self, token: &str) -> Option<Option<&str>> {
+        match self.token_bearer(token)? {
+            Bearer::Worker { pool } => Some(pool.as_deref()),
+            Bearer::Tenant(_) => None,
+        }
+    }
+
+    fn token_bearer(&self, token: &str) -> Option<&Bearer> {
         let hash = token::hash(token);
         // Every entry is compared, whole, whatever matches: the time taken tells nothing.
         let mut found = None;
         for t in &self.tokens {
             if token::same(&t.hash, &hash) {
-                found = Some(t.tenant.as_str());
+                found = Some(&t.bearer);
             }
         }
         found

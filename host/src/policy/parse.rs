@@ -8,8 +8,8 @@ use toml::Spanned;
 
 use super::spec::{BudgetSpec, ErrorBudgetSpec, PolicySpec, RetrySpec};
 use super::{
-    ApiToken, Policy, PolicyDefaults, RetryOverride, StallOverride, TenantAccess, TenantLimits,
-    ToolLimit,
+    ApiToken, Bearer, Policy, PolicyDefaults, RetryOverride, StallOverride, TenantAccess,
+    TenantLimits, ToolLimit,
 };
 use crate::config::{Checker, Diagnostics, Source, parse_toml};
 use crate::model::limits::{Budget, FuelRate};
@@ -252,7 +252,45 @@ pub(crate) fn policy(source: Arc<Source>) -> Result<Policy, Diagnostics> {
     }
     let mut tokens: Vec<ApiToken> = Vec::new();
     for t in &spec.tokens {
-        c.name(&t.tenant, "tenant name");
+        let worker = t.worker.as_ref().is_some_and(|w| *w.get_ref());
+        let bearer = match (&t.tenant, worker) {
+            (Some(tenant), false) => {
+                c.name(tenant, "tenant name");
+                if let Some(pool) = &t.pool {
+                    c.err(
+                        pool.span(),
+                        "`pool` is for a worker's token, and this one is a tenant's",
+                        "remove `pool`, or make it a worker's token (`worker = true`, no `tenant`)",
+                    );
+                    continue;
+                }
+                Bearer::Tenant(tenant.get_ref().clone())
+            }
+            (None, true) => {
+                if let Some(pool) = &t.pool {
+                    c.name(pool, "pool name");
+                }
+                Bearer::Worker {
+                    pool: t.pool.as_ref().map(|p| p.get_ref().clone()),
+                }
+            }
+            (Some(tenant), true) => {
+                c.err(
+                    tenant.span(),
+                    "a token is a tenant's or a worker's, and this one says both",
+                    "remove `tenant` (a worker's token) or `worker = true` (a tenant's)",
+                );
+                continue;
+            }
+            (None, false) => {
+                c.err(
+                    t.sha256.span(),
+                    "this token says neither whose it is: a tenant's (`tenant = \"NAME\"`) or a worker's (`worker = true`)",
+                    "make one with `wasm-orch token new --tenant NAME` or `--worker`",
+                );
+                continue;
+            }
+        };
         let hex = t.sha256.get_ref();
         let Some(hash) = super::token::parse_hex(hex) else {
             c.err(
@@ -271,7 +309,7 @@ pub(crate) fn policy(source: Arc<Source>) -> Result<Policy, Diagnostics> {
             continue;
         }
         tokens.push(ApiToken {
-            tenant: t.tenant.get_ref().clone(),
+            bearer,
             hash,
             name: t.name.as_ref().map(|n| n.get_ref().clone()),
         });

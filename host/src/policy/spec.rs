@@ -48,7 +48,12 @@ pub(crate) struct PolicySpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TokenSpec {
-    pub(crate) tenant: Spanned<String>,
+    /// The tenant a tenant's token acts for.
+    pub(crate) tenant: Option<Spanned<String>>,
+    /// A worker's token (`worker = true`): it leases attempts over HTTP, nothing else.
+    pub(crate) worker: Option<Spanned<bool>>,
+    /// The one pool a worker's token may lease from (default: any).
+    pub(crate) pool: Option<Spanned<String>>,
     /// The SHA-256 of the token, in hex.
     pub(crate) sha256: Spanned<String>,
     /// A label for people (who holds it, what for).

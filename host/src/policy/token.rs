@@ -72,6 +72,44 @@ mod tests {
     }
 
     #[test]
+    fn a_workers_token_is_not_a_tenants_and_the_other_way_round() {
+        let (worker, any, tenant) = ("wo_w", "wo_any", "wo_t");
+        let text = format!(
+            "[[tokens]]\nworker = true\npool = \"gpu\"\nsha256 = \"{}\"\n\
+             [[tokens]]\nworker = true\nsha256 = \"{}\"\n\
+             [[tokens]]\ntenant = \"acme\"\nsha256 = \"{}\"\n",
+            token_sha256(worker),
+            token_sha256(any),
+            token_sha256(tenant)
+        );
+        let policy = Policy::parse(&text, "policy.toml").expect("valid");
+        assert_eq!(policy.token_worker(worker), Some(Some("gpu")));
+        assert_eq!(policy.token_worker(any), Some(None));
+        assert_eq!(
+            policy.token_tenant(worker),
+            None,
+            "a worker acts for no tenant"
+        );
+        assert_eq!(policy.token_worker(tenant), None, "a tenant leases nothing");
+        assert_eq!(policy.token_tenant(tenant), Some("acme"));
+        for (entry, expected) in [
+            ("tenant = \"acme\"\nworker = true\n", "says both"),
+            ("", "says neither whose it is"),
+            (
+                "tenant = \"acme\"\npool = \"gpu\"\n",
+                "`pool` is for a worker's token",
+            ),
+        ] {
+            let text = format!("[[tokens]]\n{entry}sha256 = \"{}\"\n", token_sha256("x"));
+            let shown = Policy::parse(&text, "p.toml")
+                .expect_err("refused")
+                .to_string();
+            assert!(shown.contains(expected), "{entry:?}: {shown}");
+            assert!(shown.contains("p.toml:"), "the file and line: {shown}");
+        }
+    }
+
+    #[test]
     fn a_bad_token_entry_names_its_line() {
         let text = "[[tokens]]\ntenant = \"acme\"\nsha256 = \"abc\"\n";
         let err = Policy::parse(text, "policy.toml").expect_err("invalid");

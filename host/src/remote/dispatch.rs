@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 
-use super::pool::{PoolInner, Ready, WorkerPool};
+use super::pool::{PoolInner, Ready, ReplyTo, Waiting, WorkerPool};
 use super::wire::{CallReply, Finished, Order, Report, Request, UpstreamWire, VERSION};
 use crate::bus::{SharedEmitter, TaskEmitter, lock};
 use futures_util::StreamExt;
@@ -25,8 +25,7 @@ use crate::model::status::{ErrorKind, TaskError, TaskStatus};
 use crate::wit::v3::wasm_orch::agent::tools::ToolError;
 
 /// A relayed message call being answered: where its answer goes, and the answer.
-type Answering =
-    std::pin::Pin<Box<dyn std::future::Future<Output = (async_nats::Subject, CallReply)> + Send>>;
+type Answering = std::pin::Pin<Box<dyn std::future::Future<Output = (ReplyTo, CallReply)> + Send>>;
 
 /// Interfaces a worker does not serve: secret values stay in the coordinator's process.
 const HOME_ONLY: &[&str] = &["wasm-orch:agent/secrets"];
@@ -130,11 +129,17 @@ impl Dispatch {
         }
     }
 
-    /// Runs an attempt here because no worker can: at the pool's degraded concurrency.
+    /// Runs an attempt here because no worker can: at the pool's degraded concurrency. While
+    /// workers lease attempts over HTTP, it is offered to them too, and runs where it is
+    /// taken first.
     async fn degraded(&self, pool: &PoolInner, job: Job) -> Attempt {
         pool.count_degraded();
         job.heartbeat
             .beat(0.0, "waiting to run here: no worker can be reached");
+        let agent = self.local.run.agents.get(job.agent);
+        if let Some(agent) = agent.filter(|_| pool.leases.has_workers()) {
+            return Box::pin(self.offered(pool, agent, job)).await;
+        }
         let permit = tokio::select! {
             biased;
             () = job.cancel.cancelled() => {
@@ -147,21 +152,73 @@ impl Dispatch {
         attempt
     }
 
-    /// Hands an attempt to a worker and waits for its end. Gives the job back if it could not
-    /// be handed out (it then runs here).
-    async fn remote(
-        &self,
-        pool: &PoolInner,
-        ready: &Ready,
-        agent: &RunAgent,
-        job: Job,
-    ) -> Result<Attempt, Box<Job>> {
-        let run = &self.local.run;
-        if let Err(e) = pool.upload(ready, &agent.loaded).await {
-            tracing::warn!(node = %job.task_ref.node, "runs here: {e}");
-            return Err(Box::new(job));
+    /// Offers an attempt for lease over HTTP and waits for a degraded slot here: whichever
+    /// comes first runs it.
+    async fn offered(&self, pool: &PoolInner, agent: &RunAgent, job: Job) -> Attempt {
+        let Some(order) = self.order(pool, agent, &job) else {
+            return self.here(pool, job).await;
+        };
+        let Ok(text) = serde_json::to_string(&order) else {
+            return self.here(pool, job).await;
+        };
+        let key = order.key;
+        let waiting = pool.expect(&key);
+        let mut taken = pool.leases.offer(
+            &key,
+            Arc::from(text),
+            (&agent.loaded.digest, agent.loaded.source.clone()),
+        );
+        let leased = tokio::select! {
+            biased;
+            () = job.cancel.cancelled() => {
+                pool.leases.cancel(&key);
+                pool.leases.release(&key);
+                pool.forget(&key, None);
+                return Attempt::not_run(TaskStatus::Cancelled, ErrorKind::Cancelled, "the run was cancelled".into());
+            }
+            worker = &mut taken => worker.is_ok(),
+            permit = Arc::clone(&pool.degraded).acquire_owned() => {
+                if pool.leases.withdraw(&key) {
+                    pool.forget(&key, None);
+                    let attempt = self.local.execute(job).await;
+                    drop(permit);
+                    return attempt;
+                }
+                // A worker leased it meanwhile: it runs there.
+                true
+            }
+        };
+        if !leased {
+            pool.forget(&key, None);
+            return self.here(pool, job).await;
         }
-        let order = Order {
+        let run = &self.local.run;
+        if let Err(refused) = run.claims.claim(&run.tenant, &job.key, &job.task_ref) {
+            pool.leases.cancel(&key);
+            pool.forget(&key, None);
+            return Attempt::not_run(TaskStatus::Failed, ErrorKind::Claimed, refused.to_string());
+        }
+        self.follow(pool, agent, job, waiting, Handout::Lease).await
+    }
+
+    /// Runs an attempt here, at the degraded concurrency.
+    async fn here(&self, pool: &PoolInner, job: Job) -> Attempt {
+        let permit = tokio::select! {
+            biased;
+            () = job.cancel.cancelled() => {
+                return Attempt::not_run(TaskStatus::Cancelled, ErrorKind::Cancelled, "the run was cancelled".into());
+            }
+            permit = Arc::clone(&pool.degraded).acquire_owned() => permit,
+        };
+        let attempt = self.local.execute(job).await;
+        drop(permit);
+        attempt
+    }
+
+    /// An attempt's work order; `None` if its parameters or upstream outputs cannot be sent.
+    fn order(&self, pool: &PoolInner, agent: &RunAgent, job: &Job) -> Option<Order> {
+        let run = &self.local.run;
+        Some(Order {
             v: VERSION,
             coordinator: pool.id.clone(),
             key: job.key.to_string(),
@@ -171,10 +228,7 @@ impl Dispatch {
             component: agent.loaded.digest.clone(),
             limits: job.limits,
             workdir: agent.workdir,
-            params: match RawValue::from_string(job.params.to_string()) {
-                Ok(params) => params,
-                Err(_) => return Err(Box::new(job)),
-            },
+            params: RawValue::from_string(job.params.to_string()).ok()?,
             upstream: job
                 .upstream
                 .iter()
@@ -191,6 +245,25 @@ impl Dispatch {
                     },
                 })
                 .collect(),
+        })
+    }
+
+    /// Hands an attempt to a worker and waits for its end. Gives the job back if it could not
+    /// be handed out (it then runs here).
+    async fn remote(
+        &self,
+        pool: &PoolInner,
+        ready: &Ready,
+        agent: &RunAgent,
+        job: Job,
+    ) -> Result<Attempt, Box<Job>> {
+        let run = &self.local.run;
+        if let Err(e) = pool.upload(ready, &agent.loaded).await {
+            tracing::warn!(node = %job.task_ref.node, "runs here: {e}");
+            return Err(Box::new(job));
+        }
+        let Some(order) = self.order(pool, agent, &job) else {
+            return Err(Box::new(job));
         };
         // Claimed here, as a local attempt would be: a repeat of the key is refused.
         if let Err(refused) = run.claims.claim(&run.tenant, &job.key, &job.task_ref) {
@@ -201,7 +274,7 @@ impl Dispatch {
             ));
         }
         let key = order.key.clone();
-        let mut waiting = pool.expect(&key);
+        let waiting = pool.expect(&key);
         let seq = match pool.submit(&order).await {
             Ok(seq) => seq,
             Err(e) => {
@@ -216,6 +289,25 @@ impl Dispatch {
                 ));
             }
         };
+        let handout = Handout::Queue {
+            ready: Box::new(ready.clone()),
+            seq,
+        };
+        Ok(self.follow(pool, agent, job, waiting, handout).await)
+    }
+
+    /// Follows an attempt a worker runs to its end: its reports become the attempt's events,
+    /// its guest's calls are made here.
+    async fn follow(
+        &self,
+        pool: &PoolInner,
+        agent: &RunAgent,
+        job: Job,
+        mut waiting: Waiting,
+        handout: Handout,
+    ) -> Attempt {
+        let run = &self.local.run;
+        let key = job.key.to_string();
         let mut emitter = TaskEmitter::new(
             Arc::clone(&run.bus),
             job.task_ref.clone(),
@@ -241,7 +333,13 @@ impl Dispatch {
         });
         let events: SharedEmitter = Arc::new(std::sync::Mutex::new(emitter));
         // However the workers fare, the attempt ends: after every delivery's time and wait.
-        let settings = ready.settings;
+        let settings = match &handout {
+            Handout::Queue { ready, .. } => ready.settings,
+            Handout::Lease => super::QueueSettings {
+                ack_wait: pool.options.ack_wait,
+                max_deliver: pool.options.max_deliver,
+            },
+        };
         let deliveries = u32::try_from(settings.max_deliver.max(1)).unwrap_or(u32::MAX);
         let patience = (job.limits.timeout + settings.ack_wait).saturating_mul(deliveries)
             + Duration::from_secs(10);
@@ -308,28 +406,56 @@ impl Dispatch {
                     pool.answer(reply, &answer).await;
                 }
                 () = job.cancel.cancelled() => {
-                    pool.cancel(ready, &key, seq).await;
-                    pool.forget(&key, Some(seq));
+                    handout.cancel(pool, &key).await;
+                    handout.forget(pool, &key);
                     lock(&events).finish();
-                    return Ok(Attempt::not_run(TaskStatus::Cancelled, ErrorKind::Cancelled, "the run was cancelled".into()));
+                    return Attempt::not_run(TaskStatus::Cancelled, ErrorKind::Cancelled, "the run was cancelled".into());
                 }
                 () = tokio::time::sleep_until(deadline) => break Some((String::new(), lost_after(patience))),
             }
         };
-        pool.forget(&key, Some(seq));
+        handout.forget(pool, &key);
         {
             let mut events = lock(&events);
             events.flush();
             events.finish();
         }
         let Some((worker, finished)) = ended else {
-            return Ok(Attempt::not_run(
+            return Attempt::not_run(
                 TaskStatus::Failed,
                 ErrorKind::Host,
                 "the pool was closed while the attempt ran".into(),
-            ));
+            );
         };
-        Ok(attempt(finished, &worker, &job, started))
+        attempt(finished, &worker, &job, started)
+    }
+}
+
+/// How an attempt went to its worker: on the pool's NATS queue (as message `seq`), or leased
+/// over HTTP.
+enum Handout {
+    Queue { ready: Box<Ready>, seq: u64 },
+    Lease,
+}
+
+impl Handout {
+    /// Stops the attempt on its worker (or before one takes it).
+    async fn cancel(&self, pool: &PoolInner, key: &str) {
+        match self {
+            Self::Queue { ready, seq } => pool.cancel(ready, key, *seq).await,
+            Self::Lease => pool.leases.cancel(key),
+        }
+    }
+
+    /// Forgets the attempt: what a worker says of it from now on is a duplicate.
+    fn forget(&self, pool: &PoolInner, key: &str) {
+        match self {
+            Self::Queue { seq, .. } => pool.forget(key, Some(*seq)),
+            Self::Lease => {
+                pool.forget(key, None);
+                pool.leases.release(key);
+            }
+        }
     }
 }
 

@@ -35,6 +35,8 @@
 //! task has input files, runs on the coordinator.
 
 pub(crate) mod dispatch;
+mod http;
+mod lease;
 pub(crate) mod pool;
 mod wire;
 pub(crate) mod worker;
@@ -44,6 +46,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 
+pub use self::lease::{LeaseState, Leased};
 pub use self::pool::{PoolOptions, WorkerPool};
 pub use self::wire::WorkerStatus;
 pub use self::worker::{WorkerOptions, run_worker};
@@ -77,6 +80,8 @@ pub enum NatsError {
     Pool(String),
     #[error("NATS JetStream at `{url}`: {reason}")]
     JetStream { url: String, reason: String },
+    #[error("--coordinator `{url}`: {reason}")]
+    Coordinator { url: String, reason: String },
 }
 
 /// Connects to the NATS server at `url` (`nats://[USER:PASSWORD@]HOST:PORT`). A server that is

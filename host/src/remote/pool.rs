@@ -11,6 +11,7 @@ use async_nats::jetstream;
 use futures_util::StreamExt;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::lease::{Expired, LeaseState, Leased, Leases};
 use super::wire::{Call, CallReply, Envelope, Finished, Order, Report, VERSION, WorkerStatus};
 use super::{HEARTBEAT, NatsError, PREFIX, QueueSettings, STREAM, check_pool, token};
 use crate::engine::{LoadedAgent, read_component};
@@ -115,16 +116,20 @@ pub(crate) struct PoolInner {
     uploaded: Mutex<HashSet<String>>,
     workers: Mutex<BTreeMap<String, (WorkerStatus, Instant)>>,
     pub(crate) degraded: Arc<Semaphore>,
+    /// Attempts offered to workers that lease over HTTP (while NATS cannot reach any).
+    pub(crate) leases: Leases,
     /// When the pool was connected: until three heartbeats have passed, a pool that has heard
     /// of no worker yet waits for one before it runs attempts here.
     since: Instant,
     counts: Counts,
     listener: tokio::task::JoinHandle<()>,
+    reaper: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for PoolInner {
     fn drop(&mut self) {
         self.listener.abort();
+        self.reaper.abort();
     }
 }
 
@@ -151,10 +156,17 @@ pub(crate) struct Ready {
     pub(crate) settings: QueueSettings,
 }
 
+/// Where the answer to a worker's call goes: the NATS request's reply subject, or the HTTP
+/// request that waits for it.
+pub(crate) enum ReplyTo {
+    Nats(async_nats::Subject),
+    Http(oneshot::Sender<CallReply>),
+}
+
 /// An attempt handed out, waiting for its reports.
 struct Pending {
     reports: mpsc::Sender<Report>,
-    calls: mpsc::Sender<(Call, async_nats::Subject)>,
+    calls: mpsc::Sender<(Call, ReplyTo)>,
     done: Option<oneshot::Sender<(String, Finished)>>,
     /// The worker that took it last (only its calls are answered).
     worker: Option<String>,
@@ -163,8 +175,8 @@ struct Pending {
 /// What an attempt handed out hears: its reports, and its end (with the worker's id).
 pub(crate) struct Waiting {
     pub(crate) reports: mpsc::Receiver<Report>,
-    /// Tool calls from the worker, each with the subject its answer goes to.
-    pub(crate) calls: mpsc::Receiver<(Call, async_nats::Subject)>,
+    /// Tool calls from the worker, each with where its answer goes.
+    pub(crate) calls: mpsc::Receiver<(Call, ReplyTo)>,
     pub(crate) done: oneshot::Receiver<(String, Finished)>,
 }
 
@@ -190,6 +202,8 @@ impl WorkerPool {
                 options.pool.clone(),
                 weak.clone(),
             )),
+            reaper: tokio::spawn(reap(weak.clone())),
+            leases: Leases::default(),
             client,
             js,
             url: url.to_owned(),
@@ -232,6 +246,92 @@ impl WorkerPool {
     /// The pool's name.
     pub fn name(&self) -> &str {
         &self.inner.options.pool
+    }
+
+    /// Leases worker `worker` an attempt offered over HTTP (see the `lease` module), waiting
+    /// up to `wait` for one: the server side of `POST /v1/work/lease`.
+    pub async fn lease(&self, worker: &str, wait: Duration) -> Option<Leased> {
+        let inner = &self.inner;
+        let leased = inner
+            .leases
+            .lease(worker, inner.options.ack_wait, wait)
+            .await?;
+        if let Some(waiting) = lock(&inner.pending).get_mut(&leased.key) {
+            waiting.worker = Some(worker.to_owned());
+        }
+        Some(leased)
+    }
+
+    /// Worker `worker` still runs attempt `key`: `POST /v1/work/renew`.
+    pub fn renew(&self, worker: &str, key: &str) -> LeaseState {
+        self.inner
+            .leases
+            .renew(worker, key, self.inner.options.ack_wait)
+    }
+
+    /// A leasing worker's report (an [`Envelope`] as JSON): `POST /v1/work/report`. Refused
+    /// when it does not parse, speaks another wire version, or is about an attempt another
+    /// worker holds.
+    pub fn report(&self, body: &[u8]) -> Result<(), String> {
+        let envelope: Envelope =
+            serde_json::from_slice(body).map_err(|e| format!("the report does not parse: {e}"))?;
+        if envelope.v != VERSION {
+            return Err(format!(
+                "the report is of wire version {} and this coordinator speaks {VERSION}",
+                envelope.v
+            ));
+        }
+        if let Some(holder) = self.inner.leases.holder(&envelope.key)
+            && holder != envelope.worker
+        {
+            return Err(format!(
+                "attempt `{}` is leased to another worker",
+                crate::model::text::truncate(&envelope.key, 200)
+            ));
+        }
+        self.inner.report(envelope);
+        Ok(())
+    }
+
+    /// A leasing worker's call for its guest (a [`Call`] as JSON), answered as a NATS worker's
+    /// is (checked, made and audited by the attempt's coordinator): `POST /v1/work/call`.
+    /// Returns the answer, as JSON.
+    pub async fn call(&self, body: &[u8]) -> Result<Vec<u8>, String> {
+        let call: Call =
+            serde_json::from_slice(body).map_err(|e| format!("the call does not parse: {e}"))?;
+        if call.v != VERSION {
+            return Err(format!(
+                "the call is of wire version {} and this coordinator speaks {VERSION}",
+                call.v
+            ));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.inner.call(call, ReplyTo::Http(tx)).await;
+        let answer = rx.await.unwrap_or_else(|_| {
+            CallReply::Failed("the attempt ended before its call was answered".into())
+        });
+        serde_json::to_vec(&answer).map_err(|e| e.to_string())
+    }
+
+    /// The component of digest `digest`, if an attempt offered for lease uses it (read again
+    /// from its file, and checked against the digest): `GET /v1/work/components/{digest}`.
+    pub async fn component(&self, digest: &str) -> Result<Option<Vec<u8>>, String> {
+        let Some(path) = self.inner.leases.component(digest) else {
+            return Ok(None);
+        };
+        let bytes = tokio::task::spawn_blocking(move || read_component(&path))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("reading the component again: {e:?}"))?;
+        if sha256_hex(&bytes) != digest {
+            return Err("the component's file changed since its attempt was offered".into());
+        }
+        Ok(Some(bytes))
+    }
+
+    /// How long a lease lasts unrenewed (the pool's ack wait).
+    pub fn lease_time(&self) -> Duration {
+        self.inner.options.ack_wait
     }
 }
 
@@ -435,38 +535,57 @@ impl PoolInner {
     }
 
     /// A worker's tool call: to the attempt it is for, if that worker runs it.
-    async fn call(&self, call: Call, reply: async_nats::Subject) {
+    async fn call(&self, call: Call, reply: ReplyTo) {
         let refused = {
             let mut pending = lock(&self.pending);
             match pending.get_mut(&call.key) {
-                None => Some(format!(
-                    "attempt `{}` is not running for this coordinator",
-                    call.key
+                None => Err((
+                    format!("attempt `{}` is not running for this coordinator", call.key),
+                    reply,
                 )),
-                Some(waiting) => {
-                    if waiting.worker.as_deref() != Some(call.worker.as_str()) {
-                        Some(format!(
-                            "attempt `{}` is not worker `{}`'s",
-                            call.key, call.worker
-                        ))
-                    } else {
-                        match waiting.calls.try_send((call, reply.clone())) {
-                            Ok(()) => return,
-                            Err(_) => Some("too many tool calls at once".to_owned()),
-                        }
-                    }
-                }
+                Some(waiting) if waiting.worker.as_deref() != Some(call.worker.as_str()) => Err((
+                    format!("attempt `{}` is not worker `{}`'s", call.key, call.worker),
+                    reply,
+                )),
+                Some(waiting) => match waiting.calls.try_send((call, reply)) {
+                    Ok(()) => Ok(()),
+                    Err(
+                        mpsc::error::TrySendError::Full((_, reply))
+                        | mpsc::error::TrySendError::Closed((_, reply)),
+                    ) => Err(("too many tool calls at once".to_owned(), reply)),
+                },
             }
         };
-        if let Some(reason) = refused {
+        if let Err((reason, reply)) = refused {
             self.answer(reply, &CallReply::Denied(reason)).await;
         }
     }
 
     /// Answers a worker's tool call.
-    pub(crate) async fn answer(&self, reply: async_nats::Subject, answer: &CallReply) {
-        if let Ok(payload) = serde_json::to_vec(answer) {
-            let _ = self.client.publish(reply, payload.into()).await;
+    pub(crate) async fn answer(&self, reply: ReplyTo, answer: &CallReply) {
+        match reply {
+            ReplyTo::Nats(subject) => {
+                if let Ok(payload) = serde_json::to_vec(answer) {
+                    let _ = self.client.publish(subject, payload.into()).await;
+                }
+            }
+            ReplyTo::Http(tx) => {
+                let _ = tx.send(answer.clone());
+            }
+        }
+    }
+
+    /// Attempt `key`, leased over HTTP, is given up: every lease of it ran out.
+    fn lease_lost(&self, key: &str, why: String) {
+        let done = lock(&self.pending)
+            .get_mut(key)
+            .and_then(|waiting| waiting.done.take());
+        if let Some(done) = done {
+            self.counts.lost.fetch_add(1, Ordering::Relaxed);
+            let _ = done.send((
+                String::new(),
+                Finished::failed(crate::model::status::ErrorKind::WorkerLost, why),
+            ));
         }
     }
 
@@ -525,8 +644,8 @@ async fn listen(
                 // the report that its worker took the attempt.
                 if let Some(reply) = message.reply {
                     match serde_json::from_slice::<Call>(&message.payload) {
-                        Ok(call) if call.v == VERSION => inner.call(call, reply).await,
-                        _ => inner.answer(reply, &CallReply::Failed(format!(
+                        Ok(call) if call.v == VERSION => inner.call(call, ReplyTo::Nats(reply)).await,
+                        _ => inner.answer(ReplyTo::Nats(reply), &CallReply::Failed(format!(
                             "a tool call this coordinator (wire version {VERSION}) cannot read"
                         ))).await,
                     }
@@ -562,6 +681,23 @@ async fn listen(
                 }
             }
             else => return,
+        }
+    }
+}
+
+/// Offers again the leases that ran out (their workers stopped renewing them), or ends their
+/// attempts `worker-lost` past the pool's max-deliver count; until the pool is dropped.
+async fn reap(inner: std::sync::Weak<PoolInner>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let max = u32::try_from(inner.options.max_deliver.max(1)).unwrap_or(u32::MAX);
+        for (key, expired) in inner.leases.expire(Instant::now(), max) {
+            match expired {
+                Expired::Again => inner.count_redelivered(),
+                Expired::Lost(why) => inner.lease_lost(&key, why),
+            }
         }
     }
 }

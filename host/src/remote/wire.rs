@@ -115,7 +115,7 @@ pub(crate) enum Request {
 }
 
 /// How a call went: a tool's outcome, or the blackboard's answer.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum CallReply {
     Ok(String),

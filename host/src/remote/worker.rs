@@ -20,6 +20,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::http::{Granted, HttpHome, MAX_HTTP_BODY};
 use super::wire::{
     Call, CallReply, Envelope, Finished, Order, Report, Request, VERSION, WorkerStatus,
 };
@@ -56,6 +57,9 @@ pub struct WorkerOptions {
     pub max_deliver: i64,
     /// After a stop is asked for: how long running attempts may go on.
     pub grace: Duration,
+    /// The coordinator's HTTP API (`wasm-orch serve`) and a worker's token for it: while NATS
+    /// cannot be reached, the worker leases attempts there.
+    pub coordinator: Option<(String, String)>,
 }
 
 impl WorkerOptions {
@@ -68,7 +72,15 @@ impl WorkerOptions {
             ack_wait: Duration::from_secs(30),
             max_deliver: 3,
             grace: Duration::from_secs(30),
+            coordinator: None,
         }
+    }
+
+    /// Leases attempts from the coordinator at `url` (its HTTP API) with `token` (a worker's)
+    /// while NATS cannot be reached.
+    pub fn coordinator(mut self, url: impl Into<String>, token: impl Into<String>) -> Self {
+        self.coordinator = Some((url.into(), token.into()));
+        self
     }
 
     pub fn pool(mut self, pool: impl Into<String>) -> Self {
@@ -117,8 +129,10 @@ struct State {
     slots: u32,
     client: async_nats::Client,
     engine: Engine,
-    objects: jetstream::object_store::ObjectStore,
-    settings: QueueSettings,
+    /// The components' object store, once JetStream answered.
+    objects: std::sync::OnceLock<jetstream::object_store::ObjectStore>,
+    /// The coordinator's HTTP API, when the worker may lease attempts there.
+    http: Option<Arc<HttpHome>>,
     scratch: PathBuf,
     busy: AtomicU32,
     finished: AtomicU64,
@@ -149,23 +163,6 @@ pub async fn run_worker(
         url: url.to_owned(),
         reason,
     };
-    // The server may not be up yet: keep trying until it is, or until asked to stop.
-    let (consumer, settings, objects) = loop {
-        let setup = async {
-            let (_, consumer, settings) = super::queue(&js, &options.pool, wanted).await?;
-            let objects = super::components(&js).await?;
-            Ok::<_, String>((consumer, settings, objects))
-        };
-        tokio::select! {
-            () = stop.cancelled() => return Ok(WorkerSummary::default()),
-            setup = tokio::time::timeout(Duration::from_secs(5), setup) => match setup {
-                Ok(Ok(ready)) => break ready,
-                Ok(Err(e)) => tracing::warn!("worker: {e}; trying again"),
-                Err(_) => tracing::warn!("worker: JetStream at {url} does not answer yet; trying again"),
-            },
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
     let slots = u32::try_from(options.slots.max(1)).unwrap_or(u32::MAX);
     let engine = Engine::new(&EngineConfig {
         cache_dir: Some(options.state_dir.join("cache")),
@@ -176,14 +173,23 @@ pub async fn run_worker(
     })
     .map_err(|e| jetstream(format!("the worker's engine could not start: {e}")))?;
     let id = options.id.clone().unwrap_or_else(default_id);
+    let http = match &options.coordinator {
+        Some((base, token)) => Some(Arc::new(HttpHome::new(base, token).map_err(|reason| {
+            NatsError::Coordinator {
+                url: base.clone(),
+                reason,
+            }
+        })?)),
+        None => None,
+    };
     let state = Arc::new(State {
         id,
         pool: options.pool.clone(),
         slots,
         client: client.clone(),
         engine,
-        objects,
-        settings,
+        objects: std::sync::OnceLock::new(),
+        http,
         scratch: options.state_dir.join("attempts"),
         busy: AtomicU32::new(0),
         finished: AtomicU64::new(0),
@@ -194,21 +200,84 @@ pub async fn run_worker(
         leaving: AtomicBool::new(false),
         started_at: Timestamp::now(),
     });
-    tracing::info!(worker = %state.id, pool = %state.pool, slots, "worker: taking attempts");
     let beats = tokio::spawn(heartbeats(Arc::clone(&state)));
     let cancels = tokio::spawn(cancellations(Arc::clone(&state)));
-
     let free = Arc::new(Semaphore::new(slots as usize));
+    // While NATS cannot be reached, attempts are leased from the coordinator over HTTP.
+    let leasing = state.http.is_some().then(|| {
+        tokio::spawn(lease_attempts(
+            Arc::clone(&state),
+            Arc::clone(&free),
+            stop.clone(),
+        ))
+    });
+
+    // The server may not be up yet: keep trying until it is, or until asked to stop.
+    let queue = loop {
+        let setup = async {
+            let (_, consumer, settings) = super::queue(&js, &options.pool, wanted).await?;
+            let objects = super::components(&js).await?;
+            Ok::<_, String>((consumer, settings, objects))
+        };
+        tokio::select! {
+            () = stop.cancelled() => break None,
+            setup = tokio::time::timeout(Duration::from_secs(5), setup) => match setup {
+                Ok(Ok(ready)) => break Some(ready),
+                Ok(Err(e)) => tracing::warn!("worker: {e}; trying again"),
+                Err(_) => tracing::warn!("worker: JetStream at {url} does not answer yet; trying again"),
+            },
+        }
+        tokio::select! {
+            () = stop.cancelled() => break None,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    };
+    if let Some((consumer, settings, objects)) = queue {
+        let _ = state.objects.set(objects);
+        tracing::info!(worker = %state.id, pool = %state.pool, slots, "worker: taking attempts");
+        take_attempts(&state, &consumer, settings, &free, &stop).await;
+    }
+    if let Some(leasing) = leasing {
+        let _ = leasing.await;
+    }
+    // Stopping: no new attempt; running ones get the grace, then are handed back.
+    let all = slots;
+    let drained = tokio::time::timeout(options.grace, free.acquire_many(all)).await;
+    if drained.is_err() {
+        state.leaving.store(true, Ordering::Relaxed);
+        for (_, stop) in lock(&state.running).values() {
+            stop.cancel();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), free.acquire_many(all)).await;
+    }
+    beats.abort();
+    cancels.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
+    Ok(WorkerSummary {
+        finished: state.finished.load(Ordering::Relaxed),
+        handed_back: state.handed_back.load(Ordering::Relaxed),
+    })
+}
+
+/// Takes attempts from the pool's queue on NATS, as many as there are free slots, until
+/// `stop`.
+async fn take_attempts(
+    state: &Arc<State>,
+    consumer: &jetstream::consumer::PullConsumer,
+    settings: QueueSettings,
+    free: &Arc<Semaphore>,
+    stop: &CancellationToken,
+) {
     'take: loop {
         let first = tokio::select! {
             () = stop.cancelled() => break 'take,
-            permit = Arc::clone(&free).acquire_owned() => match permit {
+            permit = Arc::clone(free).acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => break 'take,
             },
         };
         let mut permits = vec![first];
-        while let Ok(permit) = Arc::clone(&free).try_acquire_owned() {
+        while let Ok(permit) = Arc::clone(free).try_acquire_owned() {
             permits.push(permit);
         }
         let batch = consumer
@@ -236,29 +305,12 @@ pub async fn run_worker(
                         let _ = message.ack_with(AckKind::Nak(None)).await;
                         continue;
                     };
-                    tokio::spawn(attempt(Arc::clone(&state), message, permit));
+                    tokio::spawn(attempt(Arc::clone(state), message, permit, settings));
                 }
                 Err(e) => tracing::warn!("worker: a message could not be read: {e}"),
             }
         }
     }
-    // Stopping: no new attempt; running ones get the grace, then are handed back.
-    let all = slots;
-    let drained = tokio::time::timeout(options.grace, free.acquire_many(all)).await;
-    if drained.is_err() {
-        state.leaving.store(true, Ordering::Relaxed);
-        for (_, stop) in lock(&state.running).values() {
-            stop.cancel();
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(5), free.acquire_many(all)).await;
-    }
-    beats.abort();
-    cancels.abort();
-    let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
-    Ok(WorkerSummary {
-        finished: state.finished.load(Ordering::Relaxed),
-        handed_back: state.handed_back.load(Ordering::Relaxed),
-    })
 }
 
 fn default_id() -> String {
@@ -316,7 +368,12 @@ async fn cancellations(state: Arc<State>) {
 }
 
 /// Takes one attempt from its message to its reported end.
-async fn attempt(state: Arc<State>, message: jetstream::Message, permit: OwnedSemaphorePermit) {
+async fn attempt(
+    state: Arc<State>,
+    message: jetstream::Message,
+    permit: OwnedSemaphorePermit,
+    settings: QueueSettings,
+) {
     let delivered = message
         .info()
         .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
@@ -330,7 +387,8 @@ async fn attempt(state: Arc<State>, message: jetstream::Message, permit: OwnedSe
                 "the work order is of wire version {} and this worker speaks {VERSION}: run the same wasm-orch on coordinator and workers",
                 order.v
             );
-            report_end(&state, &order, host_error(reason)).await;
+            let home = Home::nats(&state, &order);
+            report_end(&state, &home, &order, host_error(reason)).await;
             let _ = acker.ack_with(AckKind::Term).await;
             return;
         }
@@ -350,11 +408,12 @@ async fn attempt(state: Arc<State>, message: jetstream::Message, permit: OwnedSe
         running.insert(order.key.clone(), (order.tenant.clone(), stop.clone()));
     }
     state.busy.fetch_add(1, Ordering::Relaxed);
-    send(&state, &order, Report::Started { delivered }).await;
+    let home = Home::nats(&state, &order);
+    send(&state, &home, &order, Report::Started { delivered }).await;
     // Keeps the message ours while the attempt runs.
     let progress = {
         let acker = Arc::clone(&acker);
-        let every = (state.settings.ack_wait / 3).max(Duration::from_millis(100));
+        let every = (settings.ack_wait / 3).max(Duration::from_millis(100));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
@@ -364,7 +423,7 @@ async fn attempt(state: Arc<State>, message: jetstream::Message, permit: OwnedSe
             }
         })
     };
-    let finished = run(&state, &order, stop.clone()).await;
+    let finished = run(&state, &order, stop.clone(), &home).await;
     progress.abort();
     lock(&state.running).remove(&order.key);
     state.busy.fetch_sub(1, Ordering::Relaxed);
@@ -373,16 +432,119 @@ async fn attempt(state: Arc<State>, message: jetstream::Message, permit: OwnedSe
         state.handed_back.fetch_add(1, Ordering::Relaxed);
         let _ = acker.ack_with(AckKind::Nak(None)).await;
     } else {
-        report_end(&state, &order, finished).await;
+        report_end(&state, &home, &order, finished).await;
         let _ = acker.ack().await;
         state.finished.fetch_add(1, Ordering::Relaxed);
     }
     drop(permit);
 }
 
-/// Runs the attempt of `order` in a fresh store of this worker's engine.
-async fn run(state: &State, order: &Order, stop: CancellationToken) -> Finished {
-    let agent = match component(state, &order.component).await {
+/// Leases attempts from the coordinator over HTTP while NATS cannot be reached, as many as
+/// there are free slots, until `stop`.
+async fn lease_attempts(state: Arc<State>, free: Arc<Semaphore>, stop: CancellationToken) {
+    let Some(http) = state.http.clone() else {
+        return;
+    };
+    loop {
+        let on_nats = state.client.connection_state() == async_nats::connection::State::Connected
+            && state.objects.get().is_some();
+        if on_nats {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(250)) => continue,
+            }
+        }
+        let permit = tokio::select! {
+            () = stop.cancelled() => return,
+            permit = Arc::clone(&free).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        let leased = tokio::select! {
+            () = stop.cancelled() => return,
+            leased = http.lease(&state.id, &state.pool) => leased,
+        };
+        match leased {
+            Ok(Some(granted)) => {
+                tokio::spawn(leased_attempt(Arc::clone(&state), granted, permit));
+            }
+            Ok(None) => drop(permit),
+            Err(e) => {
+                drop(permit);
+                tracing::warn!("worker: cannot lease attempts from {}: {e}", http.base);
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Runs one attempt leased over HTTP to its reported end, renewing its lease meanwhile.
+async fn leased_attempt(state: Arc<State>, granted: Granted, permit: OwnedSemaphorePermit) {
+    let Some(http) = state.http.clone() else {
+        return;
+    };
+    let home = Home::Http(Arc::clone(&http));
+    let order = granted.order;
+    let stop = CancellationToken::new();
+    {
+        let mut running = lock(&state.running);
+        if running.contains_key(&order.key) {
+            return;
+        }
+        running.insert(order.key.clone(), (order.tenant.clone(), stop.clone()));
+    }
+    state.busy.fetch_add(1, Ordering::Relaxed);
+    send(
+        &state,
+        &home,
+        &order,
+        Report::Started {
+            delivered: granted.delivered,
+        },
+    )
+    .await;
+    // The lease stays ours while we renew it; a coordinator that cancelled the attempt, or
+    // gave it to another worker, says so.
+    let gone = Arc::new(AtomicBool::new(false));
+    let renewal = {
+        let (http, stop, gone) = (Arc::clone(&http), stop.clone(), Arc::clone(&gone));
+        let (worker, key) = (state.id.clone(), order.key.clone());
+        let every = (granted.lease / 3).max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match http.renew(&worker, &key).await.as_deref() {
+                    Ok("held") | Err(_) => {}
+                    Ok("cancelled") => stop.cancel(),
+                    Ok(_) => {
+                        gone.store(true, Ordering::Relaxed);
+                        stop.cancel();
+                    }
+                }
+            }
+        })
+    };
+    let finished = run(&state, &order, stop.clone(), &home).await;
+    renewal.abort();
+    lock(&state.running).remove(&order.key);
+    state.busy.fetch_sub(1, Ordering::Relaxed);
+    if !gone.load(Ordering::Relaxed) {
+        report_end(&state, &home, &order, finished).await;
+        state.finished.fetch_add(1, Ordering::Relaxed);
+    }
+    drop(permit);
+}
+
+/// Runs the attempt of `order` in a fresh store of this worker's engine; its reports and calls
+/// go `home`.
+async fn run(state: &State, order: &Order, stop: CancellationToken, home: &Home) -> Finished {
+    let agent = match component(state, &order.component, home).await {
         Ok(agent) => agent,
         Err(reason) => return host_error(reason),
     };
@@ -438,8 +600,7 @@ async fn run(state: &State, order: &Order, stop: CancellationToken) -> Finished 
         keep_files: false,
     };
     let relay = Arc::new(Relay {
-        client: state.client.clone(),
-        subject: format!("{PREFIX}.reports.{}", token(&order.coordinator)),
+        home: home.clone(),
         key: order.key.clone(),
         worker: state.id.clone(),
         timeout: order.limits.timeout,
@@ -475,7 +636,7 @@ async fn run(state: &State, order: &Order, stop: CancellationToken) -> Finished 
                 },
                 _ => continue,
             };
-            send(state, order, report).await;
+            send(state, home, order, report).await;
         }
     };
     let execute = async {
@@ -504,7 +665,7 @@ async fn run(state: &State, order: &Order, stop: CancellationToken) -> Finished 
 
 /// The component of digest `digest`: compiled already, or fetched from the object store,
 /// checked against its digest and compiled once.
-async fn component(state: &State, digest: &str) -> Result<Arc<LoadedAgent>, String> {
+async fn component(state: &State, digest: &str, home: &Home) -> Result<Arc<LoadedAgent>, String> {
     if let Some(agent) = lock(&state.agents).get(digest) {
         return Ok(Arc::clone(agent));
     }
@@ -512,17 +673,25 @@ async fn component(state: &State, digest: &str) -> Result<Arc<LoadedAgent>, Stri
     if let Some(agent) = lock(&state.agents).get(digest) {
         return Ok(Arc::clone(agent));
     }
-    let mut object = state
-        .objects
-        .get(digest)
-        .await
-        .map_err(|e| format!("component {digest} is not in the object store: {e}"))?;
-    let mut bytes = Vec::new();
-    (&mut object)
-        .take(MAX_COMPONENT + 1)
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(|e| format!("component {digest} could not be read: {e}"))?;
+    let bytes = match (home, state.objects.get()) {
+        (Home::Http(http), _) => http.component(digest).await?,
+        (Home::Nats { .. }, Some(objects)) => {
+            let mut object = objects
+                .get(digest)
+                .await
+                .map_err(|e| format!("component {digest} is not in the object store: {e}"))?;
+            let mut bytes = Vec::new();
+            (&mut object)
+                .take(MAX_COMPONENT + 1)
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(|e| format!("component {digest} could not be read: {e}"))?;
+            bytes
+        }
+        (Home::Nats { .. }, None) => {
+            return Err("the components' object store has not answered yet".into());
+        }
+    };
     if bytes.len() as u64 > MAX_COMPONENT {
         return Err(format!(
             "component {digest} has more than the {MAX_COMPONENT} bytes a component may have"
@@ -541,7 +710,7 @@ async fn component(state: &State, digest: &str) -> Result<Arc<LoadedAgent>, Stri
     Ok(agent)
 }
 
-async fn send(state: &State, order: &Order, report: Report) {
+async fn send(state: &State, home: &Home, order: &Order, report: Report) {
     let envelope = Envelope {
         v: VERSION,
         key: order.key.clone(),
@@ -551,29 +720,40 @@ async fn send(state: &State, order: &Order, report: Report) {
     let Ok(payload) = serde_json::to_vec(&envelope) else {
         return;
     };
-    let subject = format!("{PREFIX}.reports.{}", token(&order.coordinator));
-    if let Err(e) = state.client.publish(subject, payload.into()).await {
+    let sent = match home {
+        Home::Nats { client, subject } => client
+            .publish(subject.clone(), payload.into())
+            .await
+            .map_err(|e| e.to_string()),
+        Home::Http(http) => http.report(payload).await,
+    };
+    if let Err(e) = sent {
         tracing::warn!("worker: a report on {} was not sent: {e}", order.key);
     }
 }
 
-async fn report_end(state: &State, order: &Order, mut finished: Finished) {
-    // An end larger than the server takes would never arrive: it is refused here instead.
+async fn report_end(state: &State, home: &Home, order: &Order, mut finished: Finished) {
+    // An end larger than the way home takes would never arrive: it is refused here instead.
     let size = finished.output.as_ref().map_or(0, |o| o.get().len());
-    let max = state.client.server_info().max_payload;
+    let (max, way) = match home {
+        Home::Nats { client, .. } => (client.server_info().max_payload, "NATS (max_payload)"),
+        Home::Http(_) => (MAX_HTTP_BODY, "HTTP (the coordinator's limit)"),
+    };
     if size + 4096 > max {
         finished.status = TaskStatus::OutputRejected;
         finished.output = None;
         finished.error = Some(TaskError::new(
             ErrorKind::OutputTooLarge,
             format!(
-                "the output has {size} bytes, more than a worker can send over NATS (max_payload {max}); raise the server's max_payload or lower the agent's max_output"
+                "the output has {size} bytes, more than a worker can send over {way}: {max}; lower the agent's max_output"
             ),
         ));
     }
-    send(state, order, Report::Finished(Box::new(finished))).await;
+    send(state, home, order, Report::Finished(Box::new(finished))).await;
     // The end must reach the coordinator before the message is acknowledged.
-    let _ = tokio::time::timeout(Duration::from_secs(5), state.client.flush()).await;
+    if let Home::Nats { client, .. } = home {
+        let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
+    }
 }
 
 fn host_error(reason: String) -> Finished {
@@ -584,11 +764,30 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Where an attempt's reports and calls go: its coordinator's reports subject on NATS, or
+/// its HTTP API (a leased attempt).
+#[derive(Debug, Clone)]
+enum Home {
+    Nats {
+        client: async_nats::Client,
+        subject: String,
+    },
+    Http(Arc<HttpHome>),
+}
+
+impl Home {
+    fn nats(state: &State, order: &Order) -> Self {
+        Self::Nats {
+            client: state.client.clone(),
+            subject: format!("{PREFIX}.reports.{}", token(&order.coordinator)),
+        }
+    }
+}
+
 /// A worker's tool and blackboard calls, made by the attempt's coordinator.
 #[derive(Debug)]
 struct Relay {
-    client: async_nats::Client,
-    subject: String,
+    home: Home,
     key: String,
     worker: String,
     /// The attempt's time limit: no call waits longer (the engine drops it at its deadline).
@@ -606,15 +805,21 @@ impl Relay {
         };
         let payload =
             serde_json::to_vec(&call).map_err(|e| format!("the call could not be encoded: {e}"))?;
-        let request = async_nats::Request::new()
-            .payload(payload.into())
-            .timeout(Some(self.timeout));
-        let answer = self
-            .client
-            .send_request(self.subject.clone(), request)
-            .await
-            .map_err(|e| format!("the coordinator did not answer the call: {e}"))?;
-        serde_json::from_slice::<CallReply>(&answer.payload)
+        let answer = match &self.home {
+            Home::Nats { client, subject } => {
+                let request = async_nats::Request::new()
+                    .payload(payload.into())
+                    .timeout(Some(self.timeout));
+                client
+                    .send_request(subject.clone(), request)
+                    .await
+                    .map_err(|e| format!("the coordinator did not answer the call: {e}"))?
+                    .payload
+                    .to_vec()
+            }
+            Home::Http(http) => http.call(payload, self.timeout).await?,
+        };
+        serde_json::from_slice::<CallReply>(&answer)
             .map_err(|e| format!("the coordinator's answer does not parse: {e}"))
     }
 }

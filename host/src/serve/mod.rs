@@ -23,6 +23,7 @@ mod plans;
 mod problem;
 mod store;
 mod stream;
+mod work;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -224,6 +225,7 @@ async fn terminated() {
 pub(crate) fn router(app: Arc<App>, max_body: usize) -> Router {
     api::routes()
         .merge(stream::routes())
+        .merge(work::routes())
         .merge(dashboard::routes())
         .merge(openapi::routes())
         .fallback(api::unknown_route)

@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::App;
-use super::{api, stream};
+use super::{api, stream, work};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,11 +20,13 @@ use super::{api, stream};
         api::list_runs, api::get_run, api::get_task, api::cancel_run, api::resume_run,
         stream::events, stream::websocket,
         api::me, api::workers, api::healthz, api::readyz, api::metrics,
+        work::lease, work::renew, work::report, work::call, work::component,
     ),
     modifiers(&Token),
     tags((name = "dags", description = "Registered workflows"),
          (name = "runs", description = "Runs, their events and results"),
-         (name = "service", description = "Health and metrics")),
+         (name = "service", description = "Health and metrics"),
+         (name = "work", description = "Attempts leased to workers over HTTP while NATS is down (a worker's token)")),
 )]
 struct Doc;
 
