@@ -30,9 +30,13 @@
 //!   task's scope, keeps the value in the run's board (journaled as any write) and audits a
 //!   refusal; the worker holds no board.
 //!
-//! What a worker cannot do yet: reach secrets or messages (they stay with the coordinator,
-//! which must check every call). An attempt whose component imports one of them, or whose
-//! task has input files, runs on the coordinator.
+//! - While NATS cannot be reached, the coordinator's degraded attempts are also offered for
+//!   lease over HTTP (`lease`; `wasm-orch serve`'s `/v1/work` routes), and a worker started
+//!   with `--coordinator` leases them there (`http`): the same work orders, reports and calls.
+//!
+//! What a worker cannot do: reach secrets (their values stay in the coordinator's process) or
+//! a task's input files (they are not shipped). An attempt whose component imports secrets,
+//! or whose task has input files, runs on the coordinator.
 
 pub(crate) mod dispatch;
 mod http;
