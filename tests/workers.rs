@@ -999,3 +999,56 @@ async fn with_nats_down_the_services_workers_lease_its_attempts_over_http() {
         );
     }
 }
+
+/// A tenant's fuel rate holds on workers too: a worker's attempt sends the fuel its guest
+/// burns to its coordinator, which draws it from the tenant's bucket and answers with the
+/// debt the guest must sleep off. A loop that never calls the host, capped at 100M fuel a
+/// second for two seconds, burns a fraction of what it burns unthrottled.
+#[test]
+fn a_tenants_fuel_rate_holds_for_its_attempts_on_workers() {
+    let scratch = Scratch::new();
+    let nats = NatsServer::start(&scratch);
+    let _w1 = Worker::start(&nats, &scratch, "w1", "rated", &["--slots", "2"]);
+    await_workers(&nats, "rated", &["w1"], |_| true);
+    let policy = scratch.workflow(
+        "policy.toml",
+        "[tenants.capped]\nfuel_rate = 100_000_000\nfuel_burst = 10_000_000\n",
+    );
+    let flow = scratch.workflow(
+        "spin.toml",
+        "[workflow]\nname = \"spin\"\ntenant = \"capped\"\n\
+         [agents.spin]\ncomponent = \"{guests}/spin.wasm\"\nfuel = 1_000_000_000_000_000\n\
+         timeout = \"2s\"\nworkdir = false\n[[tasks]]\nid = \"spin\"\nagent = \"spin\"\n",
+    );
+    let output = scratch.path().join("results.json");
+    let out = scratch
+        .dirs(
+            cli!()
+                .arg("run")
+                .arg(&flow)
+                .args(["--plain", "--nats", &nats.runtime_url(), "--pool", "rated"])
+                .arg("--policy")
+                .arg(&policy)
+                .arg("--output")
+                .arg(&output),
+        )
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1), "the spin times out");
+    let results = results(&output);
+    let spin = task(&results, "spin");
+    assert_eq!(spin["status"], "timed-out", "{spin}");
+    assert_eq!(
+        spin["history"][0]["worker"], "w1",
+        "it ran on the worker: {spin}"
+    );
+    let fuel = spin["fuel_used"].as_u64().expect("fuel used");
+    // Two seconds at 100M/s and the burst are 210M; the same attempt run here burns 250M to
+    // 280M (a draw sees the fuel of the slice before it), on a worker 300M to 410M (the
+    // coordinator's answers come late); unthrottled, it burns well over a billion.
+    assert!(
+        fuel <= 600_000_000,
+        "{fuel} fuel in two seconds: the rate did not hold on the worker"
+    );
+    assert!(fuel >= 20_000_000, "{fuel}: it hardly ran");
+}

@@ -80,7 +80,16 @@ fn main() {
 
         let noop = bench_workflow(scratch.path(), "noop", 10_000, false, "{}", false, 64);
         let wait = bench_workflow(scratch.path(), "wait", 1_000, false, "{ ms = 100 }", false, 64);
+        // `--only noop` (or `wait`): one of them (for profiling).
+        let args: Vec<String> = std::env::args().collect();
+        let only = args
+            .iter()
+            .position(|a| a == "--only")
+            .and_then(|i| args.get(i + 1).cloned());
         for (name, wf, n) in [("noop", &noop, 10_000.0), ("wait 100 ms", &wait, 1_000.0)] {
+            if only.as_ref().is_some_and(|o| !name.starts_with(o.as_str())) {
+                continue;
+            }
             let here = median(&local, wf, None).await;
             let there = median(&remote, wf, Some(&pool)).await;
             println!("{n:.0} {name} tasks (max_concurrency 64), median of {RUNS} runs");

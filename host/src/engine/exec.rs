@@ -38,7 +38,7 @@ use crate::capabilities::messages::MessageScope;
 use crate::capabilities::secrets::SecretAccess;
 use crate::capabilities::tools::ToolAccess;
 use crate::config::format_size;
-use crate::govern::FuelBucket;
+use crate::govern::FuelDraw;
 use crate::model::Name;
 use crate::model::digest::sha256_hex;
 use crate::model::limits::Limits;
@@ -52,7 +52,7 @@ use crate::wit::{self, AgentError, Task, TaskInput, Upstream, UpstreamFailure, U
 pub(crate) struct Setup {
     pub(crate) agent: Arc<LoadedAgent>,
     /// Fuel buckets the attempt draws from (its tenant's, its agent's).
-    pub(crate) buckets: Vec<Arc<FuelBucket>>,
+    pub(crate) buckets: Vec<Arc<dyn FuelDraw>>,
     pub(crate) tenant: Name,
     pub(crate) run_id: Name,
     pub(crate) emitter: TaskEmitter,

@@ -240,7 +240,7 @@ impl LocalExecutor {
                 .tenant_bucket
                 .iter()
                 .chain(agent.bucket.iter())
-                .cloned()
+                .map(|b| Arc::clone(b) as Arc<dyn crate::govern::FuelDraw>)
                 .collect(),
             tenant: run.tenant.clone(),
             run_id: run.run_id.clone(),

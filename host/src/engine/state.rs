@@ -17,7 +17,7 @@ use crate::capabilities::messages::{self, MessageScope, MessagesView};
 use crate::capabilities::secrets::{self, SecretAccess, SecretsView};
 use crate::capabilities::status::{self, StatusView};
 use crate::capabilities::tools::{self, ToolAccess, ToolsView};
-use crate::govern::FuelBucket;
+use crate::govern::FuelDraw;
 use crate::model::Name;
 use crate::model::events::TaskRef;
 
@@ -35,7 +35,7 @@ pub(crate) struct TaskState {
     /// When the attempt runs out of wall-clock time.
     pub(crate) deadline: Instant,
     /// Fuel buckets to draw from (tenant, agent), and the fuel left at the last draw.
-    pub(crate) buckets: Vec<Arc<FuelBucket>>,
+    pub(crate) buckets: Vec<Arc<dyn FuelDraw>>,
     pub(crate) fuel_seen: u64,
 }
 

@@ -9,6 +9,26 @@ use crate::model::limits::FuelRate;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// What a running guest draws its fuel from: a bucket here, or one another process keeps (a
+/// worker's attempt draws from its coordinator's).
+pub(crate) trait FuelDraw: Send + Sync + std::fmt::Debug {
+    /// Takes `fuel`; how long the guest must wait now, if the account is in debt.
+    fn draw(&self, fuel: u64) -> Option<Duration>;
+
+    /// How long until the account is out of debt, if it is in debt now: a guest about to
+    /// start waits this long first, so that short tasks (which may never see an epoch tick)
+    /// cannot run past the rate either.
+    fn debt(&self) -> Option<Duration> {
+        self.draw(0)
+    }
+}
+
+impl FuelDraw for FuelBucket {
+    fn draw(&self, fuel: u64) -> Option<Duration> {
+        FuelBucket::draw(self, fuel)
+    }
+}
+
 /// A token bucket: refills at a steady rate, up to a burst; draws may put it in debt.
 #[derive(Debug)]
 pub(crate) struct FuelBucket {
@@ -61,13 +81,6 @@ impl FuelBucket {
     /// back to zero, if it is now in debt.
     pub(crate) fn draw(&self, fuel: u64) -> Option<Duration> {
         self.draw_at(fuel, Instant::now())
-    }
-
-    /// How long until the bucket is out of debt, if it is in debt now: a guest about to
-    /// start waits this long first, so that short tasks (which may never see an epoch tick)
-    /// cannot run past the rate either.
-    pub(crate) fn debt(&self) -> Option<Duration> {
-        self.draw(0)
     }
 
     fn draw_at(&self, fuel: u64, now: Instant) -> Option<Duration> {

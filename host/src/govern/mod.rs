@@ -14,7 +14,7 @@ mod slots;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub(crate) use self::bucket::FuelBucket;
+pub(crate) use self::bucket::{FuelBucket, FuelDraw};
 pub(crate) use self::budget::{Account, Grant, Reservation, grant};
 use self::scores::Scores;
 pub(crate) use self::slots::{Signal, SlotGuard, SlotPool, Waiter};

@@ -17,6 +17,7 @@ use futures_util::stream::FuturesUnordered;
 use crate::capabilities::blackboard::BlackboardView;
 use crate::capabilities::messages::MessagesView;
 use crate::engine::{LocalExecutor, RunAgent};
+use crate::govern::{FuelBucket, FuelDraw};
 use crate::model::Name;
 use crate::model::digest::sha256_hex;
 use crate::model::events::{LogLevel, LogStream, TaskGrants};
@@ -158,6 +159,9 @@ impl Dispatch {
         let Some(order) = self.order(pool, agent, &job) else {
             return self.here(pool, job).await;
         };
+        if let Some(stopped) = self.out_of_debt(agent, &job).await {
+            return stopped;
+        }
         let Ok(text) = serde_json::to_string(&order) else {
             return self.here(pool, job).await;
         };
@@ -215,6 +219,41 @@ impl Dispatch {
         attempt
     }
 
+    /// The fuel buckets an attempt of `agent` draws on (its tenant's, its agent's).
+    fn buckets<'a>(&'a self, agent: &'a RunAgent) -> impl Iterator<Item = &'a Arc<FuelBucket>> {
+        self.local
+            .run
+            .tenant_bucket
+            .iter()
+            .chain(agent.bucket.iter())
+    }
+
+    /// Waits out the debt of the attempt's fuel rates before it is handed out, as an attempt
+    /// here waits before it starts; the attempt's end if it is cancelled or runs out of time
+    /// meanwhile.
+    async fn out_of_debt(&self, agent: &RunAgent, job: &Job) -> Option<Attempt> {
+        let wait = self.buckets(agent).filter_map(|b| b.debt()).max()?;
+        if wait >= job.limits.timeout {
+            return Some(Attempt::not_run(
+                TaskStatus::TimedOut,
+                ErrorKind::Timeout,
+                format!(
+                    "its fuel rate's debt ({:.1} s) outlasts its time limit",
+                    wait.as_secs_f64()
+                ),
+            ));
+        }
+        tokio::select! {
+            biased;
+            () = job.cancel.cancelled() => Some(Attempt::not_run(
+                TaskStatus::Cancelled,
+                ErrorKind::Cancelled,
+                "the run was cancelled".into(),
+            )),
+            () = tokio::time::sleep(wait) => None,
+        }
+    }
+
     /// An attempt's work order; `None` if its parameters or upstream outputs cannot be sent.
     fn order(&self, pool: &PoolInner, agent: &RunAgent, job: &Job) -> Option<Order> {
         let run = &self.local.run;
@@ -229,6 +268,17 @@ impl Dispatch {
             limits: job.limits,
             workdir: agent.workdir,
             params: RawValue::from_string(job.params.to_string()).ok()?,
+            rates: run
+                .tenant_bucket
+                .iter()
+                .map(|b| (format!("tenant:{}", run.tenant), b.rate()))
+                .chain(
+                    agent
+                        .bucket
+                        .iter()
+                        .map(|b| (format!("agent:{}", agent.loaded.digest), b.rate())),
+                )
+                .collect(),
             upstream: job
                 .upstream
                 .iter()
@@ -265,6 +315,9 @@ impl Dispatch {
         let Some(order) = self.order(pool, agent, &job) else {
             return Err(Box::new(job));
         };
+        if let Some(stopped) = self.out_of_debt(agent, &job).await {
+            return Ok(stopped);
+        }
         // Claimed here, as a local attempt would be: a repeat of the key is refused.
         if let Err(refused) = run.claims.claim(&run.tenant, &job.key, &job.task_ref) {
             return Ok(Attempt::not_run(
@@ -370,6 +423,13 @@ impl Dispatch {
                 Some((call, reply)) = waiting.calls.recv() => {
                     let (tool, input) = match call.call {
                         Request::Tool { tool, input } => (tool, input),
+                        // The fuel its guest burned: drawn from the attempt's rates here.
+                        Request::Fuel { burned } => {
+                            let wait = self.buckets(agent).filter_map(|b| b.draw(burned)).max();
+                            let wait_ms = wait.map_or(0, |w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX));
+                            pool.answer(reply, &CallReply::Fuel { wait_ms }).await;
+                            continue;
+                        }
                         Request::Blackboard(call) => {
                             let answer = BlackboardView::new(&board, &events).answer(call);
                             pool.answer(reply, &CallReply::Blackboard(answer)).await;

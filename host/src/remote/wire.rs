@@ -7,12 +7,12 @@ use serde_json::value::RawValue;
 use crate::capabilities::blackboard::{BoardCall, BoardReply};
 use crate::capabilities::messages::{MessageCall, MessageReply};
 use crate::model::events::TaskRef;
-use crate::model::limits::Limits;
+use crate::model::limits::{FuelRate, Limits};
 use crate::model::status::{ErrorKind, TaskError, TaskStatus};
 use crate::model::time::Timestamp;
 
-/// The version of the messages below.
-pub(crate) const VERSION: u32 = 2;
+/// The version of the messages below (3: fuel rates reach workers, `Request::Fuel`).
+pub(crate) const VERSION: u32 = 3;
 
 /// One attempt, as a work order on a pool's queue.
 #[derive(Debug, Serialize, Deserialize)]
@@ -32,6 +32,12 @@ pub(crate) struct Order {
     pub(crate) workdir: bool,
     pub(crate) params: Box<RawValue>,
     pub(crate) upstream: Vec<UpstreamWire>,
+    /// The fuel rates the attempt draws on (its tenant's, its agent's), each with the name of
+    /// its account: the worker holds the rate among its own attempts of that account, sends
+    /// the fuel burned home (where every worker's attempts draw from one bucket), and sleeps
+    /// off the debt it is told of.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) rates: Vec<(String, FuelRate)>,
 }
 
 /// How one upstream task ended.
@@ -109,9 +115,16 @@ pub(crate) struct Call {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum Request {
-    Tool { tool: String, input: String },
+    Tool {
+        tool: String,
+        input: String,
+    },
     Blackboard(BoardCall),
     Messages(MessageCall),
+    /// The fuel the guest burned since the last such call, to draw from the attempt's rates.
+    Fuel {
+        burned: u64,
+    },
 }
 
 /// How a call went: a tool's outcome, or the blackboard's answer.
@@ -125,6 +138,10 @@ pub(crate) enum CallReply {
     Failed(String),
     Blackboard(BoardReply),
     Messages(MessageReply),
+    /// How long the guest sleeps off its rates' debt (0: none).
+    Fuel {
+        wait_ms: u64,
+    },
 }
 
 impl Finished {

@@ -32,9 +32,11 @@ use crate::capabilities::messages::{MessageCall, MessageRelay, MessageReply, Mes
 use crate::capabilities::secrets::SecretAccess;
 use crate::capabilities::tools::{ToolAccess, ToolRelay};
 use crate::engine::{Engine, EngineConfig, LoadedAgent, MAX_COMPONENT, Setup};
+use crate::govern::FuelBucket;
 use crate::model::Name;
 use crate::model::digest::sha256_hex;
 use crate::model::events::EventKind;
+use crate::model::limits::FuelRate;
 use crate::model::port::{Heartbeat, Job, UpstreamResult};
 use crate::model::status::{ErrorKind, TaskError, TaskStatus};
 use crate::model::time::Timestamp;
@@ -140,6 +142,8 @@ struct State {
     /// Running attempts: key → (tenant, its stop).
     running: Mutex<HashMap<String, (String, CancellationToken)>>,
     agents: Mutex<HashMap<String, Arc<LoadedAgent>>>,
+    /// This worker's fuel buckets, by account (a tenant's, an agent's).
+    buckets: Mutex<HashMap<String, Arc<FuelBucket>>>,
     /// One component fetched and compiled at a time.
     loading: tokio::sync::Mutex<()>,
     leaving: AtomicBool,
@@ -196,6 +200,7 @@ pub async fn run_worker(
         handed_back: AtomicU64::new(0),
         running: Mutex::default(),
         agents: Mutex::default(),
+        buckets: Mutex::default(),
         loading: tokio::sync::Mutex::new(()),
         leaving: AtomicBool::new(false),
         started_at: Timestamp::now(),
@@ -308,6 +313,21 @@ async fn take_attempts(
                     tokio::spawn(attempt(Arc::clone(state), message, permit, settings));
                 }
                 Err(e) => tracing::warn!("worker: a message could not be read: {e}"),
+            }
+        }
+    }
+}
+
+impl State {
+    /// This worker's bucket of account `account` at `rate` (a new one if the rate changed).
+    fn bucket(&self, account: &str, rate: FuelRate) -> Arc<FuelBucket> {
+        let mut buckets = lock(&self.buckets);
+        match buckets.get(account) {
+            Some(bucket) if bucket.rate() == rate => Arc::clone(bucket),
+            _ => {
+                let bucket = Arc::new(FuelBucket::new(rate));
+                buckets.insert(account.to_owned(), Arc::clone(&bucket));
+                bucket
             }
         }
     }
@@ -605,15 +625,28 @@ async fn run(state: &State, order: &Order, stop: CancellationToken, home: &Home)
         worker: state.id.clone(),
         timeout: order.limits.timeout,
     });
+    // An attempt on fuel rates draws from its coordinator's buckets: the fuel burned goes
+    // home every FUEL_REPORT, and the debt it is told of is slept off at the next epoch tick.
+    let fuel = (!order.rates.is_empty()).then(|| {
+        let local = order
+            .rates
+            .iter()
+            .map(|(account, rate)| state.bucket(account, *rate))
+            .collect();
+        Arc::new(RelayedFuel::new(local, Arc::clone(&relay)))
+    });
     let setup = Setup {
         agent,
-        buckets: Vec::new(),
+        buckets: fuel
+            .iter()
+            .map(|f| Arc::clone(f) as Arc<dyn crate::govern::FuelDraw>)
+            .collect(),
         tenant: Name::from(order.tenant.as_str()),
         run_id: Name::from(order.run_id.as_str()),
         emitter,
         board: BoardScope::relayed(order.task.branch.clone(), Arc::clone(&relay) as _),
         messages: MessageScope::relayed(order.task.node.clone(), Arc::clone(&relay) as _),
-        tools: ToolAccess::relayed(relay),
+        tools: ToolAccess::relayed(Arc::clone(&relay) as _),
         secrets: SecretAccess::none(),
         redactor: Arc::default(),
         files,
@@ -645,6 +678,10 @@ async fn run(state: &State, order: &Order, stop: CancellationToken, home: &Home)
         attempt
     };
     let (attempt, ()) = tokio::join!(execute, forward);
+    if let Some(fuel) = &fuel {
+        // What it burned last is drawn too: the account pays for every unit.
+        fuel.inner.report().await;
+    }
     if order.workdir {
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(scratch)).await;
     }
@@ -764,6 +801,78 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How often, at most, a rated attempt's burned fuel goes home.
+const FUEL_REPORT: Duration = Duration::from_millis(20);
+
+/// An attempt's fuel accounts: the worker's own buckets of its rates (shared by the worker's
+/// attempts of the same account, drawn at once), and the coordinator's (shared by every
+/// worker), told what was burned every [`FUEL_REPORT`] and answering with the debt to sleep
+/// off. A report is sent from the epoch tick that finds one due: a spinning guest's own ticks
+/// carry it, whatever else the worker's threads are busy with.
+#[derive(Debug)]
+struct RelayedFuel {
+    inner: Arc<FuelAccount>,
+}
+
+#[derive(Debug)]
+struct FuelAccount {
+    local: Vec<Arc<FuelBucket>>,
+    relay: Arc<Relay>,
+    burned: AtomicU64,
+    /// Until when the guest sleeps, as the coordinator last said.
+    until: Mutex<Option<std::time::Instant>>,
+    /// When the last report went, and whether one is on its way.
+    last: Mutex<std::time::Instant>,
+    sending: AtomicBool,
+}
+
+impl RelayedFuel {
+    fn new(local: Vec<Arc<FuelBucket>>, relay: Arc<Relay>) -> Self {
+        Self {
+            inner: Arc::new(FuelAccount {
+                local,
+                relay,
+                burned: AtomicU64::new(0),
+                until: Mutex::new(None),
+                last: Mutex::new(std::time::Instant::now()),
+                sending: AtomicBool::new(false),
+            }),
+        }
+    }
+}
+
+impl FuelAccount {
+    /// Sends what was burned since the last report, and takes in the debt.
+    async fn report(&self) {
+        let burned = self.burned.swap(0, Ordering::Relaxed);
+        if burned > 0
+            && let Ok(CallReply::Fuel { wait_ms }) =
+                self.relay.request(Request::Fuel { burned }).await
+        {
+            *lock(&self.until) =
+                (wait_ms > 0).then(|| std::time::Instant::now() + Duration::from_millis(wait_ms));
+        }
+        *lock(&self.last) = std::time::Instant::now();
+        self.sending.store(false, Ordering::Release);
+    }
+}
+
+impl crate::govern::FuelDraw for RelayedFuel {
+    fn draw(&self, fuel: u64) -> Option<Duration> {
+        let account = &self.inner;
+        let here = account.local.iter().filter_map(|b| b.draw(fuel)).max();
+        account.burned.fetch_add(fuel, Ordering::Relaxed);
+        let now = std::time::Instant::now();
+        let due = now.duration_since(*lock(&account.last)) >= FUEL_REPORT;
+        if due && !account.sending.swap(true, Ordering::AcqRel) {
+            let account = Arc::clone(account);
+            tokio::spawn(async move { account.report().await });
+        }
+        let home = (*lock(&account.until)).and_then(|until| until.checked_duration_since(now));
+        here.max(home)
+    }
+}
+
 /// Where an attempt's reports and calls go: its coordinator's reports subject on NATS, or
 /// its HTTP API (a leased attempt).
 #[derive(Debug, Clone)]
@@ -838,9 +947,11 @@ impl ToolRelay for Relay {
                 Ok(CallReply::Denied(m)) => Err(ToolError::Denied(m)),
                 Ok(CallReply::InvalidInput(m)) => Err(ToolError::InvalidInput(m)),
                 Ok(CallReply::Failed(m)) => Err(ToolError::Failed(m)),
-                Ok(CallReply::Blackboard(_) | CallReply::Messages(_)) => Err(ToolError::Failed(
-                    "the coordinator answered another call".into(),
-                )),
+                Ok(CallReply::Blackboard(_) | CallReply::Messages(_) | CallReply::Fuel { .. }) => {
+                    Err(ToolError::Failed(
+                        "the coordinator answered another call".into(),
+                    ))
+                }
                 Err(e) => Err(ToolError::Failed(e)),
             }
         })
