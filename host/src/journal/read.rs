@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 use super::Journal;
 use super::writer::HEARTBEAT;
 use crate::error::Error;
+use crate::model::Name;
 use crate::model::events::{Event, EventKind, Output};
 use crate::model::time::Timestamp;
 
@@ -275,6 +276,9 @@ impl Journal {
                 })?;
                 if event.seq < from {
                     continue;
+                }
+                if event.run_id.is_empty() {
+                    event.run_id = Name::from(run_id);
                 }
                 if let EventKind::TaskStatus(u) = &mut event.kind
                     && u.output.is_none()

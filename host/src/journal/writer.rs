@@ -225,6 +225,7 @@ struct Rows {
 fn commit(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<Vec<(Arc<RunLink>, u64)>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut rows: HashMap<Name, Rows> = HashMap::new();
+    let mut stored_outputs: std::collections::HashSet<Name> = std::collections::HashSet::new();
     {
         let mut output =
             tx.prepare_cached("INSERT OR IGNORE INTO outputs (digest, body) VALUES (?1, ?2)")?;
@@ -259,17 +260,18 @@ fn commit(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<Vec<(Arc<
                             row.settled += 1;
                         }
                         if let (Some(out), Some(digest)) = (&u.output, &u.output_digest) {
-                            output.execute(params![digest.as_str(), out.get().as_bytes()])?;
-                            // The event keeps the digest; the output is stored once.
-                            let mut stored = (**event).clone();
-                            if let EventKind::TaskStatus(s) = &mut stored.kind {
-                                s.output = None;
+                            // Once per batch for each output (many tasks may give the same).
+                            if stored_outputs.insert(digest.clone()) {
+                                output.execute(params![digest.as_str(), out.get().as_bytes()])?;
                             }
-                            encode(&mut row.body, &stored);
+                            // The event keeps the digest; the output is stored once.
+                            let mut stripped = u.clone();
+                            stripped.output = None;
+                            encode(&mut row.body, event, &EventKind::TaskStatus(stripped));
                             continue;
                         }
                     }
-                    encode(&mut row.body, event);
+                    encode(&mut row.body, event, &event.kind);
                 }
                 Record::Board {
                     run,
@@ -341,9 +343,24 @@ fn commit(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<Vec<(Arc<
     Ok(rows.into_values().map(|row| (row.link, row.last)).collect())
 }
 
-fn encode(body: &mut Vec<u8>, event: &Event) {
+/// One journaled event: as subscribers see it, less its run's id (the row has it; a reader
+/// puts it back).
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    seq: u64,
+    at: Timestamp,
+    #[serde(flatten)]
+    kind: &'a EventKind,
+}
+
+fn encode(body: &mut Vec<u8>, event: &Event, kind: &EventKind) {
+    let line = Line {
+        seq: event.seq,
+        at: event.at,
+        kind,
+    };
     // Events are plain data: serializing one cannot fail.
-    if serde_json::to_writer(&mut *body, event).is_ok() {
+    if serde_json::to_writer(&mut *body, &line).is_ok() {
         body.push(b'\n');
     }
 }

@@ -23,7 +23,8 @@ use super::time::Timestamp;
 pub struct Event {
     /// Position in the run's stream: 1, 2, 3, ... with no gaps.
     pub seq: u64,
-    /// The run this event belongs to.
+    /// The run this event belongs to (a journal's line leaves it out: its row names it).
+    #[serde(default)]
     pub run_id: Name,
     /// When the host emitted it.
     pub at: Timestamp,
