@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use wasm_orch::events::EventKind;
 use wasm_orch::{RunStatus, TaskStatus, Workflow};
-use wasm_orch_tests::{Finished, Scratch, cli, kv_store};
+use wasm_orch_tests::{Finished, Scratch, cli, kv_store, root};
 
 const AGENTS: &str = r#"
 [agents.planner]
@@ -556,4 +556,73 @@ async fn planned_tasks_of_memoized_agents_are_reused_by_the_next_run() {
         second.report.task("plan").map(|t| t.status),
         Some(TaskStatus::Succeeded)
     );
+}
+
+/// A planner inside a child workflow plans as it does at the top: its plan is checked against
+/// the child's own file (its agents, for the run's tenant) and joins the run below the child's
+/// task (`calc.plan.sum-1`, ...); the parent's tasks that wait for the child see the plan's
+/// result, and a top-level planner beside it plans too. A loop's body may not have one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planner_inside_a_child_workflow_grows_the_run_below_its_task() {
+    let scratch = Scratch::new();
+    // The example itself, as a child.
+    let example = std::fs::read_to_string(root().join("examples/planner.toml"))
+        .expect("the example")
+        .replace("../target/guests", "{guests}");
+    let child = scratch.workflow("child.toml", &example);
+    let toml = format!(
+        "[workflow]\nname = \"outer\"\nmax_tasks = 60\n{AGENTS}\n\
+         [[tasks]]\nid = \"calc\"\nworkflow = \"{}\"\n\
+         with = {{ query = \"Calculate 1+2 and 3+4, then multiply results\" }}\n\
+         [[tasks]]\nid = \"steps\"\nagent = \"planner\"\nwith = {{ query = \"fetch → process\" }}\n\
+         [[tasks]]\nid = \"double\"\nagent = \"mul\"\nwith = {{ a = 2 }}\ndepends_on = [\"calc\"]\n",
+        child.display()
+    );
+    let done = scratch.run(&toml).await;
+    assert_eq!(
+        done.report.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        done.report
+    );
+    assert_eq!(done.report.output("calc.plan.product"), Some(json!(21)));
+    assert_eq!(
+        done.report.output("double"),
+        Some(json!(42)),
+        "it saw the plan's result"
+    );
+    let planned = plans(&done);
+    let inner = planned
+        .iter()
+        .find(|(p, _)| p.as_deref() == Some("calc.plan"))
+        .expect("the child's planner planned");
+    assert_eq!(
+        inner.1,
+        ["calc.plan.sum-1", "calc.plan.sum-2", "calc.plan.product"]
+    );
+    assert!(
+        planned.iter().any(|(p, _)| p.as_deref() == Some("steps")),
+        "the top-level planner planned too: {planned:?}"
+    );
+    // The planned tasks ran on the child's agents.
+    let agent = |node: &str| done.report.task(node).map(|t| t.agent.clone());
+    assert_eq!(agent("calc.plan.sum-1").as_deref(), Some("calc.add"));
+    assert_eq!(agent("calc.plan.product").as_deref(), Some("calc.mul"));
+
+    let body = scratch.workflow(
+        "body.toml",
+        &format!("[workflow]\nname = \"body\"\n{AGENTS}\n[[tasks]]\nid = \"plan\"\nagent = \"planner\"\nwith = {{ query = \"fetch\" }}\n"),
+    );
+    let looped = scratch.workflow(
+        "looped.toml",
+        &format!(
+            "[workflow]\nname = \"looped\"\n[[tasks]]\nid = \"again\"\nworkflow = \"{}\"\nloop = {{ max_iterations = 2 }}\n",
+            body.display()
+        ),
+    );
+    let error = Workflow::from_file(&looped)
+        .expect_err("refused")
+        .to_string();
+    assert!(error.contains("which has planner agents"), "{error}");
+    assert!(error.contains("looped.toml:"), "the file and line: {error}");
 }

@@ -14,8 +14,9 @@
 //! `<task>.1.<id>`; the run adds the next ones as the loop goes on (see `looping`).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use super::{AgentDef, Iteration, Target, TaskDef, Workflow};
+use super::{AgentDef, ChildFile, Iteration, Target, TaskDef, Workflow};
 
 /// `tasks` (the parent's, in order) with each child `(place, workflow)` inlined in place of
 /// the task at `place`; `agents` and `mutexes` gain the children's.
@@ -23,6 +24,7 @@ pub(super) fn inline(
     tasks: Vec<TaskDef>,
     agents: &mut Vec<AgentDef>,
     mutexes: &mut HashMap<String, usize>,
+    files: &mut Vec<ChildFile>,
     children: Vec<(usize, Workflow)>,
 ) -> Vec<TaskDef> {
     let placeholders: HashSet<usize> = children.iter().map(|(p, _)| *p).collect();
@@ -50,6 +52,20 @@ pub(super) fn inline(
         }
         for (group, capacity) in &child.mutexes {
             mutexes.insert(format!("{owner}.{group}"), *capacity);
+        }
+        // Where its planners' plans are checked (a loop's body has none).
+        if looped.is_none() {
+            files.push(ChildFile {
+                owner: owner.clone(),
+                source: Arc::clone(&child.source),
+                params: child.overrides.clone(),
+                agents: agent_base..agent_base + child.agents.len(),
+            });
+            files.extend(child.children.iter().map(|inner| ChildFile {
+                owner: format!("{owner}.{}", inner.owner),
+                agents: agent_base + inner.agents.start..agent_base + inner.agents.end,
+                ..inner.clone()
+            }));
         }
         let base = all.len();
         let depended: HashSet<usize> = child

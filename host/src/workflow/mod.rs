@@ -69,6 +69,23 @@ pub struct Workflow {
     pub(crate) max_plan_depth: u32,
     /// `[workflow.messages]`: what the run's messages may be.
     pub(crate) messages: crate::model::limits::MessageLimits,
+    /// The child workflows inlined into this one, at every depth (a planner inside one has
+    /// its plans checked against the child's own file: see [`Workflow::grow`]).
+    pub(crate) children: Vec<ChildFile>,
+}
+
+/// A child workflow inlined into a workflow.
+#[derive(Debug, Clone)]
+pub(crate) struct ChildFile {
+    /// Its tasks' (and agents') prefix in the workflow: `<task>`, or `<task>.<task>` for a
+    /// child's child.
+    pub(crate) owner: String,
+    /// Its file, with the plans its planners have added since the run started.
+    pub(crate) source: Arc<Source>,
+    /// The parameters it is checked with (the task's `with`).
+    pub(crate) params: Vec<(String, String)>,
+    /// Its agents in the workflow.
+    pub(crate) agents: Range<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +166,9 @@ pub(crate) struct TaskDef {
     /// `start = "on-message"`: it starts when its first message arrives, and ends
     /// `not-needed` if none comes while a task that could send one runs.
     pub(crate) on_message: bool,
+    /// Added by the plan of a planner inside a child workflow: in no file this workflow
+    /// reads, so carried over as it is when the workflow is checked again.
+    pub(crate) child_planned: bool,
 }
 
 /// Where a task stands in a loop over a child workflow (`workflow = "body.toml"` with

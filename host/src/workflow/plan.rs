@@ -10,6 +10,7 @@
 //! (the run's state is kept by task), the plan's come after them.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use petgraph::graph::NodeIndex;
 use serde_json::Value as Json;
@@ -108,6 +109,9 @@ impl Workflow {
                 self.max_plan_depth
             ));
         }
+        if let Some(child) = self.child_of(planner) {
+            return self.grow_in_child(planner, plan, child, depth);
+        }
         let Some(object) = plan.as_object() else {
             return Err(
                 "a plan is an object `{\"tasks\": [...]}`, and this output is not an object".into(),
@@ -175,17 +179,136 @@ impl Workflow {
                 .iter()
                 .zip(&self.agents)
                 .all(|(a, b)| a.name == b.name && a.component == b.component);
-        // Iterations a loop added since are not in the file: they are carried over as they are.
-        let carried = self.tasks.iter().filter(|t| is_grown_iteration(t)).count();
+        // Iterations a loop added since, and plans of planners inside child workflows, are in
+        // no file: they are carried over as they are.
+        let carried = self.tasks.iter().filter(|t| is_carried(t)).count();
         if !same_agents || grown.tasks.len() + carried != self.tasks.len() + added {
             return Err(
                 "the workflow's files changed since the run started (its registry or a file it splits): plans cannot be checked against them"
                     .into(),
             );
         }
-        let grown = self.splice(planner, grown, depth)?;
+        let mut grown = self.splice(planner, grown, depth)?;
+        // The child files as this run has grown them (checked again, they were read afresh).
+        grown.children.clone_from(&self.children);
         // What only the splice adds (the planner's dependents wait for the plan) cannot close
         // a cycle, as the plan's tasks depend on nothing outside it; checked all the same.
+        if petgraph::algo::toposort(&grown.graph, None).is_err() {
+            return Err("the plan would close a cycle through the planner's dependents".into());
+        }
+        Ok(grown)
+    }
+
+    /// The innermost child workflow task `task` is of, by its agent (`None`: the file's own).
+    fn child_of(&self, task: usize) -> Option<usize> {
+        let agent = *self.tasks.get(task)?.target.agents().first()?;
+        let id = &self.tasks[task].id;
+        self.children
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| {
+                c.agents.contains(&agent)
+                    && id
+                        .strip_prefix(c.owner.as_str())
+                        .is_some_and(|rest| rest.starts_with('.'))
+            })
+            .max_by_key(|(_, c)| c.owner.len())
+            .map(|(i, _)| i)
+    }
+
+    /// The workflow grown with `plan`, the output of `planner`, a task of child workflow
+    /// `child`: the plan is checked as the child's (its agents, its ids, its tenant: the
+    /// run's), exactly as a top-level planner's is against the file, then joins this workflow
+    /// as the child's tasks did (`<owner>.<id>`, the child's agents and mutex groups).
+    fn grow_in_child(
+        &self,
+        planner: usize,
+        plan: &Json,
+        child: usize,
+        depth: u32,
+    ) -> Result<Workflow, String> {
+        let file = &self.children[child];
+        let prefix = format!("{}.", file.owner);
+        let Some(local_id) = self.tasks[planner].id.strip_prefix(&prefix) else {
+            return Err("the planner is not a task of its child workflow".into());
+        };
+        let mut inner = validate(Arc::clone(&file.source), &file.params, Some(&self.tenant))
+            .map_err(|p| {
+                format!(
+                    "child workflow `{}` does not check again: {}",
+                    file.source.path.display(),
+                    p.iter()
+                        .take(4)
+                        .map(Diagnostic::brief)
+                        .collect::<Vec<_>>()
+                        .join(" · ")
+                )
+            })?;
+        inner.overrides.clone_from(&file.params);
+        let Some(local) = inner.tasks.iter().position(|t| t.id == local_id) else {
+            return Err(format!(
+                "child workflow `{}` has no task `{}` (did the file change since the run started?)",
+                file.source.path.display(),
+                quoted(local_id)
+            ));
+        };
+        // The run's bounds, not the child file's own.
+        let room = self.max_tasks.saturating_sub(self.tasks.len());
+        inner.max_tasks = inner.tasks.len().saturating_add(room);
+        inner.max_plan_depth = self.max_plan_depth;
+        inner.tasks[local].depth = self.tasks[planner].depth;
+        let grown_inner = inner.grow(local, plan)?;
+        let before = inner.tasks.len();
+        // Where each of the child's tasks is in this workflow.
+        let here: HashMap<&str, usize> = self
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.as_str(), i))
+            .collect();
+        let mut at = Vec::with_capacity(grown_inner.tasks.len());
+        for task in &inner.tasks {
+            let id = format!("{prefix}{}", task.id);
+            let Some(&i) = here.get(id.as_str()) else {
+                return Err(format!(
+                    "task `{}` of the child workflow is not in the run (did the file change?)",
+                    quoted(&id)
+                ));
+            };
+            at.push(i);
+        }
+        let agent_base = file.agents.start;
+        let child_agents: HashSet<&str> = inner.agents.iter().map(|a| a.name.as_str()).collect();
+        let mut tasks = self.tasks.clone();
+        at.extend(self.tasks.len()..self.tasks.len() + (grown_inner.tasks.len() - before));
+        for task in &grown_inner.tasks[before..] {
+            let mut task = task.clone();
+            task.id = format!("{prefix}{}", task.id);
+            task.target = match task.target {
+                super::Target::Agent(a) => super::Target::Agent(agent_base + a),
+                super::Target::Capability { name, agents } => super::Target::Capability {
+                    name,
+                    agents: agents.into_iter().map(|a| agent_base + a).collect(),
+                },
+            };
+            task.deps = task.deps.iter().map(|&d| at[d]).collect();
+            task.mutex = task.mutex.map(|m| format!("{prefix}{m}"));
+            if let Some(doctor) = &task.stall.diagnostic_agent
+                && child_agents.contains(doctor.as_str())
+            {
+                task.stall.diagnostic_agent = Some(format!("{prefix}{doctor}"));
+            }
+            task.child_planned = true;
+            tasks.push(task);
+        }
+        let mut grown = Workflow {
+            tasks,
+            ..self.clone()
+        };
+        // The child's file as its plans have grown it: the next plan there is checked
+        // against it.
+        grown.children[child].source = Arc::clone(&grown_inner.source);
+        let grown = self.splice(planner, grown, depth)?;
         if petgraph::algo::toposort(&grown.graph, None).is_err() {
             return Err("the plan would close a cycle through the planner's dependents".into());
         }
@@ -218,7 +341,7 @@ impl Workflow {
                     task.depth = old.depth;
                     tasks.push(task);
                 }
-                None if is_grown_iteration(old) => tasks.push(old.clone()),
+                None if is_carried(old) => tasks.push(old.clone()),
                 None => {
                     return Err(format!(
                         "task `{}` is gone from the workflow checked again with the plan (did a file it splits change?)",
@@ -269,10 +392,11 @@ impl Workflow {
     }
 }
 
-/// Whether `task` is of an iteration a loop added while the run went on (the file has only
-/// each loop's first).
-fn is_grown_iteration(task: &TaskDef) -> bool {
-    task.iteration.as_ref().is_some_and(|it| it.n > 1)
+/// Whether `task` was added while the run went on and is in no file: an iteration of a loop
+/// (the file has only each loop's first), or a task of a plan of a planner inside a child
+/// workflow (the child's file is not re-read with it).
+fn is_carried(task: &TaskDef) -> bool {
+    task.child_planned || task.iteration.as_ref().is_some_and(|it| it.n > 1)
 }
 
 /// Task `i` of a plan as a workflow file's task: its id and dependencies prefixed with the

@@ -266,10 +266,17 @@ impl Validator {
         let graph = self.graph(&tasks)?;
         let tasks: Vec<TaskDef> = tasks.into_iter().map(|(t, _)| t).collect();
         let mut agents = agents;
+        let mut child_files = Vec::new();
         let (mut tasks, graph) = if children.is_empty() {
             (tasks, graph)
         } else {
-            let tasks = super::children::inline(tasks, &mut agents, &mut mutexes, children);
+            let tasks = super::children::inline(
+                tasks,
+                &mut agents,
+                &mut mutexes,
+                &mut child_files,
+                children,
+            );
             let graph = self.inlined(&tasks, &drafts)?;
             (tasks, graph)
         };
@@ -307,6 +314,7 @@ impl Validator {
             max_tasks,
             max_plan_depth,
             messages,
+            children: child_files,
         })
     }
 
@@ -599,15 +607,21 @@ impl Validator {
             let mut within = self.within.clone();
             within.push(own);
             match validate_within(Source::new(&path, text), &overrides, Some(tenant), &within) {
-                Ok(child) if child.agents.iter().any(|a| a.planner) => self.c.err(
-                    file.span(),
-                    format!(
-                        "child workflow `{}` has planner agents, which only a top-level workflow may have",
-                        file.get_ref()
-                    ),
-                    "run the planner from the parent workflow",
-                ),
-                Ok(child) => {
+                Ok(child)
+                    if d.spec.looping.is_some() && child.agents.iter().any(|a| a.planner) =>
+                {
+                    self.c.err(
+                        file.span(),
+                        format!(
+                            "task `{}` loops over workflow `{}`, which has planner agents: a loop's body is the same tasks each time",
+                            d.group,
+                            file.get_ref()
+                        ),
+                        "run the planner outside the loop (in the parent, or in a child workflow that is not looped over)",
+                    )
+                }
+                Ok(mut child) => {
+                    child.overrides = overrides;
                     if let Some(looping) = &d.spec.looping
                         && !self.loop_body(&child, &d.group, file.get_ref(), looping.span())
                     {
@@ -991,6 +1005,7 @@ impl Validator {
                     max_iterations,
                     iteration: None,
                     on_message,
+                    child_planned: false,
                 },
                 spans,
             ));
