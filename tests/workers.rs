@@ -1052,3 +1052,45 @@ fn a_tenants_fuel_rate_holds_for_its_attempts_on_workers() {
     );
     assert!(fuel >= 20_000_000, "{fuel}: it hardly ran");
 }
+
+/// A task's input files go to the worker that runs it: listed by digest in its work order,
+/// put in the object store by the coordinator, fetched, checked and placed read-only under
+/// `inputs/` by the worker (a file, and a directory with a file two levels down).
+#[test]
+fn a_tasks_input_files_reach_the_worker_that_runs_it() {
+    let scratch = Scratch::new();
+    let nats = NatsServer::start(&scratch);
+    let _w1 = Worker::start(&nats, &scratch, "w1", "files", &["--slots", "2"]);
+    await_workers(&nats, "files", &["w1"], |_| true);
+    std::fs::write(scratch.path().join("nums.txt"), "1 2 3 4\n").expect("nums.txt");
+    std::fs::create_dir_all(scratch.path().join("data/more")).expect("data");
+    std::fs::write(scratch.path().join("data/more/n.txt"), "100\n").expect("n.txt");
+    let flow = scratch.workflow(
+        "files.toml",
+        "[workflow]\nname = \"files\"\n\
+         [agents.step]\ncomponent = \"{guests}/step.wasm\"\ntools = [\"kv\"]\n\
+         [[tasks]]\nid = \"file\"\nagent = \"step\"\ninputs = [\"nums.txt\"]\n\
+         with = { value = 1, read = \"inputs/nums.txt\" }\n\
+         [[tasks]]\nid = \"dir\"\nagent = \"step\"\ninputs = [\"data\"]\n\
+         with = { value = 2, read = \"inputs/data/more/n.txt\" }\n",
+    );
+    let output = scratch.path().join("results.json");
+    let out = run(
+        &scratch,
+        &flow,
+        &["--nats", &nats.runtime_url(), "--pool", "files"],
+        &output,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results = results(&output);
+    for (node, expected) in [("file", 11), ("dir", 102)] {
+        let t = task(&results, node);
+        assert_eq!(t["output"], expected, "{t}");
+        assert_eq!(t["history"][0]["worker"], "w1", "it ran on the worker: {t}");
+    }
+}

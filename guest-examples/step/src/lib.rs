@@ -2,7 +2,8 @@
 //! `exec/<run>/<node>` (so a test can count how often each task really ran, across crashes
 //! and resumes), and to `counter` when given one; waits `ms` (a host call); writes
 //! `step.txt` in its working directory and the blackboard key `result`; and returns its
-//! `value` plus the sum of its upstream outputs (and, in a loop, of the previous iteration's).
+//! `value` plus the sum of its upstream outputs, of the previous iteration's in a loop, and of
+//! the integers in the file `read` names.
 
 use std::time::Duration;
 
@@ -18,6 +19,9 @@ struct Params {
     /// Another kv key to add 1 to.
     #[serde(default)]
     counter: Option<String>,
+    /// A file (e.g. under `inputs/`) of whitespace-separated integers, added to the total.
+    #[serde(default)]
+    read: Option<String>,
 }
 
 struct Step;
@@ -46,6 +50,15 @@ impl Agent for Step {
         }
         let mut inputs: Vec<i64> = cx.upstream_all()?;
         inputs.extend(cx.previous::<i64>()?);
+        if let Some(path) = &cx.params.read {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::invalid_input(format!("cannot read `{path}`: {e}")))?;
+            for word in text.split_whitespace() {
+                inputs.push(word.parse().map_err(|_| {
+                    Error::invalid_input(format!("`{path}` holds `{word}`, not an integer"))
+                })?);
+            }
+        }
         let total = cx.params.value + inputs.iter().sum::<i64>();
         std::fs::write(
             "step.txt",
@@ -109,6 +122,19 @@ mod tests {
         assert_eq!(names, ["kv", "kv", "sleep"]);
         let written = std::fs::read_to_string(dir.join("step.txt")).expect("step.txt");
         assert_eq!(written, "s3 = 10 + [1, 2]\n");
+        // A file of integers it is told to read adds them too.
+        std::fs::write(dir.join("nums.txt"), "4 5\n").expect("nums.txt");
+        let store = Rc::new(RefCell::new(BTreeMap::new()));
+        let outcome = TestRun::new(json!({ "value": 10, "read": "nums.txt" }))
+            .upstream("s1", 1)
+            .tool("kv", kv(&store))
+            .run::<Step>();
+        assert_eq!(outcome.output::<i64>(), 20);
+        std::fs::write(dir.join("nums.txt"), "4 five\n").expect("nums.txt");
+        let outcome = TestRun::new(json!({ "read": "nums.txt" }))
+            .tool("kv", kv(&store))
+            .run::<Step>();
+        assert!(outcome.error().to_string().contains("`five`, not an integer"));
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 
 use super::pool::{PoolInner, Ready, ReplyTo, Waiting, WorkerPool};
-use super::wire::{CallReply, Finished, Order, Report, Request, UpstreamWire, VERSION};
+use super::wire::{CallReply, Finished, InputFile, Order, Report, Request, UpstreamWire, VERSION};
 use crate::bus::{SharedEmitter, TaskEmitter, lock};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -97,9 +97,7 @@ impl Dispatch {
         if agent.loaded.source.is_none() {
             return Err("its component was not loaded from a file");
         }
-        if self.local.run.inputs(task).is_some_and(|i| !i.is_empty()) {
-            return Err("its task has input files");
-        }
+        let _ = task;
         let home = agent.loaded.imports.iter().any(|import| {
             let name = import.split('@').next().unwrap_or(import);
             HOME_ONLY.contains(&name)
@@ -156,7 +154,22 @@ impl Dispatch {
     /// Offers an attempt for lease over HTTP and waits for a degraded slot here: whichever
     /// comes first runs it.
     async fn offered(&self, pool: &PoolInner, agent: &RunAgent, job: Job) -> Attempt {
-        let Some(order) = self.order(pool, agent, &job) else {
+        let inputs = match self.inputs(&job).await {
+            Ok(inputs) => inputs,
+            Err(e) => {
+                tracing::debug!(node = %job.task_ref.node, "runs here: {e}");
+                return self.here(pool, job).await;
+            }
+        };
+        let mut blobs: Vec<(String, std::path::PathBuf)> = inputs
+            .iter()
+            .map(|(file, path)| (file.digest.clone(), path.clone()))
+            .collect();
+        if let Some(source) = &agent.loaded.source {
+            blobs.push((agent.loaded.digest.clone(), source.clone()));
+        }
+        let files = inputs.into_iter().map(|(file, _)| file).collect();
+        let Some(order) = self.order(pool, agent, &job, files) else {
             return self.here(pool, job).await;
         };
         if let Some(stopped) = self.out_of_debt(agent, &job).await {
@@ -167,11 +180,7 @@ impl Dispatch {
         };
         let key = order.key;
         let waiting = pool.expect(&key);
-        let mut taken = pool.leases.offer(
-            &key,
-            Arc::from(text),
-            (&agent.loaded.digest, agent.loaded.source.clone()),
-        );
+        let mut taken = pool.leases.offer(&key, Arc::from(text), blobs);
         let leased = tokio::select! {
             biased;
             () = job.cancel.cancelled() => {
@@ -254,8 +263,37 @@ impl Dispatch {
         }
     }
 
+    /// The task's input files, staged here as for an attempt here and listed with their
+    /// digests (none: it has none); why they cannot go to a worker (too many, too large,
+    /// unreadable), if they cannot.
+    async fn inputs(&self, job: &Job) -> Result<Vec<(InputFile, std::path::PathBuf)>, String> {
+        let run = &self.local.run;
+        let Some(sources) = job
+            .task
+            .and_then(|t| run.inputs(t))
+            .filter(|s| !s.is_empty())
+        else {
+            return Ok(Vec::new());
+        };
+        let (run_dir, branch) = (Arc::clone(&run.run_dir), job.task_ref.branch.clone());
+        tokio::task::spawn_blocking(move || {
+            let dir = run_dir
+                .inputs(&branch, &sources)
+                .map_err(|e| format!("its input files could not be staged: {e}"))?;
+            super::files::listed(&dir)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
     /// An attempt's work order; `None` if its parameters or upstream outputs cannot be sent.
-    fn order(&self, pool: &PoolInner, agent: &RunAgent, job: &Job) -> Option<Order> {
+    fn order(
+        &self,
+        pool: &PoolInner,
+        agent: &RunAgent,
+        job: &Job,
+        inputs: Vec<InputFile>,
+    ) -> Option<Order> {
         let run = &self.local.run;
         Some(Order {
             v: VERSION,
@@ -295,6 +333,7 @@ impl Dispatch {
                     },
                 })
                 .collect(),
+            inputs,
         })
     }
 
@@ -312,7 +351,21 @@ impl Dispatch {
             tracing::warn!(node = %job.task_ref.node, "runs here: {e}");
             return Err(Box::new(job));
         }
-        let Some(order) = self.order(pool, agent, &job) else {
+        let inputs = match self.inputs(&job).await {
+            Ok(inputs) => inputs,
+            Err(e) => {
+                tracing::debug!(node = %job.task_ref.node, "runs here: {e}");
+                return Err(Box::new(job));
+            }
+        };
+        for (file, path) in &inputs {
+            if let Err(e) = pool.upload_file(ready, &file.digest, path).await {
+                tracing::warn!(node = %job.task_ref.node, "runs here: {e}");
+                return Err(Box::new(job));
+            }
+        }
+        let files = inputs.into_iter().map(|(file, _)| file).collect();
+        let Some(order) = self.order(pool, agent, &job, files) else {
             return Err(Box::new(job));
         };
         if let Some(stopped) = self.out_of_debt(agent, &job).await {
@@ -361,6 +414,10 @@ impl Dispatch {
     ) -> Attempt {
         let run = &self.local.run;
         let key = job.key.to_string();
+        let has_inputs = job
+            .task
+            .and_then(|t| run.inputs(t))
+            .is_some_and(|i| !i.is_empty());
         let mut emitter = TaskEmitter::new(
             Arc::clone(&run.bus),
             job.task_ref.clone(),
@@ -381,7 +438,11 @@ impl Dispatch {
             workdir: agent
                 .workdir
                 .then(|| format!("scratch, on a worker of pool `{}`", pool.options.pool)),
-            inputs: Vec::new(),
+            inputs: if has_inputs {
+                vec!["inputs".to_owned()]
+            } else {
+                Vec::new()
+            },
             blackboard: format!("branch `{}`, through the coordinator", job.task_ref.branch),
         });
         let events: SharedEmitter = Arc::new(std::sync::Mutex::new(emitter));

@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::wire::{Order, VERSION};
-use crate::engine::MAX_COMPONENT;
 
 /// The largest body the coordinator takes from a worker (its `/v1/work` limit).
 pub(crate) const MAX_HTTP_BODY: usize = 64 << 20;
@@ -161,9 +160,9 @@ impl HttpHome {
         read(response, MAX_ANSWER).await
     }
 
-    /// The component of digest `digest`.
-    pub(crate) async fn component(&self, digest: &str) -> Result<Vec<u8>, String> {
-        let path = format!("/v1/work/components/{digest}");
+    /// The file of digest `digest` (a component, an input file), refused past `max` bytes.
+    pub(crate) async fn blob(&self, digest: &str, max: u64) -> Result<Vec<u8>, String> {
+        let path = format!("/v1/work/blobs/{digest}");
         let response = self
             .client
             .get(format!("{}{path}", self.base))
@@ -171,11 +170,11 @@ impl HttpHome {
             .timeout(Duration::from_secs(60))
             .send()
             .await
-            .map_err(|e| format!("component {digest}: {e}"))?;
+            .map_err(|e| format!("file {digest}: {e}"))?;
         let response = ok(&path, response).await?;
-        read(response, MAX_COMPONENT)
+        read(response, max)
             .await
-            .map_err(|e| format!("component {digest}: {e}"))
+            .map_err(|e| format!("file {digest}: {e}"))
     }
 }
 

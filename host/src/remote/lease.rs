@@ -36,8 +36,9 @@ struct State {
     workers: HashMap<String, Instant>,
     /// Lease requests waiting for an attempt now.
     polling: usize,
-    /// Components of the attempts offered, by digest: where the coordinator loaded each.
-    components: HashMap<String, PathBuf>,
+    /// What the attempts offered need, by digest: where the coordinator has each (their
+    /// components, and their input files).
+    blobs: HashMap<String, PathBuf>,
 }
 
 struct Queued {
@@ -110,20 +111,18 @@ impl Leases {
                 .any(|seen| now.duration_since(*seen) < LIVE)
     }
 
-    /// Offers attempt `key` (its work order, and its component's digest and file); the answer
-    /// tells which worker leased it first.
+    /// Offers attempt `key` (its work order, and the files it needs by digest: its component
+    /// and its inputs); the answer tells which worker leased it first.
     pub(crate) fn offer(
         &self,
         key: &str,
         order: Arc<str>,
-        component: (&str, Option<PathBuf>),
+        blobs: impl IntoIterator<Item = (String, PathBuf)>,
     ) -> oneshot::Receiver<String> {
         let (taken, rx) = oneshot::channel();
         {
             let mut state = self.lock();
-            if let (digest, Some(path)) = component {
-                state.components.insert(digest.to_owned(), path);
-            }
+            state.blobs.extend(blobs);
             state.queue.push_back(Queued {
                 key: key.to_owned(),
                 order,
@@ -268,9 +267,9 @@ impl Leases {
         out
     }
 
-    /// Where the component of digest `digest` is, if an attempt offered here uses it.
-    pub(crate) fn component(&self, digest: &str) -> Option<PathBuf> {
-        self.lock().components.get(digest).cloned()
+    /// Where the file of digest `digest` is, if an attempt offered here needs it.
+    pub(crate) fn blob(&self, digest: &str) -> Option<PathBuf> {
+        self.lock().blobs.get(digest).cloned()
     }
 }
 
@@ -283,7 +282,7 @@ mod tests {
     #[tokio::test]
     async fn an_offer_goes_to_one_worker_or_back_here_never_both() {
         let leases = Leases::default();
-        let taken = leases.offer("r/a/1", Arc::from("{}"), ("d", None));
+        let taken = leases.offer("r/a/1", Arc::from("{}"), []);
         let leased = leases
             .lease("w1", TTL, Duration::from_millis(10))
             .await
@@ -293,7 +292,7 @@ mod tests {
         assert!(!leases.withdraw("r/a/1"), "leased: it no longer runs here");
         assert!(leases.has_workers());
 
-        let _taken = leases.offer("r/b/1", Arc::from("{}"), ("d", None));
+        let _taken = leases.offer("r/b/1", Arc::from("{}"), []);
         assert!(leases.withdraw("r/b/1"), "not leased yet: it runs here");
         assert!(
             leases
@@ -312,7 +311,7 @@ mod tests {
             async move { leases.lease("w1", TTL, Duration::from_secs(30)).await }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let _taken = leases.offer("r/a/1", Arc::from("{\"n\":1}"), ("d", None));
+        let _taken = leases.offer("r/a/1", Arc::from("{\"n\":1}"), []);
         let leased = poll.await.expect("joins").expect("leased");
         assert_eq!(&*leased.order, "{\"n\":1}");
     }
@@ -320,7 +319,7 @@ mod tests {
     #[tokio::test]
     async fn a_lease_that_runs_out_is_offered_again_until_the_deliveries_are_spent() {
         let leases = Leases::default();
-        let _taken = leases.offer("r/a/1", Arc::from("{}"), ("d", None));
+        let _taken = leases.offer("r/a/1", Arc::from("{}"), []);
         let short = Duration::from_millis(1);
         leases
             .lease("w1", short, Duration::ZERO)
@@ -359,7 +358,7 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_lease_is_told_at_its_next_renewal() {
         let leases = Leases::default();
-        let _taken = leases.offer("r/a/1", Arc::from("{}"), ("d", None));
+        let _taken = leases.offer("r/a/1", Arc::from("{}"), []);
         leases
             .lease("w1", TTL, Duration::ZERO)
             .await

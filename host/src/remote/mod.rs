@@ -34,11 +34,16 @@
 //!   lease over HTTP (`lease`; `wasm-orch serve`'s `/v1/work` routes), and a worker started
 //!   with `--coordinator` leases them there (`http`): the same work orders, reports and calls.
 //!
-//! What a worker cannot do: reach secrets (their values stay in the coordinator's process) or
-//! a task's input files (they are not shipped). An attempt whose component imports secrets,
-//! or whose task has input files, runs on the coordinator.
+//! - A task's input files travel as components do: the coordinator stages them (as for an
+//!   attempt here), lists them by digest in the work order and puts them in the object store
+//!   (or serves them to leasing workers); the worker fetches, checks and places them
+//!   read-only under `inputs/` (`files`).
+//!
+//! What a worker cannot do: reach secrets (their values stay in the coordinator's process).
+//! An attempt whose component imports secrets runs on the coordinator.
 
 pub(crate) mod dispatch;
+mod files;
 mod http;
 mod lease;
 pub(crate) mod pool;

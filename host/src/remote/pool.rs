@@ -313,18 +313,18 @@ impl WorkerPool {
         serde_json::to_vec(&answer).map_err(|e| e.to_string())
     }
 
-    /// The component of digest `digest`, if an attempt offered for lease uses it (read again
-    /// from its file, and checked against the digest): `GET /v1/work/components/{digest}`.
-    pub async fn component(&self, digest: &str) -> Result<Option<Vec<u8>>, String> {
-        let Some(path) = self.inner.leases.component(digest) else {
+    /// The file of digest `digest` (a component, an input file), if an attempt offered for
+    /// lease needs it: read again, at most [`MAX_BLOB`] bytes, and checked against the digest:
+    /// `GET /v1/work/blobs/{digest}`.
+    pub async fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, String> {
+        let Some(path) = self.inner.leases.blob(digest) else {
             return Ok(None);
         };
-        let bytes = tokio::task::spawn_blocking(move || read_component(&path))
+        let bytes = tokio::task::spawn_blocking(move || read_blob(&path))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("reading the component again: {e:?}"))?;
+            .map_err(|e| e.to_string())??;
         if sha256_hex(&bytes) != digest {
-            return Err("the component's file changed since its attempt was offered".into());
+            return Err("the file changed since its attempt was offered".into());
         }
         Ok(Some(bytes))
     }
@@ -399,6 +399,31 @@ impl PoolInner {
         lock(&self.workers)
             .values()
             .any(|(_, seen)| now.duration_since(*seen) < 3 * HEARTBEAT)
+    }
+
+    /// Puts the file at `path` (of `digest`) in the object store, once: an input file of an
+    /// attempt handed to a worker.
+    pub(crate) async fn upload_file(
+        &self,
+        ready: &Ready,
+        digest: &str,
+        path: &std::path::Path,
+    ) -> Result<(), String> {
+        if lock(&self.uploaded).contains(digest) {
+            return Ok(());
+        }
+        if ready.objects.info(digest).await.is_err() {
+            let mut file = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| format!("`{}`: {e}", path.display()))?;
+            ready
+                .objects
+                .put(digest, &mut file)
+                .await
+                .map_err(|e| format!("uploading `{}`: {e}", path.display()))?;
+        }
+        lock(&self.uploaded).insert(digest.to_owned());
+        Ok(())
     }
 
     /// Puts `agent`'s component in the object store, once.
@@ -700,6 +725,26 @@ async fn reap(inner: std::sync::Weak<PoolInner>) {
             }
         }
     }
+}
+
+/// The most bytes a blob served to a leasing worker may have (a component, an input file).
+pub const MAX_BLOB: u64 = 256 << 20;
+
+/// A file's bytes, refused past [`MAX_BLOB`].
+fn read_blob(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_BLOB + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("`{}`: {e}", path.display()))?;
+    if bytes.len() as u64 > MAX_BLOB {
+        return Err(format!(
+            "`{}` has more than the {MAX_BLOB} bytes a worker is sent",
+            path.display()
+        ));
+    }
+    Ok(bytes)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

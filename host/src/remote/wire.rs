@@ -38,6 +38,19 @@ pub(crate) struct Order {
     /// off the debt it is told of.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) rates: Vec<(String, FuelRate)>,
+    /// The task's input files, read-only under `inputs/`: each fetched by digest (from the
+    /// components' object store, or the coordinator's HTTP API) and checked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) inputs: Vec<InputFile>,
+}
+
+/// One input file of a work order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct InputFile {
+    /// Where it goes under `inputs/`: `/`-separated, relative, no `..`.
+    pub(crate) path: String,
+    pub(crate) digest: String,
+    pub(crate) bytes: u64,
 }
 
 /// How one upstream task ended.

@@ -9,7 +9,7 @@
 //! not, so another worker takes them at once.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -569,7 +569,8 @@ async fn run(state: &State, order: &Order, stop: CancellationToken, home: &Home)
         Err(reason) => return host_error(reason),
     };
     let scratch = state.scratch.join(sha256_hex(order.key.as_bytes()));
-    let files = if order.workdir {
+    let uses_scratch = order.workdir || !order.inputs.is_empty();
+    let mut files = if order.workdir {
         let made = RunDir::create(&scratch)
             .map(Arc::new)
             .and_then(|dir| dir.work_dir(&order.task.branch, true));
@@ -583,6 +584,14 @@ async fn run(state: &State, order: &Order, stop: CancellationToken, home: &Home)
     } else {
         TaskFiles::default()
     };
+    if !order.inputs.is_empty() {
+        let dir = scratch.join(".inputs");
+        if let Err(e) = fetch_inputs(state, order, home, &dir).await {
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(scratch)).await;
+            return host_error(format!("its input files did not reach the worker: {e}"));
+        }
+        files.inputs = Some(dir);
+    }
     let bus = Bus::new(order.run_id.as_str());
     let mut events = bus.subscribe();
     let emitter = TaskEmitter::new(
@@ -682,7 +691,7 @@ async fn run(state: &State, order: &Order, stop: CancellationToken, home: &Home)
         // What it burned last is drawn too: the account pays for every unit.
         fuel.inner.report().await;
     }
-    if order.workdir {
+    if uses_scratch {
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(scratch)).await;
     }
     Finished {
@@ -700,6 +709,39 @@ async fn run(state: &State, order: &Order, stop: CancellationToken, home: &Home)
     }
 }
 
+/// Fetches the input files of `order` (from the object store, or the coordinator's HTTP API)
+/// into `dir`, each checked against its digest and size.
+async fn fetch_inputs(state: &State, order: &Order, home: &Home, dir: &Path) -> Result<(), String> {
+    super::files::check(&order.inputs)?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for file in &order.inputs {
+        let bytes = match (home, state.objects.get()) {
+            (Home::Http(http), _) => http.blob(&file.digest, file.bytes).await?,
+            (Home::Nats { .. }, Some(objects)) => {
+                let mut object = objects
+                    .get(&file.digest)
+                    .await
+                    .map_err(|e| format!("input `{}`: {e}", file.path))?;
+                let mut bytes = Vec::new();
+                (&mut object)
+                    .take(file.bytes + 1)
+                    .read_to_end(&mut bytes)
+                    .await
+                    .map_err(|e| format!("input `{}`: {e}", file.path))?;
+                bytes
+            }
+            (Home::Nats { .. }, None) => {
+                return Err("the object store has not answered yet".into());
+            }
+        };
+        let (dir, file) = (dir.to_path_buf(), file.clone());
+        tokio::task::spawn_blocking(move || super::files::place(&dir, &file, &bytes))
+            .await
+            .map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
+
 /// The component of digest `digest`: compiled already, or fetched from the object store,
 /// checked against its digest and compiled once.
 async fn component(state: &State, digest: &str, home: &Home) -> Result<Arc<LoadedAgent>, String> {
@@ -711,7 +753,7 @@ async fn component(state: &State, digest: &str, home: &Home) -> Result<Arc<Loade
         return Ok(Arc::clone(agent));
     }
     let bytes = match (home, state.objects.get()) {
-        (Home::Http(http), _) => http.component(digest).await?,
+        (Home::Http(http), _) => http.blob(digest, MAX_COMPONENT).await?,
         (Home::Nats { .. }, Some(objects)) => {
             let mut object = objects
                 .get(digest)

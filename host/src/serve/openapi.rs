@@ -20,7 +20,7 @@ use super::{api, stream, work};
         api::list_runs, api::get_run, api::get_task, api::cancel_run, api::resume_run,
         stream::events, stream::websocket,
         api::me, api::workers, api::healthz, api::readyz, api::metrics,
-        work::lease, work::renew, work::report, work::call, work::component,
+        work::lease, work::renew, work::report, work::call, work::blob,
     ),
     modifiers(&Token),
     tags((name = "dags", description = "Registered workflows"),

@@ -34,7 +34,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/v1/work/renew", post(renew))
         .route("/v1/work/report", post(report))
         .route("/v1/work/call", post(call))
-        .route("/v1/work/components/{digest}", get(component))
+        .route("/v1/work/blobs/{digest}", get(blob))
         .layer(DefaultBodyLimit::max(MAX_WORK_BODY))
 }
 
@@ -272,30 +272,31 @@ pub(crate) async fn call(
     }
 }
 
-/// The component of an attempt offered for lease, by its SHA-256.
-#[utoipa::path(get, path = "/v1/work/components/{digest}", tag = "work",
-    params(("digest" = String, Path, description = "The component's SHA-256, in hex")),
-    responses((status = 200, content_type = "application/wasm", body = Vec<u8>),
-              (status = 404, body = super::problem::ErrorBody)),
+/// A file an attempt offered for lease needs (its component, an input file), by its SHA-256.
+#[utoipa::path(get, path = "/v1/work/blobs/{digest}", tag = "work",
+    params(("digest" = String, Path, description = "The file's SHA-256, in hex")),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>),
+              (status = 404, body = super::problem::ErrorBody),
+              (status = 409, body = super::problem::ErrorBody)),
     security(("token" = [])))]
-pub(crate) async fn component(
+pub(crate) async fn blob(
     State(app): State<Arc<App>>,
     _: Worker,
     Path(digest): Path<String>,
 ) -> ApiResult<Response> {
     if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ApiError::bad_request(
-            "a component's digest is 64 hexadecimal digits",
+            "a file's digest is 64 hexadecimal digits",
         ));
     }
     #[cfg(feature = "nats")]
     {
         let bytes = pool(&app)?
-            .component(&digest)
+            .blob(&digest)
             .await
             .map_err(ApiError::conflict)?
-            .ok_or_else(|| ApiError::not_found("component", &digest))?;
-        Ok(([(header::CONTENT_TYPE, "application/wasm")], bytes).into_response())
+            .ok_or_else(|| ApiError::not_found("file", &digest))?;
+        Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
     }
     #[cfg(not(feature = "nats"))]
     {
