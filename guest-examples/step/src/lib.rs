@@ -134,7 +134,12 @@ mod tests {
         let outcome = TestRun::new(json!({ "read": "nums.txt" }))
             .tool("kv", kv(&store))
             .run::<Step>();
-        assert!(outcome.error().to_string().contains("`five`, not an integer"));
+        assert!(
+            outcome
+                .error()
+                .to_string()
+                .contains("`five`, not an integer")
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 
