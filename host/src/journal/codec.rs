@@ -15,7 +15,23 @@ const MOST: usize = 256 << 20;
 
 /// A batch as stored.
 pub(crate) fn pack(lines: &[u8]) -> Vec<u8> {
-    lz4_flex::compress_prepend_size(lines)
+    let mut out = Vec::new();
+    pack_into(lines, &mut out);
+    out
+}
+
+/// A batch as stored, written into `out` (whose allocation the writer keeps from batch to
+/// batch: a fresh one of a few hundred kilobytes would be faulted in every time).
+pub(crate) fn pack_into(lines: &[u8], out: &mut Vec<u8>) {
+    let len = u32::try_from(lines.len()).unwrap_or(u32::MAX);
+    out.clear();
+    out.extend_from_slice(&len.to_le_bytes());
+    out.resize(4 + lz4_flex::block::get_maximum_output_size(lines.len()), 0);
+    match lz4_flex::block::compress_into(lines, &mut out[4..]) {
+        Ok(written) => out.truncate(4 + written),
+        // The output has the room LZ4 says it may need: this does not happen.
+        Err(_) => *out = lz4_flex::compress_prepend_size(lines),
+    }
 }
 
 /// A stored batch's lines, or why they cannot be read.

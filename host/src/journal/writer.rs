@@ -102,6 +102,7 @@ pub(crate) enum Gather {
 
 pub(crate) fn run(mut conn: Connection, rx: &Receiver<Record>, owner: &str, gather: Gather) {
     let mut alive = true;
+    let mut buffers = Buffers::default();
     while alive {
         let first = match rx.recv_timeout(HEARTBEAT) {
             Ok(record) => record,
@@ -147,7 +148,7 @@ pub(crate) fn run(mut conn: Connection, rx: &Receiver<Record>, owner: &str, gath
                 }
             }
         }
-        let marks = match commit(&mut conn, &batch) {
+        let marks = match commit(&mut conn, &batch, &mut buffers) {
             Ok(marks) => marks,
             Err(e) => {
                 tracing::error!("the journal could not record {} records: {e}", batch.len());
@@ -222,7 +223,22 @@ struct Rows {
     planned: i64,
 }
 
-fn commit(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<Vec<(Arc<RunLink>, u64)>> {
+/// The largest buffer kept from one batch to the next.
+const KEPT_BUFFER: usize = 16 << 20;
+
+/// Buffers the writer keeps from batch to batch: each batch's lines (one per run) and its
+/// compressed form.
+#[derive(Default)]
+struct Buffers {
+    lines: Vec<Vec<u8>>,
+    packed: Vec<u8>,
+}
+
+fn commit(
+    conn: &mut Connection,
+    batch: &[Record],
+    buffers: &mut Buffers,
+) -> rusqlite::Result<Vec<(Arc<RunLink>, u64)>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut rows: HashMap<Name, Rows> = HashMap::new();
     let mut stored_outputs: std::collections::HashSet<Name> = std::collections::HashSet::new();
@@ -245,7 +261,7 @@ fn commit(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<Vec<(Arc<
                         link: Arc::clone(link),
                         first: event.seq,
                         last: event.seq,
-                        body: Vec::new(),
+                        body: buffers.lines.pop().unwrap_or_default(),
                         settled: 0,
                         planned: 0,
                     });
@@ -308,11 +324,12 @@ fn commit(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<Vec<(Arc<
         )?;
         let now = Timestamp::now().unix_millis() as i64;
         for (run, row) in &rows {
+            super::codec::pack_into(&row.body, &mut buffers.packed);
             events.execute(params![
                 run.as_str(),
                 row.first as i64,
                 row.last as i64,
-                super::codec::pack(&row.body)
+                buffers.packed.as_slice()
             ])?;
             progress.execute(params![
                 run.as_str(),
@@ -340,7 +357,17 @@ fn commit(conn: &mut Connection, batch: &[Record]) -> rusqlite::Result<Vec<(Arc<
         }
     }
     tx.commit()?;
-    Ok(rows.into_values().map(|row| (row.link, row.last)).collect())
+    Ok(rows
+        .into_values()
+        .map(|mut row| {
+            // Kept for the next batch, unless a rare one made it huge.
+            if row.body.capacity() <= KEPT_BUFFER {
+                row.body.clear();
+                buffers.lines.push(row.body);
+            }
+            (row.link, row.last)
+        })
+        .collect())
 }
 
 /// One journaled event: as subscribers see it, less its run's id (the row has it; a reader
