@@ -342,7 +342,7 @@ impl Dispatch {
     async fn remote(
         &self,
         pool: &PoolInner,
-        ready: &Ready,
+        ready: &Arc<Ready>,
         agent: &RunAgent,
         job: Job,
     ) -> Result<Attempt, Box<Job>> {
@@ -396,7 +396,7 @@ impl Dispatch {
             }
         };
         let handout = Handout::Queue {
-            ready: Box::new(ready.clone()),
+            ready: Arc::clone(ready),
             seq,
         };
         Ok(self.follow(pool, agent, job, waiting, handout).await)
@@ -555,7 +555,7 @@ impl Dispatch {
 /// How an attempt went to its worker: on the pool's NATS queue (as message `seq`), or leased
 /// over HTTP.
 enum Handout {
-    Queue { ready: Box<Ready>, seq: u64 },
+    Queue { ready: Arc<Ready>, seq: u64 },
     Lease,
 }
 

@@ -144,7 +144,9 @@ struct Counts {
 
 #[derive(Default)]
 struct Readiness {
-    ready: Option<Ready>,
+    /// Shared by every attempt handed out: a stream's handle holds its whole configuration,
+    /// which was cloned twice per attempt.
+    ready: Option<Arc<Ready>>,
     /// When setting up last failed (it is not tried again for a second).
     failed_at: Option<Instant>,
 }
@@ -337,7 +339,7 @@ impl WorkerPool {
 
 impl PoolInner {
     /// The queue, if attempts can be handed out now: connected, set up, with a live worker.
-    pub(crate) async fn ready(&self) -> Option<Ready> {
+    pub(crate) async fn ready(&self) -> Option<Arc<Ready>> {
         if self.client.connection_state() != async_nats::connection::State::Connected {
             return None;
         }
@@ -350,7 +352,7 @@ impl PoolInner {
         }
         let mut readiness = self.ready.lock().await;
         if let Some(ready) = &readiness.ready {
-            return Some(ready.clone());
+            return Some(Arc::clone(ready));
         }
         if readiness
             .failed_at
@@ -365,15 +367,15 @@ impl PoolInner {
         let setup = async {
             let (stream, _, settings) = super::queue(&self.js, &self.options.pool, wanted).await?;
             let objects = super::components(&self.js).await?;
-            Ok::<_, String>(Ready {
+            Ok::<_, String>(Arc::new(Ready {
                 stream,
                 objects,
                 settings,
-            })
+            }))
         };
         match tokio::time::timeout(Duration::from_secs(5), setup).await {
             Ok(Ok(ready)) => {
-                readiness.ready = Some(ready.clone());
+                readiness.ready = Some(Arc::clone(&ready));
                 Some(ready)
             }
             Ok(Err(e)) => {

@@ -168,12 +168,15 @@ pub async fn run_worker(
         reason,
     };
     let slots = u32::try_from(options.slots.max(1)).unwrap_or(u32::MAX);
+    // The same engine as `run`'s: instances from the pooling allocator, a freed slot's first
+    // 2 MiB reset in place. Allocating on demand mapped and unmapped every attempt's memory,
+    // and the attempts' threads queued on the process's memory-map lock.
     let engine = Engine::new(&EngineConfig {
         cache_dir: Some(options.state_dir.join("cache")),
-        pooling: false,
+        pooling: true,
         max_instances: slots.saturating_mul(2).max(8),
         epoch_tick: Duration::from_millis(10),
-        keep_resident: 0,
+        keep_resident: 2 << 20,
     })
     .map_err(|e| jetstream(format!("the worker's engine could not start: {e}")))?;
     let id = options.id.clone().unwrap_or_else(default_id);
@@ -399,7 +402,6 @@ async fn attempt(
         .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
         .unwrap_or(1);
     let (message, acker) = message.split();
-    let acker = Arc::new(acker);
     let order = match serde_json::from_slice::<Order>(&message.payload) {
         Ok(order) if order.v == VERSION => order,
         Ok(order) => {
@@ -407,7 +409,7 @@ async fn attempt(
                 "the work order is of wire version {} and this worker speaks {VERSION}: run the same wasm-orch on coordinator and workers",
                 order.v
             );
-            let home = Home::nats(&state, &order);
+            let home = Home::nats(&state, &order, 1);
             report_end(&state, &home, &order, host_error(reason)).await;
             let _ = acker.ack_with(AckKind::Term).await;
             return;
@@ -428,23 +430,29 @@ async fn attempt(
         running.insert(order.key.clone(), (order.tenant.clone(), stop.clone()));
     }
     state.busy.fetch_add(1, Ordering::Relaxed);
-    let home = Home::nats(&state, &order);
-    send(&state, &home, &order, Report::Started { delivered }).await;
-    // Keeps the message ours while the attempt runs.
-    let progress = {
-        let acker = Arc::clone(&acker);
+    let home = Home::nats(&state, &order, delivered);
+    // A delivery after the first says so at once: the coordinator counts it, and refuses the
+    // calls of the worker that had it before. A first delivery says it only before the first
+    // thing it sends home: a short attempt goes out and back in two messages, not three.
+    if delivered > 1 {
+        home.announce(&order.key, &state.id).await;
+    }
+    // Keeps the message ours while the attempt runs: an in-progress ack every third of the
+    // ack wait, from this task (a task of its own per attempt cost a spawn and a timer).
+    let finished = {
         let every = (settings.ack_wait / 3).max(Duration::from_millis(100));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let _ = acker.ack_with(AckKind::Progress).await;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let running = run(&state, &order, stop.clone(), &home);
+        tokio::pin!(running);
+        loop {
+            tokio::select! {
+                finished = &mut running => break finished,
+                _ = tick.tick() => {
+                    let _ = acker.ack_with(AckKind::Progress).await;
+                }
             }
-        })
+        }
     };
-    let finished = run(&state, &order, stop.clone(), &home).await;
-    progress.abort();
     lock(&state.running).remove(&order.key);
     state.busy.fetch_sub(1, Ordering::Relaxed);
     if stop.is_cancelled() && state.leaving.load(Ordering::Relaxed) {
@@ -790,6 +798,9 @@ async fn component(state: &State, digest: &str, home: &Home) -> Result<Arc<Loade
 }
 
 async fn send(state: &State, home: &Home, order: &Order, report: Report) {
+    if !matches!(report, Report::Finished(_)) {
+        home.announce(&order.key, &state.id).await;
+    }
     let envelope = Envelope {
         v: VERSION,
         key: order.key.clone(),
@@ -800,7 +811,9 @@ async fn send(state: &State, home: &Home, order: &Order, report: Report) {
         return;
     };
     let sent = match home {
-        Home::Nats { client, subject } => client
+        Home::Nats {
+            client, subject, ..
+        } => client
             .publish(subject.clone(), payload.into())
             .await
             .map_err(|e| e.to_string()),
@@ -828,11 +841,11 @@ async fn report_end(state: &State, home: &Home, order: &Order, mut finished: Fin
             ),
         ));
     }
+    // The end reaches the server before the message's acknowledgement does: both go out on
+    // this worker's one connection, in the order they are published (no flush needed, which
+    // cost a round trip per attempt). If the connection breaks in between, the message is
+    // delivered again and the coordinator counts the second end as a duplicate.
     send(state, home, order, Report::Finished(Box::new(finished))).await;
-    // The end must reach the coordinator before the message is acknowledged.
-    if let Home::Nats { client, .. } = home {
-        let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
-    }
 }
 
 fn host_error(reason: String) -> Finished {
@@ -922,16 +935,61 @@ enum Home {
     Nats {
         client: async_nats::Client,
         subject: String,
+        /// The attempt's `Started` report (its delivery count), sent once, before anything
+        /// else but its end.
+        started: Arc<Announced>,
     },
     Http(Arc<HttpHome>),
 }
 
+#[derive(Debug)]
+struct Announced {
+    delivered: u32,
+    sent: tokio::sync::OnceCell<()>,
+}
+
 impl Home {
-    fn nats(state: &State, order: &Order) -> Self {
+    fn nats(state: &State, order: &Order, delivered: u32) -> Self {
         Self::Nats {
             client: state.client.clone(),
             subject: format!("{PREFIX}.reports.{}", token(&order.coordinator)),
+            started: Arc::new(Announced {
+                delivered,
+                sent: tokio::sync::OnceCell::new(),
+            }),
         }
+    }
+
+    /// Sends the attempt's `Started` report on NATS, if it has not gone yet (a leased
+    /// attempt sends its own as it starts). Whatever is sent after it reaches the coordinator after it: the same
+    /// connection, the same subject.
+    async fn announce(&self, key: &str, worker: &str) {
+        let Self::Nats {
+            client,
+            subject,
+            started,
+        } = self
+        else {
+            return;
+        };
+        started
+            .sent
+            .get_or_init(|| async {
+                let envelope = Envelope {
+                    v: VERSION,
+                    key: key.to_owned(),
+                    worker: worker.to_owned(),
+                    report: Report::Started {
+                        delivered: started.delivered,
+                    },
+                };
+                if let Ok(payload) = serde_json::to_vec(&envelope)
+                    && let Err(e) = client.publish(subject.clone(), payload.into()).await
+                {
+                    tracing::warn!("worker: the start of {key} was not reported: {e}");
+                }
+            })
+            .await;
     }
 }
 
@@ -948,6 +1006,7 @@ struct Relay {
 impl Relay {
     /// Sends `call` home and waits for its answer.
     async fn request(&self, call: Request) -> Result<CallReply, String> {
+        self.home.announce(&self.key, &self.worker).await;
         let call = Call {
             v: VERSION,
             key: self.key.clone(),
@@ -957,7 +1016,9 @@ impl Relay {
         let payload =
             serde_json::to_vec(&call).map_err(|e| format!("the call could not be encoded: {e}"))?;
         let answer = match &self.home {
-            Home::Nats { client, subject } => {
+            Home::Nats {
+                client, subject, ..
+            } => {
                 let request = async_nats::Request::new()
                     .payload(payload.into())
                     .timeout(Some(self.timeout));
