@@ -43,6 +43,7 @@
 //! An attempt whose component imports secrets runs on the coordinator.
 
 pub(crate) mod dispatch;
+mod fetch;
 mod files;
 mod http;
 mod lease;

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use futures_util::StreamExt;
-use tokio::io::AsyncReadExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -442,8 +441,8 @@ async fn attempt(
     let finished = {
         let every = (settings.ack_wait / 3).max(Duration::from_millis(100));
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        let running = run(&state, &order, stop.clone(), &home);
-        tokio::pin!(running);
+        // Boxed: the spawned attempt stays small (tokio moves it as it spawns it).
+        let mut running = Box::pin(run(&state, &order, stop.clone(), &home));
         loop {
             tokio::select! {
                 finished = &mut running => break finished,
@@ -726,17 +725,9 @@ async fn fetch_inputs(state: &State, order: &Order, home: &Home, dir: &Path) -> 
         let bytes = match (home, state.objects.get()) {
             (Home::Http(http), _) => http.blob(&file.digest, file.bytes).await?,
             (Home::Nats { .. }, Some(objects)) => {
-                let mut object = objects
-                    .get(&file.digest)
+                super::fetch::object(objects, &file.digest, file.bytes)
                     .await
-                    .map_err(|e| format!("input `{}`: {e}", file.path))?;
-                let mut bytes = Vec::new();
-                (&mut object)
-                    .take(file.bytes + 1)
-                    .read_to_end(&mut bytes)
-                    .await
-                    .map_err(|e| format!("input `{}`: {e}", file.path))?;
-                bytes
+                    .map_err(|e| format!("input `{}`: {e}", file.path))?
             }
             (Home::Nats { .. }, None) => {
                 return Err("the object store has not answered yet".into());
@@ -762,19 +753,11 @@ async fn component(state: &State, digest: &str, home: &Home) -> Result<Arc<Loade
     }
     let bytes = match (home, state.objects.get()) {
         (Home::Http(http), _) => http.blob(digest, MAX_COMPONENT).await?,
-        (Home::Nats { .. }, Some(objects)) => {
-            let mut object = objects
-                .get(digest)
-                .await
-                .map_err(|e| format!("component {digest} is not in the object store: {e}"))?;
-            let mut bytes = Vec::new();
-            (&mut object)
-                .take(MAX_COMPONENT + 1)
-                .read_to_end(&mut bytes)
-                .await
-                .map_err(|e| format!("component {digest} could not be read: {e}"))?;
-            bytes
-        }
+        (Home::Nats { .. }, Some(objects)) => super::fetch::object(objects, digest, MAX_COMPONENT)
+            .await
+            .map_err(|e| {
+                format!("component {digest} could not be fetched from the object store: {e}")
+            })?,
         (Home::Nats { .. }, None) => {
             return Err("the components' object store has not answered yet".into());
         }
