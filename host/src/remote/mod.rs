@@ -16,15 +16,17 @@
 //!   up to the consumer's max-deliver count; after that the server's max-deliveries advisory
 //!   ends the attempt as `worker-lost`. A running attempt's worker sends in-progress acks so
 //!   that a long attempt is not redelivered while its worker lives.
-//! - `reports.<coordinator>`: what workers report about the coordinator's attempts: taken,
-//!   progress, partial results, logs, and the end (only the first end of an attempt counts);
+//! - `reports.<coordinator>`: what workers report about the coordinator's attempts: taken
+//!   (at once by a delivery after the first; by a first delivery just before anything else it
+//!   sends, so a short attempt's only report is its end), progress, partial results, logs, and the end (only the first end of an attempt counts);
 //!   and, as requests, their guests' tool and blackboard calls, which the coordinator checks,
 //!   makes and audits (on one subject, so a call is read after the report that its worker took the
 //!   attempt, and is answered only for that worker).
 //! - `cancel.<coordinator>`: attempts the coordinator stopped.
 //! - `workers.<pool>.<worker>`: each worker's heartbeat (slots, load, tenants).
 //! - Components travel by digest, in the JetStream object store [`COMPONENTS`]; a worker
-//!   checks the digest of what it fetched, compiles it once and keeps it.
+//!   checks the digest of what it fetched, compiles it once and keeps it. A fetch that stalls
+//!   is given up ([`fetch`]), so that no attempt waits for it forever.
 //!
 //! - Blackboard calls travel as tool calls do: the coordinator resolves each key in the
 //!   task's scope, keeps the value in the run's board (journaled as any write) and audits a
