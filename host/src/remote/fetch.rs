@@ -48,7 +48,9 @@ pub(crate) async fn bounded(
     let mut bytes = Vec::new();
     let mut chunk = vec![0u8; 64 << 10];
     while bytes.len() as u64 <= max {
-        let room = usize::try_from(max + 1 - bytes.len() as u64)
+        // The loop's condition keeps this from going below zero; a bound of u64::MAX does
+        // not overflow it.
+        let room = usize::try_from((max - bytes.len() as u64).saturating_add(1))
             .unwrap_or(usize::MAX)
             .min(chunk.len());
         let n = tokio::time::timeout(idle, reader.read(&mut chunk[..room]))
@@ -98,6 +100,8 @@ mod tests {
             Ok(&b"twelve"[..]),
             "max + 1 bytes: too large"
         );
+        let unbounded = bounded(&b"all of it"[..], u64::MAX, IDLE).await;
+        assert_eq!(unbounded.as_deref(), Ok(&b"all of it"[..]));
         let big = vec![7u8; 200 << 10];
         let read = bounded(big.as_slice(), 150 << 10, IDLE)
             .await
