@@ -104,12 +104,7 @@ fn live(nats: &NatsServer, pool: &str) -> Vec<Value> {
         .args(["--listen", "1500ms"])
         .output()
         .expect("workers runs");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited_0(&out);
     serde_json::from_slice::<Vec<Value>>(&out.stdout).expect("a JSON list of workers")
 }
 
@@ -177,12 +172,7 @@ fn two_workers_share_the_word_count_and_count_what_a_local_run_counts() {
     let flow = root().join("examples/word-count.toml");
     let here = scratch.path().join("here.json");
     let out = run(&scratch, &flow, &[], &here);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited_0(&out);
     let there = scratch.path().join("there.json");
     let out = run(
         &scratch,
@@ -190,12 +180,7 @@ fn two_workers_share_the_word_count_and_count_what_a_local_run_counts() {
         &["--nats", &nats.runtime_url(), "--pool", "wc"],
         &there,
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited_0(&out);
     let (here, there) = (results(&here), results(&there));
 
     // The same counts, word for word.
@@ -377,12 +362,7 @@ fn with_nats_down_a_run_with_a_pool_runs_here() {
         &["--nats", &nowhere, "--pool", "any"],
         &output,
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited_0(&out);
     let results = results(&output);
     assert_eq!(results["status"], "succeeded");
     let events = events_text(&results);
@@ -438,12 +418,7 @@ fn calc_on_two_workers_gives_21_and_its_tool_calls_are_checked_by_the_coordinato
         &["--nats", &nats.runtime_url(), "--pool", "calc"],
         &output,
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited_0(&out);
     let calc = results(&output);
     assert_eq!(task(&calc, "product")["output"], 21);
     let mut workers = Vec::new();
@@ -606,12 +581,7 @@ fn agents_on_workers_negotiate_through_the_coordinators_mailboxes() {
         &["--nats", &nats.runtime_url(), "--pool", "talk"],
         &output,
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited_0(&out);
     let results = results(&output);
     for node in ["alpha", "beta", "gamma"] {
         let t = task(&results, node);
@@ -777,12 +747,7 @@ fn with_nats_stopped_mid_run_the_run_goes_on_here_and_back_to_the_workers() {
     std::thread::sleep(Duration::from_secs(4));
     nats.restart();
     let out = coordinator.wait_with_output().expect("the run ends");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited_0(&out);
     let results = results(&output);
     let tasks = results["tasks"].as_array().expect("tasks");
     assert!(tasks.iter().all(|t| t["status"] == "succeeded"));
@@ -1081,16 +1046,21 @@ fn a_tasks_input_files_reach_the_worker_that_runs_it() {
         &["--nats", &nats.runtime_url(), "--pool", "files"],
         &output,
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited_0(&out);
     let results = results(&output);
     for (node, expected) in [("file", 11), ("dir", 102)] {
         let t = task(&results, node);
         assert_eq!(t["output"], expected, "{t}");
         assert_eq!(t["history"][0]["worker"], "w1", "it ran on the worker: {t}");
     }
+}
+
+/// The command exited 0; its stderr otherwise.
+fn exited_0(out: &std::process::Output) {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
