@@ -17,7 +17,7 @@ use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wasm_orch_tests::nats::{NatsServer, free_port};
+use wasm_orch_tests::nats::{NatsServer, SlowDoor, free_port};
 use wasm_orch_tests::{Scratch, cli, root};
 
 /// A `wasm-orch worker` process, killed (SIGKILL) when dropped unless stopped first.
@@ -473,6 +473,38 @@ fn calc_on_two_workers_gives_21_and_its_tool_calls_are_checked_by_the_coordinato
     }));
     w1.stop();
     w2.stop();
+}
+
+/// A coordinator's first connection to NATS comes up in the background. While it is still
+/// coming up (for as long as the coordinator would wait for a worker's heartbeat), the run's
+/// first attempts wait for it: they do not run here as if NATS were down.
+#[test]
+fn a_coordinator_still_connecting_to_nats_waits_for_it_instead_of_running_here() {
+    let scratch = Scratch::new();
+    let nats = NatsServer::start(&scratch);
+    let mut w1 = Worker::start(&nats, &scratch, "w1", "calc", &[]);
+    await_workers(&nats, "calc", &["w1"], |_| true);
+    let door = SlowDoor::open(nats.port(), Duration::from_millis(1500));
+    let output = scratch.path().join("results.json");
+    let out = run(
+        &scratch,
+        &root().join("examples/calc.toml"),
+        &[
+            "--nats",
+            &door.url("wasm-orch", "runtime-secret"),
+            "--pool",
+            "calc",
+        ],
+        &output,
+    );
+    exited_0(&out);
+    let calc = results(&output);
+    assert_eq!(task(&calc, "product")["output"], 21);
+    for node in ["left", "right", "product"] {
+        let ran = task(&calc, node);
+        assert_eq!(ran["history"][0]["worker"], "w1", "{node}: {ran}");
+    }
+    assert_eq!(finished(&w1.stop()), 3, "w1 ran the three attempts");
 }
 
 /// Four counters on one shared key (25 increments each, read and compare-and-swap), and one

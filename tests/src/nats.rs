@@ -88,6 +88,11 @@ impl NatsServer {
         self.launch();
     }
 
+    /// The server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// `nats://127.0.0.1:PORT`.
     pub fn address(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
@@ -108,4 +113,70 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A loopback door to a server that opens each connection only after `delay`: a client's first
+/// connection is slow to come up. Closed when dropped.
+#[derive(Debug)]
+pub struct SlowDoor {
+    port: u16,
+    closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SlowDoor {
+    /// Relays connections to `127.0.0.1:upstream`, each `delay` after it was accepted.
+    pub fn open(upstream: u16, delay: Duration) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let port = listener.local_addr().expect("its address").port();
+        let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = std::sync::Arc::clone(&closed);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                        return;
+                    };
+                    relay(client, server);
+                });
+            }
+        });
+        Self { port, closed }
+    }
+
+    /// `nats://USER:PASSWORD@127.0.0.1:PORT` through the door.
+    pub fn url(&self, user: &str, password: &str) -> String {
+        format!("nats://{user}:{password}@127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for SlowDoor {
+    fn drop(&mut self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // Wakes the accepting thread, which sees it is closed.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Copies both ways between two connections until either closes.
+fn relay(a: TcpStream, b: TcpStream) {
+    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
+        return;
+    };
+    let pipe = |mut from: TcpStream, mut to: TcpStream| {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(std::net::Shutdown::Both);
+            let _ = from.shutdown(std::net::Shutdown::Both);
+        })
+    };
+    let up = pipe(a, b2);
+    let down = pipe(b, a2);
+    let _ = up.join();
+    let _ = down.join();
 }

@@ -118,9 +118,13 @@ pub(crate) struct PoolInner {
     pub(crate) degraded: Arc<Semaphore>,
     /// Attempts offered to workers that lease over HTTP (while NATS cannot reach any).
     pub(crate) leases: Leases,
-    /// When the pool was connected: until three heartbeats have passed, a pool that has heard
-    /// of no worker yet waits for one before it runs attempts here.
+    /// When the pool was made: while it is still connecting (for as long as three
+    /// heartbeats), an attempt waits for the connection before it runs here.
     since: Instant,
+    /// When the pool's subscriptions were in place at the server: until three heartbeats have
+    /// passed from then, a pool that has heard of no worker yet waits for one before it runs
+    /// attempts here.
+    listening: std::sync::OnceLock<Instant>,
     counts: Counts,
     listener: tokio::task::JoinHandle<()>,
     reaper: tokio::task::JoinHandle<()>,
@@ -218,6 +222,7 @@ impl WorkerPool {
             uploaded: Mutex::default(),
             workers: Mutex::default(),
             since: Instant::now(),
+            listening: std::sync::OnceLock::new(),
             counts: Counts::default(),
         });
         Ok(Self { inner })
@@ -340,12 +345,25 @@ impl WorkerPool {
 impl PoolInner {
     /// The queue, if attempts can be handed out now: connected, set up, with a live worker.
     pub(crate) async fn ready(&self) -> Option<Arc<Ready>> {
+        // A coordinator that just started may still be connecting (the first connection is
+        // made in the background): that is not a server that is down.
+        let listening = loop {
+            if let Some(at) = self.listening.get() {
+                break *at;
+            }
+            if self.client.connection_state() == async_nats::connection::State::Disconnected
+                || self.since.elapsed() >= 3 * HEARTBEAT
+            {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         if self.client.connection_state() != async_nats::connection::State::Connected {
             return None;
         }
-        // A coordinator that just started has not heard the workers' heartbeats yet.
+        // Nor has it heard the workers' heartbeats yet.
         while !self.live() {
-            if self.since.elapsed() >= 3 * HEARTBEAT {
+            if listening.elapsed() >= 3 * HEARTBEAT {
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -663,6 +681,12 @@ async fn listen(
             return;
         }
     };
+    // The subscriptions are in place once they are written to the server (the first
+    // connection is made in the background): from then on, the workers' heartbeats reach
+    // this pool.
+    let listening = client.clone();
+    let mut listening = Box::pin(async move { listening.flush().await });
+    let mut marked = false;
     loop {
         tokio::select! {
             Some(message) = reports.next() => {
@@ -705,6 +729,16 @@ async fn listen(
                     if let Some(ready) = ready {
                         let _ = ready.stream.delete_message(advisory.stream_seq).await;
                     }
+                }
+            }
+            flushed = &mut listening, if !marked => {
+                marked = true;
+                match flushed {
+                    Ok(()) => {
+                        let Some(inner) = inner.upgrade() else { return };
+                        let _ = inner.listening.set(Instant::now());
+                    }
+                    Err(e) => tracing::warn!("pool `{pool}`: the subscriptions were not sent: {e}"),
                 }
             }
             else => return,
