@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::Value;
-use wasm_orch_tests::nats::{NatsServer, free_port};
+use wasm_orch_tests::nats::{NatsServer, SlowDoor, free_port};
 use wasm_orch_tests::server::Server;
 use wasm_orch_tests::{Scratch, cli};
 
@@ -226,6 +226,63 @@ async fn serve_publishes_what_its_event_stream_serves() {
         .map(|e| (Some(e.id), Some(e.event.clone())))
         .collect();
     assert_eq!(published, streamed, "NATS and SSE carry the same sequence");
+}
+
+/// A run shorter than its first connection to NATS takes to come up: its events wait for the
+/// connection, and reach the bus before the process ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_runs_events_wait_for_a_first_connection_still_coming_up() {
+    let scratch = Scratch::new();
+    let nats = NatsServer::start(&scratch);
+    let flow = scratch.workflow("calc.toml", CALC);
+    let (acme, _) = client(&nats, "acme", "acme-secret").await;
+    let mut mine = acme
+        .subscribe("wasm-orch.events.acme.>")
+        .await
+        .expect("acme subscribes to its own subjects");
+    acme.flush().await.expect("flush");
+    let door = SlowDoor::open(nats.port(), Duration::from_millis(1000));
+    let events_file = scratch.path().join("events.jsonl");
+    let out = scratch
+        .dirs(
+            cli!()
+                .arg("run")
+                .arg(&flow)
+                .args([
+                    "--plain",
+                    "--nats",
+                    &door.url("wasm-orch", "runtime-secret"),
+                ])
+                .arg("--events")
+                .arg(&events_file),
+        )
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written: Vec<Value> = std::fs::read_to_string(&events_file)
+        .expect("events.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let mut received = Vec::new();
+    while received.len() < written.len() {
+        match tokio::time::timeout(Duration::from_secs(10), mine.next()).await {
+            Ok(Some(message)) => {
+                received.push(serde_json::from_slice::<Value>(&message.payload).expect("JSON"));
+            }
+            _ => panic!(
+                "only {} of {} events reached the bus",
+                received.len(),
+                written.len()
+            ),
+        }
+    }
+    assert_eq!(received, written);
 }
 
 #[test]

@@ -75,7 +75,7 @@ impl StateBus {
 
     /// Publishes every event of a run of `tenant`, from its first, until the run ends; the
     /// returned task ends after the last one is handed to the client (and flushed, if the
-    /// server is up).
+    /// server is up, or if the first connection comes up within 2 s).
     pub fn publish_run(&self, tenant: &str, feed: &EventFeed) -> tokio::task::JoinHandle<()> {
         let bus = self.clone();
         let mut events = feed.stream();
@@ -96,10 +96,17 @@ impl StateBus {
                 );
             }
             // Best effort: a server that is down gets what the client still holds when it is
-            // back, if this process lives that long.
-            if bus.client.connection_state() == async_nats::connection::State::Connected {
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), bus.client.flush())
-                    .await;
+            // back, if this process lives that long. A first connection still coming up (a
+            // short run) is given a moment: it is most often a server just slow to answer.
+            let patience = match bus.client.connection_state() {
+                async_nats::connection::State::Connected => Some(5),
+                async_nats::connection::State::Pending => Some(2),
+                async_nats::connection::State::Disconnected => None,
+            };
+            if let Some(secs) = patience {
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(secs), bus.client.flush())
+                        .await;
             }
         })
     }
