@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use serde_json::Value;
-use wasm_orch_tests::{Scratch, cli, guest, root, shared_cache};
+use wasm_orch_tests::{Scratch, cli, exited_0, guest, root, shared_cache};
 
 fn calc() -> PathBuf {
     root().join("examples/calc.toml")
@@ -190,12 +190,7 @@ fn run_for_a_tenant_refuses_another_tenants_file() {
         .dirs(cli!().arg("run").arg(calc()).args(["--tenant", "default"]))
         .output()
         .expect("runs");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited_0(&out);
     assert_eq!(runs("default"), 1);
 }
 
@@ -231,12 +226,7 @@ fn inspect_shows_the_world_and_the_agents_description() {
         .output()
         .expect("runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited_0(&out);
     assert!(stdout.contains("sub-agent: yes"), "{stdout}");
     assert!(stdout.contains("name:         add 0.1.0"), "{stdout}");
     assert!(stdout.contains("capabilities: math.add"), "{stdout}");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 use wasm_orch::{RunOptions, TaskStatus, Workflow};
-use wasm_orch_tests::{Scratch, cli, kv_store};
+use wasm_orch_tests::{Scratch, cli, exited_0, kv_store};
 
 /// 33 tasks: eight starters, each followed by two more in a chain, a join of the eight
 /// chains, and eight tasks after the join; four at a time. Each counts its executions, waits,
@@ -146,12 +146,7 @@ fn a_run_killed_at_twenty_random_moments_resumes_to_the_same_results_without_red
     let out = run_cmd(&scratch, &flow, "reference")
         .output()
         .expect("runs");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited_0(&out);
     let expected = results(&state, "reference");
     assert_eq!(expected.0.len(), 33);
     assert_eq!(expected.0["f7"], 631, "the sums");
@@ -251,12 +246,7 @@ fn two_processes_on_one_state_directory_lose_no_kv_update() {
         .expect("spawns");
     for child in [a, b] {
         let out = child.wait_with_output().expect("ends");
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        exited_0(&out);
     }
     let store = kv_store(&scratch.state_dir(), "default");
     let shared = store

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Output;
 
-use wasm_orch_tests::{Scratch, cli, guest};
+use wasm_orch_tests::{Scratch, cli, exited_0, guest};
 
 fn run_cli(scratch: &Scratch, file: &Path) -> Output {
     scratch
@@ -184,12 +184,7 @@ fn validate_reports_the_same_problems_and_accepts_good_files() {
         .output()
         .expect("runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited_0(&out);
     assert!(
         stdout.contains("is valid: 1 tasks, 1 agents (add)"),
         "{stdout}"

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use wasm_orch::events::EventKind;
 use wasm_orch::{RunStatus, TaskStatus};
-use wasm_orch_tests::{Finished, Scratch, cli, kv_store};
+use wasm_orch_tests::{Finished, Scratch, cli, exited_0, kv_store};
 
 fn looping(with: &str, max: u32) -> String {
     format!(
@@ -510,12 +510,7 @@ fn a_loop_over_a_child_workflow_killed_mid_iteration_resumes_without_redoing_wha
     let mut resume = cli!();
     scratch.dirs(resume.args(["resume", "--plain", "looped"]));
     let out = resume.output().expect("resumes");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited_0(&out);
     let counts = kv_store(&state, "default");
     let count = |node: &str| {
         counts

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 use wasm_orch::events::{AuditResource, Decision, EventKind};
 use wasm_orch::{RunOptions, RunStatus, TaskStatus, Workflow};
-use wasm_orch_tests::{Finished, Scratch, root};
+use wasm_orch_tests::{Finished, Scratch, exited_0, root};
 
 async fn negotiation(scratch: &Scratch, params: &[(&str, &str)]) -> Finished {
     let params: Vec<(String, String)> = params
@@ -369,12 +369,7 @@ fn a_resumed_run_finds_its_inboxes_as_they_were() {
     let mut resume = wasm_orch_tests::cli!();
     scratch.dirs(resume.args(["resume", "--plain", "mail-1"]));
     let out = resume.output().expect("resumes");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited_0(&out);
     let after = journal(&scratch);
     // The collector's second attempt took the three messages, in the order they came.
     let report: Value = serde_json::from_str(

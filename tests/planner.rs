@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use wasm_orch::events::EventKind;
 use wasm_orch::{RunStatus, TaskStatus, Workflow};
-use wasm_orch_tests::{Finished, Scratch, cli, kv_store, root};
+use wasm_orch_tests::{Finished, Scratch, cli, exited_0, kv_store, root};
 
 const AGENTS: &str = r#"
 [agents.planner]
@@ -291,12 +291,7 @@ fn a_grown_run_killed_mid_plan_resumes_without_planning_or_redoing_work_again() 
     let mut resume = cli!();
     scratch.dirs(resume.args(["resume", "--plain", "grown"]));
     let out = resume.output().expect("resumes");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited_0(&out);
     let counts: Vec<(String, String)> = kv_store(&state, "default")
         .into_iter()
         .filter(|(k, _, _)| k.starts_with("exec/grown/"))

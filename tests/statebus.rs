@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use wasm_orch_tests::nats::{NatsServer, SlowDoor, free_port};
 use wasm_orch_tests::server::Server;
-use wasm_orch_tests::{Scratch, cli};
+use wasm_orch_tests::{Scratch, cli, exited_0};
 
 const CALC: &str = r#"
 [workflow]
@@ -60,6 +60,29 @@ async fn client(
     (client, rx)
 }
 
+/// `wasm-orch run --plain FILE ARGS`, which must succeed: the events it wrote.
+fn run_with_events(scratch: &Scratch, flow: &std::path::Path, args: &[&str]) -> Vec<Value> {
+    let events_file = scratch.path().join("events.jsonl");
+    let out = scratch
+        .dirs(
+            cli!()
+                .arg("run")
+                .arg(flow)
+                .arg("--plain")
+                .args(args)
+                .arg("--events")
+                .arg(&events_file),
+        )
+        .output()
+        .expect("runs");
+    exited_0(&out);
+    std::fs::read_to_string(&events_file)
+        .expect("events.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runs_events_reach_its_tenant_in_order_and_no_other_tenant() {
     let scratch = Scratch::new();
@@ -94,29 +117,11 @@ async fn a_runs_events_reach_its_tenant_in_order_and_no_other_tenant() {
         "{why}"
     );
 
-    let events_file = scratch.path().join("events.jsonl");
-    let out = scratch
-        .dirs(
-            cli!()
-                .arg("run")
-                .arg(&flow)
-                .args(["--plain", "--run-id", "r.1", "--nats", &nats.runtime_url()])
-                .arg("--events")
-                .arg(&events_file),
-        )
-        .output()
-        .expect("runs");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let written = run_with_events(
+        &scratch,
+        &flow,
+        &["--run-id", "r.1", "--nats", &nats.runtime_url()],
     );
-    let written: Vec<Value> = std::fs::read_to_string(&events_file)
-        .expect("events.jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON"))
-        .collect();
 
     // Every event, in order, on the run's subject (the run id's `.` escaped), carrying its
     // dedup id and name.
@@ -242,33 +247,11 @@ async fn a_short_runs_events_wait_for_a_first_connection_still_coming_up() {
         .expect("acme subscribes to its own subjects");
     acme.flush().await.expect("flush");
     let door = SlowDoor::open(nats.port(), Duration::from_millis(1000));
-    let events_file = scratch.path().join("events.jsonl");
-    let out = scratch
-        .dirs(
-            cli!()
-                .arg("run")
-                .arg(&flow)
-                .args([
-                    "--plain",
-                    "--nats",
-                    &door.url("wasm-orch", "runtime-secret"),
-                ])
-                .arg("--events")
-                .arg(&events_file),
-        )
-        .output()
-        .expect("runs");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let written = run_with_events(
+        &scratch,
+        &flow,
+        &["--nats", &door.url("wasm-orch", "runtime-secret")],
     );
-    let written: Vec<Value> = std::fs::read_to_string(&events_file)
-        .expect("events.jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON"))
-        .collect();
     let mut received = Vec::new();
     while received.len() < written.len() {
         match tokio::time::timeout(Duration::from_secs(10), mine.next()).await {
@@ -304,12 +287,7 @@ fn a_run_goes_on_while_its_nats_server_is_down() {
         )
         .output()
         .expect("runs");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exited_0(&out);
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(&results).expect("results")).expect("JSON");
     assert_eq!(report["outputs"]["product"], 21);

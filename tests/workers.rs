@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use wasm_orch_tests::nats::{NatsServer, SlowDoor, free_port};
-use wasm_orch_tests::{Scratch, cli, root};
+use wasm_orch_tests::{Scratch, cli, exited_0, root};
 
 /// A `wasm-orch worker` process, killed (SIGKILL) when dropped unless stopped first.
 struct Worker {
@@ -1085,14 +1085,4 @@ fn a_tasks_input_files_reach_the_worker_that_runs_it() {
         assert_eq!(t["output"], expected, "{t}");
         assert_eq!(t["history"][0]["worker"], "w1", "it ran on the worker: {t}");
     }
-}
-
-/// The command exited 0; its stderr otherwise.
-fn exited_0(out: &std::process::Output) {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

@@ -290,6 +290,17 @@ pub async fn timed_run(
     (report, starts, wall)
 }
 
+/// Asserts that a command exited 0, showing its stderr if it did not.
+#[track_caller]
+pub fn exited_0(out: &std::process::Output) {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The `p` quantile (0 to 1) of `sorted` (NaN if empty).
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
