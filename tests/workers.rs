@@ -507,6 +507,50 @@ fn a_coordinator_still_connecting_to_nats_waits_for_it_instead_of_running_here()
     assert_eq!(finished(&w1.stop()), 3, "w1 ran the three attempts");
 }
 
+/// A worker answers a coordinator's ping with a heartbeat at once, not at its next second:
+/// ten pings, each waiting for its answer, take far less than the nine seconds or more that
+/// ten heartbeats alone would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_answers_a_ping_with_a_heartbeat_at_once() {
+    use futures_util::StreamExt;
+    let scratch = Scratch::new();
+    let nats = NatsServer::start(&scratch);
+    let mut w1 = Worker::start(&nats, &scratch, "w1", "calc", &[]);
+    let client = async_nats::ConnectOptions::with_user_and_password(
+        "wasm-orch".into(),
+        "runtime-secret".into(),
+    )
+    .connect(nats.address())
+    .await
+    .expect("connects to nats-server");
+    let mut beats = client
+        .subscribe("wasm-orch.workers.calc.w1")
+        .await
+        .expect("subscribes");
+    client.flush().await.expect("flush");
+    // Its first heartbeat: it is up, and reads pings (it subscribed before it beat).
+    tokio::time::timeout(Duration::from_secs(60), beats.next())
+        .await
+        .expect("w1 beats")
+        .expect("subscription open");
+    let started = Instant::now();
+    for _ in 0..10 {
+        client
+            .publish("wasm-orch.ping.calc", bytes::Bytes::new())
+            .await
+            .expect("ping");
+        tokio::time::timeout(Duration::from_secs(10), beats.next())
+            .await
+            .expect("w1 answers")
+            .expect("subscription open");
+        // Apart by more than the least gap between two answered pings.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(6), "ten pings took {took:?}");
+    tokio::task::block_in_place(|| w1.stop());
+}
+
 /// Four counters on one shared key (25 increments each, read and compare-and-swap), and one
 /// that tries a key of the host's namespace.
 const COUNTERS: &str = r#"

@@ -23,7 +23,9 @@
 //!   makes and audits (on one subject, so a call is read after the report that its worker took the
 //!   attempt, and is answered only for that worker).
 //! - `cancel.<coordinator>`: attempts the coordinator stopped.
-//! - `workers.<pool>.<worker>`: each worker's heartbeat (slots, load, tenants).
+//! - `workers.<pool>.<worker>`: each worker's heartbeat (slots, load, tenants), every
+//!   [`HEARTBEAT`], and at once when asked on `ping.<pool>`: a coordinator that just started
+//!   asks, so that it knows its pool's workers in a round trip, not a heartbeat.
 //! - Components travel by digest, in the JetStream object store [`COMPONENTS`]; a worker
 //!   checks the digest of what it fetched, compiles it once and keeps it. A fetch that stalls
 //!   is given up ([`fetch`]), so that no attempt waits for it forever.
@@ -126,6 +128,10 @@ pub(crate) async fn connect(url: &str, name: &str) -> Result<async_nats::Client,
                     async_nats::Event::Disconnected => {
                         tracing::warn!("{label}: disconnected from NATS; reconnecting")
                     }
+                    // This process let its connection go (it is ending): nothing to warn of.
+                    async_nats::Event::Closed => {
+                        tracing::debug!("{label}: the NATS connection is closed")
+                    }
                     other => tracing::warn!("{label}: NATS: {other}"),
                 }
             }
@@ -184,6 +190,11 @@ pub(crate) fn check_pool(pool: &str) -> Result<(), NatsError> {
 /// The queue subject of `pool`.
 pub(crate) fn work_subject(pool: &str) -> String {
     format!("{PREFIX}.work.{pool}")
+}
+
+/// Where a coordinator asks `pool`'s workers for a heartbeat now.
+pub(crate) fn ping_subject(pool: &str) -> String {
+    format!("{PREFIX}.ping.{}", token(pool))
 }
 
 /// How long an unacknowledged attempt waits before it is delivered again, and how often it

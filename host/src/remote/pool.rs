@@ -735,6 +735,10 @@ async fn listen(
                 marked = true;
                 match flushed {
                     Ok(()) => {
+                        // The workers answer with a heartbeat at once.
+                        if let Err(e) = client.publish(super::ping_subject(&pool), bytes::Bytes::new()).await {
+                            tracing::debug!("pool `{pool}`: the workers were not asked for a heartbeat: {e}");
+                        }
                         let Some(inner) = inner.upgrade() else { return };
                         let _ = inner.listening.set(Instant::now());
                     }

@@ -344,12 +344,37 @@ fn default_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-/// Says every heartbeat that this worker is alive, and how busy.
+/// Says every heartbeat that this worker is alive, and how busy; and at once when a
+/// coordinator asks (one that just started), unless it said so a moment ago.
 async fn heartbeats(state: Arc<State>) {
     let subject = format!("{PREFIX}.workers.{}.{}", state.pool, token(&state.id));
     let mut tick = tokio::time::interval(HEARTBEAT);
+    // A configuration that does not let workers read pings leaves them to the heartbeats.
+    let mut pings = match state
+        .client
+        .subscribe(super::ping_subject(&state.pool))
+        .await
+    {
+        Ok(pings) => Some(pings),
+        Err(e) => {
+            tracing::warn!("worker: cannot subscribe to the pool's pings: {e}");
+            None
+        }
+    };
+    let mut last = tokio::time::Instant::now();
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            ping = async { pings.as_mut()?.next().await }, if pings.is_some() => {
+                if ping.is_none() {
+                    pings = None;
+                }
+                if last.elapsed() < PING_GAP {
+                    continue;
+                }
+            }
+        }
+        last = tokio::time::Instant::now();
         let mut tenants: Vec<String> = lock(&state.running)
             .values()
             .map(|(tenant, _)| tenant.clone())
@@ -372,6 +397,9 @@ async fn heartbeats(state: Arc<State>) {
         }
     }
 }
+
+/// The least time between two heartbeats a ping asks for: a burst of pings is answered once.
+const PING_GAP: Duration = Duration::from_millis(50);
 
 /// Stops the attempts coordinators cancel.
 async fn cancellations(state: Arc<State>) {
