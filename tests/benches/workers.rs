@@ -3,7 +3,9 @@
 //! `examples/nats/server.conf`):
 //! - 10,000 `noop` tasks: what distribution costs per attempt (the work is nothing);
 //! - 1,000 `wait` tasks of 100 ms each (a host tool call, which a worker makes through its
-//!   coordinator): what an I/O-bound fan-out gets.
+//!   coordinator): what an I/O-bound fan-out gets;
+//! - a one-task `wasm-orch run` process, here and on the pool: what a small run waits before
+//!   its attempt goes out.
 //!
 //! On one machine the workers share its cores with the coordinator, so this measures the
 //! overhead of the queue, not the gain of more machines.
@@ -100,12 +102,77 @@ fn main() {
                 here / there
             );
         }
+        if only.as_ref().is_none_or(|o| o == "small") {
+            small_runs(&scratch, &nats);
+        }
         let counts = pool.counts();
         println!(
             "  pool: {} attempts to workers, {} here (degraded), {} redelivered, {} duplicates, {} lost",
             counts.remote, counts.degraded, counts.redelivered, counts.duplicates, counts.lost
         );
     });
+}
+
+/// How long a one-task `wasm-orch run` process takes, here and on the pool: what a small run
+/// waits before its first attempt goes out (its coordinator learns of the pool's workers).
+fn small_runs(scratch: &Scratch, nats: &NatsServer) {
+    const SMALL: usize = 7;
+    bench_workflow(scratch.path(), "noop", 1, false, "{}", false, 64);
+    let flow = scratch.path().join("noop-1-false-false.toml");
+    let url = nats.runtime_url();
+    let time = |pool: bool| {
+        let mut walls: Vec<f64> = (0..SMALL)
+            .map(|_| {
+                let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasm-orch-cli"));
+                cmd.args(["run", "--plain"])
+                    .arg(&flow)
+                    .arg("--state-dir")
+                    .arg(scratch.path().join("cli"))
+                    .arg("--cache-dir")
+                    .arg(shared_cache())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                if pool {
+                    cmd.args(["--nats", &url, "--pool", "bench"]);
+                }
+                let started = Instant::now();
+                let status = cmd.status().expect("wasm-orch run starts");
+                assert!(status.success(), "the one-task run failed");
+                started.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        walls.sort_by(f64::total_cmp);
+        walls
+    };
+    // Both workers have the component compiled before anything is timed (as after the
+    // fan-outs above): 200 tasks through the pool reach both.
+    bench_workflow(scratch.path(), "noop", 200, false, "{}", false, 64);
+    let warm = Command::new(env!("CARGO_BIN_EXE_wasm-orch-cli"))
+        .args(["run", "--plain"])
+        .arg(scratch.path().join("noop-200-false-false.toml"))
+        .arg("--state-dir")
+        .arg(scratch.path().join("cli"))
+        .arg("--cache-dir")
+        .arg(shared_cache())
+        .args(["--nats", &url, "--pool", "bench"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("wasm-orch run starts");
+    assert!(warm.success(), "the warm-up run failed");
+    let here = time(false);
+    let there = time(true);
+    println!(
+        "a one-task `wasm-orch run` process, wall time, {SMALL} runs (median, fastest-slowest)"
+    );
+    for (name, walls) in [("here", here), ("on the pool", there)] {
+        println!(
+            "  {name:<12} {:>7.1} ms  ({:.1}-{:.1} ms)",
+            walls[SMALL / 2],
+            walls[0],
+            walls[SMALL - 1]
+        );
+    }
 }
 
 /// The median wall time of `RUNS` runs of `wf`, after one to warm up; checks every task ran

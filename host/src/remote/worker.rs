@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -345,7 +345,8 @@ fn default_id() -> String {
 }
 
 /// Says every heartbeat that this worker is alive, and how busy; and at once when a
-/// coordinator asks (one that just started), unless it said so a moment ago.
+/// coordinator asks (one that just started: a heartbeat sent before it listened did not
+/// reach it, so every ping is answered).
 async fn heartbeats(state: Arc<State>) {
     let subject = format!("{PREFIX}.workers.{}.{}", state.pool, token(&state.id));
     let mut tick = tokio::time::interval(HEARTBEAT);
@@ -361,20 +362,20 @@ async fn heartbeats(state: Arc<State>) {
             None
         }
     };
-    let mut last = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             ping = async { pings.as_mut()?.next().await }, if pings.is_some() => {
-                if ping.is_none() {
-                    pings = None;
-                }
-                if last.elapsed() < PING_GAP {
-                    continue;
+                match (ping, pings.as_mut()) {
+                    // The pings already here are answered by the same heartbeat: it leaves
+                    // after each of their askers was listening.
+                    (Some(_), Some(waiting)) => {
+                        while let Some(Some(_)) = waiting.next().now_or_never() {}
+                    }
+                    _ => pings = None,
                 }
             }
         }
-        last = tokio::time::Instant::now();
         let mut tenants: Vec<String> = lock(&state.running)
             .values()
             .map(|(tenant, _)| tenant.clone())
@@ -397,9 +398,6 @@ async fn heartbeats(state: Arc<State>) {
         }
     }
 }
-
-/// The least time between two heartbeats a ping asks for: a burst of pings is answered once.
-const PING_GAP: Duration = Duration::from_millis(50);
 
 /// Stops the attempts coordinators cancel.
 async fn cancellations(state: Arc<State>) {
