@@ -163,8 +163,9 @@ struct WorkersArgs {
     #[arg(long, value_name = "NAME", default_value = "default")]
     pool: String,
 
-    /// How long to listen for heartbeats (workers send one a second).
-    #[arg(long, value_name = "DURATION", default_value = "2500ms")]
+    /// How long to listen for heartbeats (workers answer this command's ping at once, and
+    /// send one a second anyway).
+    #[arg(long, value_name = "DURATION", default_value = "1500ms")]
     listen: String,
 
     /// JSON instead of a table.

@@ -138,7 +138,8 @@ pub(super) async fn workers(args: WorkersArgs) -> u8 {
             return INVALID;
         }
     };
-    // Heartbeats come every second: listen for a few.
+    // The pool asks its workers for a heartbeat as it connects; listen for their answers
+    // (and, from workers that cannot read pings, a periodic one).
     tokio::time::sleep(listen).await;
     let mut live = pool.workers();
     live.sort_by(|a, b| a.id.cmp(&b.id));
