@@ -10,6 +10,9 @@
 //!   process, and the last commits may be lost on a power failure or an OS crash; `sync`
 //!   (`synchronous = FULL`): every commit is on disk when it returns, and a task's outcome is
 //!   committed before the run acts on it (group commit: many records share one fsync).
+//! - A run's results document is committed with its last events. With `async` durability the
+//!   run does not wait for that commit: a read through the same journal does (it waits for
+//!   everything sent before it), and a journal that is dropped commits what it was sent.
 //! - A run whose process died is told from a live one by the kernel (same machine) or by
 //!   its heartbeat (three beats late).
 //! - A damaged file, a missing output, or a journal written by a newer wasm-orch is an error
@@ -47,6 +50,7 @@ pub(crate) use self::writer::RunLink;
 use crate::bus::{DurableMark, Sink};
 use crate::error::Error;
 use crate::model::events::Event;
+use crate::model::report::RunReport;
 use crate::model::time::Timestamp;
 
 /// How durable the journal is (see the module's documentation).
@@ -242,13 +246,16 @@ impl Journal {
         });
     }
 
-    /// Records the end of a run and its results document.
-    pub(crate) fn finish(&self, link: &Arc<RunLink>, status: &str, report: Vec<u8>) {
+    /// Records the end of a run and its results document (the writer serializes it). Returns
+    /// whether the caller should wait for it ([`flush`](Self::flush)): with `sync`
+    /// durability. Otherwise it is committed with the run's last events, and every read
+    /// through this journal waits for what was sent before it.
+    pub(crate) fn finish(&self, link: &Arc<RunLink>, report: Box<RunReport>) -> bool {
         self.send(Record::Finished {
             run: Arc::clone(link),
-            status: status.to_owned(),
             report,
         });
+        self.durability == Durability::Sync
     }
 
     /// Waits until everything sent so far is committed.

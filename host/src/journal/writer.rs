@@ -22,6 +22,7 @@ use rusqlite::{Connection, params};
 use crate::bus::DurableMark;
 use crate::model::Name;
 use crate::model::events::{Event, EventKind};
+use crate::model::report::RunReport;
 use crate::model::time::Timestamp;
 
 /// How often the heartbeat of live runs is written.
@@ -76,11 +77,10 @@ pub(crate) enum Record {
         sender: String,
         body: String,
     },
-    /// The run ended: its status and its results document.
+    /// The run ended: its results document (serialized here, off the run's path).
     Finished {
         run: Arc<RunLink>,
-        status: String,
-        report: Vec<u8>,
+        report: Box<RunReport>,
     },
     /// Answered once everything queued before it is committed.
     Flush(SyncSender<()>),
@@ -345,14 +345,11 @@ fn commit(
         let mut report_row =
             tx.prepare_cached("INSERT OR REPLACE INTO reports (run_id, body) VALUES (?1, ?2)")?;
         for record in batch {
-            if let Record::Finished {
-                run,
-                status,
-                report,
-            } = record
-            {
-                report_row.execute(params![run.run_id.as_str(), super::codec::pack(report)])?;
-                finish.execute(params![run.run_id.as_str(), status, now])?;
+            if let Record::Finished { run, report } = record {
+                // A report is plain data: serializing it cannot fail.
+                let body = serde_json::to_vec(&**report).unwrap_or_default();
+                report_row.execute(params![run.run_id.as_str(), super::codec::pack(&body)])?;
+                finish.execute(params![run.run_id.as_str(), report.status.to_string(), now])?;
             }
         }
     }

@@ -485,8 +485,8 @@ impl Runtime {
         &self,
         filter: crate::runs::RunFilter,
     ) -> Result<Vec<crate::runs::RunSummary>, Error> {
-        let journal = Arc::clone(&self.inner.journal);
-        blocking(move || journal.runs(&filter)).await
+        self.read_journal(move |journal| journal.runs(&filter))
+            .await
     }
 
     /// A journaled run.
@@ -494,24 +494,20 @@ impl Runtime {
         &self,
         run_id: &str,
     ) -> Result<Option<crate::runs::RunSummary>, Error> {
-        let journal = Arc::clone(&self.inner.journal);
         let id = run_id.to_owned();
-        blocking(move || journal.run(&id)).await
+        self.read_journal(move |journal| journal.run(&id)).await
     }
 
     /// The results document of an ended run, from the journal (`None`: it has not ended).
     pub async fn run_report(&self, run_id: &str) -> Result<Option<RunReport>, Error> {
-        let journal = Arc::clone(&self.inner.journal);
         let id = run_id.to_owned();
-        let bytes = blocking({
-            let journal = Arc::clone(&journal);
-            move || journal.report(&id)
-        })
-        .await?;
+        let bytes = self
+            .read_journal(move |journal| journal.report(&id))
+            .await?;
         bytes
             .map(|b| {
                 serde_json::from_slice(&b).map_err(|e| {
-                    journal.error(format!(
+                    self.inner.journal.error(format!(
                         "the results of run `{run_id}` do not read back ({e})"
                     ))
                 })
@@ -526,9 +522,23 @@ impl Runtime {
         from: u64,
         limit: usize,
     ) -> Result<Vec<Arc<crate::events::Event>>, Error> {
-        let journal = Arc::clone(&self.inner.journal);
         let id = run_id.to_owned();
-        blocking(move || journal.events(&id, from, limit)).await
+        self.read_journal(move |journal| journal.events(&id, from, limit))
+            .await
+    }
+
+    /// Reads the journal on a blocking thread, once what this runtime sent it before the call
+    /// is committed: a run's last records reach the writer without the run waiting for them.
+    pub(super) async fn read_journal<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Journal) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let journal = Arc::clone(&self.inner.journal);
+        blocking(move || {
+            journal.flush();
+            read(&journal)
+        })
+        .await
     }
 
     /// Deletes the runs that ended more than `older_than` ago (their events, blackboards,

@@ -48,11 +48,9 @@ impl Runtime {
     /// stays spent); it gets a new credential. Bound to a tenant
     /// ([`RunOptions::tenant`]), another tenant's run is [`Error::UnknownRun`].
     pub async fn resume(&self, run_id: &str, options: RunOptions) -> Result<Run, Error> {
-        let journal = Arc::clone(&self.inner.journal);
         let id = run_id.to_owned();
-        let folded = tokio::task::spawn_blocking(move || journal.fold(&id))
-            .await
-            .map_err(|e| Error::Internal(format!("reading the journal: {e}")))??;
+        // After what this runtime sent the journal (a run that just ended here included).
+        let folded = self.read_journal(move |journal| journal.fold(&id)).await?;
         let summary = &folded.run.summary;
         if options
             .tenant
@@ -624,11 +622,14 @@ impl Runtime {
                 if let Some(link) = &link
                     && !drained
                 {
-                    let body = serde_json::to_vec(&report).unwrap_or_default();
-                    journal.finish(link, &report.status.to_string(), body);
-                    // The report is in the journal when `wait` returns (`runs show` finds it).
-                    let journal = Arc::clone(&journal);
-                    let _ = tokio::task::spawn_blocking(move || journal.flush()).await;
+                    // The writer serializes and commits the report with the run's last
+                    // events. A `sync` run waits for it; any other is read back through this
+                    // runtime (whose reads wait for what was sent before them) or from its
+                    // file once the runtime is dropped.
+                    if journal.finish(link, Box::new(report.clone())) {
+                        let journal = Arc::clone(&journal);
+                        let _ = tokio::task::spawn_blocking(move || journal.flush()).await;
+                    }
                 }
                 report
             },
