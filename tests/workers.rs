@@ -426,7 +426,12 @@ fn calc_on_two_workers_gives_21_and_its_tool_calls_are_checked_by_the_coordinato
         let worker = task(&calc, node)["history"][0]["worker"]
             .as_str()
             .map(str::to_owned);
-        workers.push(worker.unwrap_or_else(|| panic!("{node} ran on no worker")));
+        workers.push(worker.unwrap_or_else(|| {
+            panic!(
+                "{node} ran on no worker; the coordinator said:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        }));
     }
     // left and right ran at the same time, one on each worker (one slot each).
     assert_ne!(workers[0], workers[1], "{workers:?}");
@@ -505,6 +510,49 @@ fn a_coordinator_still_connecting_to_nats_waits_for_it_instead_of_running_here()
         assert_eq!(ran["history"][0]["worker"], "w1", "{node}: {ran}");
     }
     assert_eq!(finished(&w1.stop()), 3, "w1 ran the three attempts");
+}
+
+/// Sixteen attempts that start together on a new pool all need its component in the object
+/// store at once: every one of them runs on a worker (none runs here because another was
+/// putting the component there).
+#[test]
+fn attempts_that_start_together_on_a_new_pool_all_run_on_workers() {
+    use std::fmt::Write as _;
+    let scratch = Scratch::new();
+    let nats = NatsServer::start(&scratch);
+    let mut w1 = Worker::start(&nats, &scratch, "w1", "calc", &["--slots", "8"]);
+    let mut w2 = Worker::start(&nats, &scratch, "w2", "calc", &["--slots", "8"]);
+    await_workers(&nats, "calc", &["w1", "w2"], |_| true);
+    let mut toml = String::from(
+        "[workflow]\nname = \"many\"\ntenant = \"acme\"\nmax_concurrency = 16\n\n\
+         [agents.add]\ncomponent = \"{guests}/add.wasm\"\n",
+    );
+    for i in 0..16 {
+        let _ = write!(
+            toml,
+            "\n[[tasks]]\nid = \"t{i}\"\nagent = \"add\"\nwith = {{ a = {i}, b = 1 }}\n"
+        );
+    }
+    let flow = scratch.workflow("many.toml", &toml);
+    let output = scratch.path().join("results.json");
+    let out = run(
+        &scratch,
+        &flow,
+        &["--nats", &nats.runtime_url(), "--pool", "calc"],
+        &output,
+    );
+    exited_0(&out);
+    let results = results(&output);
+    for i in 0..16 {
+        let ran = task(&results, &format!("t{i}"));
+        assert_eq!(ran["output"], i + 1, "{ran}");
+        assert!(
+            ran["history"][0]["worker"].is_string(),
+            "t{i} ran here: {ran}"
+        );
+    }
+    let finished = finished(&w1.stop()) + finished(&w2.stop());
+    assert_eq!(finished, 16, "the workers ran the sixteen attempts");
 }
 
 /// A worker answers a coordinator's ping with a heartbeat at once, not at its next second:

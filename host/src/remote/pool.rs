@@ -125,6 +125,8 @@ pub(crate) struct PoolInner {
     /// passed from then, a pool that has heard of no worker yet waits for one before it runs
     /// attempts here.
     listening: std::sync::OnceLock<Instant>,
+    /// When an attempt first asked whether the pool is ready.
+    first_asked: std::sync::OnceLock<Instant>,
     counts: Counts,
     listener: tokio::task::JoinHandle<()>,
     reaper: tokio::task::JoinHandle<()>,
@@ -223,6 +225,7 @@ impl WorkerPool {
             workers: Mutex::default(),
             since: Instant::now(),
             listening: std::sync::OnceLock::new(),
+            first_asked: std::sync::OnceLock::new(),
             counts: Counts::default(),
         });
         Ok(Self { inner })
@@ -361,9 +364,22 @@ impl PoolInner {
         if self.client.connection_state() != async_nats::connection::State::Connected {
             return None;
         }
-        // Nor has it heard the workers' heartbeats yet.
+        // Nor has it heard the workers' heartbeats yet. Its first attempt may also come long
+        // after it started listening (a process busy loading its workflow reads the beats
+        // that came meanwhile late): that attempt asks the workers again, and waits a
+        // heartbeat for their answer. Later ones wait no longer than the three beats after
+        // listening (while no worker answers, each attempt would otherwise wait).
+        let first = *self.first_asked.get_or_init(|| {
+            if !self.live() {
+                let (client, subject) =
+                    (self.client.clone(), super::ping_subject(&self.options.pool));
+                tokio::spawn(async move { client.publish(subject, bytes::Bytes::new()).await });
+            }
+            Instant::now()
+        });
+        let deadline = (listening + 3 * HEARTBEAT).max(first + HEARTBEAT);
         while !self.live() {
-            if listening.elapsed() >= 3 * HEARTBEAT {
+            if Instant::now() >= deadline {
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
