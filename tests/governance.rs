@@ -630,11 +630,14 @@ async fn a_fuel_rate_holds_back_a_loop_that_never_calls_the_host() {
     let spin = done.report.task("spin");
     let fuel = spin.and_then(|t| t.fuel_used).unwrap_or(0);
     // As long as it ran (its one-second time limit may fire late on a loaded machine) at
-    // 500M/s, plus the burst and a little slack for the last slice.
+    // 500M/s, plus the burst and what it burns after the last epoch tick before its time
+    // limit: that is not held back but left as the tenant's debt, and on a loaded machine the
+    // tick comes late (710M was seen once, against 700M allowed before). An unthrottled loop
+    // burns tens of billions.
     let ran = spin
         .and_then(|t| t.latency_ms)
         .map_or(1.0, |ms| (ms / 1e3).max(1.0));
-    let bound = 500_000_000.0 * ran + 200_000_000.0;
+    let bound = 500_000_000.0 * ran + 350_000_000.0;
     assert!(
         fuel as f64 <= bound,
         "{fuel} fuel in {ran:.2} s: the rate did not hold"

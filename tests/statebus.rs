@@ -60,6 +60,16 @@ async fn client(
     (client, rx)
 }
 
+/// Tenant acme's client, subscribed to every event of its runs.
+async fn acme_events(nats: &NatsServer) -> (async_nats::Client, async_nats::Subscriber) {
+    let (acme, _) = client(nats, "acme", "acme-secret").await;
+    let events = acme
+        .subscribe("wasm-orch.events.acme.>")
+        .await
+        .expect("acme subscribes to its own subjects");
+    (acme, events)
+}
+
 /// `wasm-orch run --plain FILE ARGS`, which must succeed: the events it wrote.
 fn run_with_events(scratch: &Scratch, flow: &std::path::Path, args: &[&str]) -> Vec<Value> {
     let events_file = scratch.path().join("events.jsonl");
@@ -90,11 +100,7 @@ async fn a_runs_events_reach_its_tenant_in_order_and_no_other_tenant() {
     eprintln!("{}", nats.url("acme", "acme-secret"));
     let flow = scratch.workflow("calc.toml", CALC);
 
-    let (acme, _) = client(&nats, "acme", "acme-secret").await;
-    let mut mine = acme
-        .subscribe("wasm-orch.events.acme.>")
-        .await
-        .expect("acme subscribes to its own subjects");
+    let (acme, mut mine) = acme_events(&nats).await;
     let (globex, mut refused) = client(&nats, "globex", "globex-secret").await;
     let mut own = globex
         .subscribe("wasm-orch.events.globex.>")
@@ -240,11 +246,7 @@ async fn a_short_runs_events_wait_for_a_first_connection_still_coming_up() {
     let scratch = Scratch::new();
     let nats = NatsServer::start(&scratch);
     let flow = scratch.workflow("calc.toml", CALC);
-    let (acme, _) = client(&nats, "acme", "acme-secret").await;
-    let mut mine = acme
-        .subscribe("wasm-orch.events.acme.>")
-        .await
-        .expect("acme subscribes to its own subjects");
+    let (acme, mut mine) = acme_events(&nats).await;
     acme.flush().await.expect("flush");
     let door = SlowDoor::open(nats.port(), Duration::from_millis(1000));
     let written = run_with_events(

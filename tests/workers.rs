@@ -564,13 +564,7 @@ async fn a_worker_answers_a_ping_with_a_heartbeat_at_once() {
     let scratch = Scratch::new();
     let nats = NatsServer::start(&scratch);
     let mut w1 = Worker::start(&nats, &scratch, "w1", "calc", &[]);
-    let client = async_nats::ConnectOptions::with_user_and_password(
-        "wasm-orch".into(),
-        "runtime-secret".into(),
-    )
-    .connect(nats.address())
-    .await
-    .expect("connects to nats-server");
+    let client = nats.runtime_client().await;
     let mut beats = client
         .subscribe("wasm-orch.workers.calc.w1")
         .await
@@ -760,13 +754,7 @@ async fn an_end_reported_twice_counts_once_and_a_repeated_order_is_stored_once()
         .expect("a runtime");
 
     // Every end a worker reports is sent to the coordinator a second time.
-    let spy = async_nats::ConnectOptions::with_user_and_password(
-        "wasm-orch".into(),
-        "runtime-secret".into(),
-    )
-    .connect(nats.address())
-    .await
-    .expect("connects");
+    let spy = nats.runtime_client().await;
     let mut reports = spy
         .subscribe("wasm-orch.reports.>")
         .await

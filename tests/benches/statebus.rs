@@ -41,13 +41,7 @@ fn main() {
     let steady = &bench_workflow(scratch.path(), "wait", 500, false, "{ ms = 20 }", false, 8);
     tokio.block_on(async {
         let bus = StateBus::connect(&nats.runtime_url()).await.expect("connects");
-        let reader = async_nats::ConnectOptions::with_user_and_password(
-            "wasm-orch".into(),
-            "runtime-secret".into(),
-        )
-        .connect(nats.address())
-        .await
-        .expect("connects");
+        let reader = nats.runtime_client().await;
         let mut plain = Vec::new();
         let mut bused = Vec::new();
         let mut latencies = Vec::new();

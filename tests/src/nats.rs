@@ -107,6 +107,18 @@ impl NatsServer {
     pub fn runtime_url(&self) -> String {
         self.url("wasm-orch", "runtime-secret")
     }
+
+    /// A client of this server as the runtime's user (it may read every subject of
+    /// wasm-orch's).
+    pub async fn runtime_client(&self) -> async_nats::Client {
+        async_nats::ConnectOptions::with_user_and_password(
+            "wasm-orch".into(),
+            "runtime-secret".into(),
+        )
+        .connect(self.address())
+        .await
+        .expect("connects to nats-server")
+    }
 }
 
 impl Drop for NatsServer {

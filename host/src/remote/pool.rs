@@ -371,9 +371,8 @@ impl PoolInner {
         // listening (while no worker answers, each attempt would otherwise wait).
         let first = *self.first_asked.get_or_init(|| {
             if !self.live() {
-                let (client, subject) =
-                    (self.client.clone(), super::ping_subject(&self.options.pool));
-                tokio::spawn(async move { client.publish(subject, bytes::Bytes::new()).await });
+                let (client, pool) = (self.client.clone(), self.options.pool.clone());
+                tokio::spawn(async move { ask_for_heartbeats(&client, &pool).await });
             }
             Instant::now()
         });
@@ -670,6 +669,16 @@ impl PoolInner {
     }
 }
 
+/// Pings `pool`'s workers: each answers with a heartbeat at once.
+async fn ask_for_heartbeats(client: &async_nats::Client, pool: &str) {
+    if let Err(e) = client
+        .publish(super::ping_subject(pool), bytes::Bytes::new())
+        .await
+    {
+        tracing::debug!("pool `{pool}`: the workers were not asked for a heartbeat: {e}");
+    }
+}
+
 /// Reads what the pool's workers and the server say to this coordinator, until the pool is
 /// dropped.
 async fn listen(
@@ -751,10 +760,7 @@ async fn listen(
                 marked = true;
                 match flushed {
                     Ok(()) => {
-                        // The workers answer with a heartbeat at once.
-                        if let Err(e) = client.publish(super::ping_subject(&pool), bytes::Bytes::new()).await {
-                            tracing::debug!("pool `{pool}`: the workers were not asked for a heartbeat: {e}");
-                        }
+                        ask_for_heartbeats(&client, &pool).await;
                         let Some(inner) = inner.upgrade() else { return };
                         let _ = inner.listening.set(Instant::now());
                     }
