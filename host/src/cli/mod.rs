@@ -521,20 +521,7 @@ const INVALID: u8 = 2;
 const CANCELLED: u8 = 130;
 
 /// Runs the command line and returns the process's exit code.
-/// Keeps this process's heap in small pages. The command's allocator (mimalloc) asks for
-/// transparent huge pages, and a process that starts, runs one workflow and exits grows its
-/// heap all the while: each first touch of a huge page zeroes 2 MiB, most of which a run
-/// never uses. Measured on 2026-12-07 (2 cores): a 10,000-task no-op fan-out through `run`
-/// on a pool spent 28 % of the coordinator's CPU samples zeroing huge pages, and `run` here
-/// took 0.43 s with them against 0.40 s without (medians of 4 and 6).
-fn no_huge_pages() {
-    // A kernel that refuses keeps them: slower to start, nothing else.
-    #[cfg(target_os = "linux")]
-    let _ = rustix::thread::disable_transparent_huge_pages(true);
-}
-
 pub fn main() -> ExitCode {
-    no_huge_pages();
     let cli = Cli::parse();
     // Dropped after the async runtime, so that exported spans are flushed on every exit.
     let telemetry = telemetry::init(cli.verbose);

@@ -81,7 +81,13 @@ pub(super) async fn resume(args: ResumeArgs, verbose: bool) -> u8 {
 }
 
 pub(super) async fn runs(args: RunsArgs) -> u8 {
-    let runtime = match args.runtime.build() {
+    // It reads the journal and runs nothing: no instance pool to reserve (a thousand
+    // stacks' guard pages) and unmap again.
+    let runtime = match args
+        .runtime
+        .builder()
+        .and_then(|b| b.pooling(false).build())
+    {
         Ok(r) => r,
         Err(e) => return report_error(&e),
     };

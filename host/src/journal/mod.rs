@@ -26,12 +26,13 @@ mod kv;
 mod memo;
 mod owner;
 mod prune;
+mod queue;
 mod read;
 mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -43,6 +44,7 @@ pub(crate) use self::codec::unpack as unpack_events;
 pub(crate) use self::fold::Folded;
 pub(crate) use self::kv::{KvAnswer, KvOp};
 pub use self::prune::Pruned;
+use self::queue::QueueSender;
 pub use self::read::{RunFilter, RunState, RunSummary};
 use self::schema::OpenError;
 use self::writer::Record;
@@ -64,15 +66,12 @@ pub enum Durability {
     Sync,
 }
 
-/// How many records may wait for the writer before publishers wait for it.
-const QUEUE: usize = 1 << 16;
-
 /// A state directory's journal.
 #[derive(Debug)]
 pub(crate) struct Journal {
     path: PathBuf,
     durability: Durability,
-    tx: Mutex<Option<SyncSender<Record>>>,
+    tx: Mutex<Option<QueueSender>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// For reads and short writes (a run's first row, pruning).
     conn: Mutex<Connection>,
@@ -104,7 +103,7 @@ impl Journal {
         let conn = open(durability)?;
         let kv = open(durability)?;
         let owner = owner::this_process();
-        let (tx, rx) = sync_channel(QUEUE);
+        let (tx, rx) = queue::queue();
         let writer = std::thread::Builder::new()
             .name("wasm-orch-journal".into())
             .spawn({
@@ -301,7 +300,7 @@ fn open_error(path: &Path, e: OpenError) -> Error {
 #[derive(Debug)]
 struct RunSink {
     link: Arc<RunLink>,
-    tx: Option<SyncSender<Record>>,
+    tx: Option<QueueSender>,
     sync: bool,
 }
 

@@ -13,12 +13,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, params};
 
+use super::queue::QueueReceiver;
 use crate::bus::DurableMark;
 use crate::model::Name;
 use crate::model::events::{Event, EventKind};
@@ -100,7 +101,8 @@ pub(crate) enum Gather {
     Urgent,
 }
 
-pub(crate) fn run(mut conn: Connection, rx: &Receiver<Record>, owner: &str, gather: Gather) {
+pub(crate) fn run(mut conn: Connection, queue: &QueueReceiver, owner: &str, gather: Gather) {
+    let rx = &queue.rx;
     let mut alive = true;
     let mut buffers = Buffers::default();
     while alive {
@@ -148,6 +150,7 @@ pub(crate) fn run(mut conn: Connection, rx: &Receiver<Record>, owner: &str, gath
                 }
             }
         }
+        queue.taken(batch.len());
         let marks = match commit(&mut conn, &batch, &mut buffers) {
             Ok(marks) => marks,
             Err(e) => {
