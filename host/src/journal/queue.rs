@@ -55,9 +55,15 @@ impl QueueSender {
     /// Queues a record; waits while [`LIMIT`] records are already waiting. Gives the record
     /// back if the writer has stopped.
     pub(crate) fn send(&self, record: Record) -> Result<(), Record> {
-        self.tx.send(record).map_err(|e| e.0)?;
         let backlog = &*self.backlog;
-        if backlog.waiting.fetch_add(1, Ordering::AcqRel) >= LIMIT {
+        // Counted before it is sent, so that the writer never takes a record it has not
+        // counted (the count would wrap below zero meanwhile).
+        let before = backlog.waiting.fetch_add(1, Ordering::AcqRel);
+        if let Err(e) = self.tx.send(record) {
+            backlog.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(e.0);
+        }
+        if before >= LIMIT {
             let mut guard = backlog.lock.lock().unwrap_or_else(|e| e.into_inner());
             while backlog.waiting.load(Ordering::Acquire) > LIMIT
                 && !backlog.closed.load(Ordering::Acquire)
@@ -122,6 +128,41 @@ mod tests {
         rx.taken(batch.len());
         publisher.join().expect("the publisher ends");
         assert!(sent.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn the_count_of_waiting_records_never_runs_below_zero_while_the_writer_drains() {
+        const SENDERS: usize = 4;
+        const EACH: usize = 250_000;
+        let (tx, rx) = queue();
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|_| {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..EACH {
+                        tx.send(Record::Stop).map_err(|_| "sent").expect("queued");
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let mut taken = 0;
+        let mut highest = 0;
+        while taken < SENDERS * EACH {
+            let batch: Vec<Record> = rx.rx.try_iter().take(64).collect();
+            rx.taken(batch.len());
+            taken += batch.len();
+            // A record taken before it was counted would wrap the count to near usize::MAX.
+            highest = highest.max(rx.backlog.waiting.load(Ordering::Acquire));
+        }
+        for sender in senders {
+            sender.join().expect("a sender ends");
+        }
+        assert!(
+            highest <= LIMIT + SENDERS,
+            "the count wrapped: {highest} records waiting"
+        );
+        assert_eq!(rx.backlog.waiting.load(Ordering::Acquire), 0);
     }
 
     #[test]
