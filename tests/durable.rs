@@ -361,6 +361,42 @@ depends_on = ["left", "right"]
     }
 }
 
+/// A run that starts right after another finds that run's memoized outputs: the memo and its
+/// output are stored together, not the output later with the run's events (with `async`
+/// durability those reach the database a few milliseconds after the run ends).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_started_at_once_after_another_reuses_its_memoized_output() {
+    let scratch = Scratch::new();
+    let path = scratch.workflow(
+        "once.toml",
+        r#"
+[workflow]
+name = "once"
+[agents.add]
+component = "{guests}/add.wasm"
+cache = true
+[[tasks]]
+id = "sum"
+agent = "add"
+with = { a = 20, b = 1 }
+"#,
+    );
+    let wf = Workflow::from_file(&path).expect("valid");
+    let runtime = scratch.runtime();
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let run = runtime.start(&wf, RunOptions::new()).await.expect("starts");
+        let report = run.wait().await.expect("ends");
+        assert_eq!(report.output("sum"), Some(serde_json::json!(21)));
+        statuses.push(report.task("sum").map(|t| t.status));
+    }
+    assert_eq!(statuses[0], Some(TaskStatus::Succeeded));
+    assert!(
+        statuses[1..].iter().all(|s| *s == Some(TaskStatus::Cached)),
+        "{statuses:?}"
+    );
+}
+
 fn damaged(scratch: &Scratch, args: &[&str]) -> String {
     let out = scratch.dirs(cli!().args(args)).output().expect("runs");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();

@@ -35,22 +35,38 @@ impl Journal {
             .map_err(|e| self.error(e))
     }
 
-    /// Remembers that `key` gave the output `digest` (stored with the run's events).
+    /// Remembers that `key` gave the output `body` (by its `digest`). The output is stored
+    /// here too, in the same transaction: the run's events carry it to the writer later
+    /// (with `async` durability, a few milliseconds later), and a memo whose output is not
+    /// stored yet is not found, so a run starting just after this one would miss it.
     pub(crate) fn remember(
         &self,
         key: &str,
         digest: &str,
+        body: &str,
         run_id: &str,
         node: &str,
     ) -> Result<(), Error> {
-        self.conn()
-            .execute(
-                "INSERT INTO memo (key, digest, run_id, node, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (key) DO UPDATE SET digest = excluded.digest, run_id = excluded.run_id,
-                     node = excluded.node, created_ms = excluded.created_ms",
-                params![key, digest, run_id, node, Timestamp::now().unix_millis() as i64],
-            )
-            .map(|_| ())
-            .map_err(|e| self.error(e))
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.error(e))?;
+        tx.execute(
+            "INSERT OR IGNORE INTO outputs (digest, body) VALUES (?1, ?2)",
+            params![digest, body.as_bytes()],
+        )
+        .map_err(|e| self.error(e))?;
+        tx.execute(
+            "INSERT INTO memo (key, digest, run_id, node, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (key) DO UPDATE SET digest = excluded.digest, run_id = excluded.run_id,
+                 node = excluded.node, created_ms = excluded.created_ms",
+            params![
+                key,
+                digest,
+                run_id,
+                node,
+                Timestamp::now().unix_millis() as i64
+            ],
+        )
+        .map_err(|e| self.error(e))?;
+        tx.commit().map_err(|e| self.error(e))
     }
 }

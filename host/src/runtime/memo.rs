@@ -119,13 +119,15 @@ impl<E: Executor> Memoized<E> {
         let node = job.task_ref.node.clone();
         let attempt = self.inner.execute(job).await;
         if attempt.status == TaskStatus::Succeeded
-            && let Some(digest) = attempt.output_digest.clone()
+            && let (Some(digest), Some(output)) =
+                (attempt.output_digest.clone(), attempt.output.clone())
         {
             let journal = Arc::clone(&self.journal);
             let run = self.run_id.clone();
-            let stored =
-                tokio::task::spawn_blocking(move || journal.remember(&key, &digest, &run, &node))
-                    .await;
+            let stored = tokio::task::spawn_blocking(move || {
+                journal.remember(&key, &digest, output.get(), &run, &node)
+            })
+            .await;
             if let Ok(Err(e)) = stored {
                 tracing::warn!("a memoized output was not remembered: {e}");
             }
