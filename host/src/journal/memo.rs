@@ -4,6 +4,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::Journal;
+use super::schema::STORE_OUTPUT;
 use crate::error::Error;
 use crate::model::time::Timestamp;
 
@@ -49,11 +50,8 @@ impl Journal {
     ) -> Result<(), Error> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.error(e))?;
-        tx.execute(
-            "INSERT OR IGNORE INTO outputs (digest, body) VALUES (?1, ?2)",
-            params![digest, body.as_bytes()],
-        )
-        .map_err(|e| self.error(e))?;
+        tx.execute(STORE_OUTPUT, params![digest, body.as_bytes()])
+            .map_err(|e| self.error(e))?;
         tx.execute(
             "INSERT INTO memo (key, digest, run_id, node, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (key) DO UPDATE SET digest = excluded.digest, run_id = excluded.run_id,

@@ -166,7 +166,7 @@ impl Journal {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(failed)?;
         tx.execute(
-            "INSERT OR IGNORE INTO outputs (digest, body) VALUES (?1, ?2)",
+            schema::STORE_OUTPUT,
             params![source_digest, run.source_text.as_bytes()],
         )
         .map_err(failed)?;

@@ -17,6 +17,11 @@ pub(crate) const VERSION: i64 = 2;
 // in rowid tables: a `WITHOUT ROWID` table keeps each row whole in its key's b-tree, so every
 // update or look-up there would read (and rewrite) the large value too. A run's row is small
 // and updated on every commit: its workflow source lives in `outputs`, by digest.
+/// Stores an output (`?1` its digest, `?2` its body) unless that digest is stored already:
+/// outputs are content-addressed, so every copy of one body is one row.
+pub(crate) const STORE_OUTPUT: &str =
+    "INSERT OR IGNORE INTO outputs (digest, body) VALUES (?1, ?2)";
+
 const TABLES: &str = "
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,

@@ -20,6 +20,7 @@ use std::time::Duration;
 use rusqlite::{Connection, params};
 
 use super::queue::QueueReceiver;
+use super::schema::STORE_OUTPUT;
 use crate::bus::DurableMark;
 use crate::model::Name;
 use crate::model::events::{Event, EventKind};
@@ -246,8 +247,7 @@ fn commit(
     let mut rows: HashMap<Name, Rows> = HashMap::new();
     let mut stored_outputs: std::collections::HashSet<Name> = std::collections::HashSet::new();
     {
-        let mut output =
-            tx.prepare_cached("INSERT OR IGNORE INTO outputs (digest, body) VALUES (?1, ?2)")?;
+        let mut output = tx.prepare_cached(STORE_OUTPUT)?;
         let mut board = tx.prepare_cached(
             "INSERT INTO blackboard (run_id, key, value, version) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, version = excluded.version
