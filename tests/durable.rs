@@ -582,3 +582,55 @@ fn runs_are_listed_shown_and_pruned_from_the_journal() {
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--older-than"));
 }
+
+/// Pruning while another runtime on the same state directory keeps committing never fails:
+/// the prune reads which outputs are still referenced and then deletes, and a transaction
+/// that only takes the write lock at its first delete finds its snapshot outdated by the
+/// other's commits (SQLite's BUSY_SNAPSHOT, which no busy timeout waits out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_while_another_runtime_commits_never_fails() {
+    let scratch = Scratch::new();
+    let mut toml = String::from(
+        "[workflow]\nname = \"busy\"\n[agents.add]\ncomponent = \"{guests}/add.wasm\"\n",
+    );
+    for i in 0..50 {
+        toml.push_str(&format!(
+            "[[tasks]]\nid = \"t{i}\"\nagent = \"add\"\nwith = {{ a = {i}, b = 1 }}\n"
+        ));
+    }
+    let wf = Workflow::from_file(scratch.workflow("busy.toml", &toml)).expect("valid");
+    let busy = scratch.runtime();
+    let pruner = scratch.runtime();
+    // Something to prune, and events to read through, before the races start.
+    for _ in 0..3 {
+        let run = busy.start(&wf, RunOptions::new()).await.expect("starts");
+        run.wait().await.expect("ends");
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let committing = tokio::spawn({
+        let stop = std::sync::Arc::clone(&stop);
+        async move {
+            let mut runs = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let run = busy.start(&wf, RunOptions::new()).await.expect("starts");
+                run.wait().await.expect("ends");
+                runs += 1;
+            }
+            runs
+        }
+    });
+    let mut failures = Vec::new();
+    for _ in 0..40 {
+        if let Err(e) = pruner.prune(Duration::ZERO).await {
+            failures.push(e.to_string());
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let runs = committing.await.expect("the other runtime ran");
+    assert!(runs > 0, "the other runtime committed nothing meanwhile");
+    assert!(
+        failures.is_empty(),
+        "{} of 40 prunes failed: {failures:?}",
+        failures.len()
+    );
+}

@@ -735,7 +735,9 @@ async fn a_server_prunes_runs_past_the_policys_retention() {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "run {run} was not pruned"
+            "run {run} was not pruned; the server's logs:\n{}\n---\n{}",
+            server.log(1),
+            server.log(2)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

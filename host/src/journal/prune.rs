@@ -46,7 +46,13 @@ impl Journal {
         {
             let mut conn = self.conn();
             let db = |e: rusqlite::Error| self.error(format!("pruning failed: {e}"));
-            let tx = conn.transaction().map_err(db)?;
+            // IMMEDIATE: the write lock is taken (waiting out other writers) before the first
+            // read. A deferred transaction reads first and asks for the lock at its first
+            // delete; if another connection committed in between, its snapshot is stale and
+            // SQLite refuses at once ("database is locked"), which no busy timeout waits out.
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
             let old: Vec<(String, String)> = {
                 let mut stmt = tx
                     .prepare(
